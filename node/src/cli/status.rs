@@ -1,0 +1,191 @@
+//! `shoal status`: the cluster at a glance, from `GET /v1/cluster`.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::CliError;
+use super::dev::{self, http_client};
+
+/// Options of `shoal status`.
+#[derive(Debug)]
+pub struct StatusOptions {
+    /// Explicit endpoint; default: the dev cluster's nodes, first one that answers.
+    pub endpoint: Option<String>,
+    /// Redraw every second.
+    pub watch: bool,
+    /// Raw JSON.
+    pub json: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct ClusterView {
+    node_id: u64,
+    members: Vec<Member>,
+    meta: Meta,
+    partitions: Vec<Partition>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Member {
+    id: u64,
+    http_addr: String,
+    peer_addr: String,
+    state: String,
+    last_seen_ms: Option<u64>,
+    #[serde(default)]
+    rtt_ms: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Meta {
+    leader: Option<u64>,
+    term: u64,
+    commit_index: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Partition {
+    id: u64,
+    replicas: Vec<u64>,
+    leader: Option<u64>,
+    term: u64,
+    commit_index: u64,
+}
+
+fn candidates(explicit: &Option<String>) -> Vec<String> {
+    let normalise = |s: &str| {
+        let s = s.trim_end_matches('/');
+        if s.starts_with("http://") || s.starts_with("https://") { s.to_string() } else { format!("http://{s}") }
+    };
+    if let Some(e) = explicit {
+        return vec![normalise(e)];
+    }
+    match dev::read_nodes(Path::new(dev::DEFAULT_DIR)) {
+        Ok(nodes) if !nodes.is_empty() => nodes.iter().map(|n| normalise(&n.http_addr)).collect(),
+        _ => vec![format!("http://127.0.0.1:{}", dev::DEFAULT_BASE_PORT)],
+    }
+}
+
+async fn fetch(client: &reqwest::Client, endpoints: &[String]) -> Result<(String, String), CliError> {
+    let mut last = String::new();
+    for e in endpoints {
+        match client.get(format!("{e}/v1/cluster")).send().await {
+            Ok(r) if r.status().is_success() => {
+                let body = r.text().await.map_err(|err| CliError::failed(format!("{e}: {err}")))?;
+                return Ok((e.clone(), body));
+            }
+            Ok(r) => last = format!("{e} answered {}", r.status()),
+            Err(err) => last = format!("cannot reach {e}: {err}"),
+        }
+    }
+    Err(CliError::failed(if endpoints.len() > 1 {
+        format!("no node of the dev cluster answered ({last}); is `shoal dev up` running?")
+    } else {
+        last
+    }))
+}
+
+/// `shoal status`.
+pub async fn run(opts: StatusOptions) -> Result<(), CliError> {
+    let client = http_client()?;
+    let color = std::io::stdout().is_terminal();
+    if !opts.watch {
+        let (endpoint, body) = fetch(&client, &candidates(&opts.endpoint)).await?;
+        return print_once(&endpoint, &body, opts.json, color);
+    }
+    let mut signal = std::pin::pin!(crate::node::shutdown_signal());
+    loop {
+        // Clear the screen and home the cursor, then draw.
+        print!("\x1b[2J\x1b[H");
+        match fetch(&client, &candidates(&opts.endpoint)).await {
+            Ok((endpoint, body)) => {
+                if let Err(e) = print_once(&endpoint, &body, opts.json, color) {
+                    println!("{e}");
+                }
+            }
+            Err(e) => println!("{e}"),
+        }
+        println!("\n(redrawn every second; Ctrl-C to quit)");
+        tokio::select! {
+            _ = &mut signal => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+fn print_once(endpoint: &str, body: &str, json: bool, color: bool) -> Result<(), CliError> {
+    if json {
+        println!("{body}");
+        return Ok(());
+    }
+    let view: ClusterView = serde_json::from_str(body)
+        .map_err(|e| CliError::failed(format!("{endpoint} sent an unexpected /v1/cluster answer: {e}")))?;
+    print!("{}", render(endpoint, &view, color));
+    Ok(())
+}
+
+fn render(endpoint: &str, v: &ClusterView, color: bool) -> String {
+    let (red, green, bold, reset) =
+        if color { ("\x1b[1;31m", "\x1b[32m", "\x1b[1m", "\x1b[0m") } else { ("", "", "", "") };
+    let mut out = String::new();
+    let up = v.members.iter().filter(|m| m.state == "up").count();
+    let total = v.members.len();
+    let health = if up == total {
+        format!("{green}all {total} members up{reset}")
+    } else {
+        format!("{red}{} of {total} members DOWN{reset}", total - up)
+    };
+    out.push_str(&format!("{bold}Shoal cluster{reset} as seen by node {} ({endpoint}): {health}\n", v.node_id));
+    match v.meta.leader {
+        Some(l) => out.push_str(&format!("meta: leader node {l}, term {}, commit {}\n", v.meta.term, v.meta.commit_index)),
+        None => out.push_str("meta: no leader (Raft groups not running yet)\n"),
+    }
+    out.push_str(&format!("\n{bold}{:<6}{:<7}{:<23}{:<23}{:<12}RTT{reset}\n", "NODE", "STATE", "HTTP", "PEER", "LAST SEEN"));
+    for m in &v.members {
+        let me = if m.id == v.node_id { "*" } else { "" };
+        let state = if m.state == "up" { format!("{green}{:<7}{reset}", "up") } else { format!("{red}{:<7}{reset}", "DOWN") };
+        let seen = match m.last_seen_ms {
+            Some(ms) if ms < 1000 => "now".to_string(),
+            Some(ms) => format!("{:.1}s ago", ms as f64 / 1000.0),
+            None => "never".to_string(),
+        };
+        let rtt = m.rtt_ms.map(|r| format!("{r:.2} ms")).unwrap_or_else(|| "-".into());
+        let id = format!("{}{me}", m.id);
+        out.push_str(&format!("{id:<6}{state}{:<23}{:<23}{seen:<12}{rtt}\n", m.http_addr, m.peer_addr));
+    }
+    if v.partitions.is_empty() {
+        out.push_str("\npartitions: none yet\n");
+    } else {
+        out.push_str(&format!("\n{bold}{:<11}{:<14}{:<8}{:<7}COMMIT{reset}\n", "PARTITION", "REPLICAS", "LEADER", "TERM"));
+        for p in &v.partitions {
+            let replicas = p.replicas.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+            let leader = match p.leader {
+                Some(l) => l.to_string(),
+                None => format!("{red}NONE{reset}"),
+            };
+            out.push_str(&format!("{:<11}{replicas:<14}{leader:<8}{:<7}{}\n", p.id, p.term, p.commit_index));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn down_members_stand_out() {
+        let body = r#"{"node_id":1,"members":[
+            {"id":1,"http_addr":"127.0.0.1:7000","peer_addr":"127.0.0.1:7001","state":"up","last_seen_ms":0},
+            {"id":2,"http_addr":"127.0.0.1:7010","peer_addr":"127.0.0.1:7011","state":"down","last_seen_ms":4200}],
+            "meta":{"leader":null,"term":0,"commit_index":0},"partitions":[]}"#;
+        let v: ClusterView = serde_json::from_str(body).expect("parses");
+        let text = render("http://127.0.0.1:7000", &v, false);
+        assert!(text.contains("1 of 2 members DOWN"), "{text}");
+        assert!(text.contains("DOWN   127.0.0.1:7010"), "{text}");
+        assert!(text.contains("4.2s ago"), "{text}");
+    }
+}

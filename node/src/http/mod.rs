@@ -1,0 +1,157 @@
+//! The HTTP API (axum): health, readiness, metrics, cluster view, and the test-only fault switch.
+//!
+//! Handlers are thin: they read shared views ([`Membership`], [`NodeMetrics`]) or ask the
+//! supervisor; they never touch storage or peers directly. Every response, errors included, is
+//! counted by route template and status class.
+
+pub mod actor;
+pub mod error;
+pub mod metrics;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ractor::ActorRef;
+use serde_json::{Value, json};
+
+use crate::NodeId;
+use crate::membership::Membership;
+use crate::metrics::NodeMetrics;
+use crate::supervisor::{ChildKind, SupervisorMsg};
+pub use error::ApiError;
+
+/// What every handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Members and their health.
+    pub membership: Arc<Membership>,
+    /// The node's instruments.
+    pub metrics: NodeMetrics,
+    /// The root supervisor (fault injection).
+    pub supervisor: ActorRef<SupervisorMsg>,
+    /// `testing.fault_injection`.
+    pub fault_injection: bool,
+    /// `http.request_timeout`.
+    pub request_timeout: Duration,
+}
+
+/// Builds the router with its middleware.
+pub fn router(state: AppState, body_limit: usize, max_in_flight: usize) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/testing/faults/{actor}", post(inject_fault))
+        .fallback(fallback)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(max_in_flight))
+        .with_state(state)
+}
+
+/// Counts and times every request by route template, and enforces the request timeout.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = match request.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "HEAD" => "HEAD",
+        _ => "other",
+    };
+    let response = match tokio::time::timeout(state.request_timeout, next.run(request)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::unavailable(
+            "timeout",
+            format!("the request did not finish within {:?}", state.request_timeout),
+            1,
+        )
+        .into_response(),
+    };
+    let class = match response.status().as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    let labels = [route.as_str(), method, class];
+    state.metrics.http.requests.with_label_values(&labels).inc();
+    state.metrics.http.duration.with_label_values(&labels).observe(start.elapsed().as_secs_f64());
+    response
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if !state.membership.is_joined() {
+        return ApiError::unavailable("not_joined", "this node has not joined the cluster yet", 1).into_response();
+    }
+    if !state.membership.has_majority() {
+        return ApiError::unavailable("no_majority", "a majority of the members is not reachable", 1)
+            .into_response();
+    }
+    Json(json!({ "status": "ready" })).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn cluster(State(state): State<AppState>) -> Json<Value> {
+    // Raft groups arrive with the next subsystem; until then there is no meta leader and no
+    // partition, and the fields keep their documented shape.
+    Json(json!({
+        "node_id": state.node_id,
+        "members": state.membership.view(),
+        "meta": { "leader": null, "term": 0, "commit_index": 0 },
+        "partitions": [],
+    }))
+}
+
+async fn inject_fault(State(state): State<AppState>, Path(actor): Path<String>) -> Result<Response, ApiError> {
+    if !state.fault_injection {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "fault_injection_disabled",
+            "fault injection is off; set testing.fault_injection = true to use it",
+        ));
+    }
+    let child = ChildKind::from_name(&actor).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no actor named `{actor}`; known actors: {}",
+            ChildKind::ALL.map(ChildKind::name).join(", ")
+        ))
+    })?;
+    state.supervisor.send_message(SupervisorMsg::InjectFault(child)).map_err(|_| {
+        ApiError::unavailable("shutting_down", "the supervisor is not accepting messages", 1)
+    })?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "actor": child.name(), "injected": true }))).into_response())
+}
+
+async fn fallback() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
