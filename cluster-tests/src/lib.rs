@@ -1,1 +1,3 @@
+//! Cluster tests and benchmarks for Shoal: a harness that runs real `shoal` processes.
 
+pub mod harness;

@@ -74,7 +74,10 @@ impl RpcHandler for NodeRpc {
             Request::Echo(echo) => Response::Echo(echo),
             Request::Join(join) => match self.membership.on_join(from, join) {
                 Ok(joined) => Response::Joined(joined),
-                Err(message) => Response::Error(RpcError { code: RpcErrorCode::Refused, message }),
+                Err(message) => Response::Error(RpcError {
+                    code: RpcErrorCode::Refused,
+                    message,
+                }),
             },
         };
         Box::pin(std::future::ready(response))
@@ -86,7 +89,9 @@ pub fn init_tracing(log: &LogSection) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match log.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -99,7 +104,10 @@ pub async fn run(config: Config) -> Result<(), NodeError> {
 }
 
 /// Runs a node until `shutdown` completes (or an actor keeps failing).
-pub async fn run_until(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+pub async fn run_until(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
     let span = info_span!("node", node_id = config.node.id);
     run_inner(config, shutdown).instrument(span).await
 }
@@ -131,13 +139,25 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> Result
         Arc::clone(&transport),
         MembershipMetrics::clone(&metrics.membership),
     );
-    transport.set_handler(Arc::new(NodeRpc { membership: Arc::clone(&membership) }));
-    let http_listener = std::net::TcpListener::bind(config.http.listen)
-        .map_err(|source| NodeError::HttpBind { addr: config.http.listen, source })?;
+    transport.set_handler(Arc::new(NodeRpc {
+        membership: Arc::clone(&membership),
+    }));
+    let http_listener =
+        std::net::TcpListener::bind(config.http.listen).map_err(|source| NodeError::HttpBind {
+            addr: config.http.listen,
+            source,
+        })?;
     let fatal = Arc::new(Mutex::new(None));
     let http_addr = config.http.listen;
     let peer_addr = config.peer.listen;
-    let deps = Deps { config, metrics, transport, membership, http_listener, fatal: Arc::clone(&fatal) };
+    let deps = Deps {
+        config,
+        metrics,
+        transport,
+        membership,
+        http_listener,
+        fatal: Arc::clone(&fatal),
+    };
     let (supervisor, handle) = Actor::spawn(None, Supervisor, deps).await?;
     info!(%http_addr, %peer_addr, "node started");
     let mut handle = std::pin::pin!(handle);
@@ -162,7 +182,10 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> Result
 /// Completes on the first SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

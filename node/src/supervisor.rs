@@ -73,10 +73,16 @@ impl SupervisorMetrics {
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let m = Self {
             restarts: IntCounterVec::new(
-                Opts::new("shoal_actor_restarts_total", "Restarts of a failed subsystem actor."),
+                Opts::new(
+                    "shoal_actor_restarts_total",
+                    "Restarts of a failed subsystem actor.",
+                ),
                 &["actor"],
             )?,
-            up: IntGaugeVec::new(Opts::new("shoal_actor_up", "1 while the subsystem actor runs."), &["actor"])?,
+            up: IntGaugeVec::new(
+                Opts::new("shoal_actor_up", "1 while the subsystem actor runs."),
+                &["actor"],
+            )?,
         };
         registry.register(Box::new(m.restarts.clone()))?;
         registry.register(Box::new(m.up.clone()))?;
@@ -164,11 +170,15 @@ impl Supervisor {
         let sup = myself.get_cell();
         let child = match kind {
             ChildKind::Transport => {
-                let (a, _) = Actor::spawn_linked(name, TransportActor, Arc::clone(&deps.transport), sup).await?;
+                let (a, _) =
+                    Actor::spawn_linked(name, TransportActor, Arc::clone(&deps.transport), sup)
+                        .await?;
                 Child::Transport(a)
             }
             ChildKind::Membership => {
-                let (a, _) = Actor::spawn_linked(name, MembershipActor, Arc::clone(&deps.membership), sup).await?;
+                let (a, _) =
+                    Actor::spawn_linked(name, MembershipActor, Arc::clone(&deps.membership), sup)
+                        .await?;
                 Child::Membership(a)
             }
             ChildKind::Http => {
@@ -191,7 +201,11 @@ impl Supervisor {
                 Child::Http(a)
             }
         };
-        deps.metrics.supervisor.up.with_label_values(&[kind.name()]).set(1);
+        deps.metrics
+            .supervisor
+            .up
+            .with_label_values(&[kind.name()])
+            .set(1);
         Ok(child)
     }
 
@@ -203,12 +217,24 @@ impl Supervisor {
         reason: &str,
     ) {
         let cfg = &state.deps.config.supervisor;
-        state.deps.metrics.supervisor.up.with_label_values(&[kind.name()]).set(0);
-        let Some(slot) = state.slots.get_mut(&kind) else { return };
+        state
+            .deps
+            .metrics
+            .supervisor
+            .up
+            .with_label_values(&[kind.name()])
+            .set(0);
+        let Some(slot) = state.slots.get_mut(&kind) else {
+            return;
+        };
         slot.child = None;
         let now = Instant::now();
         slot.failures.push_back(now);
-        while slot.failures.front().is_some_and(|t| now.duration_since(*t) > cfg.restart_window) {
+        while slot
+            .failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > cfg.restart_window)
+        {
             slot.failures.pop_front();
         }
         let recent = slot.failures.len() as u32;
@@ -223,7 +249,8 @@ impl Supervisor {
             myself.stop(Some(fatal));
             return;
         }
-        let delay = Backoff::new(cfg.restart_backoff_min, cfg.restart_backoff_max).delay_for(recent - 1);
+        let delay =
+            Backoff::new(cfg.restart_backoff_min, cfg.restart_backoff_max).delay_for(recent - 1);
         warn!(actor = kind.name(), error = reason, restart_in = ?delay, "actor failed; restarting");
         myself.send_after(delay, move || SupervisorMsg::Restart(kind));
     }
@@ -232,7 +259,11 @@ impl Supervisor {
         state
             .slots
             .iter()
-            .find(|(_, s)| s.child.as_ref().is_some_and(|c| c.cell().get_id() == cell.get_id()))
+            .find(|(_, s)| {
+                s.child
+                    .as_ref()
+                    .is_some_and(|c| c.cell().get_id() == cell.get_id())
+            })
             .map(|(k, _)| *k)
     }
 }
@@ -242,14 +273,28 @@ impl Actor for Supervisor {
     type State = SupervisorState;
     type Arguments = Deps;
 
-    async fn pre_start(&self, myself: ActorRef<SupervisorMsg>, deps: Deps) -> Result<SupervisorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        deps: Deps,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
         let mut slots = BTreeMap::new();
         for kind in ChildKind::ALL {
             let child = Self::spawn_child(&myself, &deps, kind).await?;
             info!(actor = kind.name(), "actor started");
-            slots.insert(kind, Slot { child: Some(child), failures: VecDeque::new() });
+            slots.insert(
+                kind,
+                Slot {
+                    child: Some(child),
+                    failures: VecDeque::new(),
+                },
+            );
         }
-        Ok(SupervisorState { deps, slots, shutting_down: false })
+        Ok(SupervisorState {
+            deps,
+            slots,
+            shutting_down: false,
+        })
     }
 
     async fn handle(
@@ -260,12 +305,19 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Restart(kind) => {
-                if state.shutting_down || state.slots.get(&kind).is_some_and(|s| s.child.is_some()) {
+                if state.shutting_down || state.slots.get(&kind).is_some_and(|s| s.child.is_some())
+                {
                     return Ok(());
                 }
                 match Self::spawn_child(&myself, &state.deps, kind).await {
                     Ok(child) => {
-                        state.deps.metrics.supervisor.restarts.with_label_values(&[kind.name()]).inc();
+                        state
+                            .deps
+                            .metrics
+                            .supervisor
+                            .restarts
+                            .with_label_values(&[kind.name()])
+                            .inc();
                         info!(actor = kind.name(), "actor restarted");
                         if let Some(slot) = state.slots.get_mut(&kind) {
                             slot.child = Some(child);
@@ -276,7 +328,10 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::InjectFault(kind) => {
                 if let Some(child) = state.slots.get(&kind).and_then(|s| s.child.as_ref()) {
-                    warn!(actor = kind.name(), "injecting a fault (testing.fault_injection)");
+                    warn!(
+                        actor = kind.name(),
+                        "injecting a fault (testing.fault_injection)"
+                    );
                     child.inject_fault();
                 }
             }
@@ -284,16 +339,35 @@ impl Actor for Supervisor {
                 state.shutting_down = true;
                 let drain = state.deps.config.shutdown.drain_timeout;
                 for kind in ChildKind::ALL.into_iter().rev() {
-                    let Some(child) = state.slots.get_mut(&kind).and_then(|s| s.child.take()) else { continue };
+                    let Some(child) = state.slots.get_mut(&kind).and_then(|s| s.child.take())
+                    else {
+                        continue;
+                    };
                     if let Child::Transport(t) = &child {
                         let wait = Duration::from_secs(1);
-                        let _ = t.call(|reply| TransportMsg::Close { wait, reply }, Some(wait * 2)).await;
+                        let _ = t
+                            .call(|reply| TransportMsg::Close { wait, reply }, Some(wait * 2))
+                            .await;
                     }
-                    if child.cell().stop_and_wait(None, Some(drain + Duration::from_secs(2))).await.is_err() {
-                        warn!(actor = kind.name(), "actor did not stop in time; killing it");
+                    if child
+                        .cell()
+                        .stop_and_wait(None, Some(drain + Duration::from_secs(2)))
+                        .await
+                        .is_err()
+                    {
+                        warn!(
+                            actor = kind.name(),
+                            "actor did not stop in time; killing it"
+                        );
                         child.cell().kill();
                     }
-                    state.deps.metrics.supervisor.up.with_label_values(&[kind.name()]).set(0);
+                    state
+                        .deps
+                        .metrics
+                        .supervisor
+                        .up
+                        .with_label_values(&[kind.name()])
+                        .set(0);
                     info!(actor = kind.name(), "actor stopped");
                 }
                 let _ = reply.send(());
@@ -329,11 +403,18 @@ impl Actor for Supervisor {
         Ok(())
     }
 
-    async fn post_stop(&self, _myself: ActorRef<SupervisorMsg>, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         // After a fatal error the children are still running: stop them in reverse order.
         for kind in ChildKind::ALL.into_iter().rev() {
             if let Some(child) = state.slots.get_mut(&kind).and_then(|s| s.child.take()) {
-                let _ = child.cell().stop_and_wait(None, Some(Duration::from_secs(5))).await;
+                let _ = child
+                    .cell()
+                    .stop_and_wait(None, Some(Duration::from_secs(5)))
+                    .await;
             }
         }
         Ok(())

@@ -48,7 +48,10 @@ pub enum ConfigError {
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { field: field.to_string(), reason: reason.into() }
+    ConfigError::Invalid {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
 }
 
 /// The whole node configuration.
@@ -221,7 +224,10 @@ pub struct MembershipSection {
 
 impl Default for MembershipSection {
     fn default() -> Self {
-        Self { heartbeat_interval: Duration::from_millis(500), down_after_missed: 4 }
+        Self {
+            heartbeat_interval: Duration::from_millis(500),
+            down_after_missed: 4,
+        }
     }
 }
 
@@ -271,7 +277,9 @@ pub struct ShutdownSection {
 
 impl Default for ShutdownSection {
     fn default() -> Self {
-        Self { drain_timeout: Duration::from_secs(10) }
+        Self {
+            drain_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -298,7 +306,10 @@ pub struct LogSection {
 
 impl Default for LogSection {
     fn default() -> Self {
-        Self { filter: "info".to_string(), format: LogFormat::Text }
+        Self {
+            filter: "info".to_string(),
+            format: LogFormat::Text,
+        }
     }
 }
 
@@ -318,19 +329,24 @@ impl Config {
 
     /// Like [`Config::load`], with `KEY=VALUE` overrides applied before parsing.
     pub fn load_with_overrides(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        let mut table: toml::Table = toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         for o in overrides {
             apply_override(&mut table, o)?;
         }
-        let mut config: Config = table
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
+        let mut config: Config =
+            table
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         config.validate()?;
@@ -339,8 +355,10 @@ impl Config {
 
     /// Parses TOML text without resolving paths; for tests and generated configs.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: "<inline>".into(), message: e.to_string() })?;
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<inline>".into(),
+            message: e.to_string(),
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -361,12 +379,18 @@ impl Config {
 
     /// The address peers dial to reach this node.
     pub fn advertised_peer_addr(&self) -> String {
-        self.peer.advertise.clone().unwrap_or_else(|| self.peer.listen.to_string())
+        self.peer
+            .advertise
+            .clone()
+            .unwrap_or_else(|| self.peer.listen.to_string())
     }
 
     /// The address clients use to reach this node's HTTP API.
     pub fn advertised_http_addr(&self) -> String {
-        self.http.advertise.clone().unwrap_or_else(|| self.http.listen.to_string())
+        self.http
+            .advertise
+            .clone()
+            .unwrap_or_else(|| self.http.listen.to_string())
     }
 
     /// Checks every value that parsing alone cannot; the error names the bad field.
@@ -390,14 +414,20 @@ impl Config {
         }
         let p = &self.peer;
         if !(1024..=256 * 1024 * 1024).contains(&p.max_frame_bytes) {
-            return Err(invalid("peer.max_frame_bytes", "must be between 1024 and 268435456"));
+            return Err(invalid(
+                "peer.max_frame_bytes",
+                "must be between 1024 and 268435456",
+            ));
         }
         nonzero("peer.rpc_timeout", p.rpc_timeout)?;
         nonzero("peer.connect_timeout", p.connect_timeout)?;
         nonzero("peer.keep_alive_interval", p.keep_alive_interval)?;
         nonzero("peer.reconnect_backoff_min", p.reconnect_backoff_min)?;
         if p.max_in_flight_per_peer == 0 {
-            return Err(invalid("peer.max_in_flight_per_peer", "must be greater than 0"));
+            return Err(invalid(
+                "peer.max_in_flight_per_peer",
+                "must be greater than 0",
+            ));
         }
         if p.keep_alive_interval >= p.idle_timeout {
             return Err(invalid(
@@ -406,7 +436,10 @@ impl Config {
             ));
         }
         if p.reconnect_backoff_max < p.reconnect_backoff_min {
-            return Err(invalid("peer.reconnect_backoff_max", "must be at least peer.reconnect_backoff_min"));
+            return Err(invalid(
+                "peer.reconnect_backoff_max",
+                "must be at least peer.reconnect_backoff_min",
+            ));
         }
         if p.listen == h.listen {
             return Err(invalid("peer.listen", "must differ from http.listen"));
@@ -417,12 +450,18 @@ impl Config {
         let m = &self.membership;
         nonzero("membership.heartbeat_interval", m.heartbeat_interval)?;
         if m.down_after_missed == 0 {
-            return Err(invalid("membership.down_after_missed", "must be at least 1"));
+            return Err(invalid(
+                "membership.down_after_missed",
+                "must be at least 1",
+            ));
         }
         let s = &self.supervisor;
         nonzero("supervisor.restart_backoff_min", s.restart_backoff_min)?;
         if s.restart_backoff_max < s.restart_backoff_min {
-            return Err(invalid("supervisor.restart_backoff_max", "must be at least supervisor.restart_backoff_min"));
+            return Err(invalid(
+                "supervisor.restart_backoff_max",
+                "must be at least supervisor.restart_backoff_min",
+            ));
         }
         nonzero("supervisor.restart_window", s.restart_window)?;
         nonzero("shutdown.drain_timeout", self.shutdown.drain_timeout)?;
@@ -448,7 +487,10 @@ impl Config {
                 return Err(invalid(&format!("{field}.id"), "must be at least 1"));
             }
             if !ids.insert(m.id) {
-                return Err(invalid(&format!("{field}.id"), format!("node {} is listed twice", m.id)));
+                return Err(invalid(
+                    &format!("{field}.id"),
+                    format!("node {} is listed twice", m.id),
+                ));
             }
             host_port(&format!("{field}.peer_addr"), &m.peer_addr)?;
             host_port(&format!("{field}.http_addr"), &m.http_addr)?;
@@ -488,7 +530,11 @@ impl Config {
 }
 
 fn nonzero(field: &str, d: Duration) -> Result<(), ConfigError> {
-    if d.is_zero() { Err(invalid(field, "must be longer than 0")) } else { Ok(()) }
+    if d.is_zero() {
+        Err(invalid(field, "must be longer than 0"))
+    } else {
+        Ok(())
+    }
 }
 
 /// Accepts `host:port` with a non-empty host and a port in 1..=65535.

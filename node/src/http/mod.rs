@@ -55,7 +55,9 @@ pub fn router(state: AppState, body_limit: usize, max_in_flight: usize) -> Route
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(max_in_flight))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            max_in_flight,
+        ))
         .with_state(state)
 }
 
@@ -80,7 +82,10 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         Ok(r) => r,
         Err(_) => ApiError::unavailable(
             "timeout",
-            format!("the request did not finish within {:?}", state.request_timeout),
+            format!(
+                "the request did not finish within {:?}",
+                state.request_timeout
+            ),
             1,
         )
         .into_response(),
@@ -94,7 +99,12 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     };
     let labels = [route.as_str(), method, class];
     state.metrics.http.requests.with_label_values(&labels).inc();
-    state.metrics.http.duration.with_label_values(&labels).observe(start.elapsed().as_secs_f64());
+    state
+        .metrics
+        .http
+        .duration
+        .with_label_values(&labels)
+        .observe(start.elapsed().as_secs_f64());
     response
 }
 
@@ -104,18 +114,26 @@ async fn healthz() -> Json<Value> {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     if !state.membership.is_joined() {
-        return ApiError::unavailable("not_joined", "this node has not joined the cluster yet", 1).into_response();
+        return ApiError::unavailable("not_joined", "this node has not joined the cluster yet", 1)
+            .into_response();
     }
     if !state.membership.has_majority() {
-        return ApiError::unavailable("no_majority", "a majority of the members is not reachable", 1)
-            .into_response();
+        return ApiError::unavailable(
+            "no_majority",
+            "a majority of the members is not reachable",
+            1,
+        )
+        .into_response();
     }
     Json(json!({ "status": "ready" })).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()
@@ -132,7 +150,10 @@ async fn cluster(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-async fn inject_fault(State(state): State<AppState>, Path(actor): Path<String>) -> Result<Response, ApiError> {
+async fn inject_fault(
+    State(state): State<AppState>,
+    Path(actor): Path<String>,
+) -> Result<Response, ApiError> {
     if !state.fault_injection {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -146,10 +167,21 @@ async fn inject_fault(State(state): State<AppState>, Path(actor): Path<String>) 
             ChildKind::ALL.map(ChildKind::name).join(", ")
         ))
     })?;
-    state.supervisor.send_message(SupervisorMsg::InjectFault(child)).map_err(|_| {
-        ApiError::unavailable("shutting_down", "the supervisor is not accepting messages", 1)
-    })?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "actor": child.name(), "injected": true }))).into_response())
+    state
+        .supervisor
+        .send_message(SupervisorMsg::InjectFault(child))
+        .map_err(|_| {
+            ApiError::unavailable(
+                "shutting_down",
+                "the supervisor is not accepting messages",
+                1,
+            )
+        })?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "actor": child.name(), "injected": true })),
+    )
+        .into_response())
 }
 
 async fn fallback() -> ApiError {

@@ -30,12 +30,18 @@ impl NodeMetrics {
     pub fn new(node_id: NodeId) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let info = IntGaugeVec::new(
-            Opts::new("shoal_node_info", "Constant 1, labelled with this node's id and version."),
+            Opts::new(
+                "shoal_node_info",
+                "Constant 1, labelled with this node's id and version.",
+            ),
             &["node_id", "version"],
         )?;
-        info.with_label_values(&[&node_id.to_string(), env!("CARGO_PKG_VERSION")]).set(1);
+        info.with_label_values(&[&node_id.to_string(), env!("CARGO_PKG_VERSION")])
+            .set(1);
         registry.register(Box::new(info))?;
-        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(Self {
             transport: TransportMetrics::new(&registry)?,
             membership: MembershipMetrics::new(&registry)?,

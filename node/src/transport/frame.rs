@@ -145,7 +145,9 @@ pub async fn read_frame(recv: &mut quinn::RecvStream, max: u32) -> Result<Aligne
 fn read_error(e: quinn::ReadExactError) -> FrameError {
     match e {
         quinn::ReadExactError::FinishedEarly(_) => FrameError::Truncated,
-        quinn::ReadExactError::ReadError(e) => FrameError::Stream { reason: e.to_string() },
+        quinn::ReadExactError::ReadError(e) => FrameError::Stream {
+            reason: e.to_string(),
+        },
     }
 }
 
@@ -159,7 +161,9 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let req = Request::Echo(Echo { payload: b"hello".to_vec() });
+        let req = Request::Echo(Echo {
+            payload: b"hello".to_vec(),
+        });
         let frame = encode(&req).expect("encode");
         assert_eq!(frame[4], FRAME_VERSION);
         assert_eq!(decode::<Request>(&frame, MAX).expect("decode"), req);
@@ -168,25 +172,46 @@ mod tests {
     #[test]
     fn oversize_length_is_refused_from_the_header_alone() {
         let header = [0xff, 0xff, 0xff, 0xff, FRAME_VERSION];
-        assert_eq!(parse_header(header, MAX), Err(FrameError::TooLarge { len: u32::MAX, max: MAX }));
+        assert_eq!(
+            parse_header(header, MAX),
+            Err(FrameError::TooLarge {
+                len: u32::MAX,
+                max: MAX
+            })
+        );
         let mut frame = header.to_vec();
         frame.extend_from_slice(&[0; 16]);
-        assert!(matches!(decode::<Request>(&frame, MAX), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            decode::<Request>(&frame, MAX),
+            Err(FrameError::TooLarge { .. })
+        ));
     }
 
     #[test]
     fn wrong_version_and_empty_frames_are_refused() {
         let mut frame = encode(&Request::Echo(Echo { payload: vec![1] })).expect("encode");
         frame[4] = 9;
-        assert_eq!(decode::<Request>(&frame, MAX), Err(FrameError::UnsupportedVersion { got: 9 }));
+        assert_eq!(
+            decode::<Request>(&frame, MAX),
+            Err(FrameError::UnsupportedVersion { got: 9 })
+        );
         assert_eq!(parse_header([0, 0, 0, 0, 1], MAX), Err(FrameError::Empty));
     }
 
     #[test]
     fn truncated_and_trailing_bytes_are_refused() {
-        let frame = encode(&Request::Echo(Echo { payload: vec![7; 100] })).expect("encode");
-        assert_eq!(decode::<Request>(&frame[..frame.len() - 1], MAX), Err(FrameError::Truncated));
-        assert_eq!(decode::<Request>(&frame[..3], MAX), Err(FrameError::Truncated));
+        let frame = encode(&Request::Echo(Echo {
+            payload: vec![7; 100],
+        }))
+        .expect("encode");
+        assert_eq!(
+            decode::<Request>(&frame[..frame.len() - 1], MAX),
+            Err(FrameError::Truncated)
+        );
+        assert_eq!(
+            decode::<Request>(&frame[..3], MAX),
+            Err(FrameError::Truncated)
+        );
         let mut long = frame.clone();
         long.push(0);
         assert_eq!(decode::<Request>(&long, MAX), Err(FrameError::Malformed));
@@ -212,7 +237,10 @@ mod tests {
 
     #[test]
     fn corrupted_payloads_are_rejected_or_decode_to_a_valid_value() {
-        let frame = encode(&Request::Echo(Echo { payload: vec![3; 40] })).expect("encode");
+        let frame = encode(&Request::Echo(Echo {
+            payload: vec![3; 40],
+        }))
+        .expect("encode");
         for i in HEADER_LEN..frame.len() {
             for flip in [0x01u8, 0x80, 0xff] {
                 let mut f = frame.clone();

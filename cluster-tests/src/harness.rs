@@ -1,0 +1,433 @@
+//! A local cluster of real `shoal` processes for tests and benchmarks.
+//!
+//! Each [`Cluster`] has its own temporary directory (certificates, configs, data, logs) and its
+//! own free loopback ports, so tests run independently. Nodes are killed when the cluster is
+//! dropped. Waiting is always on a condition with a deadline ([`wait_for`]), never a bare sleep.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// Polls `check` every 50 ms until it returns `Some`, or fails after `deadline` with `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if start.elapsed() > deadline {
+            bail!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A loopback port free for both TCP and UDP right now.
+pub fn free_port() -> Result<u16> {
+    for _ in 0..100 {
+        let tcp = TcpListener::bind("127.0.0.1:0")?;
+        let port = tcp.local_addr()?.port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free loopback port found")
+}
+
+/// One node of a test cluster.
+pub struct Node {
+    /// Node id.
+    pub id: u64,
+    /// HTTP address.
+    pub http: SocketAddr,
+    /// QUIC address.
+    pub peer: SocketAddr,
+    /// Its config file.
+    pub config: PathBuf,
+    /// Its log file (appended across restarts).
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// Base URL of its HTTP API.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    /// Process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+/// Settings of a test cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Number of nodes.
+    pub nodes: u64,
+    /// Extra `KEY = VALUE` TOML lines per section, e.g. `("membership", "down_after_missed = 3")`.
+    pub settings: Vec<(&'static str, String)>,
+}
+
+impl ClusterSpec {
+    /// `nodes` nodes with fast heartbeats suitable for tests.
+    pub fn new(nodes: u64) -> Self {
+        Self {
+            nodes,
+            settings: vec![
+                ("membership", "heartbeat_interval = \"200ms\"".into()),
+                ("membership", "down_after_missed = 5".into()),
+                ("shutdown", "drain_timeout = \"5s\"".into()),
+            ],
+        }
+    }
+
+    /// Adds (or replaces) a setting.
+    pub fn set(mut self, section: &'static str, line: &str) -> Self {
+        let key = line
+            .split('=')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        self.settings.retain(|(s, l)| {
+            !(*s == section && l.split('=').next().unwrap_or_default().trim() == key)
+        });
+        self.settings.push((section, line.to_string()));
+        self
+    }
+}
+
+/// A local cluster of real node processes.
+pub struct Cluster {
+    /// The temporary directory (kept on failure for inspection if `SHOAL_KEEP_TEST_DIRS` is set).
+    pub dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    bin: PathBuf,
+    settings: Vec<(&'static str, String)>,
+    /// The nodes by id.
+    pub nodes: BTreeMap<u64, Node>,
+    /// HTTP client with a short timeout.
+    pub http: reqwest::Client,
+}
+
+impl Cluster {
+    /// Writes certificates and configs and starts every node.
+    pub fn start(bin: &Path, spec: &ClusterSpec) -> Result<Self> {
+        let mut cluster = Self::prepare(bin, spec)?;
+        let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+        for id in ids {
+            cluster.start_node(id)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Writes certificates and configs without starting anything.
+    pub fn prepare(bin: &Path, spec: &ClusterSpec) -> Result<Self> {
+        let temp = tempfile::Builder::new().prefix("shoal-test-").tempdir()?;
+        let dir = temp.path().to_path_buf();
+        let keep = std::env::var_os("SHOAL_KEEP_TEST_DIRS").is_some();
+        shoal::certs::init(&dir.join("certs"), spec.nodes)?;
+        let mut nodes = BTreeMap::new();
+        for id in 1..=spec.nodes {
+            let http: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+            let peer: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+            nodes.insert(
+                id,
+                Node {
+                    id,
+                    http,
+                    peer,
+                    config: dir.join(format!("node-{id}.toml")),
+                    log: dir.join(format!("logs/node-{id}.log")),
+                    child: None,
+                },
+            );
+        }
+        std::fs::create_dir_all(dir.join("logs"))?;
+        let members: String = nodes
+            .values()
+            .map(|n| {
+                format!(
+                    "  {{ id = {}, peer_addr = \"{}\", http_addr = \"{}\" }},\n",
+                    n.id, n.peer, n.http
+                )
+            })
+            .collect();
+        let cluster_lines = vec![format!("initial_members = [\n{members}]")];
+        for n in nodes.values() {
+            write_config(n, &cluster_lines, &spec.settings)?;
+        }
+        let (temp, dir) = if keep {
+            (None, temp.keep())
+        } else {
+            (Some(temp), dir)
+        };
+        Ok(Self {
+            dir,
+            _temp: temp,
+            bin: bin.to_path_buf(),
+            settings: spec.settings.clone(),
+            nodes,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()?,
+        })
+    }
+
+    /// Adds a node that is not a founder and joins through node `through`; returns its id.
+    pub fn add_joining_node(&mut self, through: u64) -> Result<u64> {
+        let id = self.nodes.keys().max().copied().unwrap_or(0) + 1;
+        shoal::certs::init(&self.dir.join("certs"), id)?;
+        let node = Node {
+            id,
+            http: format!("127.0.0.1:{}", free_port()?).parse()?,
+            peer: format!("127.0.0.1:{}", free_port()?).parse()?,
+            config: self.dir.join(format!("node-{id}.toml")),
+            log: self.dir.join(format!("logs/node-{id}.log")),
+            child: None,
+        };
+        let join = vec![format!("join = [\"{}\"]", self.node(through).peer)];
+        write_config(&node, &join, &self.settings)?;
+        self.nodes.insert(id, node);
+        Ok(id)
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: u64) -> &Node {
+        &self.nodes[&id]
+    }
+
+    /// Starts (or restarts) a node with its data; returns immediately.
+    pub fn start_node(&mut self, id: u64) -> Result<()> {
+        let bin = self.bin.clone();
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("no node {id}"))?;
+        if node.child.is_some() {
+            bail!("node {id} is already running");
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)?;
+        let child = Command::new(bin)
+            .arg("start")
+            .arg("--config")
+            .arg(&node.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting node {id}"))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// Sends `signal` to a running node without waiting.
+    pub fn signal(&self, id: u64, signal: Signal) -> Result<()> {
+        let pid = self
+            .node(id)
+            .pid()
+            .ok_or_else(|| anyhow!("node {id} is not running"))?;
+        kill(Pid::from_raw(pid as i32), signal)?;
+        Ok(())
+    }
+
+    /// SIGKILLs a node and reaps it.
+    pub fn kill(&mut self, id: u64) -> Result<ExitStatus> {
+        self.signal(id, Signal::SIGKILL)?;
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("no node {id}"))?;
+        let mut child = node
+            .child
+            .take()
+            .ok_or_else(|| anyhow!("node {id} is not running"))?;
+        Ok(child.wait()?)
+    }
+
+    /// Waits (with a deadline) for a node to exit by itself, e.g. after SIGTERM.
+    pub async fn wait_exit(&mut self, id: u64, deadline: Duration) -> Result<ExitStatus> {
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("no node {id}"))?;
+        let child = node
+            .child
+            .as_mut()
+            .ok_or_else(|| anyhow!("node {id} is not running"))?;
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                node.child = None;
+                return Ok(status);
+            }
+            if start.elapsed() > deadline {
+                bail!("node {id} did not exit within {deadline:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// True while the node's process is running.
+    pub fn is_running(&mut self, id: u64) -> bool {
+        match self.nodes.get_mut(&id).and_then(|n| n.child.as_mut()) {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// GET a JSON document; `None` on any failure.
+    pub async fn get_json(&self, id: u64, path: &str) -> Option<Value> {
+        let r = self.http.get(self.node(id).url(path)).send().await.ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        r.json().await.ok()
+    }
+
+    /// HTTP status of a GET, `None` if unreachable.
+    pub async fn status_of(&self, id: u64, path: &str) -> Option<u16> {
+        self.http
+            .get(self.node(id).url(path))
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status().as_u16())
+    }
+
+    /// The state (`up`/`down`) node `observer` reports for `peer`.
+    pub async fn peer_state(&self, observer: u64, peer: u64) -> Option<String> {
+        let v = self.get_json(observer, "/v1/cluster").await?;
+        v["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["id"].as_u64() == Some(peer))
+            .and_then(|m| m["state"].as_str().map(str::to_string))
+    }
+
+    /// Waits until every running node reports every node in `expect_up` as up.
+    pub async fn wait_all_see_up(
+        &self,
+        observers: &[u64],
+        expect_up: &[u64],
+        deadline: Duration,
+    ) -> Result<()> {
+        wait_for(
+            "every observer to report the peers up",
+            deadline,
+            || async {
+                for o in observers {
+                    for p in expect_up {
+                        if self.peer_state(*o, *p).await.as_deref() != Some("up") {
+                            return None;
+                        }
+                    }
+                }
+                Some(())
+            },
+        )
+        .await
+    }
+
+    /// The text of `/metrics`.
+    pub async fn metrics(&self, id: u64) -> Option<String> {
+        let r = self
+            .http
+            .get(self.node(id).url("/metrics"))
+            .send()
+            .await
+            .ok()?;
+        r.text().await.ok()
+    }
+
+    /// The value of one sample in `/metrics` (exact series match, e.g.
+    /// `shoal_actor_restarts_total{actor="membership"}`), 0 if absent.
+    pub async fn metric(&self, id: u64, series: &str) -> Option<f64> {
+        let text = self.metrics(id).await?;
+        Some(sample(&text, series).unwrap_or(0.0))
+    }
+
+    /// The contents of a node's log.
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(&self.node(id).log).unwrap_or_default()
+    }
+}
+
+/// Writes a node's config file from its addresses, `[cluster]` lines and extra settings.
+fn write_config(n: &Node, cluster: &[String], settings: &[(&'static str, String)]) -> Result<()> {
+    let mut sections: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    sections.entry("node").or_default().extend([
+        format!("id = {}", n.id),
+        format!("data_dir = \"data/node-{}\"", n.id),
+    ]);
+    sections
+        .entry("http")
+        .or_default()
+        .push(format!("listen = \"{}\"", n.http));
+    sections
+        .entry("peer")
+        .or_default()
+        .push(format!("listen = \"{}\"", n.peer));
+    sections.entry("tls").or_default().extend([
+        "ca_cert = \"certs/ca.pem\"".to_string(),
+        format!("cert = \"certs/node-{}.pem\"", n.id),
+        format!("key = \"certs/node-{}.key\"", n.id),
+    ]);
+    sections
+        .entry("cluster")
+        .or_default()
+        .extend(cluster.iter().cloned());
+    sections
+        .entry("log")
+        .or_default()
+        .push("filter = \"info,shoal=debug\"".into());
+    for (section, line) in settings {
+        sections.entry(section).or_default().push(line.clone());
+    }
+    let text: String = sections
+        .iter()
+        .map(|(s, lines)| format!("[{s}]\n{}\n\n", lines.join("\n")))
+        .collect();
+    std::fs::write(&n.config, text)?;
+    shoal::config::Config::load(&n.config).map_err(|e| anyhow!("test config invalid: {e}"))?;
+    Ok(())
+}
+
+/// The value of `series` (name plus labels exactly as exposed) in a text exposition.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in self.nodes.values_mut() {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
