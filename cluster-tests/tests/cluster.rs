@@ -428,16 +428,20 @@ async fn sigterm_shuts_a_node_down_cleanly() -> Result<()> {
     assert!(log.contains("shutdown requested"), "{log}");
     assert!(log.contains("shutdown complete"), "{log}");
     // It closed its links on the way out, so the others notice at once instead of timing out.
-    let m = c.metrics(1).await.ok_or_else(|| anyhow!("metrics"))?;
-    assert!(
-        sample(
-            &m,
-            "shoal_transport_connections_closed_total{reason=\"closed_by_peer\"}"
-        )
-        .unwrap_or(0.0)
-            >= 1.0,
-        "node 1 did not see node 2 close its link"
-    );
+    wait_for(
+        "node 1 to see node 2 close its link",
+        Duration::from_secs(5),
+        || async {
+            let closed = c
+                .metric(
+                    1,
+                    "shoal_transport_connections_closed_total{reason=\"closed_by_peer\"}",
+                )
+                .await?;
+            (closed >= 1.0).then_some(())
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -621,7 +625,11 @@ fn cli_reports_bad_config_and_usage_with_exit_code_2() -> Result<()> {
         &bad,
         "[node]\nid = 0\ndata_dir = \"d\"\n[tls]\nca_cert=\"a\"\ncert=\"b\"\nkey=\"c\"\n[cluster]\njoin=[\"127.0.0.1:1\"]\n",
     )?;
-    let out = shoal_cmd(&["config", "check", bad.to_str().ok_or_else(|| anyhow!("path"))?])?;
+    let out = shoal_cmd(&[
+        "config",
+        "check",
+        bad.to_str().ok_or_else(|| anyhow!("path"))?,
+    ])?;
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("node.id"), "{err}");
@@ -629,19 +637,46 @@ fn cli_reports_bad_config_and_usage_with_exit_code_2() -> Result<()> {
 
     let out = shoal_cmd(&["config", "check", "/nonexistent.toml"])?;
     assert_eq!(out.status.code(), Some(2));
-    let out = shoal_cmd(&["certs", "init", "--dir", dir.path().to_str().unwrap_or("."), "--nodes", "0"])?;
+    let out = shoal_cmd(&[
+        "certs",
+        "init",
+        "--dir",
+        dir.path().to_str().unwrap_or("."),
+        "--nodes",
+        "0",
+    ])?;
     assert_eq!(out.status.code(), Some(2));
     let out = shoal_cmd(&["no-such-command"])?;
     assert_eq!(out.status.code(), Some(2));
 
     let certs = dir.path().join("certs");
-    let out = shoal_cmd(&["certs", "init", "--dir", certs.to_str().unwrap_or("."), "--nodes", "2"])?;
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = shoal_cmd(&[
+        "certs",
+        "init",
+        "--dir",
+        certs.to_str().unwrap_or("."),
+        "--nodes",
+        "2",
+    ])?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(certs.join("node-2.key").exists());
-    for example in ["../config/shoal.example.toml", "../config/cluster-3/node-1.toml"] {
+    for example in [
+        "../config/shoal.example.toml",
+        "../config/cluster-3/node-1.toml",
+    ] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(example);
         let out = shoal_cmd(&["config", "check", path.to_str().unwrap_or(".")])?;
-        assert_eq!(out.status.code(), Some(0), "{example}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{example}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
@@ -660,45 +695,93 @@ async fn dev_up_kill_start_status_and_ctrl_c() -> Result<()> {
         .stderr(std::process::Stdio::inherit())
         .spawn()?;
     let guard = KillOnDrop(up.id());
-    let http: Vec<String> = (0..3).map(|i| format!("http://127.0.0.1:{}", base + 10 * i)).collect();
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
-    wait_for("dev up to print its summary", Duration::from_secs(60), || async {
-        std::fs::read_to_string(&stdout_path).ok().filter(|s| s.contains("Ctrl-C stops every node")).map(|_| ())
-    })
+    let http: Vec<String> = (0..3)
+        .map(|i| format!("http://127.0.0.1:{}", base + 10 * i))
+        .collect();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    wait_for(
+        "dev up to print its summary",
+        Duration::from_secs(60),
+        || async {
+            std::fs::read_to_string(&stdout_path)
+                .ok()
+                .filter(|s| s.contains("Ctrl-C stops every node"))
+                .map(|_| ())
+        },
+    )
     .await?;
     let summary = std::fs::read_to_string(&stdout_path)?;
     for h in &http {
-        assert!(summary.contains(h.trim_start_matches("http://")), "summary lacks {h}:\n{summary}");
-        assert_eq!(client.get(format!("{h}/readyz")).send().await?.status().as_u16(), 200);
+        assert!(
+            summary.contains(h.trim_start_matches("http://")),
+            "summary lacks {h}:\n{summary}"
+        );
+        assert_eq!(
+            client
+                .get(format!("{h}/readyz"))
+                .send()
+                .await?
+                .status()
+                .as_u16(),
+            200
+        );
     }
-    let nodes: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dev_dir.join("nodes.json"))?)?;
-    let pid2 = nodes[1]["pid"].as_u64().ok_or_else(|| anyhow!("pid of node 2: {nodes}"))?;
+    let nodes: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dev_dir.join("nodes.json"))?)?;
+    let pid2 = nodes[1]["pid"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("pid of node 2: {nodes}"))?;
     for key in ["id", "http_addr", "peer_addr", "pid", "log"] {
         assert!(!nodes[0][key].is_null(), "nodes.json lacks {key}");
     }
 
     let out = shoal_cmd(&["dev", "kill", "2", "--dir", &dev])?;
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!Path::new(&format!("/proc/{pid2}")).exists() || proc_is_zombie(pid2), "node 2 still runs");
-    let nodes: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dev_dir.join("nodes.json"))?)?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !Path::new(&format!("/proc/{pid2}")).exists() || proc_is_zombie(pid2),
+        "node 2 still runs"
+    );
+    let nodes: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dev_dir.join("nodes.json"))?)?;
     assert!(nodes[1]["pid"].is_null(), "kill keeps nodes.json current");
-    wait_for("status to show node 2 down", Duration::from_secs(15), || async {
-        let out = shoal_cmd(&["status", "--endpoint", &http[0]]).ok()?;
-        String::from_utf8_lossy(&out.stdout).contains("1 of 3 members DOWN").then_some(())
-    })
+    wait_for(
+        "status to show node 2 down",
+        Duration::from_secs(15),
+        || async {
+            let out = shoal_cmd(&["status", "--endpoint", &http[0]]).ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .contains("1 of 3 members DOWN")
+                .then_some(())
+        },
+    )
     .await?;
     let out = shoal_cmd(&["status", "--endpoint", &http[0], "--json"])?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(v["members"][1]["state"], "down");
 
     let out = shoal_cmd(&["dev", "start", "2", "--dir", &dev])?;
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_for("status to show all up", Duration::from_secs(15), || async {
         let out = shoal_cmd(&["status", "--endpoint", &http[0]]).ok()?;
-        String::from_utf8_lossy(&out.stdout).contains("all 3 members up").then_some(())
+        String::from_utf8_lossy(&out.stdout)
+            .contains("all 3 members up")
+            .then_some(())
     })
     .await?;
-    let nodes: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dev_dir.join("nodes.json"))?)?;
+    let nodes: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dev_dir.join("nodes.json"))?)?;
     let pids: Vec<u64> = (0..3).filter_map(|i| nodes[i]["pid"].as_u64()).collect();
     assert_eq!(pids.len(), 3, "{nodes}");
 
@@ -712,14 +795,20 @@ async fn dev_up_kill_start_status_and_ctrl_c() -> Result<()> {
     drop(guard);
     assert!(status.success(), "dev up exited with {status}");
     for pid in pids {
-        assert!(!Path::new(&format!("/proc/{pid}")).exists() || proc_is_zombie(pid as u32 as u64), "node pid {pid} survived");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists() || proc_is_zombie(pid as u32 as u64),
+            "node pid {pid} survived"
+        );
     }
     Ok(())
 }
 
 fn proc_is_zombie(pid: u64) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }
 

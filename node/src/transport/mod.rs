@@ -623,7 +623,8 @@ impl Transport {
     pub async fn accept_loop(self: Arc<Self>) {
         while let Some(incoming) = self.endpoint.accept().await {
             let this = Arc::clone(&self);
-            tokio::spawn(async move { this.accept_one(incoming).await });
+            let span = info_span!("peer_accept", node_id = self.node_id, remote = %incoming.remote_address());
+            tokio::spawn(async move { this.accept_one(incoming).await }.instrument(span));
         }
     }
 
