@@ -1,0 +1,124 @@
+//! The closed-loop load driver and the report it produces.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::Value;
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+/// What one run measured.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub workload: String,
+    pub clients: usize,
+    pub duration_s: f64,
+    pub requests: u64,
+    pub errors: u64,
+    pub throughput_per_s: f64,
+    pub latency_ms: Option<Latency>,
+    /// Workload-specific figures, merged into the top level of the JSON.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+/// Runs `clients` loops of `op` for `warmup + duration`; only operations that start after the
+/// warmup and finish before the end are counted.
+pub async fn run_closed_loop<F, Fut>(
+    workload: &str,
+    clients: usize,
+    warmup: Duration,
+    duration: Duration,
+    op: F,
+) -> Result<Report>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + duration;
+    let mut tasks = Vec::with_capacity(clients);
+    for client in 0..clients {
+        let op = Arc::clone(&op);
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut errors = 0u64;
+            loop {
+                let t0 = Instant::now();
+                if t0 >= end {
+                    break;
+                }
+                let result = op(client).await;
+                let t1 = Instant::now();
+                if t0 < measure_from || t1 > end {
+                    continue;
+                }
+                match result {
+                    Ok(()) => hist.saturating_record(t1.duration_since(t0).as_micros() as u64),
+                    Err(_) => errors += 1,
+                }
+            }
+            anyhow::Ok((hist, errors))
+        }));
+    }
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut errors = 0;
+    for t in tasks {
+        let (h, e) = t.await??;
+        all.add(h)?;
+        errors += e;
+    }
+    let secs = duration.as_secs_f64();
+    let ms = |v: u64| v as f64 / 1000.0;
+    Ok(Report {
+        workload: workload.to_string(),
+        clients,
+        duration_s: secs,
+        requests: all.len(),
+        errors,
+        throughput_per_s: all.len() as f64 / secs,
+        latency_ms: (!all.is_empty()).then(|| Latency {
+            p50: ms(all.value_at_quantile(0.50)),
+            p99: ms(all.value_at_quantile(0.99)),
+            p999: ms(all.value_at_quantile(0.999)),
+            max: ms(all.max()),
+            mean: all.mean() / 1000.0,
+        }),
+        extra: serde_json::Map::new(),
+    })
+}
+
+/// Human-readable report.
+pub fn render(r: &Report) -> String {
+    let mut out = format!("workload: {}\n", r.workload);
+    if r.requests > 0 || r.errors > 0 {
+        out.push_str(&format!(
+            "clients: {}   duration: {:.1} s   requests: {}   errors: {}\nthroughput: {:.0} req/s\n",
+            r.clients, r.duration_s, r.requests, r.errors, r.throughput_per_s
+        ));
+    }
+    if let Some(l) = &r.latency_ms {
+        out.push_str(&format!(
+            "latency ms: p50 {:.3}   p99 {:.3}   p999 {:.3}   max {:.3}   mean {:.3}\n",
+            l.p50, l.p99, l.p999, l.max, l.mean
+        ));
+    }
+    for (k, v) in &r.extra {
+        out.push_str(&format!("{k}: {v}\n"));
+    }
+    out
+}

@@ -1,0 +1,158 @@
+//! The workloads: each sets up what it needs, drives it, and returns a [`Report`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use cluster_tests::harness::{Cluster, ClusterSpec};
+use futures::future::BoxFuture;
+use serde_json::json;
+use shoal::NodeId;
+use shoal::config::{PeerSection, TlsSection};
+use shoal::transport::proto::{Echo, Request, Response, RpcError, RpcErrorCode};
+use shoal::transport::tls::Identity;
+use shoal::transport::{RpcHandler, Transport};
+
+use super::Args;
+use super::driver::{Report, run_closed_loop};
+
+/// Answers echo requests; the bench's callee.
+struct EchoHandler;
+
+impl RpcHandler for EchoHandler {
+    fn handle(&self, _from: NodeId, request: Request) -> BoxFuture<'static, Response> {
+        let response = match request {
+            Request::Echo(e) => Response::Echo(e),
+            _ => Response::Error(RpcError {
+                code: RpcErrorCode::Refused,
+                message: "bench".into(),
+            }),
+        };
+        Box::pin(std::future::ready(response))
+    }
+}
+
+fn endpoint(dir: &std::path::Path, id: NodeId) -> Result<Arc<Transport>> {
+    let identity = Identity::load(&TlsSection {
+        ca_cert: dir.join("ca.pem"),
+        cert: dir.join(format!("node-{id}.pem")),
+        key: dir.join(format!("node-{id}.key")),
+    })?;
+    let cfg = PeerSection {
+        listen: "127.0.0.1:0".parse()?,
+        ..PeerSection::default()
+    };
+    // A registry of its own per endpoint, as each node has.
+    let metrics = shoal::metrics::NodeMetrics::new(id)?.transport;
+    let t = Transport::bind(&identity, &cfg, metrics)?;
+    t.set_handler(Arc::new(EchoHandler));
+    tokio::spawn(Arc::clone(&t).accept_loop());
+    Ok(t)
+}
+
+/// Peer RPC echo from endpoint 1 to endpoint 2, `clients` calls in flight.
+pub async fn echo(args: &Args) -> Result<Report> {
+    let dir = tempfile::tempdir()?;
+    shoal::certs::init(dir.path(), 2)?;
+    let a = endpoint(dir.path(), 1)?;
+    let b = endpoint(dir.path(), 2)?;
+    a.set_peer_addr(2, &b.local_addr()?.to_string());
+    b.set_peer_addr(1, &a.local_addr()?.to_string());
+    let payload = vec![0x5a_u8; args.payload];
+    // Connect once before the clock starts.
+    a.call(
+        2,
+        Echo {
+            payload: payload.clone(),
+        },
+    )
+    .await
+    .context("first echo")?;
+    let caller = Arc::clone(&a);
+    let mut report = run_closed_loop(
+        "echo",
+        args.clients,
+        args.warmup,
+        args.duration,
+        move |_| {
+            let caller = Arc::clone(&caller);
+            let payload = payload.clone();
+            async move {
+                let len = payload.len();
+                let reply = caller.call(2, Echo { payload }).await?;
+                anyhow::ensure!(
+                    reply.payload.len() == len,
+                    "echo came back with a different payload"
+                );
+                Ok(())
+            }
+        },
+    )
+    .await?;
+    report
+        .extra
+        .insert("payload_bytes".into(), json!(args.payload));
+    Ok(report)
+}
+
+fn node_binary(args: &Args) -> Result<PathBuf> {
+    if let Some(p) = &args.shoal_bin {
+        return Ok(p.clone());
+    }
+    let beside = std::env::current_exe()?.with_file_name("shoal-node");
+    if beside.exists() {
+        Ok(beside)
+    } else {
+        Err(anyhow!(
+            "{} not found; build it with `cargo build --release -p cluster-tests --bins` or pass --shoal-bin",
+            beside.display()
+        ))
+    }
+}
+
+fn vm_rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Resident memory of the nodes of an idle 3-node cluster.
+pub async fn idle_memory(args: &Args) -> Result<Report> {
+    let cluster = Cluster::start(&node_binary(args)?, &ClusterSpec::new(3))?;
+    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+    cluster
+        .wait_all_see_up(&ids, &ids, Duration::from_secs(30))
+        .await?;
+    // The measured quantity is the memory after idling, so this wait is the workload itself.
+    tokio::time::sleep(args.duration).await;
+    let mut nodes = Vec::new();
+    let mut max: f64 = 0.0;
+    for id in &ids {
+        let pid = cluster
+            .node(*id)
+            .pid()
+            .ok_or_else(|| anyhow!("node {id} not running"))?;
+        let rss = vm_rss_mb(pid).ok_or_else(|| anyhow!("cannot read /proc/{pid}/status"))?;
+        let reported = cluster
+            .metric(*id, "process_resident_memory_bytes")
+            .await
+            .map(|b| b / 1048576.0);
+        max = max.max(rss);
+        nodes.push(json!({ "id": id, "pid": pid, "rss_mb": (rss * 10.0).round() / 10.0, "metrics_rss_mb": reported.map(|m| (m * 10.0).round() / 10.0) }));
+    }
+    Ok(Report {
+        workload: "idle-memory".into(),
+        clients: 0,
+        duration_s: args.duration.as_secs_f64(),
+        requests: 0,
+        errors: 0,
+        throughput_per_s: 0.0,
+        latency_ms: None,
+        extra: serde_json::Map::from_iter([
+            ("nodes".to_string(), json!(nodes)),
+            ("max_rss_mb".to_string(), json!((max * 10.0).round() / 10.0)),
+        ]),
+    })
+}
