@@ -10,6 +10,8 @@ pub mod http;
 pub mod membership;
 pub mod metrics;
 pub mod node;
+pub mod raft;
+pub mod storage;
 pub mod supervisor;
 pub mod transport;
 pub mod util;

@@ -1,0 +1,76 @@
+//! The Raft type configuration shared by every group, and the commands groups replicate.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::NodeId;
+
+/// What a Raft group knows about a member node.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// QUIC address, host:port.
+    pub peer_addr: String,
+    /// HTTP address, host:port.
+    pub http_addr: String,
+}
+
+impl std::fmt::Display for NodeInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.peer_addr)
+    }
+}
+
+/// One state-machine command. Each service adds its variants; a log entry carries a batch.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Adds `by` to counter `name` (absent counters are 0); answers the new value.
+    CounterIncrement {
+        /// Counter name.
+        name: String,
+        /// Amount, at least 1.
+        by: u64,
+    },
+    /// Reserves `count` consecutive values of counter `name`; answers the first reserved value.
+    CounterReserve {
+        /// Counter name.
+        name: String,
+        /// How many values.
+        count: u64,
+    },
+}
+
+/// The answer to one [`Command`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum CommandResult {
+    /// A counter value.
+    Value(u64),
+    /// The command was refused by the state machine (e.g. overflow); nothing changed.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The application data of one log entry: every command the batching proposer packed together.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandBatch(pub Vec<Command>);
+
+/// The answers to a [`CommandBatch`], in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchResult(pub Vec<CommandResult>);
+
+/// Snapshot data: a file. Snapshots are streamed to and from disk, never held whole in memory.
+pub type SnapshotData = tokio::fs::File;
+
+openraft::declare_raft_types!(
+    /// Shoal's Raft type configuration: every group uses it.
+    pub TypeConfig:
+        D = CommandBatch,
+        R = BatchResult,
+        NodeId = NodeId,
+        Node = NodeInfo,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = SnapshotData,
+);
+
+/// A Raft group id: 0 is meta, 1..=P are partitions.
+pub type GroupId = u64;

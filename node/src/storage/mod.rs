@@ -1,0 +1,181 @@
+//! Durable state: one redb database per node holding every Raft group's log, vote, committed
+//! index and state machine, keyed by group id; snapshot files beside it.
+//!
+//! All log writes (appends, votes, truncations, purges) go through one writer thread that
+//! group-commits: everything queued when it wakes shares one transaction and one fsync
+//! (`Durability::Immediate`), and openraft's callbacks fire only after that commit. State-machine
+//! applies commit without their own fsync: they are made durable by the next log commit, and on a
+//! crash the group replays them from the durable log (applied index and data change atomically).
+
+mod log_store;
+pub mod metrics;
+pub mod records;
+mod state_machine;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, TableDefinition};
+
+use crate::raft::GroupId;
+pub use log_store::LogStore;
+pub use metrics::StorageMetrics;
+pub use state_machine::StateMachineStore;
+use writer::WriteOp;
+
+/// `(group, index)` → encoded [`records::EntryRec`].
+pub(crate) const LOGS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("raft_logs");
+/// `(group, key)` → encoded record; keys in [`meta_key`].
+pub(crate) const RAFT_META: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("raft_meta");
+/// `(group, key)` → encoded record; keys in [`meta_key`].
+pub(crate) const SM_META: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("sm_meta");
+/// `(group, counter name)` → value.
+pub(crate) const COUNTERS: TableDefinition<(u64, &str), u64> = TableDefinition::new("sm_counters");
+
+/// Keys of the per-group metadata tables.
+pub(crate) mod meta_key {
+    pub const VOTE: &str = "vote";
+    pub const COMMITTED: &str = "committed";
+    pub const PURGED: &str = "purged";
+    pub const APPLIED: &str = "applied";
+    pub const MEMBERSHIP: &str = "membership";
+    pub const SNAPSHOT: &str = "snapshot";
+}
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or created.
+    #[error("cannot open the database {path}: {reason}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A redb operation failed.
+    #[error("storage error: {0}")]
+    Db(String),
+    /// A stored record failed to decode.
+    #[error(transparent)]
+    Record(#[from] records::RecordError),
+    /// File I/O (snapshots).
+    #[error("snapshot file error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The writer thread is gone (node shutting down).
+    #[error("the log writer has stopped")]
+    WriterStopped,
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.to_string())
+            }
+        }
+    )*};
+}
+db_err!(
+    redb::Error,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// The node's database and its log writer.
+pub struct Store {
+    db: Arc<Database>,
+    writer: Option<std::sync::mpsc::Sender<WriteOp>>,
+    writer_thread: Option<std::thread::JoinHandle<()>>,
+    snapshot_dir: PathBuf,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer after it finished what was queued; joining it
+        // releases the database file before the store counts as gone.
+        self.writer.take();
+        if let Some(t) = self.writer_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("snapshot_dir", &self.snapshot_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) `data_dir/shoal.redb` and starts the log writer thread.
+    pub fn open(data_dir: &Path, metrics: StorageMetrics) -> Result<Arc<Self>, StoreError> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join("shoal.redb");
+        let db = Database::create(&path).map_err(|e| StoreError::Open {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        {
+            // Create every table once so readers never see a missing table.
+            let txn = db.begin_write()?;
+            txn.open_table(LOGS)?;
+            txn.open_table(RAFT_META)?;
+            txn.open_table(SM_META)?;
+            txn.open_table(COUNTERS)?;
+            txn.commit()?;
+        }
+        let db = Arc::new(db);
+        let snapshot_dir = data_dir.join("snapshots");
+        std::fs::create_dir_all(&snapshot_dir)?;
+        let (writer, thread) = writer::spawn(Arc::clone(&db), metrics)?;
+        Ok(Arc::new(Self {
+            db,
+            writer: Some(writer),
+            writer_thread: Some(thread),
+            snapshot_dir,
+        }))
+    }
+
+    /// The log storage of one group.
+    pub fn log_store(self: &Arc<Self>, group: GroupId) -> LogStore {
+        LogStore::new(Arc::clone(self), group)
+    }
+
+    /// The state machine of one group.
+    pub fn state_machine(
+        self: &Arc<Self>,
+        group: GroupId,
+    ) -> Result<StateMachineStore, StoreError> {
+        StateMachineStore::new(Arc::clone(self), group)
+    }
+
+    /// Reads one counter as this node's state machine has it (not linearizable).
+    pub fn counter(&self, group: GroupId, name: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(COUNTERS)?;
+        Ok(table.get((group, name))?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    pub(crate) fn db(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    pub(crate) fn send(&self, op: WriteOp) -> Result<(), StoreError> {
+        let writer = self.writer.as_ref().ok_or(StoreError::WriterStopped)?;
+        writer.send(op).map_err(|_| StoreError::WriterStopped)
+    }
+
+    pub(crate) fn group_snapshot_dir(&self, group: GroupId) -> PathBuf {
+        self.snapshot_dir.join(format!("group-{group}"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

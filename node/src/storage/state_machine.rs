@@ -1,0 +1,470 @@
+//! openraft's state machine for one group: counters today, each service's tables later.
+//!
+//! Snapshots are files under `data_dir/snapshots/group-G/`: an 8-byte magic, then length-prefixed
+//! records (a [`SnapshotHeader`], then one [`SnapshotRow`] per row). They are written and read
+//! row by row, never held whole in memory.
+
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{
+    EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError, StorageIOError,
+    StoredMembership,
+};
+use redb::{Durability, ReadableDatabase, ReadableTable, WriteTransaction};
+use tokio::io::AsyncSeekExt;
+
+use super::records::{self, LogIdRec, SnapshotHeader, SnapshotRow, StoredMembershipRec};
+use super::{COUNTERS, SM_META, Store, StoreError, meta_key};
+use crate::NodeId;
+use crate::raft::{
+    BatchResult, Command, CommandResult, GroupId, NodeInfo, SnapshotData, TypeConfig,
+};
+
+type Entry = openraft::Entry<TypeConfig>;
+
+const SNAPSHOT_MAGIC: &[u8; 8] = b"SHOALSN1";
+/// Largest single record accepted in a snapshot file.
+const MAX_SNAPSHOT_RECORD: u32 = 64 * 1024 * 1024;
+
+/// The state machine of one Raft group.
+pub struct StateMachineStore {
+    store: Arc<Store>,
+    group: GroupId,
+    /// The file a snapshot is being received into, if any.
+    incoming: Option<PathBuf>,
+}
+
+/// Builds snapshots of one group from a consistent read view.
+pub struct SnapshotBuilder {
+    store: Arc<Store>,
+    group: GroupId,
+}
+
+fn sm_read_err(e: impl Into<StoreError>) -> StorageError<NodeId> {
+    StorageIOError::read_state_machine(&e.into()).into()
+}
+
+fn sm_write_err(e: impl Into<StoreError>) -> StorageError<NodeId> {
+    StorageIOError::write_state_machine(&e.into()).into()
+}
+
+fn snap_err(e: impl Into<StoreError>) -> StorageError<NodeId> {
+    StorageIOError::write_snapshot(None, &e.into()).into()
+}
+
+impl StateMachineStore {
+    pub(crate) fn new(store: Arc<Store>, group: GroupId) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(store.group_snapshot_dir(group))?;
+        Ok(Self {
+            store,
+            group,
+            incoming: None,
+        })
+    }
+}
+
+fn read_sm_meta<T>(
+    txn: &redb::ReadTransaction,
+    group: GroupId,
+    key: &str,
+) -> Result<Option<T>, StoreError>
+where
+    T: rkyv::Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+        + rkyv::Deserialize<T, rkyv::rancor::Strategy<rkyv::de::Pool, rkyv::rancor::Error>>,
+{
+    let table = txn.open_table(SM_META)?;
+    let value = table.get((group, key))?;
+    Ok(match value {
+        Some(v) => Some(records::decode::<T>(v.value())?),
+        None => None,
+    })
+}
+
+/// The last applied entry and the membership as of it.
+type AppliedState = (Option<LogId<NodeId>>, StoredMembership<NodeId, NodeInfo>);
+
+fn applied_state(txn: &redb::ReadTransaction, group: GroupId) -> Result<AppliedState, StoreError> {
+    let applied = read_sm_meta::<LogIdRec>(txn, group, meta_key::APPLIED)?.map(|r| LogId::from(&r));
+    let membership = read_sm_meta::<StoredMembershipRec>(txn, group, meta_key::MEMBERSHIP)?
+        .map(|r| StoredMembership::from(&r))
+        .unwrap_or_default();
+    Ok((applied, membership))
+}
+
+fn apply_command(
+    counters: &mut redb::Table<(u64, &str), u64>,
+    group: GroupId,
+    command: &Command,
+) -> Result<CommandResult, StoreError> {
+    Ok(match command {
+        Command::CounterIncrement { name, by } => {
+            let current = counters
+                .get((group, name.as_str()))?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            match current.checked_add(*by) {
+                Some(next) => {
+                    counters.insert((group, name.as_str()), next)?;
+                    CommandResult::Value(next)
+                }
+                None => CommandResult::Rejected {
+                    reason: format!("counter {name} would overflow"),
+                },
+            }
+        }
+        Command::CounterReserve { name, count } => {
+            let current = counters
+                .get((group, name.as_str()))?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            match current.checked_add(*count) {
+                Some(next) if *count > 0 => {
+                    counters.insert((group, name.as_str()), next)?;
+                    CommandResult::Value(current + 1)
+                }
+                _ => CommandResult::Rejected {
+                    reason: format!("cannot reserve {count} values of counter {name}"),
+                },
+            }
+        }
+    })
+}
+
+fn apply_blocking(
+    store: &Store,
+    group: GroupId,
+    entries: Vec<Entry>,
+) -> Result<Vec<BatchResult>, StoreError> {
+    let mut txn = store.db().begin_write()?;
+    // Made durable by the next log commit; after a crash the group re-applies from the log.
+    txn.set_durability(Durability::None)?;
+    let mut results = Vec::with_capacity(entries.len());
+    {
+        let mut meta = txn.open_table(SM_META)?;
+        let mut counters = txn.open_table(COUNTERS)?;
+        let mut last = None;
+        for entry in &entries {
+            last = Some(LogIdRec::from(&entry.log_id));
+            match &entry.payload {
+                EntryPayload::Blank => results.push(BatchResult::default()),
+                EntryPayload::Normal(batch) => {
+                    let mut out = Vec::with_capacity(batch.0.len());
+                    for command in &batch.0 {
+                        out.push(apply_command(&mut counters, group, command)?);
+                    }
+                    results.push(BatchResult(out));
+                }
+                EntryPayload::Membership(m) => {
+                    let rec = StoredMembershipRec {
+                        log_id: last,
+                        membership: m.into(),
+                    };
+                    meta.insert(
+                        (group, meta_key::MEMBERSHIP),
+                        records::encode(&rec)?.as_slice(),
+                    )?;
+                    results.push(BatchResult::default());
+                }
+            }
+        }
+        if let Some(last) = last {
+            meta.insert(
+                (group, meta_key::APPLIED),
+                records::encode(&last)?.as_slice(),
+            )?;
+        }
+    }
+    txn.commit()?;
+    Ok(results)
+}
+
+fn write_record(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
+    let len = u32::try_from(bytes.len())
+        .map_err(|_| std::io::Error::other("snapshot record too large"))?;
+    out.write_all(&len.to_be_bytes())?;
+    out.write_all(bytes)
+}
+
+fn read_record(input: &mut impl Read) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut len = [0u8; 4];
+    match input.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len);
+    if len > MAX_SNAPSHOT_RECORD {
+        return Err(StoreError::Io(std::io::Error::other(format!(
+            "snapshot record of {len} bytes is too large"
+        ))));
+    }
+    let mut buf = vec![0u8; len as usize];
+    input.read_exact(&mut buf)?;
+    Ok(Some(buf))
+}
+
+fn pointer_of(header: &SnapshotHeader) -> SnapshotMeta<NodeId, NodeInfo> {
+    SnapshotMeta {
+        last_log_id: header.last_log_id.as_ref().map(LogId::from),
+        last_membership: (&header.last_membership).into(),
+        snapshot_id: header.snapshot_id.clone(),
+    }
+}
+
+fn snapshot_file(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.snap"))
+}
+
+/// Records `header` as the group's current snapshot (durably) and removes older snapshot files.
+fn set_current_snapshot(
+    store: &Store,
+    group: GroupId,
+    header: &SnapshotHeader,
+    txn: Option<WriteTransaction>,
+) -> Result<(), StoreError> {
+    let mut txn = match txn {
+        Some(t) => t,
+        None => store.db().begin_write()?,
+    };
+    txn.set_durability(Durability::Immediate)?;
+    {
+        let mut meta = txn.open_table(SM_META)?;
+        meta.insert(
+            (group, meta_key::SNAPSHOT),
+            records::encode(header)?.as_slice(),
+        )?;
+    }
+    txn.commit()?;
+    let dir = store.group_snapshot_dir(group);
+    let keep = snapshot_file(&dir, &header.snapshot_id);
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if path != keep && path.extension().is_some_and(|e| e == "snap") {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    Ok(())
+}
+
+fn build_blocking(store: &Store, group: GroupId) -> Result<SnapshotHeader, StoreError> {
+    let txn = store.db().begin_read()?;
+    let (applied, membership) = applied_state(&txn, group)?;
+    let snapshot_id = format!(
+        "{}-{}-{:016x}",
+        applied.map(|l| l.leader_id.term).unwrap_or(0),
+        applied.map(|l| l.index).unwrap_or(0),
+        rand::random::<u64>()
+    );
+    let header = SnapshotHeader {
+        last_log_id: applied.as_ref().map(LogIdRec::from),
+        last_membership: (&membership).into(),
+        snapshot_id,
+    };
+    let dir = store.group_snapshot_dir(group);
+    let tmp = dir.join(format!("{}.part", header.snapshot_id));
+    {
+        let file = std::fs::File::create(&tmp)?;
+        let mut out = BufWriter::new(file);
+        out.write_all(SNAPSHOT_MAGIC)?;
+        write_record(&mut out, &records::encode(&header)?)?;
+        let counters = txn.open_table(COUNTERS)?;
+        for item in counters.range((group, "")..(group.saturating_add(1), ""))? {
+            let (k, v) = item?;
+            let row = SnapshotRow::Counter {
+                name: k.value().1.to_string(),
+                value: v.value(),
+            };
+            write_record(&mut out, &records::encode(&row)?)?;
+        }
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, snapshot_file(&dir, &header.snapshot_id))?;
+    set_current_snapshot(store, group, &header, None)?;
+    Ok(header)
+}
+
+/// Replaces the group's state with the snapshot in `file`, in one transaction.
+fn install_blocking(
+    store: &Store,
+    group: GroupId,
+    meta: &SnapshotMeta<NodeId, NodeInfo>,
+    file: std::fs::File,
+    incoming: Option<PathBuf>,
+) -> Result<(), StoreError> {
+    let mut input = BufReader::new(file);
+    let mut magic = [0u8; 8];
+    input.read_exact(&mut magic)?;
+    if &magic != SNAPSHOT_MAGIC {
+        return Err(StoreError::Io(std::io::Error::other(
+            "not a shoal snapshot file",
+        )));
+    }
+    // The header inside the file is informative; openraft's meta is authoritative.
+    read_record(&mut input)?
+        .ok_or_else(|| StoreError::Io(std::io::Error::other("snapshot without header")))?;
+    let header = SnapshotHeader {
+        last_log_id: meta.last_log_id.as_ref().map(LogIdRec::from),
+        last_membership: (&meta.last_membership).into(),
+        snapshot_id: meta.snapshot_id.clone(),
+    };
+    let txn = store.db().begin_write()?;
+    {
+        let mut counters = txn.open_table(COUNTERS)?;
+        counters.retain_in((group, "")..(group.saturating_add(1), ""), |_, _| false)?;
+        while let Some(bytes) = read_record(&mut input)? {
+            match records::decode::<SnapshotRow>(&bytes)? {
+                SnapshotRow::Counter { name, value } => {
+                    counters.insert((group, name.as_str()), value)?;
+                }
+            }
+        }
+        let mut sm = txn.open_table(SM_META)?;
+        match &header.last_log_id {
+            Some(l) => sm.insert((group, meta_key::APPLIED), records::encode(l)?.as_slice())?,
+            None => sm.remove((group, meta_key::APPLIED))?,
+        };
+        sm.insert(
+            (group, meta_key::MEMBERSHIP),
+            records::encode(&header.last_membership)?.as_slice(),
+        )?;
+    }
+    // Keep the received file as the current snapshot.
+    let dir = store.group_snapshot_dir(group);
+    let target = snapshot_file(&dir, &header.snapshot_id);
+    match incoming {
+        Some(path) => std::fs::rename(path, &target)?,
+        None => {
+            let mut source = input.into_inner();
+            std::io::Seek::seek(&mut source, std::io::SeekFrom::Start(0))?;
+            let mut out = std::fs::File::create(&target)?;
+            std::io::copy(&mut source, &mut out)?;
+            out.sync_all()?;
+        }
+    }
+    set_current_snapshot(store, group, &header, Some(txn))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let store = Arc::clone(&self.store);
+        let group = self.group;
+        let header = blocking(move || build_blocking(&store, group))
+            .await
+            .map_err(snap_err)?;
+        let path = snapshot_file(
+            &self.store.group_snapshot_dir(self.group),
+            &header.snapshot_id,
+        );
+        let file = tokio::fs::File::open(path).await.map_err(snap_err)?;
+        Ok(Snapshot {
+            meta: pointer_of(&header),
+            snapshot: Box::new(file),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, NodeInfo>), StorageError<NodeId>>
+    {
+        let txn = self.store.db().begin_read().map_err(sm_read_err)?;
+        applied_state(&txn, self.group).map_err(sm_read_err)
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchResult>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let store = Arc::clone(&self.store);
+        let group = self.group;
+        blocking(move || apply_blocking(&store, group, entries))
+            .await
+            .map_err(sm_write_err)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            store: Arc::clone(&self.store),
+            group: self.group,
+        }
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<SnapshotData>, StorageError<NodeId>> {
+        let path = self
+            .store
+            .group_snapshot_dir(self.group)
+            .join(format!("incoming-{:016x}.part", rand::random::<u64>()));
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .map_err(snap_err)?;
+        self.incoming = Some(path);
+        Ok(Box::new(file))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, NodeInfo>,
+        mut snapshot: Box<SnapshotData>,
+    ) -> Result<(), StorageError<NodeId>> {
+        snapshot.sync_all().await.map_err(snap_err)?;
+        snapshot
+            .seek(std::io::SeekFrom::Start(0))
+            .await
+            .map_err(snap_err)?;
+        let file = snapshot.into_std().await;
+        let store = Arc::clone(&self.store);
+        let group = self.group;
+        let meta = meta.clone();
+        let incoming = self.incoming.take();
+        blocking(move || install_blocking(&store, group, &meta, file, incoming))
+            .await
+            .map_err(snap_err)
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let header = {
+            let txn = self.store.db().begin_read().map_err(sm_read_err)?;
+            read_sm_meta::<SnapshotHeader>(&txn, self.group, meta_key::SNAPSHOT)
+                .map_err(sm_read_err)?
+        };
+        let Some(header) = header else {
+            return Ok(None);
+        };
+        let path = snapshot_file(
+            &self.store.group_snapshot_dir(self.group),
+            &header.snapshot_id,
+        );
+        let file = tokio::fs::File::open(path).await.map_err(snap_err)?;
+        Ok(Some(Snapshot {
+            meta: pointer_of(&header),
+            snapshot: Box::new(file),
+        }))
+    }
+}

@@ -1,0 +1,147 @@
+//! The log writer: one thread, group commit. Every operation queued when it wakes goes into one
+//! write transaction and one fsync; completions fire only after the commit.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::Instant;
+
+use openraft::storage::LogFlushed;
+use redb::{Database, Durability};
+use tokio::sync::oneshot;
+use tracing::error;
+
+use super::metrics::StorageMetrics;
+use super::{LOGS, RAFT_META, StoreError};
+use crate::raft::{GroupId, TypeConfig};
+
+/// Most operations folded into one transaction.
+const MAX_BATCH: usize = 4096;
+
+/// A durable log operation.
+pub(crate) enum WriteOp {
+    /// Append encoded entries `(index, bytes)`; `done` fires after the fsync.
+    Append {
+        group: GroupId,
+        entries: Vec<(u64, Vec<u8>)>,
+        done: LogFlushed<TypeConfig>,
+    },
+    /// Set (or delete) a per-group metadata record.
+    Meta {
+        group: GroupId,
+        key: &'static str,
+        value: Option<Vec<u8>>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// Delete entries with index ≥ `from`.
+    Truncate {
+        group: GroupId,
+        from: u64,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// Delete entries with index ≤ `upto` and record the purge point.
+    Purge {
+        group: GroupId,
+        upto: u64,
+        purged: Vec<u8>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+pub(crate) fn spawn(
+    db: Arc<Database>,
+    metrics: StorageMetrics,
+) -> Result<(Sender<WriteOp>, std::thread::JoinHandle<()>), StoreError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("shoal-log-writer".into())
+        .spawn(move || run(db, rx, metrics))?;
+    Ok((tx, thread))
+}
+
+fn run(db: Arc<Database>, rx: Receiver<WriteOp>, metrics: StorageMetrics) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let appended: usize = batch
+            .iter()
+            .map(|op| {
+                if let WriteOp::Append { entries, .. } = op {
+                    entries.len()
+                } else {
+                    0
+                }
+            })
+            .sum();
+        let start = Instant::now();
+        let result = write_batch(&db, &batch);
+        metrics.fsync_seconds.observe(start.elapsed().as_secs_f64());
+        metrics.batch_ops.observe(batch.len() as f64);
+        metrics.appended_entries.inc_by(appended as u64);
+        if let Err(e) = &result {
+            error!(error = %e, "log write failed");
+        }
+        for op in batch {
+            let r = result.clone();
+            match op {
+                WriteOp::Append { done, .. } => {
+                    done.log_io_completed(r.map_err(std::io::Error::other))
+                }
+                WriteOp::Meta { done, .. }
+                | WriteOp::Truncate { done, .. }
+                | WriteOp::Purge { done, .. } => {
+                    let _ = done.send(r);
+                }
+            }
+        }
+    }
+}
+
+fn write_batch(db: &Database, batch: &[WriteOp]) -> Result<(), String> {
+    let inner = || -> Result<(), StoreError> {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        {
+            let mut logs = txn.open_table(LOGS)?;
+            let mut meta = txn.open_table(RAFT_META)?;
+            for op in batch {
+                match op {
+                    WriteOp::Append { group, entries, .. } => {
+                        for (index, bytes) in entries {
+                            logs.insert((*group, *index), bytes.as_slice())?;
+                        }
+                    }
+                    WriteOp::Meta {
+                        group, key, value, ..
+                    } => match value {
+                        Some(v) => {
+                            meta.insert((*group, *key), v.as_slice())?;
+                        }
+                        None => {
+                            meta.remove((*group, *key))?;
+                        }
+                    },
+                    WriteOp::Truncate { group, from, .. } => {
+                        logs.retain_in((*group, *from)..=(*group, u64::MAX), |_, _| false)?;
+                    }
+                    WriteOp::Purge {
+                        group,
+                        upto,
+                        purged,
+                        ..
+                    } => {
+                        logs.retain_in((*group, 0)..=(*group, *upto), |_, _| false)?;
+                        meta.insert((*group, super::meta_key::PURGED), purged.as_slice())?;
+                    }
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    };
+    inner().map_err(|e| e.to_string())
+}
