@@ -91,21 +91,16 @@ impl ClusterSpec {
                 ("membership", "heartbeat_interval = \"200ms\"".into()),
                 ("membership", "down_after_missed = 5".into()),
                 ("shutdown", "drain_timeout = \"5s\"".into()),
+                // Fewer groups than the default keep a debug-build cluster light on 2 cores.
+                ("raft", "partitions = 4".into()),
             ],
         }
     }
 
     /// Adds (or replaces) a setting.
     pub fn set(mut self, section: &'static str, line: &str) -> Self {
-        let key = line
-            .split('=')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        self.settings.retain(|(s, l)| {
-            !(*s == section && l.split('=').next().unwrap_or_default().trim() == key)
-        });
+        let key = line.split('=').next().unwrap_or_default().trim().to_string();
+        self.settings.retain(|(s, l)| !(*s == section && l.split('=').next().unwrap_or_default().trim() == key));
         self.settings.push((section, line.to_string()));
         self
     }
@@ -160,31 +155,20 @@ impl Cluster {
         std::fs::create_dir_all(dir.join("logs"))?;
         let members: String = nodes
             .values()
-            .map(|n| {
-                format!(
-                    "  {{ id = {}, peer_addr = \"{}\", http_addr = \"{}\" }},\n",
-                    n.id, n.peer, n.http
-                )
-            })
+            .map(|n| format!("  {{ id = {}, peer_addr = \"{}\", http_addr = \"{}\" }},\n", n.id, n.peer, n.http))
             .collect();
         let cluster_lines = vec![format!("initial_members = [\n{members}]")];
         for n in nodes.values() {
             write_config(n, &cluster_lines, &spec.settings)?;
         }
-        let (temp, dir) = if keep {
-            (None, temp.keep())
-        } else {
-            (Some(temp), dir)
-        };
+        let (temp, dir) = if keep { (None, temp.keep()) } else { (Some(temp), dir) };
         Ok(Self {
             dir,
             _temp: temp,
             bin: bin.to_path_buf(),
             settings: spec.settings.clone(),
             nodes,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(2))
-                .build()?,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?,
         })
     }
 
@@ -214,17 +198,11 @@ impl Cluster {
     /// Starts (or restarts) a node with its data; returns immediately.
     pub fn start_node(&mut self, id: u64) -> Result<()> {
         let bin = self.bin.clone();
-        let node = self
-            .nodes
-            .get_mut(&id)
-            .ok_or_else(|| anyhow!("no node {id}"))?;
+        let node = self.nodes.get_mut(&id).ok_or_else(|| anyhow!("no node {id}"))?;
         if node.child.is_some() {
             bail!("node {id} is already running");
         }
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)?;
+        let log = OpenOptions::new().create(true).append(true).open(&node.log)?;
         let child = Command::new(bin)
             .arg("start")
             .arg("--config")
@@ -240,10 +218,7 @@ impl Cluster {
 
     /// Sends `signal` to a running node without waiting.
     pub fn signal(&self, id: u64, signal: Signal) -> Result<()> {
-        let pid = self
-            .node(id)
-            .pid()
-            .ok_or_else(|| anyhow!("node {id} is not running"))?;
+        let pid = self.node(id).pid().ok_or_else(|| anyhow!("node {id} is not running"))?;
         kill(Pid::from_raw(pid as i32), signal)?;
         Ok(())
     }
@@ -251,27 +226,15 @@ impl Cluster {
     /// SIGKILLs a node and reaps it.
     pub fn kill(&mut self, id: u64) -> Result<ExitStatus> {
         self.signal(id, Signal::SIGKILL)?;
-        let node = self
-            .nodes
-            .get_mut(&id)
-            .ok_or_else(|| anyhow!("no node {id}"))?;
-        let mut child = node
-            .child
-            .take()
-            .ok_or_else(|| anyhow!("node {id} is not running"))?;
+        let node = self.nodes.get_mut(&id).ok_or_else(|| anyhow!("no node {id}"))?;
+        let mut child = node.child.take().ok_or_else(|| anyhow!("node {id} is not running"))?;
         Ok(child.wait()?)
     }
 
     /// Waits (with a deadline) for a node to exit by itself, e.g. after SIGTERM.
     pub async fn wait_exit(&mut self, id: u64, deadline: Duration) -> Result<ExitStatus> {
-        let node = self
-            .nodes
-            .get_mut(&id)
-            .ok_or_else(|| anyhow!("no node {id}"))?;
-        let child = node
-            .child
-            .as_mut()
-            .ok_or_else(|| anyhow!("node {id} is not running"))?;
+        let node = self.nodes.get_mut(&id).ok_or_else(|| anyhow!("no node {id}"))?;
+        let child = node.child.as_mut().ok_or_else(|| anyhow!("node {id} is not running"))?;
         let start = Instant::now();
         loop {
             if let Some(status) = child.try_wait()? {
@@ -304,12 +267,7 @@ impl Cluster {
 
     /// HTTP status of a GET, `None` if unreachable.
     pub async fn status_of(&self, id: u64, path: &str) -> Option<u16> {
-        self.http
-            .get(self.node(id).url(path))
-            .send()
-            .await
-            .ok()
-            .map(|r| r.status().as_u16())
+        self.http.get(self.node(id).url(path)).send().await.ok().map(|r| r.status().as_u16())
     }
 
     /// The state (`up`/`down`) node `observer` reports for `peer`.
@@ -323,37 +281,36 @@ impl Cluster {
     }
 
     /// Waits until every running node reports every node in `expect_up` as up.
-    pub async fn wait_all_see_up(
-        &self,
-        observers: &[u64],
-        expect_up: &[u64],
-        deadline: Duration,
-    ) -> Result<()> {
-        wait_for(
-            "every observer to report the peers up",
-            deadline,
-            || async {
-                for o in observers {
-                    for p in expect_up {
-                        if self.peer_state(*o, *p).await.as_deref() != Some("up") {
-                            return None;
-                        }
+    pub async fn wait_all_see_up(&self, observers: &[u64], expect_up: &[u64], deadline: Duration) -> Result<()> {
+        wait_for("every observer to report the peers up", deadline, || async {
+            for o in observers {
+                for p in expect_up {
+                    if self.peer_state(*o, *p).await.as_deref() != Some("up") {
+                        return None;
                     }
                 }
-                Some(())
-            },
-        )
+            }
+            Some(())
+        })
+        .await
+    }
+
+    /// Waits until every node in `ids` answers `/readyz` with 200 (joined, meta leader known).
+    pub async fn wait_ready(&self, ids: &[u64], deadline: Duration) -> Result<()> {
+        wait_for("nodes to be ready", deadline, || async {
+            for id in ids {
+                if self.status_of(*id, "/readyz").await != Some(200) {
+                    return None;
+                }
+            }
+            Some(())
+        })
         .await
     }
 
     /// The text of `/metrics`.
     pub async fn metrics(&self, id: u64) -> Option<String> {
-        let r = self
-            .http
-            .get(self.node(id).url("/metrics"))
-            .send()
-            .await
-            .ok()?;
+        let r = self.http.get(self.node(id).url("/metrics")).send().await.ok()?;
         r.text().await.ok()
     }
 
@@ -373,38 +330,23 @@ impl Cluster {
 /// Writes a node's config file from its addresses, `[cluster]` lines and extra settings.
 fn write_config(n: &Node, cluster: &[String], settings: &[(&'static str, String)]) -> Result<()> {
     let mut sections: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    sections.entry("node").or_default().extend([
-        format!("id = {}", n.id),
-        format!("data_dir = \"data/node-{}\"", n.id),
-    ]);
     sections
-        .entry("http")
+        .entry("node")
         .or_default()
-        .push(format!("listen = \"{}\"", n.http));
-    sections
-        .entry("peer")
-        .or_default()
-        .push(format!("listen = \"{}\"", n.peer));
+        .extend([format!("id = {}", n.id), format!("data_dir = \"data/node-{}\"", n.id)]);
+    sections.entry("http").or_default().push(format!("listen = \"{}\"", n.http));
+    sections.entry("peer").or_default().push(format!("listen = \"{}\"", n.peer));
     sections.entry("tls").or_default().extend([
         "ca_cert = \"certs/ca.pem\"".to_string(),
         format!("cert = \"certs/node-{}.pem\"", n.id),
         format!("key = \"certs/node-{}.key\"", n.id),
     ]);
-    sections
-        .entry("cluster")
-        .or_default()
-        .extend(cluster.iter().cloned());
-    sections
-        .entry("log")
-        .or_default()
-        .push("filter = \"info,shoal=debug\"".into());
+    sections.entry("cluster").or_default().extend(cluster.iter().cloned());
+    sections.entry("log").or_default().push("filter = \"info,shoal=debug\"".into());
     for (section, line) in settings {
         sections.entry(section).or_default().push(line.clone());
     }
-    let text: String = sections
-        .iter()
-        .map(|(s, lines)| format!("[{s}]\n{}\n\n", lines.join("\n")))
-        .collect();
+    let text: String = sections.iter().map(|(s, lines)| format!("[{s}]\n{}\n\n", lines.join("\n"))).collect();
     std::fs::write(&n.config, text)?;
     shoal::config::Config::load(&n.config).map_err(|e| anyhow!("test config invalid: {e}"))?;
     Ok(())
@@ -414,10 +356,7 @@ fn write_config(n: &Node, cluster: &[String], settings: &[(&'static str, String)
 pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
 }
 

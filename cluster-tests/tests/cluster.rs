@@ -21,10 +21,8 @@ fn bin() -> &'static Path {
 async fn formed(spec: &ClusterSpec) -> Result<Cluster> {
     let cluster = Cluster::start(bin(), spec)?;
     let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
-    cluster
-        .wait_all_see_up(&ids, &ids, FORM)
-        .await
-        .context("cluster did not form")?;
+    cluster.wait_all_see_up(&ids, &ids, FORM).await.context("cluster did not form")?;
+    cluster.wait_ready(&ids, FORM).await.context("cluster did not become ready")?;
     Ok(cluster)
 }
 
@@ -32,10 +30,7 @@ async fn formed(spec: &ClusterSpec) -> Result<Cluster> {
 async fn three_nodes_form_a_full_mesh() -> Result<()> {
     let c = formed(&ClusterSpec::new(3)).await?;
     for id in 1..=3 {
-        let v = c
-            .get_json(id, "/v1/cluster")
-            .await
-            .ok_or_else(|| anyhow!("node {id} /v1/cluster"))?;
+        let v = c.get_json(id, "/v1/cluster").await.ok_or_else(|| anyhow!("node {id} /v1/cluster"))?;
         assert_eq!(v["node_id"].as_u64(), Some(id));
         let members = v["members"].as_array().ok_or_else(|| anyhow!("members"))?;
         assert_eq!(members.len(), 3);
@@ -51,15 +46,8 @@ async fn three_nodes_form_a_full_mesh() -> Result<()> {
         let metrics = c.metrics(id).await.ok_or_else(|| anyhow!("metrics"))?;
         for peer in (1..=3).filter(|p| *p != id) {
             let series = format!("shoal_transport_peer_connected{{peer=\"{peer}\"}}");
-            assert_eq!(
-                sample(&metrics, &series),
-                Some(1.0),
-                "node {id} link to {peer}"
-            );
-            assert_eq!(
-                sample(&metrics, &format!("shoal_peer_up{{peer=\"{peer}\"}}")),
-                Some(1.0)
-            );
+            assert_eq!(sample(&metrics, &series), Some(1.0), "node {id} link to {peer}");
+            assert_eq!(sample(&metrics, &format!("shoal_peer_up{{peer=\"{peer}\"}}")), Some(1.0));
         }
     }
     Ok(())
@@ -74,35 +62,23 @@ async fn sigkilled_node_is_reported_down_then_up_after_restart() -> Result<()> {
     let killed = Instant::now();
     // Scheduling on a loaded 2-core machine and our 50 ms polling get a fixed allowance.
     let allowance = Duration::from_secs(1);
-    wait_for(
-        "survivors to report node 3 down",
-        detection + allowance,
-        || async {
-            let a = c.peer_state(1, 3).await?;
-            let b = c.peer_state(2, 3).await?;
-            (a == "down" && b == "down").then_some(())
-        },
-    )
+    wait_for("survivors to report node 3 down", detection + allowance, || async {
+        let a = c.peer_state(1, 3).await?;
+        let b = c.peer_state(2, 3).await?;
+        (a == "down" && b == "down").then_some(())
+    })
     .await?;
     let took = killed.elapsed();
-    assert!(
-        took <= detection + allowance,
-        "detection took {took:?}, configured {detection:?}"
-    );
+    assert!(took <= detection + allowance, "detection took {took:?}, configured {detection:?}");
     // A majority is still up, so the survivors stay ready.
     assert_eq!(c.status_of(1, "/readyz").await, Some(200));
 
     c.start_node(3)?;
     let restarted = Instant::now();
-    c.wait_all_see_up(&[1, 2], &[3], Duration::from_secs(2))
-        .await
-        .context("links to the restarted node")?;
+    c.wait_all_see_up(&[1, 2], &[3], Duration::from_secs(2)).await.context("links to the restarted node")?;
     let took = restarted.elapsed();
     c.wait_all_see_up(&[3], &[1, 2], FORM).await?;
-    assert!(
-        took <= Duration::from_secs(2),
-        "survivors saw node 3 up {took:?} after its restart"
-    );
+    assert!(took <= Duration::from_secs(2), "survivors saw node 3 up {took:?} after its restart");
     Ok(())
 }
 
@@ -115,13 +91,7 @@ async fn fast_restart_is_recovered_by_stateless_reset() -> Result<()> {
     let resets_before: f64 = {
         let mut sum = 0.0;
         for id in [1, 2] {
-            sum += c
-                .metric(
-                    id,
-                    "shoal_transport_connections_closed_total{reason=\"reset\"}",
-                )
-                .await
-                .unwrap_or(0.0);
+            sum += c.metric(id, "shoal_transport_connections_closed_total{reason=\"reset\"}").await.unwrap_or(0.0);
         }
         sum
     };
@@ -129,42 +99,23 @@ async fn fast_restart_is_recovered_by_stateless_reset() -> Result<()> {
     c.start_node(3)?;
     let restarted = Instant::now();
     // Up, with a heartbeat answered since the restart (last_seen under 400 ms, i.e. fresh).
-    wait_for(
-        "survivors to reach the restarted node",
-        Duration::from_secs(2),
-        || async {
-            for o in [1, 2] {
-                let v = c.get_json(o, "/v1/cluster").await?;
-                let m = v["members"]
-                    .as_array()?
-                    .iter()
-                    .find(|m| m["id"] == 3)?
-                    .clone();
-                let fresh = m["last_seen_ms"]
-                    .as_u64()
-                    .is_some_and(|ms| (ms as u128) < restarted.elapsed().as_millis());
-                if m["state"] != "up" || !fresh {
-                    return None;
-                }
+    wait_for("survivors to reach the restarted node", Duration::from_secs(2), || async {
+        for o in [1, 2] {
+            let v = c.get_json(o, "/v1/cluster").await?;
+            let m = v["members"].as_array()?.iter().find(|m| m["id"] == 3)?.clone();
+            let fresh = m["last_seen_ms"].as_u64().is_some_and(|ms| (ms as u128) < restarted.elapsed().as_millis());
+            if m["state"] != "up" || !fresh {
+                return None;
             }
-            Some(())
-        },
-    )
+        }
+        Some(())
+    })
     .await?;
     let mut resets = 0.0;
     for id in [1, 2] {
-        resets += c
-            .metric(
-                id,
-                "shoal_transport_connections_closed_total{reason=\"reset\"}",
-            )
-            .await
-            .unwrap_or(0.0);
+        resets += c.metric(id, "shoal_transport_connections_closed_total{reason=\"reset\"}").await.unwrap_or(0.0);
     }
-    assert!(
-        resets > resets_before,
-        "no survivor saw a stateless reset (before {resets_before}, after {resets})"
-    );
+    assert!(resets > resets_before, "no survivor saw a stateless reset (before {resets_before}, after {resets})");
     Ok(())
 }
 
@@ -176,50 +127,18 @@ async fn certificate_from_another_ca_is_refused() -> Result<()> {
     let cluster_ca = Identity::load(&tls_files(&c.dir.join("certs"), 1))?.ca;
     let foreign = Identity::load(&tls_files(foreign_dir.path(), 9))?;
     // Trusts the cluster CA (so the client side is happy) but presents a foreign certificate.
-    let rogue = Identity {
-        ca: cluster_ca,
-        ..foreign
-    };
-    let before = c
-        .metric(
-            1,
-            "shoal_transport_handshakes_total{direction=\"inbound\",outcome=\"failed\"}",
-        )
-        .await;
-    let result = raw_call(
-        &rogue,
-        c.node(1).peer,
-        &frame::encode(&Request::Echo(Echo { payload: vec![1] }))?,
-    )
-    .await;
-    assert!(
-        result.is_err(),
-        "a foreign certificate got an answer: {result:?}"
-    );
-    wait_for(
-        "node 1 to count the refused handshake",
-        Duration::from_secs(5),
-        || async {
-            let after = c
-                .metric(
-                    1,
-                    "shoal_transport_handshakes_total{direction=\"inbound\",outcome=\"failed\"}",
-                )
-                .await?;
-            (after > before.unwrap_or(0.0)).then_some(())
-        },
-    )
+    let rogue = Identity { ca: cluster_ca, ..foreign };
+    let before = c.metric(1, "shoal_transport_handshakes_total{direction=\"inbound\",outcome=\"failed\"}").await;
+    let result = raw_call(&rogue, c.node(1).peer, &frame::encode(&Request::Echo(Echo { payload: vec![1] }))?).await;
+    assert!(result.is_err(), "a foreign certificate got an answer: {result:?}");
+    wait_for("node 1 to count the refused handshake", Duration::from_secs(5), || async {
+        let after = c.metric(1, "shoal_transport_handshakes_total{direction=\"inbound\",outcome=\"failed\"}").await?;
+        (after > before.unwrap_or(0.0)).then_some(())
+    })
     .await?;
     assert_eq!(c.status_of(1, "/healthz").await, Some(200));
-    let v = c
-        .get_json(1, "/v1/cluster")
-        .await
-        .ok_or_else(|| anyhow!("cluster"))?;
-    assert_eq!(
-        v["members"].as_array().map(Vec::len),
-        Some(3),
-        "the rogue did not become a member"
-    );
+    let v = c.get_json(1, "/v1/cluster").await.ok_or_else(|| anyhow!("cluster"))?;
+    assert_eq!(v["members"].as_array().map(Vec::len), Some(3), "the rogue did not become a member");
     Ok(())
 }
 
@@ -230,16 +149,8 @@ async fn garbage_frames_get_errors_and_crash_nothing() -> Result<()> {
     shoal::certs::init(&c.dir.join("certs"), 9)?;
     let me = Identity::load(&tls_files(&c.dir.join("certs"), 9))?;
     let endpoint = client_endpoint()?;
-    let conn = endpoint
-        .connect_with(
-            me.client_config(&Default::default())?,
-            c.node(1).peer,
-            "node-1.shoal",
-        )?
-        .await?;
-    let good = frame::encode(&Request::Echo(Echo {
-        payload: b"ok".to_vec(),
-    }))?;
+    let conn = endpoint.connect_with(me.client_config(&Default::default())?, c.node(1).peer, "node-1.shoal")?.await?;
+    let good = frame::encode(&Request::Echo(Echo { payload: b"ok".to_vec() }))?;
     let mut wrong_version = good.clone();
     wrong_version[4] = FRAME_VERSION.wrapping_add(7);
     let mut truncated = good.clone();
@@ -249,28 +160,14 @@ async fn garbage_frames_get_errors_and_crash_nothing() -> Result<()> {
         *b = 0xff;
     }
     let cases: Vec<(&str, Vec<u8>, RpcErrorCode)> = vec![
-        (
-            "oversize length",
-            vec![0xff, 0xff, 0xff, 0xff, FRAME_VERSION, 1, 2, 3],
-            RpcErrorCode::FrameTooLarge,
-        ),
-        (
-            "wrong version",
-            wrong_version,
-            RpcErrorCode::UnsupportedVersion,
-        ),
+        ("oversize length", vec![0xff, 0xff, 0xff, 0xff, FRAME_VERSION, 1, 2, 3], RpcErrorCode::FrameTooLarge),
+        ("wrong version", wrong_version, RpcErrorCode::UnsupportedVersion),
         ("truncated", truncated, RpcErrorCode::BadFrame),
         ("invalid payload", bad_payload, RpcErrorCode::BadFrame),
-        (
-            "empty frame",
-            vec![0, 0, 0, 0, FRAME_VERSION],
-            RpcErrorCode::BadFrame,
-        ),
+        ("empty frame", vec![0, 0, 0, 0, FRAME_VERSION], RpcErrorCode::BadFrame),
     ];
     for (name, bytes, code) in cases {
-        let answer = stream_exchange(&conn, &bytes)
-            .await
-            .with_context(|| name.to_string())?;
+        let answer = stream_exchange(&conn, &bytes).await.with_context(|| name.to_string())?;
         match frame::decode::<Response>(&answer, 1 << 20) {
             Ok(Response::Error(e)) => assert_eq!(e.code, code, "{name}: {}", e.message),
             other => bail!("{name}: expected an error frame, got {other:?}"),
@@ -278,13 +175,8 @@ async fn garbage_frames_get_errors_and_crash_nothing() -> Result<()> {
     }
     // Random bytes: an error frame or a reset stream, never a crash.
     for seed in 0..20u8 {
-        let noise: Vec<u8> = (0..200u32)
-            .map(|i| {
-                (i as u8)
-                    .wrapping_mul(31)
-                    .wrapping_add(seed.wrapping_mul(17))
-            })
-            .collect();
+        let noise: Vec<u8> =
+            (0..200u32).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed.wrapping_mul(17))).collect();
         let _ = stream_exchange(&conn, &noise).await;
     }
     // The same connection still serves a well-formed call.
@@ -293,21 +185,10 @@ async fn garbage_frames_get_errors_and_crash_nothing() -> Result<()> {
         other => bail!("echo answered with {other:?}"),
     }
     assert_eq!(c.status_of(1, "/healthz").await, Some(200));
-    c.wait_all_see_up(&[1, 2, 3], &[1, 2, 3], Duration::from_secs(5))
-        .await?;
+    c.wait_all_see_up(&[1, 2, 3], &[1, 2, 3], Duration::from_secs(5)).await?;
     let m = c.metrics(1).await.ok_or_else(|| anyhow!("metrics"))?;
-    for kind in [
-        "too_large",
-        "bad_version",
-        "truncated",
-        "malformed",
-        "empty",
-    ] {
-        let n = sample(
-            &m,
-            &format!("shoal_transport_frame_errors_total{{kind=\"{kind}\"}}"),
-        )
-        .unwrap_or(0.0);
+    for kind in ["too_large", "bad_version", "truncated", "malformed", "empty"] {
+        let n = sample(&m, &format!("shoal_transport_frame_errors_total{{kind=\"{kind}\"}}")).unwrap_or(0.0);
         assert!(n >= 1.0, "frame error kind {kind} not counted");
     }
     Ok(())
@@ -319,44 +200,26 @@ async fn injected_actor_failures_are_restarted_and_counted_while_http_serves() -
     let c = formed(&spec).await?;
     for (round, actor) in ["membership", "transport", "http"].into_iter().enumerate() {
         let series = format!("shoal_actor_restarts_total{{actor=\"{actor}\"}}");
-        let before = c
-            .metric(1, &series)
-            .await
-            .ok_or_else(|| anyhow!("metrics"))?;
+        let before = c.metric(1, &series).await.ok_or_else(|| anyhow!("metrics"))?;
         assert_eq!(before, 0.0, "round {round}");
-        let r = c
-            .http
-            .post(c.node(1).url(&format!("/v1/testing/faults/{actor}")))
-            .send()
-            .await?;
+        let r = c.http.post(c.node(1).url(&format!("/v1/testing/faults/{actor}"))).send().await?;
         assert_eq!(r.status().as_u16(), 202);
-        wait_for(
-            &format!("{actor} restart to be counted"),
-            Duration::from_secs(10),
-            || async { (c.metric(1, &series).await? >= 1.0).then_some(()) },
-        )
+        wait_for(&format!("{actor} restart to be counted"), Duration::from_secs(10), || async {
+            (c.metric(1, &series).await? >= 1.0).then_some(())
+        })
         .await?;
         // Still serving HTTP, and the restarted actor does its job again: fresh heartbeats.
         assert_eq!(c.status_of(1, "/healthz").await, Some(200));
-        wait_for(
-            "fresh heartbeats from node 1",
-            Duration::from_secs(10),
-            || async {
-                let v = c.get_json(1, "/v1/cluster").await?;
-                v["members"]
-                    .as_array()?
-                    .iter()
-                    .all(|m| {
-                        m["state"] == "up" && m["last_seen_ms"].as_u64().is_some_and(|ms| ms < 1000)
-                    })
-                    .then_some(())
-            },
-        )
+        wait_for("fresh heartbeats from node 1", Duration::from_secs(10), || async {
+            let v = c.get_json(1, "/v1/cluster").await?;
+            v["members"]
+                .as_array()?
+                .iter()
+                .all(|m| m["state"] == "up" && m["last_seen_ms"].as_u64().is_some_and(|ms| ms < 1000))
+                .then_some(())
+        })
         .await?;
-        assert!(
-            c.log(1)
-                .contains(&format!("injected fault in the {actor} actor"))
-        );
+        assert!(c.log(1).contains(&format!("injected fault in the {actor} actor")));
     }
     Ok(())
 }
@@ -364,19 +227,11 @@ async fn injected_actor_failures_are_restarted_and_counted_while_http_serves() -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_injection_is_refused_unless_enabled() -> Result<()> {
     let c = formed(&ClusterSpec::new(1)).await?;
-    let r = c
-        .http
-        .post(c.node(1).url("/v1/testing/faults/membership"))
-        .send()
-        .await?;
+    let r = c.http.post(c.node(1).url("/v1/testing/faults/membership")).send().await?;
     assert_eq!(r.status().as_u16(), 403);
     let body: serde_json::Value = r.json().await?;
     assert_eq!(body["error"]["code"], "fault_injection_disabled");
-    assert_eq!(
-        c.metric(1, "shoal_actor_restarts_total{actor=\"membership\"}")
-            .await,
-        Some(0.0)
-    );
+    assert_eq!(c.metric(1, "shoal_actor_restarts_total{actor=\"membership\"}").await, Some(0.0));
     Ok(())
 }
 
@@ -388,33 +243,18 @@ async fn restart_storm_stops_the_node_with_exit_code_1() -> Result<()> {
         .set("supervisor", "restart_backoff_min = \"50ms\"");
     let mut c = formed(&spec).await?;
     for n in 1..=2 {
-        let r = c
-            .http
-            .post(c.node(1).url("/v1/testing/faults/membership"))
-            .send()
-            .await?;
+        let r = c.http.post(c.node(1).url("/v1/testing/faults/membership")).send().await?;
         assert_eq!(r.status().as_u16(), 202);
         wait_for("the restart", Duration::from_secs(10), || async {
-            (c.metric(1, "shoal_actor_restarts_total{actor=\"membership\"}")
-                .await?
-                >= f64::from(n))
-            .then_some(())
+            (c.metric(1, "shoal_actor_restarts_total{actor=\"membership\"}").await? >= f64::from(n)).then_some(())
         })
         .await?;
     }
-    let r = c
-        .http
-        .post(c.node(1).url("/v1/testing/faults/membership"))
-        .send()
-        .await?;
+    let r = c.http.post(c.node(1).url("/v1/testing/faults/membership")).send().await?;
     assert_eq!(r.status().as_u16(), 202);
     let status = c.wait_exit(1, Duration::from_secs(15)).await?;
     assert_eq!(status.code(), Some(1), "exit status {status}");
-    assert!(
-        c.log(1).contains("the membership actor failed 3 times"),
-        "{}",
-        c.log(1)
-    );
+    assert!(c.log(1).contains("the membership actor failed 3 times"), "{}", c.log(1));
     Ok(())
 }
 
@@ -428,19 +268,10 @@ async fn sigterm_shuts_a_node_down_cleanly() -> Result<()> {
     assert!(log.contains("shutdown requested"), "{log}");
     assert!(log.contains("shutdown complete"), "{log}");
     // It closed its links on the way out, so the others notice at once instead of timing out.
-    wait_for(
-        "node 1 to see node 2 close its link",
-        Duration::from_secs(5),
-        || async {
-            let closed = c
-                .metric(
-                    1,
-                    "shoal_transport_connections_closed_total{reason=\"closed_by_peer\"}",
-                )
-                .await?;
-            (closed >= 1.0).then_some(())
-        },
-    )
+    wait_for("node 1 to see node 2 close its link", Duration::from_secs(5), || async {
+        let closed = c.metric(1, "shoal_transport_connections_closed_total{reason=\"closed_by_peer\"}").await?;
+        (closed >= 1.0).then_some(())
+    })
     .await?;
     Ok(())
 }
@@ -450,26 +281,17 @@ async fn readiness_needs_a_reachable_majority() -> Result<()> {
     let mut c = formed(&ClusterSpec::new(3)).await?;
     c.kill(2)?;
     c.kill(3)?;
-    wait_for(
-        "node 1 to report not ready",
-        Duration::from_secs(10),
-        || async { (c.status_of(1, "/readyz").await? == 503).then_some(()) },
-    )
+    wait_for("node 1 to report not ready", Duration::from_secs(10), || async {
+        (c.status_of(1, "/readyz").await? == 503).then_some(())
+    })
     .await?;
     let r = c.http.get(c.node(1).url("/readyz")).send().await?;
     assert!(r.headers().contains_key("retry-after"));
     let body: serde_json::Value = r.json().await?;
-    assert_eq!(body["error"]["code"], "no_majority");
-    assert_eq!(
-        c.status_of(1, "/healthz").await,
-        Some(200),
-        "alive, just not ready"
-    );
+    assert_eq!(body["error"]["code"], "no_meta_leader");
+    assert_eq!(c.status_of(1, "/healthz").await, Some(200), "alive, just not ready");
     c.start_node(2)?;
-    wait_for("node 1 ready again", FORM, || async {
-        (c.status_of(1, "/readyz").await? == 200).then_some(())
-    })
-    .await?;
+    wait_for("node 1 ready again", FORM, || async { (c.status_of(1, "/readyz").await? == 200).then_some(()) }).await?;
     Ok(())
 }
 
@@ -478,47 +300,24 @@ async fn a_node_joins_through_a_member_and_everyone_learns_of_it() -> Result<()>
     let mut c = formed(&ClusterSpec::new(3)).await?;
     let id = c.add_joining_node(1)?;
     c.start_node(id)?;
-    c.wait_all_see_up(&[1, 2, 3, id], &[1, 2, 3, id], FORM)
-        .await?;
+    c.wait_all_see_up(&[1, 2, 3, id], &[1, 2, 3, id], FORM).await?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_errors_are_json_and_metrics_use_route_templates() -> Result<()> {
     let c = formed(&ClusterSpec::new(1)).await?;
-    let r = c
-        .http
-        .get(c.node(1).url("/no/such/path/12345"))
-        .send()
-        .await?;
+    let r = c.http.get(c.node(1).url("/no/such/path/12345")).send().await?;
     assert_eq!(r.status().as_u16(), 404);
     let body: serde_json::Value = r.json().await?;
     assert_eq!(body["error"]["code"], "not_found");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty())
-    );
-    let r = c
-        .http
-        .post(c.node(1).url("/v1/testing/faults/nosuchactor"))
-        .send()
-        .await?;
-    assert_eq!(
-        r.status().as_u16(),
-        403,
-        "disabled switch wins over the unknown name"
-    );
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    let r = c.http.post(c.node(1).url("/v1/testing/faults/nosuchactor")).send().await?;
+    assert_eq!(r.status().as_u16(), 403, "disabled switch wins over the unknown name");
     let m = c.metrics(1).await.ok_or_else(|| anyhow!("metrics"))?;
-    assert!(
-        m.contains("route=\"unmatched\""),
-        "unmatched paths share one label"
-    );
+    assert!(m.contains("route=\"unmatched\""), "unmatched paths share one label");
     assert!(!m.contains("12345"), "raw paths never become labels");
-    assert!(
-        m.contains("route=\"/v1/testing/faults/{actor}\""),
-        "templates, not raw paths"
-    );
+    assert!(m.contains("route=\"/v1/testing/faults/{actor}\""), "templates, not raw paths");
     Ok(())
 }
 
@@ -539,17 +338,9 @@ async fn metrics_pass_promtool_check() -> Result<()> {
         .stderr(std::process::Stdio::piped())
         .spawn()?;
     use std::io::Write;
-    child
-        .stdin
-        .take()
-        .ok_or_else(|| anyhow!("stdin"))?
-        .write_all(text.as_bytes())?;
+    child.stdin.take().ok_or_else(|| anyhow!("stdin"))?.write_all(text.as_bytes())?;
     let out = child.wait_with_output()?;
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "promtool failed:\n{report}");
     assert!(report.trim().is_empty(), "promtool warnings:\n{report}");
     Ok(())
@@ -557,18 +348,13 @@ async fn metrics_pass_promtool_check() -> Result<()> {
 
 /// Finds an external tool; absent: skip with a printed reason, except under CI=true.
 fn tool(name: &str) -> Option<std::path::PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    });
+    let found = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()));
     if found.is_none() {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("{name} is required under CI=true (.ci/run installs it)");
         }
-        eprintln!(
-            "SKIPPED: {name} not installed (Debian package `prometheus`; .ci/run installs it)"
-        );
+        eprintln!("SKIPPED: {name} not installed (Debian package `prometheus`; .ci/run installs it)");
     }
     found
 }
@@ -595,19 +381,11 @@ async fn stream_exchange(conn: &quinn::Connection, bytes: &[u8]) -> Result<Vec<u
 }
 
 /// Connects with `identity` and makes one call; any failure is an error.
-async fn raw_call(
-    identity: &Identity,
-    addr: std::net::SocketAddr,
-    request: &[u8],
-) -> Result<Vec<u8>> {
+async fn raw_call(identity: &Identity, addr: std::net::SocketAddr, request: &[u8]) -> Result<Vec<u8>> {
     let endpoint = client_endpoint()?;
     let conn = tokio::time::timeout(
         Duration::from_secs(10),
-        endpoint.connect_with(
-            identity.client_config(&Default::default())?,
-            addr,
-            "node-1.shoal",
-        )?,
+        endpoint.connect_with(identity.client_config(&Default::default())?, addr, "node-1.shoal")?,
     )
     .await??;
     stream_exchange(&conn, request).await
@@ -625,11 +403,7 @@ fn cli_reports_bad_config_and_usage_with_exit_code_2() -> Result<()> {
         &bad,
         "[node]\nid = 0\ndata_dir = \"d\"\n[tls]\nca_cert=\"a\"\ncert=\"b\"\nkey=\"c\"\n[cluster]\njoin=[\"127.0.0.1:1\"]\n",
     )?;
-    let out = shoal_cmd(&[
-        "config",
-        "check",
-        bad.to_str().ok_or_else(|| anyhow!("path"))?,
-    ])?;
+    let out = shoal_cmd(&["config", "check", bad.to_str().ok_or_else(|| anyhow!("path"))?])?;
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("node.id"), "{err}");
@@ -637,46 +411,19 @@ fn cli_reports_bad_config_and_usage_with_exit_code_2() -> Result<()> {
 
     let out = shoal_cmd(&["config", "check", "/nonexistent.toml"])?;
     assert_eq!(out.status.code(), Some(2));
-    let out = shoal_cmd(&[
-        "certs",
-        "init",
-        "--dir",
-        dir.path().to_str().unwrap_or("."),
-        "--nodes",
-        "0",
-    ])?;
+    let out = shoal_cmd(&["certs", "init", "--dir", dir.path().to_str().unwrap_or("."), "--nodes", "0"])?;
     assert_eq!(out.status.code(), Some(2));
     let out = shoal_cmd(&["no-such-command"])?;
     assert_eq!(out.status.code(), Some(2));
 
     let certs = dir.path().join("certs");
-    let out = shoal_cmd(&[
-        "certs",
-        "init",
-        "--dir",
-        certs.to_str().unwrap_or("."),
-        "--nodes",
-        "2",
-    ])?;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = shoal_cmd(&["certs", "init", "--dir", certs.to_str().unwrap_or("."), "--nodes", "2"])?;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(certs.join("node-2.key").exists());
-    for example in [
-        "../config/shoal.example.toml",
-        "../config/cluster-3/node-1.toml",
-    ] {
+    for example in ["../config/shoal.example.toml", "../config/cluster-3/node-1.toml"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(example);
         let out = shoal_cmd(&["config", "check", path.to_str().unwrap_or(".")])?;
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{example}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_eq!(out.status.code(), Some(0), "{example}: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(())
 }
@@ -695,93 +442,45 @@ async fn dev_up_kill_start_status_and_ctrl_c() -> Result<()> {
         .stderr(std::process::Stdio::inherit())
         .spawn()?;
     let guard = KillOnDrop(up.id());
-    let http: Vec<String> = (0..3)
-        .map(|i| format!("http://127.0.0.1:{}", base + 10 * i))
-        .collect();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()?;
-    wait_for(
-        "dev up to print its summary",
-        Duration::from_secs(60),
-        || async {
-            std::fs::read_to_string(&stdout_path)
-                .ok()
-                .filter(|s| s.contains("Ctrl-C stops every node"))
-                .map(|_| ())
-        },
-    )
+    let http: Vec<String> = (0..3).map(|i| format!("http://127.0.0.1:{}", base + 10 * i)).collect();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    wait_for("dev up to print its summary", Duration::from_secs(60), || async {
+        std::fs::read_to_string(&stdout_path).ok().filter(|s| s.contains("Ctrl-C stops every node")).map(|_| ())
+    })
     .await?;
     let summary = std::fs::read_to_string(&stdout_path)?;
     for h in &http {
-        assert!(
-            summary.contains(h.trim_start_matches("http://")),
-            "summary lacks {h}:\n{summary}"
-        );
-        assert_eq!(
-            client
-                .get(format!("{h}/readyz"))
-                .send()
-                .await?
-                .status()
-                .as_u16(),
-            200
-        );
+        assert!(summary.contains(h.trim_start_matches("http://")), "summary lacks {h}:\n{summary}");
+        assert_eq!(client.get(format!("{h}/readyz")).send().await?.status().as_u16(), 200);
     }
-    let nodes: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dev_dir.join("nodes.json"))?)?;
-    let pid2 = nodes[1]["pid"]
-        .as_u64()
-        .ok_or_else(|| anyhow!("pid of node 2: {nodes}"))?;
+    let nodes: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dev_dir.join("nodes.json"))?)?;
+    let pid2 = nodes[1]["pid"].as_u64().ok_or_else(|| anyhow!("pid of node 2: {nodes}"))?;
     for key in ["id", "http_addr", "peer_addr", "pid", "log"] {
         assert!(!nodes[0][key].is_null(), "nodes.json lacks {key}");
     }
 
     let out = shoal_cmd(&["dev", "kill", "2", "--dir", &dev])?;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !Path::new(&format!("/proc/{pid2}")).exists() || proc_is_zombie(pid2),
-        "node 2 still runs"
-    );
-    let nodes: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dev_dir.join("nodes.json"))?)?;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!Path::new(&format!("/proc/{pid2}")).exists() || proc_is_zombie(pid2), "node 2 still runs");
+    let nodes: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dev_dir.join("nodes.json"))?)?;
     assert!(nodes[1]["pid"].is_null(), "kill keeps nodes.json current");
-    wait_for(
-        "status to show node 2 down",
-        Duration::from_secs(15),
-        || async {
-            let out = shoal_cmd(&["status", "--endpoint", &http[0]]).ok()?;
-            String::from_utf8_lossy(&out.stdout)
-                .contains("1 of 3 members DOWN")
-                .then_some(())
-        },
-    )
+    wait_for("status to show node 2 down", Duration::from_secs(15), || async {
+        let out = shoal_cmd(&["status", "--endpoint", &http[0]]).ok()?;
+        String::from_utf8_lossy(&out.stdout).contains("1 of 3 members DOWN").then_some(())
+    })
     .await?;
     let out = shoal_cmd(&["status", "--endpoint", &http[0], "--json"])?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(v["members"][1]["state"], "down");
 
     let out = shoal_cmd(&["dev", "start", "2", "--dir", &dev])?;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     wait_for("status to show all up", Duration::from_secs(15), || async {
         let out = shoal_cmd(&["status", "--endpoint", &http[0]]).ok()?;
-        String::from_utf8_lossy(&out.stdout)
-            .contains("all 3 members up")
-            .then_some(())
+        String::from_utf8_lossy(&out.stdout).contains("all 3 members up").then_some(())
     })
     .await?;
-    let nodes: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dev_dir.join("nodes.json"))?)?;
+    let nodes: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dev_dir.join("nodes.json"))?)?;
     let pids: Vec<u64> = (0..3).filter_map(|i| nodes[i]["pid"].as_u64()).collect();
     assert_eq!(pids.len(), 3, "{nodes}");
 
@@ -805,10 +504,7 @@ async fn dev_up_kill_start_status_and_ctrl_c() -> Result<()> {
 
 fn proc_is_zombie(pid: u64) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit_once(')')
-                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-        })
+        .map(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
         .unwrap_or(true)
 }
 

@@ -11,8 +11,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 
 use crate::NodeId;
@@ -46,10 +45,7 @@ pub fn node_server_name(id: NodeId) -> String {
 
 /// Paths of one node's certificate and key inside a certificate directory.
 pub fn node_files(dir: &Path, id: NodeId) -> (PathBuf, PathBuf) {
-    (
-        dir.join(format!("node-{id}.pem")),
-        dir.join(format!("node-{id}.key")),
-    )
+    (dir.join(format!("node-{id}.pem")), dir.join(format!("node-{id}.key")))
 }
 
 /// What [`init`] did.
@@ -71,10 +67,7 @@ pub fn init(dir: &Path, nodes: u64) -> Result<InitReport, CertError> {
     if nodes == 0 {
         return Err(CertError::NoNodes);
     }
-    std::fs::create_dir_all(dir).map_err(|source| CertError::Io {
-        path: dir.into(),
-        source,
-    })?;
+    std::fs::create_dir_all(dir).map_err(|source| CertError::Io { path: dir.into(), source })?;
     let mut report = InitReport::default();
     let ca_cert = dir.join("ca.pem");
     let ca_key = dir.join("ca.key");
@@ -84,12 +77,8 @@ pub fn init(dir: &Path, nodes: u64) -> Result<InitReport, CertError> {
     } else {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "Shoal cluster CA");
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "shoal");
+        params.distinguished_name.push(DnType::CommonName, "Shoal cluster CA");
+        params.distinguished_name.push(DnType::OrganizationName, "shoal");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let cert = params.self_signed(&key)?;
@@ -105,19 +94,11 @@ pub fn init(dir: &Path, nodes: u64) -> Result<InitReport, CertError> {
             continue;
         }
         let key = KeyPair::generate()?;
-        let mut params =
-            CertificateParams::new(vec![node_server_name(id), CLUSTER_SERVER_NAME.to_string()])?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("node-{id}"));
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "shoal");
+        let mut params = CertificateParams::new(vec![node_server_name(id), CLUSTER_SERVER_NAME.to_string()])?;
+        params.distinguished_name.push(DnType::CommonName, format!("node-{id}"));
+        params.distinguished_name.push(DnType::OrganizationName, "shoal");
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params.signed_by(&key, &issuer)?;
         write_private(&key_path, key.serialize_pem().as_bytes())?;
         write_public(&cert_path, cert.pem().as_bytes())?;
@@ -127,32 +108,17 @@ pub fn init(dir: &Path, nodes: u64) -> Result<InitReport, CertError> {
 }
 
 fn read(path: &Path) -> Result<String, CertError> {
-    std::fs::read_to_string(path).map_err(|source| CertError::Io {
-        path: path.into(),
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|source| CertError::Io { path: path.into(), source })
 }
 
 fn write_public(path: &Path, bytes: &[u8]) -> Result<(), CertError> {
-    std::fs::write(path, bytes).map_err(|source| CertError::Io {
-        path: path.into(),
-        source,
-    })
+    std::fs::write(path, bytes).map_err(|source| CertError::Io { path: path.into(), source })
 }
 
 /// Writes a private key readable by its owner only (created 0600, never world-readable).
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CertError> {
-    let io = |source| CertError::Io {
-        path: path.into(),
-        source,
-    };
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)?;
+    let io = |source| CertError::Io { path: path.into(), source };
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(io)?;
     f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)
 }
@@ -169,10 +135,7 @@ mod tests {
         assert!(report.created_ca);
         assert_eq!(report.created_nodes, vec![1, 2, 3]);
         for name in ["ca.key", "node-1.key", "node-2.key", "node-3.key"] {
-            let mode = std::fs::metadata(dir.path().join(name))
-                .expect("exists")
-                .permissions()
-                .mode();
+            let mode = std::fs::metadata(dir.path().join(name)).expect("exists").permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{name}");
         }
         for name in ["ca.pem", "node-1.pem", "node-3.pem"] {
@@ -189,10 +152,7 @@ mod tests {
         assert!(!report.created_ca);
         assert_eq!(report.kept_nodes, vec![1, 2]);
         assert_eq!(report.created_nodes, vec![3, 4]);
-        assert_eq!(
-            std::fs::read(dir.path().join("ca.pem")).expect("ca"),
-            ca_before
-        );
+        assert_eq!(std::fs::read(dir.path().join("ca.pem")).expect("ca"), ca_before);
     }
 
     #[test]

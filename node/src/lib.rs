@@ -10,6 +10,7 @@ pub mod http;
 pub mod membership;
 pub mod metrics;
 pub mod node;
+pub mod placement;
 pub mod raft;
 pub mod storage;
 pub mod supervisor;

@@ -11,6 +11,9 @@ use crate::NodeId;
 use crate::config::{Config, LogFormat, LogSection};
 use crate::membership::{Membership, MembershipMetrics};
 use crate::metrics::NodeMetrics;
+use crate::raft::actor::RaftSlot;
+use crate::raft::wire::RaftRequest;
+use crate::storage::Store;
 use crate::supervisor::{Deps, Supervisor, SupervisorMsg};
 use crate::transport::proto::{Request, Response, RpcError, RpcErrorCode};
 use crate::transport::tls::{Identity, TlsError};
@@ -51,6 +54,9 @@ pub enum NodeError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The database could not be opened.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StoreError),
     /// Metrics could not be registered (a bug: duplicate names).
     #[error("metrics registration failed: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -65,22 +71,33 @@ pub enum NodeError {
 /// Answers peer requests by handing them to the subsystem that owns them.
 struct NodeRpc {
     membership: Arc<Membership>,
+    raft: RaftSlot,
 }
 
 impl RpcHandler for NodeRpc {
     fn handle(&self, from: NodeId, request: Request) -> BoxFuture<'static, Response> {
         let response = match request {
+            Request::Raft(r) => return self.raft(from, r),
             Request::Ping(ping) => Response::Pong(self.membership.on_ping(ping)),
             Request::Echo(echo) => Response::Echo(echo),
             Request::Join(join) => match self.membership.on_join(from, join) {
                 Ok(joined) => Response::Joined(joined),
-                Err(message) => Response::Error(RpcError {
-                    code: RpcErrorCode::Refused,
-                    message,
-                }),
+                Err(message) => Response::Error(RpcError { code: RpcErrorCode::Refused, message }),
             },
         };
         Box::pin(std::future::ready(response))
+    }
+}
+
+impl NodeRpc {
+    fn raft(&self, from: NodeId, request: RaftRequest) -> BoxFuture<'static, Response> {
+        match self.raft.get() {
+            Some(host) => Box::pin(async move { Response::Raft(host.handle(from, request).await) }),
+            None => Box::pin(std::future::ready(Response::Error(RpcError {
+                code: RpcErrorCode::Unavailable,
+                message: "raft groups are starting".into(),
+            }))),
+        }
     }
 }
 
@@ -89,9 +106,7 @@ pub fn init_tracing(log: &LogSection) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match log.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -104,10 +119,7 @@ pub async fn run(config: Config) -> Result<(), NodeError> {
 }
 
 /// Runs a node until `shutdown` completes (or an actor keeps failing).
-pub async fn run_until(
-    config: Config,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), NodeError> {
+pub async fn run_until(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
     let span = info_span!("node", node_id = config.node.id);
     run_inner(config, shutdown).instrument(span).await
 }
@@ -121,11 +133,10 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> Result
             config_id: config.node.id,
         });
     }
-    std::fs::create_dir_all(&config.node.data_dir).map_err(|source| NodeError::DataDir {
-        path: config.node.data_dir.display().to_string(),
-        source,
-    })?;
+    std::fs::create_dir_all(&config.node.data_dir)
+        .map_err(|source| NodeError::DataDir { path: config.node.data_dir.display().to_string(), source })?;
     let metrics = NodeMetrics::new(config.node.id)?;
+    let store = Store::open(&config.node.data_dir, metrics.storage.clone())?;
     let transport = Transport::bind(&identity, &config.peer, metrics.transport.clone())?;
     let membership = Membership::new(
         crate::transport::proto::MemberRecord {
@@ -139,25 +150,14 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> Result
         Arc::clone(&transport),
         MembershipMetrics::clone(&metrics.membership),
     );
-    transport.set_handler(Arc::new(NodeRpc {
-        membership: Arc::clone(&membership),
-    }));
-    let http_listener =
-        std::net::TcpListener::bind(config.http.listen).map_err(|source| NodeError::HttpBind {
-            addr: config.http.listen,
-            source,
-        })?;
+    let raft = RaftSlot::default();
+    transport.set_handler(Arc::new(NodeRpc { membership: Arc::clone(&membership), raft: raft.clone() }));
+    let http_listener = std::net::TcpListener::bind(config.http.listen)
+        .map_err(|source| NodeError::HttpBind { addr: config.http.listen, source })?;
     let fatal = Arc::new(Mutex::new(None));
     let http_addr = config.http.listen;
     let peer_addr = config.peer.listen;
-    let deps = Deps {
-        config,
-        metrics,
-        transport,
-        membership,
-        http_listener,
-        fatal: Arc::clone(&fatal),
-    };
+    let deps = Deps { config, metrics, transport, membership, http_listener, store, raft, fatal: Arc::clone(&fatal) };
     let (supervisor, handle) = Actor::spawn(None, Supervisor, deps).await?;
     info!(%http_addr, %peer_addr, "node started");
     let mut handle = std::pin::pin!(handle);
@@ -182,10 +182,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> Result
 /// Completes on the first SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

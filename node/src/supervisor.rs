@@ -20,6 +20,8 @@ use crate::http::actor::{HttpActor, HttpArgs, HttpMsg};
 use crate::membership::Membership;
 use crate::membership::actor::{MembershipActor, MembershipMsg};
 use crate::metrics::NodeMetrics;
+use crate::raft::actor::{RaftActor, RaftArgs, RaftMsg, RaftSlot};
+use crate::storage::Store;
 use crate::transport::Transport;
 use crate::transport::actor::{TransportActor, TransportMsg};
 use crate::util::Backoff;
@@ -31,19 +33,22 @@ pub enum ChildKind {
     Transport,
     /// Heartbeats and failure detection.
     Membership,
+    /// The Raft groups hosted here.
+    Raft,
     /// The HTTP API.
     Http,
 }
 
 impl ChildKind {
     /// Every child, in start order.
-    pub const ALL: [ChildKind; 3] = [ChildKind::Transport, ChildKind::Membership, ChildKind::Http];
+    pub const ALL: [ChildKind; 4] = [ChildKind::Transport, ChildKind::Membership, ChildKind::Raft, ChildKind::Http];
 
     /// The actor's name (metric label, fault-injection path).
     pub fn name(self) -> &'static str {
         match self {
             ChildKind::Transport => "transport",
             ChildKind::Membership => "membership",
+            ChildKind::Raft => "raft",
             ChildKind::Http => "http",
         }
     }
@@ -73,16 +78,10 @@ impl SupervisorMetrics {
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let m = Self {
             restarts: IntCounterVec::new(
-                Opts::new(
-                    "shoal_actor_restarts_total",
-                    "Restarts of a failed subsystem actor.",
-                ),
+                Opts::new("shoal_actor_restarts_total", "Restarts of a failed subsystem actor."),
                 &["actor"],
             )?,
-            up: IntGaugeVec::new(
-                Opts::new("shoal_actor_up", "1 while the subsystem actor runs."),
-                &["actor"],
-            )?,
+            up: IntGaugeVec::new(Opts::new("shoal_actor_up", "1 while the subsystem actor runs."), &["actor"])?,
         };
         registry.register(Box::new(m.restarts.clone()))?;
         registry.register(Box::new(m.up.clone()))?;
@@ -117,6 +116,10 @@ pub struct Deps {
     pub membership: Arc<Membership>,
     /// The bound HTTP listener.
     pub http_listener: std::net::TcpListener,
+    /// The node's database.
+    pub store: Arc<Store>,
+    /// Where the Raft actor publishes the running groups.
+    pub raft: RaftSlot,
     /// Set when the supervisor gives up; the node then exits non-zero.
     pub fatal: Arc<Mutex<Option<String>>>,
 }
@@ -124,6 +127,7 @@ pub struct Deps {
 enum Child {
     Transport(ActorRef<TransportMsg>),
     Membership(ActorRef<MembershipMsg>),
+    Raft(ActorRef<RaftMsg>),
     Http(ActorRef<HttpMsg>),
 }
 
@@ -132,6 +136,7 @@ impl Child {
         match self {
             Child::Transport(a) => a.get_cell(),
             Child::Membership(a) => a.get_cell(),
+            Child::Raft(a) => a.get_cell(),
             Child::Http(a) => a.get_cell(),
         }
     }
@@ -140,6 +145,7 @@ impl Child {
         let _ = match self {
             Child::Transport(a) => a.send_message(TransportMsg::InjectFault).map_err(|_| ()),
             Child::Membership(a) => a.send_message(MembershipMsg::InjectFault).map_err(|_| ()),
+            Child::Raft(a) => a.send_message(RaftMsg::InjectFault).map_err(|_| ()),
             Child::Http(a) => a.send_message(HttpMsg::InjectFault).map_err(|_| ()),
         };
     }
@@ -170,16 +176,22 @@ impl Supervisor {
         let sup = myself.get_cell();
         let child = match kind {
             ChildKind::Transport => {
-                let (a, _) =
-                    Actor::spawn_linked(name, TransportActor, Arc::clone(&deps.transport), sup)
-                        .await?;
+                let (a, _) = Actor::spawn_linked(name, TransportActor, Arc::clone(&deps.transport), sup).await?;
                 Child::Transport(a)
             }
             ChildKind::Membership => {
-                let (a, _) =
-                    Actor::spawn_linked(name, MembershipActor, Arc::clone(&deps.membership), sup)
-                        .await?;
+                let (a, _) = Actor::spawn_linked(name, MembershipActor, Arc::clone(&deps.membership), sup).await?;
                 Child::Membership(a)
+            }
+            ChildKind::Raft => {
+                let args = RaftArgs {
+                    config: deps.config.clone(),
+                    store: Arc::clone(&deps.store),
+                    transport: Arc::clone(&deps.transport),
+                    slot: deps.raft.clone(),
+                };
+                let (a, _) = Actor::spawn_linked(name, RaftActor, args, sup).await?;
+                Child::Raft(a)
             }
             ChildKind::Http => {
                 let c = &deps.config;
@@ -188,6 +200,7 @@ impl Supervisor {
                     state: AppState {
                         node_id: c.node.id,
                         membership: Arc::clone(&deps.membership),
+                        raft: deps.raft.clone(),
                         metrics: deps.metrics.clone(),
                         supervisor: myself.clone(),
                         fault_injection: c.testing.fault_injection,
@@ -201,40 +214,21 @@ impl Supervisor {
                 Child::Http(a)
             }
         };
-        deps.metrics
-            .supervisor
-            .up
-            .with_label_values(&[kind.name()])
-            .set(1);
+        deps.metrics.supervisor.up.with_label_values(&[kind.name()]).set(1);
         Ok(child)
     }
 
     /// Records a failure of `kind` and schedules its restart, or gives up on a restart storm.
-    fn child_failed(
-        myself: &ActorRef<SupervisorMsg>,
-        state: &mut SupervisorState,
-        kind: ChildKind,
-        reason: &str,
-    ) {
+    fn child_failed(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, kind: ChildKind, reason: &str) {
         let cfg = &state.deps.config.supervisor;
-        state
-            .deps
-            .metrics
-            .supervisor
-            .up
-            .with_label_values(&[kind.name()])
-            .set(0);
+        state.deps.metrics.supervisor.up.with_label_values(&[kind.name()]).set(0);
         let Some(slot) = state.slots.get_mut(&kind) else {
             return;
         };
         slot.child = None;
         let now = Instant::now();
         slot.failures.push_back(now);
-        while slot
-            .failures
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > cfg.restart_window)
-        {
+        while slot.failures.front().is_some_and(|t| now.duration_since(*t) > cfg.restart_window) {
             slot.failures.pop_front();
         }
         let recent = slot.failures.len() as u32;
@@ -249,8 +243,7 @@ impl Supervisor {
             myself.stop(Some(fatal));
             return;
         }
-        let delay =
-            Backoff::new(cfg.restart_backoff_min, cfg.restart_backoff_max).delay_for(recent - 1);
+        let delay = Backoff::new(cfg.restart_backoff_min, cfg.restart_backoff_max).delay_for(recent - 1);
         warn!(actor = kind.name(), error = reason, restart_in = ?delay, "actor failed; restarting");
         myself.send_after(delay, move || SupervisorMsg::Restart(kind));
     }
@@ -259,11 +252,7 @@ impl Supervisor {
         state
             .slots
             .iter()
-            .find(|(_, s)| {
-                s.child
-                    .as_ref()
-                    .is_some_and(|c| c.cell().get_id() == cell.get_id())
-            })
+            .find(|(_, s)| s.child.as_ref().is_some_and(|c| c.cell().get_id() == cell.get_id()))
             .map(|(k, _)| *k)
     }
 }
@@ -282,19 +271,9 @@ impl Actor for Supervisor {
         for kind in ChildKind::ALL {
             let child = Self::spawn_child(&myself, &deps, kind).await?;
             info!(actor = kind.name(), "actor started");
-            slots.insert(
-                kind,
-                Slot {
-                    child: Some(child),
-                    failures: VecDeque::new(),
-                },
-            );
+            slots.insert(kind, Slot { child: Some(child), failures: VecDeque::new() });
         }
-        Ok(SupervisorState {
-            deps,
-            slots,
-            shutting_down: false,
-        })
+        Ok(SupervisorState { deps, slots, shutting_down: false })
     }
 
     async fn handle(
@@ -305,19 +284,12 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Restart(kind) => {
-                if state.shutting_down || state.slots.get(&kind).is_some_and(|s| s.child.is_some())
-                {
+                if state.shutting_down || state.slots.get(&kind).is_some_and(|s| s.child.is_some()) {
                     return Ok(());
                 }
                 match Self::spawn_child(&myself, &state.deps, kind).await {
                     Ok(child) => {
-                        state
-                            .deps
-                            .metrics
-                            .supervisor
-                            .restarts
-                            .with_label_values(&[kind.name()])
-                            .inc();
+                        state.deps.metrics.supervisor.restarts.with_label_values(&[kind.name()]).inc();
                         info!(actor = kind.name(), "actor restarted");
                         if let Some(slot) = state.slots.get_mut(&kind) {
                             slot.child = Some(child);
@@ -328,10 +300,7 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::InjectFault(kind) => {
                 if let Some(child) = state.slots.get(&kind).and_then(|s| s.child.as_ref()) {
-                    warn!(
-                        actor = kind.name(),
-                        "injecting a fault (testing.fault_injection)"
-                    );
+                    warn!(actor = kind.name(), "injecting a fault (testing.fault_injection)");
                     child.inject_fault();
                 }
             }
@@ -339,35 +308,18 @@ impl Actor for Supervisor {
                 state.shutting_down = true;
                 let drain = state.deps.config.shutdown.drain_timeout;
                 for kind in ChildKind::ALL.into_iter().rev() {
-                    let Some(child) = state.slots.get_mut(&kind).and_then(|s| s.child.take())
-                    else {
+                    let Some(child) = state.slots.get_mut(&kind).and_then(|s| s.child.take()) else {
                         continue;
                     };
                     if let Child::Transport(t) = &child {
                         let wait = Duration::from_secs(1);
-                        let _ = t
-                            .call(|reply| TransportMsg::Close { wait, reply }, Some(wait * 2))
-                            .await;
+                        let _ = t.call(|reply| TransportMsg::Close { wait, reply }, Some(wait * 2)).await;
                     }
-                    if child
-                        .cell()
-                        .stop_and_wait(None, Some(drain + Duration::from_secs(2)))
-                        .await
-                        .is_err()
-                    {
-                        warn!(
-                            actor = kind.name(),
-                            "actor did not stop in time; killing it"
-                        );
+                    if child.cell().stop_and_wait(None, Some(drain + Duration::from_secs(2))).await.is_err() {
+                        warn!(actor = kind.name(), "actor did not stop in time; killing it");
                         child.cell().kill();
                     }
-                    state
-                        .deps
-                        .metrics
-                        .supervisor
-                        .up
-                        .with_label_values(&[kind.name()])
-                        .set(0);
+                    state.deps.metrics.supervisor.up.with_label_values(&[kind.name()]).set(0);
                     info!(actor = kind.name(), "actor stopped");
                 }
                 let _ = reply.send(());
@@ -411,10 +363,7 @@ impl Actor for Supervisor {
         // After a fatal error the children are still running: stop them in reverse order.
         for kind in ChildKind::ALL.into_iter().rev() {
             if let Some(child) = state.slots.get_mut(&kind).and_then(|s| s.child.take()) {
-                let _ = child
-                    .cell()
-                    .stop_and_wait(None, Some(Duration::from_secs(5)))
-                    .await;
+                let _ = child.cell().stop_and_wait(None, Some(Duration::from_secs(5))).await;
             }
         }
         Ok(())

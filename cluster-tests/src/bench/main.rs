@@ -29,10 +29,7 @@ enum Workload {
 }
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "shoal-bench",
-    about = "Benchmarks for Shoal: throughput and latency percentiles."
-)]
+#[command(name = "shoal-bench", about = "Benchmarks for Shoal: throughput and latency percentiles.")]
 struct Args {
     /// What to run.
     #[arg(value_enum)]
@@ -59,9 +56,7 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(async {
         match args.workload {
             Workload::Echo => workloads::echo(&args).await,

@@ -24,10 +24,7 @@ impl RpcHandler for EchoHandler {
     fn handle(&self, _from: NodeId, request: Request) -> BoxFuture<'static, Response> {
         let response = match request {
             Request::Echo(e) => Response::Echo(e),
-            _ => Response::Error(RpcError {
-                code: RpcErrorCode::Refused,
-                message: "bench".into(),
-            }),
+            _ => Response::Error(RpcError { code: RpcErrorCode::Refused, message: "bench".into() }),
         };
         Box::pin(std::future::ready(response))
     }
@@ -39,10 +36,7 @@ fn endpoint(dir: &std::path::Path, id: NodeId) -> Result<Arc<Transport>> {
         cert: dir.join(format!("node-{id}.pem")),
         key: dir.join(format!("node-{id}.key")),
     })?;
-    let cfg = PeerSection {
-        listen: "127.0.0.1:0".parse()?,
-        ..PeerSection::default()
-    };
+    let cfg = PeerSection { listen: "127.0.0.1:0".parse()?, ..PeerSection::default() };
     // A registry of its own per endpoint, as each node has.
     let metrics = shoal::metrics::NodeMetrics::new(id)?.transport;
     let t = Transport::bind(&identity, &cfg, metrics)?;
@@ -61,38 +55,20 @@ pub async fn echo(args: &Args) -> Result<Report> {
     b.set_peer_addr(1, &a.local_addr()?.to_string());
     let payload = vec![0x5a_u8; args.payload];
     // Connect once before the clock starts.
-    a.call(
-        2,
-        Echo {
-            payload: payload.clone(),
-        },
-    )
-    .await
-    .context("first echo")?;
+    a.call(2, Echo { payload: payload.clone() }).await.context("first echo")?;
     let caller = Arc::clone(&a);
-    let mut report = run_closed_loop(
-        "echo",
-        args.clients,
-        args.warmup,
-        args.duration,
-        move |_| {
-            let caller = Arc::clone(&caller);
-            let payload = payload.clone();
-            async move {
-                let len = payload.len();
-                let reply = caller.call(2, Echo { payload }).await?;
-                anyhow::ensure!(
-                    reply.payload.len() == len,
-                    "echo came back with a different payload"
-                );
-                Ok(())
-            }
-        },
-    )
+    let mut report = run_closed_loop("echo", args.clients, args.warmup, args.duration, move |_| {
+        let caller = Arc::clone(&caller);
+        let payload = payload.clone();
+        async move {
+            let len = payload.len();
+            let reply = caller.call(2, Echo { payload }).await?;
+            anyhow::ensure!(reply.payload.len() == len, "echo came back with a different payload");
+            Ok(())
+        }
+    })
     .await?;
-    report
-        .extra
-        .insert("payload_bytes".into(), json!(args.payload));
+    report.extra.insert("payload_bytes".into(), json!(args.payload));
     Ok(report)
 }
 
@@ -122,23 +98,15 @@ fn vm_rss_mb(pid: u32) -> Option<f64> {
 pub async fn idle_memory(args: &Args) -> Result<Report> {
     let cluster = Cluster::start(&node_binary(args)?, &ClusterSpec::new(3))?;
     let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
-    cluster
-        .wait_all_see_up(&ids, &ids, Duration::from_secs(30))
-        .await?;
+    cluster.wait_all_see_up(&ids, &ids, Duration::from_secs(30)).await?;
     // The measured quantity is the memory after idling, so this wait is the workload itself.
     tokio::time::sleep(args.duration).await;
     let mut nodes = Vec::new();
     let mut max: f64 = 0.0;
     for id in &ids {
-        let pid = cluster
-            .node(*id)
-            .pid()
-            .ok_or_else(|| anyhow!("node {id} not running"))?;
+        let pid = cluster.node(*id).pid().ok_or_else(|| anyhow!("node {id} not running"))?;
         let rss = vm_rss_mb(pid).ok_or_else(|| anyhow!("cannot read /proc/{pid}/status"))?;
-        let reported = cluster
-            .metric(*id, "process_resident_memory_bytes")
-            .await
-            .map(|b| b / 1048576.0);
+        let reported = cluster.metric(*id, "process_resident_memory_bytes").await.map(|b| b / 1048576.0);
         max = max.max(rss);
         nodes.push(json!({ "id": id, "pid": pid, "rss_mb": (rss * 10.0).round() / 10.0, "metrics_rss_mb": reported.map(|m| (m * 10.0).round() / 10.0) }));
     }

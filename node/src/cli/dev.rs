@@ -54,9 +54,7 @@ pub struct NodeEntry {
 pub fn ports(base: u16, id: u64) -> Result<(u16, u16), CliError> {
     let http = u64::from(base) + 10 * (id - 1);
     if http + 1 > u64::from(u16::MAX) {
-        return Err(CliError::Usage {
-            message: format!("--base-port {base} leaves no room for node {id}"),
-        });
+        return Err(CliError::Usage { message: format!("--base-port {base} leaves no room for node {id}") });
     }
     Ok((http as u16, http as u16 + 1))
 }
@@ -69,13 +67,9 @@ fn nodes_file(dir: &Path) -> PathBuf {
 pub fn read_nodes(dir: &Path) -> Result<Vec<NodeEntry>, CliError> {
     let path = nodes_file(dir);
     let text = std::fs::read_to_string(&path).map_err(|e| {
-        CliError::failed(format!(
-            "cannot read {}: {e} (start a cluster with `shoal dev up` first)",
-            path.display()
-        ))
+        CliError::failed(format!("cannot read {}: {e} (start a cluster with `shoal dev up` first)", path.display()))
     })?;
-    serde_json::from_str(&text)
-        .map_err(|e| CliError::failed(format!("{} is corrupt: {e}", path.display())))
+    serde_json::from_str(&text).map_err(|e| CliError::failed(format!("{} is corrupt: {e}", path.display())))
 }
 
 fn write_nodes(dir: &Path, nodes: &[NodeEntry]) -> Result<(), CliError> {
@@ -96,9 +90,7 @@ fn is_shoal_process(pid: u32) -> bool {
         return false;
     };
     // A zombie (state Z) has exited; it only waits to be reaped.
-    let zombie = stat
-        .rsplit_once(')')
-        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+    let zombie = stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
     !zombie && String::from_utf8_lossy(&cmdline).contains("start\0--config")
 }
 
@@ -133,8 +125,7 @@ initial_members = [
             ))
             .collect::<String>()
     );
-    let mut table: toml::Table =
-        toml::from_str(&text).map_err(|e| CliError::failed(e.to_string()))?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| CliError::failed(e.to_string()))?;
     for s in &opts.set {
         config::apply_override(&mut table, s)?;
     }
@@ -145,20 +136,16 @@ initial_members = [
 }
 
 fn spawn_node(dir: &Path, id: u64) -> Result<(Child, PathBuf), CliError> {
-    let exe = std::env::current_exe()
-        .map_err(|e| CliError::failed(format!("cannot find the shoal binary: {e}")))?;
+    let exe = std::env::current_exe().map_err(|e| CliError::failed(format!("cannot find the shoal binary: {e}")))?;
     let logs = dir.join("logs");
-    std::fs::create_dir_all(&logs)
-        .map_err(|e| CliError::failed(format!("cannot create {}: {e}", logs.display())))?;
+    std::fs::create_dir_all(&logs).map_err(|e| CliError::failed(format!("cannot create {}: {e}", logs.display())))?;
     let log = logs.join(format!("node-{id}.log"));
     let file = OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log)
         .map_err(|e| CliError::failed(format!("cannot open {}: {e}", log.display())))?;
-    let err = file
-        .try_clone()
-        .map_err(|e| CliError::failed(e.to_string()))?;
+    let err = file.try_clone().map_err(|e| CliError::failed(e.to_string()))?;
     let config = dir.join(format!("node-{id}.toml"));
     use std::os::unix::process::CommandExt;
     let child = Command::new(exe)
@@ -175,28 +162,20 @@ fn spawn_node(dir: &Path, id: u64) -> Result<(Child, PathBuf), CliError> {
 }
 
 fn absolute(dir: &Path) -> Result<PathBuf, CliError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| CliError::failed(format!("cannot create {}: {e}", dir.display())))?;
-    dir.canonicalize()
-        .map_err(|e| CliError::failed(format!("{}: {e}", dir.display())))
+    std::fs::create_dir_all(dir).map_err(|e| CliError::failed(format!("cannot create {}: {e}", dir.display())))?;
+    dir.canonicalize().map_err(|e| CliError::failed(format!("{}: {e}", dir.display())))
 }
 
 /// `shoal dev up`.
 pub async fn up(opts: UpOptions) -> Result<(), CliError> {
     if opts.nodes == 0 {
-        return Err(CliError::Usage {
-            message: "--nodes must be at least 1".into(),
-        });
+        return Err(CliError::Usage { message: "--nodes must be at least 1".into() });
     }
     let dir = absolute(&opts.dir)?;
     if let Ok(existing) = read_nodes(&dir) {
         let running: Vec<String> = existing
             .iter()
-            .filter_map(|n| {
-                n.pid
-                    .filter(|p| is_shoal_process(*p))
-                    .map(|p| format!("node {} (pid {p})", n.id))
-            })
+            .filter_map(|n| n.pid.filter(|p| is_shoal_process(*p)).map(|p| format!("node {} (pid {p})", n.id)))
             .collect();
         if !running.is_empty() {
             return Err(CliError::failed(format!(
@@ -206,22 +185,16 @@ pub async fn up(opts: UpOptions) -> Result<(), CliError> {
             )));
         }
     }
-    crate::certs::init(&dir.join("certs"), opts.nodes)
-        .map_err(|e| CliError::failed(e.to_string()))?;
+    crate::certs::init(&dir.join("certs"), opts.nodes).map_err(|e| CliError::failed(e.to_string()))?;
     let mut members = Vec::new();
     for id in 1..=opts.nodes {
         let (http, peer) = ports(opts.base_port, id)?;
-        members.push(MemberAddr {
-            id,
-            peer_addr: format!("127.0.0.1:{peer}"),
-            http_addr: format!("127.0.0.1:{http}"),
-        });
+        members.push(MemberAddr { id, peer_addr: format!("127.0.0.1:{peer}"), http_addr: format!("127.0.0.1:{http}") });
     }
     for m in &members {
         let text = node_config(&opts, m.id, &members)?;
         let path = dir.join(format!("node-{}.toml", m.id));
-        std::fs::write(&path, text)
-            .map_err(|e| CliError::failed(format!("cannot write {}: {e}", path.display())))?;
+        std::fs::write(&path, text).map_err(|e| CliError::failed(format!("cannot write {}: {e}", path.display())))?;
     }
     let mut children = Vec::new();
     let mut entries = Vec::new();
@@ -237,11 +210,7 @@ pub async fn up(opts: UpOptions) -> Result<(), CliError> {
         children.push((m.id, child));
     }
     write_nodes(&dir, &entries)?;
-    println!(
-        "Starting {} shoal nodes in {} ...",
-        opts.nodes,
-        dir.display()
-    );
+    println!("Starting {} shoal nodes in {} ...", opts.nodes, dir.display());
     let ready = wait_ready(&entries, &mut children, Duration::from_secs(60)).await;
     if let Err(e) = ready {
         stop_all(&dir, &mut children).await;
@@ -250,26 +219,17 @@ pub async fn up(opts: UpOptions) -> Result<(), CliError> {
     print_summary(&dir, &entries);
     let code = supervise(&dir, &mut children).await;
     stop_all(&dir, &mut children).await;
-    println!(
-        "All nodes stopped. Run `shoal dev up` again to restart the same cluster with its data."
-    );
+    println!("All nodes stopped. Run `shoal dev up` again to restart the same cluster with its data.");
     code
 }
 
-async fn wait_ready(
-    entries: &[NodeEntry],
-    children: &mut [(u64, Child)],
-    deadline: Duration,
-) -> Result<(), CliError> {
+async fn wait_ready(entries: &[NodeEntry], children: &mut [(u64, Child)], deadline: Duration) -> Result<(), CliError> {
     let client = http_client()?;
     let start = Instant::now();
     loop {
         for (id, child) in children.iter_mut() {
             if let Ok(Some(status)) = child.try_wait() {
-                let log = entries
-                    .iter()
-                    .find(|e| e.id == *id)
-                    .map(|e| e.log.display().to_string());
+                let log = entries.iter().find(|e| e.id == *id).map(|e| e.log.display().to_string());
                 return Err(CliError::failed(format!(
                     "node {id} exited during startup ({status}); see {}",
                     log.unwrap_or_default()
@@ -279,12 +239,7 @@ async fn wait_ready(
         let mut ready = 0;
         for e in entries {
             let url = format!("http://{}/readyz", e.http_addr);
-            if client
-                .get(&url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
+            if client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
                 ready += 1;
             }
         }
@@ -302,43 +257,21 @@ async fn wait_ready(
 }
 
 fn print_summary(dir: &Path, entries: &[NodeEntry]) {
-    println!(
-        "\nShoal dev cluster is up: {} nodes, all ready.\n",
-        entries.len()
-    );
-    println!(
-        "  {:<5} {:<22} {:<22} {:<8} LOG",
-        "NODE", "HTTP", "PEER (QUIC)", "PID"
-    );
+    println!("\nShoal dev cluster is up: {} nodes, all ready.\n", entries.len());
+    println!("  {:<5} {:<22} {:<22} {:<8} LOG", "NODE", "HTTP", "PEER (QUIC)", "PID");
     for e in entries {
         let pid = e.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
-        println!(
-            "  {:<5} http://{:<15} {:<22} {:<8} {}",
-            e.id,
-            e.http_addr,
-            e.peer_addr,
-            pid,
-            e.log.display()
-        );
+        println!("  {:<5} http://{:<15} {:<22} {:<8} {}", e.id, e.http_addr, e.peer_addr, pid, e.log.display());
     }
-    let first = entries
-        .first()
-        .map(|e| e.http_addr.clone())
-        .unwrap_or_default();
-    let dir_arg = if dir.ends_with(DEFAULT_DIR) {
-        String::new()
-    } else {
-        format!(" --dir {}", dir.display())
-    };
+    let first = entries.first().map(|e| e.http_addr.clone()).unwrap_or_default();
+    let dir_arg = if dir.ends_with(DEFAULT_DIR) { String::new() } else { format!(" --dir {}", dir.display()) };
     println!("\nTry, in another terminal:");
     println!("  shoal status --watch                  # cluster health, redrawn every second");
     println!("  shoal dev kill 2{dir_arg}                # SIGKILL node 2 and watch it go down");
     println!("  shoal dev start 2{dir_arg}               # start it again with its data");
     println!("  curl -s http://{first}/v1/cluster     # the cluster as node 1 sees it");
     println!("  curl -s http://{first}/metrics        # Prometheus metrics");
-    println!(
-        "\n(`shoal` is `cargo run --release --` from the repository.) Ctrl-C stops every node."
-    );
+    println!("\n(`shoal` is `cargo run --release --` from the repository.) Ctrl-C stops every node.");
 }
 
 /// Waits for Ctrl-C/SIGTERM, reporting nodes that exit meanwhile.
@@ -374,11 +307,7 @@ async fn stop_all(dir: &Path, children: &mut [(u64, Child)]) {
     let Ok(mut nodes) = read_nodes(dir) else {
         return;
     };
-    let pids: Vec<u32> = nodes
-        .iter()
-        .filter_map(|n| n.pid)
-        .filter(|p| is_shoal_process(*p))
-        .collect();
+    let pids: Vec<u32> = nodes.iter().filter_map(|n| n.pid).filter(|p| is_shoal_process(*p)).collect();
     for pid in &pids {
         let _ = send_signal(Pid::from_raw(*pid as i32), Signal::SIGTERM);
     }
@@ -404,12 +333,9 @@ async fn stop_all(dir: &Path, children: &mut [(u64, Child)]) {
 /// `shoal dev kill NODE`.
 pub fn kill(dir: &Path, node: u64) -> Result<(), CliError> {
     let mut nodes = read_nodes(dir)?;
-    let entry = nodes
-        .iter_mut()
-        .find(|n| n.id == node)
-        .ok_or_else(|| CliError::Usage {
-            message: format!("the dev cluster in {} has no node {node}", dir.display()),
-        })?;
+    let entry = nodes.iter_mut().find(|n| n.id == node).ok_or_else(|| CliError::Usage {
+        message: format!("the dev cluster in {} has no node {node}", dir.display()),
+    })?;
     let pid = entry
         .pid
         .filter(|p| is_shoal_process(*p))
@@ -418,9 +344,7 @@ pub fn kill(dir: &Path, node: u64) -> Result<(), CliError> {
         .map_err(|e| CliError::failed(format!("cannot kill node {node} (pid {pid}): {e}")))?;
     entry.pid = None;
     write_nodes(dir, &nodes)?;
-    println!(
-        "node {node} (pid {pid}) killed with SIGKILL; `shoal dev start {node}` brings it back"
-    );
+    println!("node {node} (pid {pid}) killed with SIGKILL; `shoal dev start {node}` brings it back");
     Ok(())
 }
 
@@ -428,16 +352,11 @@ pub fn kill(dir: &Path, node: u64) -> Result<(), CliError> {
 pub async fn start(dir: &Path, node: u64) -> Result<(), CliError> {
     let dir = absolute(dir)?;
     let mut nodes = read_nodes(&dir)?;
-    let entry = nodes
-        .iter_mut()
-        .find(|n| n.id == node)
-        .ok_or_else(|| CliError::Usage {
-            message: format!("the dev cluster in {} has no node {node}", dir.display()),
-        })?;
+    let entry = nodes.iter_mut().find(|n| n.id == node).ok_or_else(|| CliError::Usage {
+        message: format!("the dev cluster in {} has no node {node}", dir.display()),
+    })?;
     if let Some(pid) = entry.pid.filter(|p| is_shoal_process(*p)) {
-        return Err(CliError::failed(format!(
-            "node {node} is already running (pid {pid})"
-        )));
+        return Err(CliError::failed(format!("node {node} is already running (pid {pid})")));
     }
     let (mut child, log) = spawn_node(&dir, node)?;
     entry.pid = Some(child.id());
@@ -448,32 +367,17 @@ pub async fn start(dir: &Path, node: u64) -> Result<(), CliError> {
     let start = Instant::now();
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(CliError::failed(format!(
-                "node {node} exited at startup ({status}); see {}",
-                log.display()
-            )));
+            return Err(CliError::failed(format!("node {node} exited at startup ({status}); see {}", log.display())));
         }
-        if client
-            .get(format!("http://{http}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
+        if client.get(format!("http://{http}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
             break;
         }
         if start.elapsed() > Duration::from_secs(30) {
-            return Err(CliError::failed(format!(
-                "node {node} did not answer within 30 s; see {}",
-                log.display()
-            )));
+            return Err(CliError::failed(format!("node {node} did not answer within 30 s; see {}", log.display())));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!(
-        "node {node} started (pid {}, http://{http}, log {})",
-        child.id(),
-        log.display()
-    );
+    println!("node {node} started (pid {}, http://{http}, log {})", child.id(), log.display());
     Ok(())
 }
 
@@ -500,30 +404,15 @@ mod tests {
         let members: Vec<MemberAddr> = (1..=3)
             .map(|id| {
                 let (h, p) = ports(7000, id).expect("ports");
-                MemberAddr {
-                    id,
-                    peer_addr: format!("127.0.0.1:{p}"),
-                    http_addr: format!("127.0.0.1:{h}"),
-                }
+                MemberAddr { id, peer_addr: format!("127.0.0.1:{p}"), http_addr: format!("127.0.0.1:{h}") }
             })
             .collect();
-        let opts = UpOptions {
-            nodes: 3,
-            dir: "x".into(),
-            base_port: 7000,
-            set: vec!["log.filter=debug".into()],
-        };
+        let opts = UpOptions { nodes: 3, dir: "x".into(), base_port: 7000, set: vec!["log.filter=debug".into()] };
         let text = node_config(&opts, 2, &members).expect("config");
         let c = Config::from_toml(&text).expect("valid");
         assert_eq!(c.node.id, 2);
         assert_eq!(c.log.filter, "debug");
-        let bad = UpOptions {
-            set: vec!["membership.down_after_missed=0".into()],
-            ..opts
-        };
-        assert!(matches!(
-            node_config(&bad, 1, &members),
-            Err(CliError::Config(_))
-        ));
+        let bad = UpOptions { set: vec!["membership.down_after_missed=0".into()], ..opts };
+        assert!(matches!(node_config(&bad, 1, &members), Err(CliError::Config(_))));
     }
 }

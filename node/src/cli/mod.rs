@@ -35,9 +35,7 @@ pub enum CliError {
 impl CliError {
     /// A failure with this sentence.
     pub fn failed(message: impl Into<String>) -> Self {
-        CliError::Failed {
-            message: message.into(),
-        }
+        CliError::Failed { message: message.into() }
     }
 
     fn exit_code(&self) -> i32 {
@@ -49,11 +47,7 @@ impl CliError {
 }
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "shoal",
-    version,
-    about = "Shoal: a cluster of identical nodes serving system-design services."
-)]
+#[command(name = "shoal", version, about = "Shoal: a cluster of identical nodes serving system-design services.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -186,67 +180,34 @@ fn dispatch(command: Command) -> Result<(), CliError> {
         Command::Start { config, set } => {
             let config = Config::load_with_overrides(&config, &set)?;
             crate::node::init_tracing(&config.log);
-            runtime()?
-                .block_on(crate::node::run(config))
-                .map_err(|e| CliError::failed(e.to_string()))
+            runtime()?.block_on(crate::node::run(config)).map_err(|e| CliError::failed(e.to_string()))
         }
         Command::Dev { command } => match command {
-            DevCommand::Up {
-                nodes,
-                dir,
-                base_port,
-                set,
-            } => runtime()?.block_on(dev::up(dev::UpOptions {
-                nodes,
-                dir,
-                base_port,
-                set,
-            })),
+            DevCommand::Up { nodes, dir, base_port, set } => {
+                runtime()?.block_on(dev::up(dev::UpOptions { nodes, dir, base_port, set }))
+            }
             DevCommand::Kill { node, dir } => dev::kill(&dir, node),
             DevCommand::Start { node, dir } => runtime()?.block_on(dev::start(&dir, node)),
         },
-        Command::Status {
-            endpoint,
-            watch,
-            json,
-        } => runtime()?.block_on(status::run(status::StatusOptions {
-            endpoint,
-            watch,
-            json,
-        })),
-        Command::Certs {
-            command: CertsCommand::Init { dir, nodes },
-        } => {
+        Command::Status { endpoint, watch, json } => {
+            runtime()?.block_on(status::run(status::StatusOptions { endpoint, watch, json }))
+        }
+        Command::Certs { command: CertsCommand::Init { dir, nodes } } => {
             if nodes == 0 {
-                return Err(CliError::Usage {
-                    message: "--nodes must be at least 1".into(),
-                });
+                return Err(CliError::Usage { message: "--nodes must be at least 1".into() });
             }
-            let report =
-                crate::certs::init(&dir, nodes).map_err(|e| CliError::failed(e.to_string()))?;
-            let ca = if report.created_ca {
-                "created"
-            } else {
-                "reused"
-            };
+            let report = crate::certs::init(&dir, nodes).map_err(|e| CliError::failed(e.to_string()))?;
+            let ca = if report.created_ca { "created" } else { "reused" };
             println!("CA {ca}: {}", dir.join("ca.pem").display());
             for id in &report.created_nodes {
-                println!(
-                    "node {id}: created {}",
-                    crate::certs::node_files(&dir, *id).0.display()
-                );
+                println!("node {id}: created {}", crate::certs::node_files(&dir, *id).0.display());
             }
             for id in &report.kept_nodes {
-                println!(
-                    "node {id}: kept existing {}",
-                    crate::certs::node_files(&dir, *id).0.display()
-                );
+                println!("node {id}: kept existing {}", crate::certs::node_files(&dir, *id).0.display());
             }
             Ok(())
         }
-        Command::Config {
-            command: ConfigCommand::Check { file },
-        } => {
+        Command::Config { command: ConfigCommand::Check { file } } => {
             let config = Config::load(&file)?;
             println!(
                 "{}: ok (node {}, http {}, peer {})",

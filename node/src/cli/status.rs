@@ -58,11 +58,7 @@ struct Partition {
 fn candidates(explicit: &Option<String>) -> Vec<String> {
     let normalise = |s: &str| {
         let s = s.trim_end_matches('/');
-        if s.starts_with("http://") || s.starts_with("https://") {
-            s.to_string()
-        } else {
-            format!("http://{s}")
-        }
+        if s.starts_with("http://") || s.starts_with("https://") { s.to_string() } else { format!("http://{s}") }
     };
     if let Some(e) = explicit {
         return vec![normalise(e)];
@@ -73,18 +69,12 @@ fn candidates(explicit: &Option<String>) -> Vec<String> {
     }
 }
 
-async fn fetch(
-    client: &reqwest::Client,
-    endpoints: &[String],
-) -> Result<(String, String), CliError> {
+async fn fetch(client: &reqwest::Client, endpoints: &[String]) -> Result<(String, String), CliError> {
     let mut last = String::new();
     for e in endpoints {
         match client.get(format!("{e}/v1/cluster")).send().await {
             Ok(r) if r.status().is_success() => {
-                let body = r
-                    .text()
-                    .await
-                    .map_err(|err| CliError::failed(format!("{e}: {err}")))?;
+                let body = r.text().await.map_err(|err| CliError::failed(format!("{e}: {err}")))?;
                 return Ok((e.clone(), body));
             }
             Ok(r) => last = format!("{e} answered {}", r.status()),
@@ -131,21 +121,15 @@ fn print_once(endpoint: &str, body: &str, json: bool, color: bool) -> Result<(),
         println!("{body}");
         return Ok(());
     }
-    let view: ClusterView = serde_json::from_str(body).map_err(|e| {
-        CliError::failed(format!(
-            "{endpoint} sent an unexpected /v1/cluster answer: {e}"
-        ))
-    })?;
+    let view: ClusterView = serde_json::from_str(body)
+        .map_err(|e| CliError::failed(format!("{endpoint} sent an unexpected /v1/cluster answer: {e}")))?;
     print!("{}", render(endpoint, &view, color));
     Ok(())
 }
 
 fn render(endpoint: &str, v: &ClusterView, color: bool) -> String {
-    let (red, green, bold, reset) = if color {
-        ("\x1b[1;31m", "\x1b[32m", "\x1b[1m", "\x1b[0m")
-    } else {
-        ("", "", "", "")
-    };
+    let (red, green, bold, reset) =
+        if color { ("\x1b[1;31m", "\x1b[32m", "\x1b[1m", "\x1b[0m") } else { ("", "", "", "") };
     let mut out = String::new();
     let up = v.members.iter().filter(|m| m.state == "up").count();
     let total = v.members.len();
@@ -154,15 +138,11 @@ fn render(endpoint: &str, v: &ClusterView, color: bool) -> String {
     } else {
         format!("{red}{} of {total} members DOWN{reset}", total - up)
     };
-    out.push_str(&format!(
-        "{bold}Shoal cluster{reset} as seen by node {} ({endpoint}): {health}\n",
-        v.node_id
-    ));
+    out.push_str(&format!("{bold}Shoal cluster{reset} as seen by node {} ({endpoint}): {health}\n", v.node_id));
     match v.meta.leader {
-        Some(l) => out.push_str(&format!(
-            "meta: leader node {l}, term {}, commit {}\n",
-            v.meta.term, v.meta.commit_index
-        )),
+        Some(l) => {
+            out.push_str(&format!("meta: leader node {l}, term {}, commit {}\n", v.meta.term, v.meta.commit_index))
+        }
         None => out.push_str("meta: no leader (Raft groups not running yet)\n"),
     }
     out.push_str(&format!(
@@ -171,25 +151,16 @@ fn render(endpoint: &str, v: &ClusterView, color: bool) -> String {
     ));
     for m in &v.members {
         let me = if m.id == v.node_id { "*" } else { "" };
-        let state = if m.state == "up" {
-            format!("{green}{:<7}{reset}", "up")
-        } else {
-            format!("{red}{:<7}{reset}", "DOWN")
-        };
+        let state =
+            if m.state == "up" { format!("{green}{:<7}{reset}", "up") } else { format!("{red}{:<7}{reset}", "DOWN") };
         let seen = match m.last_seen_ms {
             Some(ms) if ms < 1000 => "now".to_string(),
             Some(ms) => format!("{:.1}s ago", ms as f64 / 1000.0),
             None => "never".to_string(),
         };
-        let rtt = m
-            .rtt_ms
-            .map(|r| format!("{r:.2} ms"))
-            .unwrap_or_else(|| "-".into());
+        let rtt = m.rtt_ms.map(|r| format!("{r:.2} ms")).unwrap_or_else(|| "-".into());
         let id = format!("{}{me}", m.id);
-        out.push_str(&format!(
-            "{id:<6}{state}{:<23}{:<23}{seen:<12}{rtt}\n",
-            m.http_addr, m.peer_addr
-        ));
+        out.push_str(&format!("{id:<6}{state}{:<23}{:<23}{seen:<12}{rtt}\n", m.http_addr, m.peer_addr));
     }
     if v.partitions.is_empty() {
         out.push_str("\npartitions: none yet\n");
@@ -199,20 +170,12 @@ fn render(endpoint: &str, v: &ClusterView, color: bool) -> String {
             "PARTITION", "REPLICAS", "LEADER", "TERM"
         ));
         for p in &v.partitions {
-            let replicas = p
-                .replicas
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
+            let replicas = p.replicas.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
             let leader = match p.leader {
                 Some(l) => l.to_string(),
                 None => format!("{red}NONE{reset}"),
             };
-            out.push_str(&format!(
-                "{:<11}{replicas:<14}{leader:<8}{:<7}{}\n",
-                p.id, p.term, p.commit_index
-            ));
+            out.push_str(&format!("{:<11}{replicas:<14}{leader:<8}{:<7}{}\n", p.id, p.term, p.commit_index));
         }
     }
     out

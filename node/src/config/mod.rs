@@ -48,10 +48,7 @@ pub enum ConfigError {
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.to_string(),
-        reason: reason.into(),
-    }
+    ConfigError::Invalid { field: field.to_string(), reason: reason.into() }
 }
 
 /// The whole node configuration.
@@ -73,6 +70,9 @@ pub struct Config {
     /// Heartbeats and failure detection.
     #[serde(default)]
     pub membership: MembershipSection,
+    /// Raft groups: partitions, replication, timing.
+    #[serde(default)]
+    pub raft: RaftSection,
     /// Restart policy of the actor supervisor.
     #[serde(default)]
     pub supervisor: SupervisorSection,
@@ -224,10 +224,7 @@ pub struct MembershipSection {
 
 impl Default for MembershipSection {
     fn default() -> Self {
-        Self {
-            heartbeat_interval: Duration::from_millis(500),
-            down_after_missed: 4,
-        }
+        Self { heartbeat_interval: Duration::from_millis(500), down_after_missed: 4 }
     }
 }
 
@@ -235,6 +232,43 @@ impl MembershipSection {
     /// The longest time a dead peer can still be reported up.
     pub fn detection_time(&self) -> Duration {
         self.heartbeat_interval * (self.down_after_missed + 1)
+    }
+}
+
+/// `[raft]`: the meta group and the partition groups.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSection {
+    /// Partition groups (P). Fixed when the cluster is created; must be the same on every node.
+    pub partitions: u64,
+    /// Voters per partition group (R), capped by the number of founders.
+    pub replication_factor: usize,
+    /// Leader heartbeat period.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Shortest election timeout.
+    #[serde(with = "humantime_serde")]
+    pub election_timeout_min: Duration,
+    /// Longest election timeout.
+    #[serde(with = "humantime_serde")]
+    pub election_timeout_max: Duration,
+    /// A snapshot is taken after this many entries since the last one; older logs are purged.
+    pub snapshot_after_entries: u64,
+    /// Most commands the batching proposer packs into one log entry.
+    pub max_batch: usize,
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        Self {
+            partitions: 16,
+            replication_factor: 3,
+            heartbeat_interval: Duration::from_millis(200),
+            election_timeout_min: Duration::from_millis(1000),
+            election_timeout_max: Duration::from_millis(2000),
+            snapshot_after_entries: 10_000,
+            max_batch: 1024,
+        }
     }
 }
 
@@ -277,9 +311,7 @@ pub struct ShutdownSection {
 
 impl Default for ShutdownSection {
     fn default() -> Self {
-        Self {
-            drain_timeout: Duration::from_secs(10),
-        }
+        Self { drain_timeout: Duration::from_secs(10) }
     }
 }
 
@@ -306,10 +338,7 @@ pub struct LogSection {
 
 impl Default for LogSection {
     fn default() -> Self {
-        Self {
-            filter: "info".to_string(),
-            format: LogFormat::Text,
-        }
+        Self { filter: "info".to_string(), format: LogFormat::Text }
     }
 }
 
@@ -329,24 +358,16 @@ impl Config {
 
     /// Like [`Config::load`], with `KEY=VALUE` overrides applied before parsing.
     pub fn load_with_overrides(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let mut table: toml::Table = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
         for o in overrides {
             apply_override(&mut table, o)?;
         }
-        let mut config: Config =
-            table
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
-                })?;
+        let mut config: Config = table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         config.validate()?;
@@ -355,22 +376,15 @@ impl Config {
 
     /// Parses TOML text without resolving paths; for tests and generated configs.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: "<inline>".into(),
-            message: e.to_string(),
-        })?;
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: "<inline>".into(), message: e.to_string() })?;
         config.validate()?;
         Ok(config)
     }
 
     /// Makes every relative path absolute against `base`.
     pub fn resolve_paths(&mut self, base: &Path) {
-        for p in [
-            &mut self.node.data_dir,
-            &mut self.tls.ca_cert,
-            &mut self.tls.cert,
-            &mut self.tls.key,
-        ] {
+        for p in [&mut self.node.data_dir, &mut self.tls.ca_cert, &mut self.tls.cert, &mut self.tls.key] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -379,18 +393,12 @@ impl Config {
 
     /// The address peers dial to reach this node.
     pub fn advertised_peer_addr(&self) -> String {
-        self.peer
-            .advertise
-            .clone()
-            .unwrap_or_else(|| self.peer.listen.to_string())
+        self.peer.advertise.clone().unwrap_or_else(|| self.peer.listen.to_string())
     }
 
     /// The address clients use to reach this node's HTTP API.
     pub fn advertised_http_addr(&self) -> String {
-        self.http
-            .advertise
-            .clone()
-            .unwrap_or_else(|| self.http.listen.to_string())
+        self.http.advertise.clone().unwrap_or_else(|| self.http.listen.to_string())
     }
 
     /// Checks every value that parsing alone cannot; the error names the bad field.
@@ -414,20 +422,14 @@ impl Config {
         }
         let p = &self.peer;
         if !(1024..=256 * 1024 * 1024).contains(&p.max_frame_bytes) {
-            return Err(invalid(
-                "peer.max_frame_bytes",
-                "must be between 1024 and 268435456",
-            ));
+            return Err(invalid("peer.max_frame_bytes", "must be between 1024 and 268435456"));
         }
         nonzero("peer.rpc_timeout", p.rpc_timeout)?;
         nonzero("peer.connect_timeout", p.connect_timeout)?;
         nonzero("peer.keep_alive_interval", p.keep_alive_interval)?;
         nonzero("peer.reconnect_backoff_min", p.reconnect_backoff_min)?;
         if p.max_in_flight_per_peer == 0 {
-            return Err(invalid(
-                "peer.max_in_flight_per_peer",
-                "must be greater than 0",
-            ));
+            return Err(invalid("peer.max_in_flight_per_peer", "must be greater than 0"));
         }
         if p.keep_alive_interval >= p.idle_timeout {
             return Err(invalid(
@@ -436,10 +438,7 @@ impl Config {
             ));
         }
         if p.reconnect_backoff_max < p.reconnect_backoff_min {
-            return Err(invalid(
-                "peer.reconnect_backoff_max",
-                "must be at least peer.reconnect_backoff_min",
-            ));
+            return Err(invalid("peer.reconnect_backoff_max", "must be at least peer.reconnect_backoff_min"));
         }
         if p.listen == h.listen {
             return Err(invalid("peer.listen", "must differ from http.listen"));
@@ -450,18 +449,32 @@ impl Config {
         let m = &self.membership;
         nonzero("membership.heartbeat_interval", m.heartbeat_interval)?;
         if m.down_after_missed == 0 {
-            return Err(invalid(
-                "membership.down_after_missed",
-                "must be at least 1",
-            ));
+            return Err(invalid("membership.down_after_missed", "must be at least 1"));
+        }
+        let r = &self.raft;
+        if !(1..=1024).contains(&r.partitions) {
+            return Err(invalid("raft.partitions", "must be between 1 and 1024"));
+        }
+        if !(1..=7).contains(&r.replication_factor) {
+            return Err(invalid("raft.replication_factor", "must be between 1 and 7"));
+        }
+        nonzero("raft.heartbeat_interval", r.heartbeat_interval)?;
+        if r.election_timeout_min <= r.heartbeat_interval * 2 {
+            return Err(invalid("raft.election_timeout_min", "must exceed twice raft.heartbeat_interval"));
+        }
+        if r.election_timeout_max <= r.election_timeout_min {
+            return Err(invalid("raft.election_timeout_max", "must exceed raft.election_timeout_min"));
+        }
+        if r.snapshot_after_entries < 100 {
+            return Err(invalid("raft.snapshot_after_entries", "must be at least 100"));
+        }
+        if r.max_batch == 0 {
+            return Err(invalid("raft.max_batch", "must be at least 1"));
         }
         let s = &self.supervisor;
         nonzero("supervisor.restart_backoff_min", s.restart_backoff_min)?;
         if s.restart_backoff_max < s.restart_backoff_min {
-            return Err(invalid(
-                "supervisor.restart_backoff_max",
-                "must be at least supervisor.restart_backoff_min",
-            ));
+            return Err(invalid("supervisor.restart_backoff_max", "must be at least supervisor.restart_backoff_min"));
         }
         nonzero("supervisor.restart_window", s.restart_window)?;
         nonzero("shutdown.drain_timeout", self.shutdown.drain_timeout)?;
@@ -487,10 +500,7 @@ impl Config {
                 return Err(invalid(&format!("{field}.id"), "must be at least 1"));
             }
             if !ids.insert(m.id) {
-                return Err(invalid(
-                    &format!("{field}.id"),
-                    format!("node {} is listed twice", m.id),
-                ));
+                return Err(invalid(&format!("{field}.id"), format!("node {} is listed twice", m.id)));
             }
             host_port(&format!("{field}.peer_addr"), &m.peer_addr)?;
             host_port(&format!("{field}.http_addr"), &m.http_addr)?;
@@ -530,11 +540,7 @@ impl Config {
 }
 
 fn nonzero(field: &str, d: Duration) -> Result<(), ConfigError> {
-    if d.is_zero() {
-        Err(invalid(field, "must be longer than 0"))
-    } else {
-        Ok(())
-    }
+    if d.is_zero() { Err(invalid(field, "must be longer than 0")) } else { Ok(()) }
 }
 
 /// Accepts `host:port` with a non-empty host and a port in 1..=65535.

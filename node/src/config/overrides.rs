@@ -17,9 +17,7 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), C
     let (last, parents) = parts.split_last().ok_or_else(bad)?;
     let mut cursor = table;
     for p in parents {
-        let entry = cursor
-            .entry((*p).to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = cursor.entry((*p).to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         cursor = entry.as_table_mut().ok_or_else(bad)?;
     }
     cursor.insert((*last).to_string(), value);
@@ -29,9 +27,7 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), C
 fn parse_value(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match toml::from_str::<toml::Table>(&doc) {
-        Ok(mut t) => t
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_string())),
         Err(_) => toml::Value::String(raw.to_string()),
     }
 }

@@ -57,30 +57,18 @@ fn unknown_fields_are_refused() {
 #[test]
 fn validation_names_the_bad_field() {
     assert_eq!(bad_field("node.id=0"), "node.id");
-    assert_eq!(
-        bad_field("membership.down_after_missed=0"),
-        "membership.down_after_missed"
-    );
-    assert_eq!(
-        bad_field("membership.heartbeat_interval=\"0s\""),
-        "membership.heartbeat_interval"
-    );
-    assert_eq!(
-        bad_field("peer.keep_alive_interval=\"20s\""),
-        "peer.keep_alive_interval"
-    );
+    assert_eq!(bad_field("membership.down_after_missed=0"), "membership.down_after_missed");
+    assert_eq!(bad_field("membership.heartbeat_interval=\"0s\""), "membership.heartbeat_interval");
+    assert_eq!(bad_field("peer.keep_alive_interval=\"20s\""), "peer.keep_alive_interval");
     assert_eq!(bad_field("peer.max_frame_bytes=10"), "peer.max_frame_bytes");
     assert_eq!(bad_field("peer.listen=\"127.0.0.1:7000\""), "peer.listen");
-    assert_eq!(
-        bad_field("http.body_limit_bytes=0"),
-        "http.body_limit_bytes"
-    );
+    assert_eq!(bad_field("http.body_limit_bytes=0"), "http.body_limit_bytes");
     assert_eq!(bad_field("log.filter=\"info,[[\""), "log.filter");
     assert_eq!(bad_field("node.id=3"), "cluster.join");
-    assert_eq!(
-        bad_field("supervisor.restart_backoff_max=\"1ms\""),
-        "supervisor.restart_backoff_max"
-    );
+    assert_eq!(bad_field("supervisor.restart_backoff_max=\"1ms\""), "supervisor.restart_backoff_max");
+    assert_eq!(bad_field("raft.partitions=0"), "raft.partitions");
+    assert_eq!(bad_field("raft.election_timeout_max=\"500ms\""), "raft.election_timeout_max");
+    assert_eq!(bad_field("raft.election_timeout_min=\"300ms\""), "raft.election_timeout_min");
 }
 
 #[test]
@@ -89,8 +77,7 @@ fn member_list_is_checked() {
     assert_eq!(bad_field(dup), "cluster.initial_members[1].id");
     let addr = r#"cluster.initial_members=[{id=1, peer_addr="127.0.0.1:7001", http_addr="nope"}]"#;
     assert_eq!(bad_field(addr), "cluster.initial_members[0].http_addr");
-    let mismatch =
-        r#"cluster.initial_members=[{id=1, peer_addr="127.0.0.1:9999", http_addr="a:1"}]"#;
+    let mismatch = r#"cluster.initial_members=[{id=1, peer_addr="127.0.0.1:9999", http_addr="a:1"}]"#;
     assert_eq!(bad_field(mismatch), "cluster.initial_members");
     let empty = "cluster.initial_members=[]";
     assert_eq!(bad_field(empty), "cluster.initial_members");
@@ -98,10 +85,7 @@ fn member_list_is_checked() {
 
 #[test]
 fn joining_node_needs_no_founder_entry() {
-    assert!(
-        with("node.id=9").is_err(),
-        "a non-founder without cluster.join is refused"
-    );
+    assert!(with("node.id=9").is_err(), "a non-founder without cluster.join is refused");
     let mut table: toml::Table = toml::from_str(GOOD).expect("parses");
     apply_override(&mut table, "node.id=9").expect("set");
     apply_override(&mut table, "cluster.join=[\"127.0.0.1:7001\"]").expect("set");
@@ -153,10 +137,7 @@ fn every_file_in_config_dir_parses() {
             }
         }
     }
-    assert!(
-        files.len() >= 4,
-        "expected the example and three cluster-3 configs, found {files:?}"
-    );
+    assert!(files.len() >= 4, "expected the example and three cluster-3 configs, found {files:?}");
     for f in files {
         Config::load(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
     }

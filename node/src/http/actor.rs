@@ -49,11 +49,7 @@ impl Actor for HttpActor {
     type State = HttpState;
     type Arguments = HttpArgs;
 
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        args: HttpArgs,
-    ) -> Result<HttpState, ActorProcessingErr> {
+    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: HttpArgs) -> Result<HttpState, ActorProcessingErr> {
         let std_listener = args.listener.try_clone()?;
         std_listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
@@ -64,18 +60,11 @@ impl Actor for HttpActor {
                 let _ = stopped.wait_for(|s| *s).await;
             };
             let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            if let Err(e) = axum::serve(listener, service)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
+            if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(shutdown).await {
                 warn!(error = %e, "HTTP server stopped with an error");
             }
         });
-        Ok(HttpState {
-            stop,
-            server: Some(server),
-            drain_timeout: args.drain_timeout,
-        })
+        Ok(HttpState { stop, server: Some(server), drain_timeout: args.drain_timeout })
     }
 
     async fn handle(
@@ -89,11 +78,7 @@ impl Actor for HttpActor {
         }
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut HttpState,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut HttpState) -> Result<(), ActorProcessingErr> {
         let _ = state.stop.send(true);
         if let Some(mut server) = state.server.take() {
             match tokio::time::timeout(state.drain_timeout, &mut server.0).await {

@@ -5,6 +5,7 @@
 //! counted by route template and status class.
 
 pub mod actor;
+mod counters;
 pub mod error;
 pub mod metrics;
 
@@ -23,6 +24,7 @@ use serde_json::{Value, json};
 use crate::NodeId;
 use crate::membership::Membership;
 use crate::metrics::NodeMetrics;
+use crate::raft::actor::RaftSlot;
 use crate::supervisor::{ChildKind, SupervisorMsg};
 pub use error::ApiError;
 
@@ -33,6 +35,8 @@ pub struct AppState {
     pub node_id: NodeId,
     /// Members and their health.
     pub membership: Arc<Membership>,
+    /// The Raft groups hosted here (empty while they start).
+    pub raft: RaftSlot,
     /// The node's instruments.
     pub metrics: NodeMetrics,
     /// The root supervisor (fault injection).
@@ -50,14 +54,14 @@ pub fn router(state: AppState, body_limit: usize, max_in_flight: usize) -> Route
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/cluster", get(cluster))
+        .route("/v1/counters/{name}", get(counters::get))
+        .route("/v1/counters/{name}/increment", post(counters::increment))
         .route("/v1/testing/faults/{actor}", post(inject_fault))
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            max_in_flight,
-        ))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(max_in_flight))
         .with_state(state)
 }
 
@@ -82,10 +86,7 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         Ok(r) => r,
         Err(_) => ApiError::unavailable(
             "timeout",
-            format!(
-                "the request did not finish within {:?}",
-                state.request_timeout
-            ),
+            format!("the request did not finish within {:?}", state.request_timeout),
             1,
         )
         .into_response(),
@@ -99,12 +100,7 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     };
     let labels = [route.as_str(), method, class];
     state.metrics.http.requests.with_label_values(&labels).inc();
-    state
-        .metrics
-        .http
-        .duration
-        .with_label_values(&labels)
-        .observe(start.elapsed().as_secs_f64());
+    state.metrics.http.duration.with_label_values(&labels).observe(start.elapsed().as_secs_f64());
     response
 }
 
@@ -114,46 +110,39 @@ async fn healthz() -> Json<Value> {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     if !state.membership.is_joined() {
-        return ApiError::unavailable("not_joined", "this node has not joined the cluster yet", 1)
-            .into_response();
+        return ApiError::unavailable("not_joined", "this node has not joined the cluster yet", 1).into_response();
     }
-    if !state.membership.has_majority() {
-        return ApiError::unavailable(
-            "no_majority",
-            "a majority of the members is not reachable",
-            1,
-        )
-        .into_response();
+    match state.raft.get() {
+        None => ApiError::unavailable("starting", "the raft groups are starting", 1).into_response(),
+        Some(raft) if !raft.meta_has_leader() => {
+            ApiError::unavailable("no_meta_leader", "the meta group has no leader (no quorum reachable)", 1)
+                .into_response()
+        }
+        Some(_) => Json(json!({ "status": "ready" })).into_response(),
     }
-    Json(json!({ "status": "ready" })).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
 }
 
 async fn cluster(State(state): State<AppState>) -> Json<Value> {
-    // Raft groups arrive with the next subsystem; until then there is no meta leader and no
-    // partition, and the fields keep their documented shape.
+    let groups = state.raft.get().map(|r| r.view()).unwrap_or_default();
+    let meta = groups
+        .iter()
+        .find(|g| g.id == 0)
+        .map(|g| json!({ "leader": g.leader, "term": g.term, "commit_index": g.commit_index, "replicas": g.replicas }))
+        .unwrap_or_else(|| json!({ "leader": null, "term": 0, "commit_index": 0, "replicas": [] }));
+    let partitions: Vec<_> = groups.iter().filter(|g| g.id > 0).collect();
     Json(json!({
         "node_id": state.node_id,
         "members": state.membership.view(),
-        "meta": { "leader": null, "term": 0, "commit_index": 0 },
-        "partitions": [],
+        "meta": meta,
+        "partitions": partitions,
     }))
 }
 
-async fn inject_fault(
-    State(state): State<AppState>,
-    Path(actor): Path<String>,
-) -> Result<Response, ApiError> {
+async fn inject_fault(State(state): State<AppState>, Path(actor): Path<String>) -> Result<Response, ApiError> {
     if !state.fault_injection {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -170,18 +159,8 @@ async fn inject_fault(
     state
         .supervisor
         .send_message(SupervisorMsg::InjectFault(child))
-        .map_err(|_| {
-            ApiError::unavailable(
-                "shutting_down",
-                "the supervisor is not accepting messages",
-                1,
-            )
-        })?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "actor": child.name(), "injected": true })),
-    )
-        .into_response())
+        .map_err(|_| ApiError::unavailable("shutting_down", "the supervisor is not accepting messages", 1))?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "actor": child.name(), "injected": true }))).into_response())
 }
 
 async fn fallback() -> ApiError {

@@ -52,9 +52,7 @@ impl Actor for MembershipActor {
                 membership.probe_round().await;
                 // The next round starts one interval after this one started; a slow round does
                 // not queue up ticks.
-                let next = membership
-                    .heartbeat_interval()
-                    .saturating_sub(start.elapsed());
+                let next = membership.heartbeat_interval().saturating_sub(start.elapsed());
                 myself.send_after(next, || MembershipMsg::Tick);
                 Ok(())
             }

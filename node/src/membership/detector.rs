@@ -35,12 +35,7 @@ pub struct PeerHealth {
 
 impl Default for PeerHealth {
     fn default() -> Self {
-        Self {
-            state: PeerState::Down,
-            missed: 0,
-            last_ack: None,
-            rtt: None,
-        }
+        Self { state: PeerState::Down, missed: 0, last_ack: None, rtt: None }
     }
 }
 
@@ -54,10 +49,7 @@ pub struct FailureDetector {
 impl FailureDetector {
     /// A detector that marks a peer down after `down_after_missed` consecutive misses.
     pub fn new(down_after_missed: u32) -> Self {
-        Self {
-            down_after_missed: down_after_missed.max(1),
-            peers: BTreeMap::new(),
-        }
+        Self { down_after_missed: down_after_missed.max(1), peers: BTreeMap::new() }
     }
 
     /// Starts tracking `peer` (as down, never seen) if it is not tracked yet.
@@ -95,10 +87,7 @@ impl FailureDetector {
 
     /// Peers currently up.
     pub fn up_count(&self) -> usize {
-        self.peers
-            .values()
-            .filter(|h| h.state == PeerState::Up)
-            .count()
+        self.peers.values().filter(|h| h.state == PeerState::Up).count()
     }
 }
 
@@ -113,11 +102,7 @@ mod tests {
         let mut d = FailureDetector::new(3);
         d.track(2);
         assert_eq!(d.health(2).map(|h| h.state), Some(PeerState::Down));
-        assert_eq!(
-            d.record_miss(2),
-            None,
-            "a never-seen peer stays down without a transition"
-        );
+        assert_eq!(d.record_miss(2), None, "a never-seen peer stays down without a transition");
         let t0 = Instant::now();
         assert_eq!(d.record_ack(2, t0, 2 * MS), Some(PeerState::Up));
         assert_eq!(d.record_ack(2, t0 + 500 * MS, 2 * MS), None);
@@ -145,11 +130,7 @@ mod tests {
         d.record_ack(5, t0, MS);
         d.record_miss(5);
         d.record_ack(5, t0 + 1000 * MS, 3 * MS);
-        assert_eq!(
-            d.record_miss(5),
-            None,
-            "one miss after an answer is not enough"
-        );
+        assert_eq!(d.record_miss(5), None, "one miss after an answer is not enough");
         assert_eq!(d.record_miss(5), Some(PeerState::Down));
         assert_eq!(d.record_ack(5, t0 + 3000 * MS, MS), Some(PeerState::Up));
         assert_eq!(d.health(5).and_then(|h| h.rtt), Some(MS));

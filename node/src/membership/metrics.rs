@@ -1,8 +1,6 @@
 //! Membership instruments: peer state and heartbeat round trips.
 
-use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Every membership metric.
 #[derive(Clone)]
@@ -22,29 +20,17 @@ impl MembershipMetrics {
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let m = Self {
             peer_up: IntGaugeVec::new(
-                Opts::new(
-                    "shoal_peer_up",
-                    "1 if the peer answers heartbeats, 0 if it is considered down.",
-                ),
+                Opts::new("shoal_peer_up", "1 if the peer answers heartbeats, 0 if it is considered down."),
                 &["peer"],
             )?,
             peer_rtt: HistogramVec::new(
-                HistogramOpts::new(
-                    "shoal_peer_rtt_seconds",
-                    "Heartbeat round-trip time to the peer.",
-                )
-                .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16)?),
+                HistogramOpts::new("shoal_peer_rtt_seconds", "Heartbeat round-trip time to the peer.")
+                    .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16)?),
                 &["peer"],
             )?,
-            members: IntGauge::new(
-                "shoal_membership_members",
-                "Members known to this node, itself included.",
-            )?,
+            members: IntGauge::new("shoal_membership_members", "Members known to this node, itself included.")?,
             transitions: IntCounterVec::new(
-                Opts::new(
-                    "shoal_membership_peer_transitions_total",
-                    "Peer state changes seen by this node.",
-                ),
+                Opts::new("shoal_membership_peer_transitions_total", "Peer state changes seen by this node."),
                 &["state"],
             )?,
         };

@@ -71,9 +71,7 @@ pub struct Membership {
 
 impl std::fmt::Debug for Membership {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Membership")
-            .field("me", &self.me.id)
-            .finish_non_exhaustive()
+        f.debug_struct("Membership").field("me", &self.me.id).finish_non_exhaustive()
     }
 }
 
@@ -102,11 +100,7 @@ impl Membership {
         });
         let mut records: Vec<MemberRecord> = initial
             .iter()
-            .map(|m| MemberRecord {
-                id: m.id,
-                peer_addr: m.peer_addr.clone(),
-                http_addr: m.http_addr.clone(),
-            })
+            .map(|m| MemberRecord { id: m.id, peer_addr: m.peer_addr.clone(), http_addr: m.http_addr.clone() })
             .collect();
         records.push(me);
         this.merge(&records);
@@ -139,10 +133,7 @@ impl Membership {
                     if r.id != self.me.id {
                         inner.detector.track(r.id);
                         self.transport.set_peer_addr(r.id, &r.peer_addr);
-                        self.metrics
-                            .peer_up
-                            .with_label_values(&[&r.id.to_string()])
-                            .set(0);
+                        self.metrics.peer_up.with_label_values(&[&r.id.to_string()]).set(0);
                     }
                     if inner.members.insert(r.id, r.clone()).is_none() {
                         added.push(r.id);
@@ -175,8 +166,7 @@ impl Membership {
                     let h = inner.detector.health(m.id).cloned().unwrap_or_default();
                     (
                         h.state,
-                        h.last_ack
-                            .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                        h.last_ack.map(|t| now.saturating_duration_since(t).as_millis() as u64),
                         h.rtt.map(|r| r.as_secs_f64() * 1000.0),
                     )
                 };
@@ -207,23 +197,16 @@ impl Membership {
     /// Answers a heartbeat: learns the sender's members, returns ours.
     pub fn on_ping(&self, ping: Ping) -> Pong {
         self.merge(&ping.members);
-        Pong {
-            members: self.records(),
-        }
+        Pong { members: self.records() }
     }
 
     /// Answers a join request from `from` (the id in its certificate).
     pub fn on_join(&self, from: NodeId, join: Join) -> Result<Joined, String> {
         if join.member.id != from {
-            return Err(format!(
-                "node {from} cannot join as node {}",
-                join.member.id
-            ));
+            return Err(format!("node {from} cannot join as node {}", join.member.id));
         }
         self.merge(std::slice::from_ref(&join.member));
-        Ok(Joined {
-            members: self.records(),
-        })
+        Ok(Joined { members: self.records() })
     }
 
     /// Joins through the first `cluster.join` address that answers.
@@ -232,14 +215,7 @@ impl Membership {
         for addr in &self.join_addrs {
             let result: Result<Joined, TransportError> = async {
                 let peer = self.transport.connect_addr(addr).await?;
-                self.transport
-                    .call(
-                        peer,
-                        Join {
-                            member: self.me.clone(),
-                        },
-                    )
-                    .await
+                self.transport.call(peer, Join { member: self.me.clone() }).await
             }
             .await;
             match result {
@@ -252,27 +228,16 @@ impl Membership {
                 Err(e) => last = e.to_string(),
             }
         }
-        Err(MembershipError::JoinFailed {
-            addrs: self.join_addrs.clone(),
-            last,
-        })
+        Err(MembershipError::JoinFailed { addrs: self.join_addrs.clone(), last })
     }
 
     /// Probes every peer once, concurrently, and feeds the outcomes to the failure detector.
     pub async fn probe_round(&self) {
-        let peers: Vec<NodeId> = self
-            .read()
-            .members
-            .keys()
-            .copied()
-            .filter(|id| *id != self.me.id)
-            .collect();
+        let peers: Vec<NodeId> = self.read().members.keys().copied().filter(|id| *id != self.me.id).collect();
         let members = self.records();
         let deadline = self.cfg.heartbeat_interval.max(Duration::from_millis(100));
         let probes = peers.into_iter().map(|peer| {
-            let ping = Ping {
-                members: members.clone(),
-            };
+            let ping = Ping { members: members.clone() };
             async move {
                 let start = Instant::now();
                 let result = self.transport.call_with_timeout(peer, ping, deadline).await;
@@ -283,10 +248,7 @@ impl Membership {
             let label = peer.to_string();
             let transition = match result {
                 Ok((pong, rtt)) => {
-                    self.metrics
-                        .peer_rtt
-                        .with_label_values(&[&label])
-                        .observe(rtt.as_secs_f64());
+                    self.metrics.peer_rtt.with_label_values(&[&label]).observe(rtt.as_secs_f64());
                     self.merge(&pong.members);
                     self.write().detector.record_ack(peer, Instant::now(), rtt)
                 }
@@ -304,19 +266,9 @@ impl Membership {
             };
             if let Some(state) = transition {
                 let up = state == PeerState::Up;
-                self.metrics
-                    .peer_up
-                    .with_label_values(&[&label])
-                    .set(i64::from(up));
-                self.metrics
-                    .transitions
-                    .with_label_values(&[if up { "up" } else { "down" }])
-                    .inc();
-                info!(
-                    peer,
-                    state = if up { "up" } else { "down" },
-                    "peer state changed"
-                );
+                self.metrics.peer_up.with_label_values(&[&label]).set(i64::from(up));
+                self.metrics.transitions.with_label_values(&[if up { "up" } else { "down" }]).inc();
+                info!(peer, state = if up { "up" } else { "down" }, "peer state changed");
             }
         }
     }

@@ -7,6 +7,7 @@ use prometheus::{Encoder, IntGaugeVec, Opts, Registry, TextEncoder};
 use crate::NodeId;
 use crate::http::metrics::HttpMetrics;
 use crate::membership::MembershipMetrics;
+use crate::storage::StorageMetrics;
 use crate::supervisor::SupervisorMetrics;
 use crate::transport::TransportMetrics;
 
@@ -23,6 +24,8 @@ pub struct NodeMetrics {
     pub http: HttpMetrics,
     /// Actor supervision.
     pub supervisor: SupervisorMetrics,
+    /// Durable storage.
+    pub storage: StorageMetrics,
 }
 
 impl NodeMetrics {
@@ -30,23 +33,18 @@ impl NodeMetrics {
     pub fn new(node_id: NodeId) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let info = IntGaugeVec::new(
-            Opts::new(
-                "shoal_node_info",
-                "Constant 1, labelled with this node's id and version.",
-            ),
+            Opts::new("shoal_node_info", "Constant 1, labelled with this node's id and version."),
             &["node_id", "version"],
         )?;
-        info.with_label_values(&[&node_id.to_string(), env!("CARGO_PKG_VERSION")])
-            .set(1);
+        info.with_label_values(&[&node_id.to_string(), env!("CARGO_PKG_VERSION")]).set(1);
         registry.register(Box::new(info))?;
-        registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(Self {
             transport: TransportMetrics::new(&registry)?,
             membership: MembershipMetrics::new(&registry)?,
             http: HttpMetrics::new(&registry)?,
             supervisor: SupervisorMetrics::new(&registry)?,
+            storage: StorageMetrics::new(&registry)?,
             registry,
         })
     }

@@ -1,8 +1,11 @@
-//! Raft: the type configuration and commands every group replicates. Groups, the batching
-//! proposer and the QUIC network arrive on top of [`crate::storage`].
+//! Raft: the meta group and the partition groups, their network on the QUIC transport, the
+//! batching proposer and the router in front of them. Durable state is in [`crate::storage`].
 
+pub mod actor;
+pub mod host;
+pub mod network;
 pub mod types;
+pub mod wire;
 
-pub use types::{
-    BatchResult, Command, CommandBatch, CommandResult, GroupId, NodeInfo, SnapshotData, TypeConfig,
-};
+pub use host::{ProposeError, RaftHost};
+pub use types::{BatchResult, Command, CommandBatch, CommandResult, GroupId, NodeInfo, SnapshotData, TypeConfig};

@@ -40,9 +40,8 @@ impl LogStore {
     fn read_meta<T>(&self, key: &str) -> Result<Option<T>, StoreError>
     where
         T: rkyv::Archive,
-        T::Archived: for<'a> rkyv::bytecheck::CheckBytes<
-                rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
-            > + rkyv::Deserialize<T, rkyv::rancor::Strategy<rkyv::de::Pool, rkyv::rancor::Error>>,
+        T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+            + rkyv::Deserialize<T, rkyv::rancor::Strategy<rkyv::de::Pool, rkyv::rancor::Error>>,
     {
         let txn = self.store.db().begin_read()?;
         let table = txn.open_table(RAFT_META)?;
@@ -94,8 +93,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(s) => s.saturating_add(1),
             Bound::Unbounded => 0,
         };
-        self.range_entries(start, range.end_bound().cloned())
-            .map_err(read_err)
+        self.range_entries(start, range.end_bound().cloned()).map_err(read_err)
     }
 }
 
@@ -103,10 +101,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
-        let purged = self
-            .read_meta::<LogIdRec>(meta_key::PURGED)
-            .map_err(read_err)?
-            .map(|r| LogId::from(&r));
+        let purged = self.read_meta::<LogIdRec>(meta_key::PURGED).map_err(read_err)?.map(|r| LogId::from(&r));
         let last = (|| -> Result<Option<LogId<NodeId>>, StoreError> {
             let txn = self.store.db().begin_read()?;
             let table = txn.open_table(LOGS)?;
@@ -121,10 +116,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         })()
         .map_err(read_err)?;
-        Ok(LogState {
-            last_purged_log_id: purged,
-            last_log_id: last.or(purged),
-        })
+        Ok(LogState { last_purged_log_id: purged, last_log_id: last.or(purged) })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -132,55 +124,32 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        let bytes = records::encode(&VoteRec::from(vote))
-            .map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))?;
+        let bytes =
+            records::encode(&VoteRec::from(vote)).map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))?;
         let group = self.group;
-        self.write(|done| WriteOp::Meta {
-            group,
-            key: meta_key::VOTE,
-            value: Some(bytes),
-            done,
-        })
-        .await
+        self.write(|done| WriteOp::Meta { group, key: meta_key::VOTE, value: Some(bytes), done }).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        let v = self
-            .read_meta::<VoteRec>(meta_key::VOTE)
-            .map_err(|e| StorageError::from(StorageIOError::read_vote(&e)))?;
+        let v =
+            self.read_meta::<VoteRec>(meta_key::VOTE).map_err(|e| StorageError::from(StorageIOError::read_vote(&e)))?;
         Ok(v.map(|r| Vote::from(&r)))
     }
 
-    async fn save_committed(
-        &mut self,
-        committed: Option<LogId<NodeId>>,
-    ) -> Result<(), StorageError<NodeId>> {
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
         let value = match committed {
             Some(c) => Some(records::encode(&LogIdRec::from(&c)).map_err(write_err)?),
             None => None,
         };
         let group = self.group;
-        self.write(|done| WriteOp::Meta {
-            group,
-            key: meta_key::COMMITTED,
-            value,
-            done,
-        })
-        .await
+        self.write(|done| WriteOp::Meta { group, key: meta_key::COMMITTED, value, done }).await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        Ok(self
-            .read_meta::<LogIdRec>(meta_key::COMMITTED)
-            .map_err(read_err)?
-            .map(|r| LogId::from(&r)))
+        Ok(self.read_meta::<LogIdRec>(meta_key::COMMITTED).map_err(read_err)?.map(|r| LogId::from(&r)))
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError<NodeId>>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -191,34 +160,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             encoded.push((e.log_id.index, bytes));
         }
         // Returns at once; the callback fires after the group commit is durable.
-        self.store
-            .send(WriteOp::Append {
-                group: self.group,
-                entries: encoded,
-                done: callback,
-            })
-            .map_err(write_err)
+        self.store.send(WriteOp::Append { group: self.group, entries: encoded, done: callback }).map_err(write_err)
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let group = self.group;
-        self.write(|done| WriteOp::Truncate {
-            group,
-            from: log_id.index,
-            done,
-        })
-        .await
+        self.write(|done| WriteOp::Truncate { group, from: log_id.index, done }).await
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let purged = records::encode(&LogIdRec::from(&log_id)).map_err(write_err)?;
         let group = self.group;
-        self.write(|done| WriteOp::Purge {
-            group,
-            upto: log_id.index,
-            purged,
-            done,
-        })
-        .await
+        self.write(|done| WriteOp::Purge { group, upto: log_id.index, purged, done }).await
     }
 }

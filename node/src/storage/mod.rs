@@ -107,9 +107,7 @@ impl Drop for Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("snapshot_dir", &self.snapshot_dir)
-            .finish_non_exhaustive()
+        f.debug_struct("Store").field("snapshot_dir", &self.snapshot_dir).finish_non_exhaustive()
     }
 }
 
@@ -118,10 +116,7 @@ impl Store {
     pub fn open(data_dir: &Path, metrics: StorageMetrics) -> Result<Arc<Self>, StoreError> {
         std::fs::create_dir_all(data_dir)?;
         let path = data_dir.join("shoal.redb");
-        let db = Database::create(&path).map_err(|e| StoreError::Open {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let db = Database::create(&path).map_err(|e| StoreError::Open { path: path.clone(), reason: e.to_string() })?;
         {
             // Create every table once so readers never see a missing table.
             let txn = db.begin_write()?;
@@ -135,12 +130,7 @@ impl Store {
         let snapshot_dir = data_dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir)?;
         let (writer, thread) = writer::spawn(Arc::clone(&db), metrics)?;
-        Ok(Arc::new(Self {
-            db,
-            writer: Some(writer),
-            writer_thread: Some(thread),
-            snapshot_dir,
-        }))
+        Ok(Arc::new(Self { db, writer: Some(writer), writer_thread: Some(thread), snapshot_dir }))
     }
 
     /// The log storage of one group.
@@ -149,10 +139,7 @@ impl Store {
     }
 
     /// The state machine of one group.
-    pub fn state_machine(
-        self: &Arc<Self>,
-        group: GroupId,
-    ) -> Result<StateMachineStore, StoreError> {
+    pub fn state_machine(self: &Arc<Self>, group: GroupId) -> Result<StateMachineStore, StoreError> {
         StateMachineStore::new(Arc::clone(self), group)
     }
 

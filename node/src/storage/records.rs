@@ -54,8 +54,7 @@ where
 pub fn decode<T>(bytes: &[u8]) -> Result<T, RecordError>
 where
     T: Archive,
-    T::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
-        + Deserialize<T, Strategy<Pool, rancor::Error>>,
+    T::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>> + Deserialize<T, Strategy<Pool, rancor::Error>>,
 {
     let (&version, body) = bytes.split_first().ok_or(RecordError::Empty)?;
     match version {
@@ -81,11 +80,7 @@ pub struct LogIdRec {
 
 impl From<&LogId<NodeId>> for LogIdRec {
     fn from(l: &LogId<NodeId>) -> Self {
-        Self {
-            term: l.leader_id.term,
-            node: l.leader_id.node_id,
-            index: l.index,
-        }
+        Self { term: l.leader_id.term, node: l.leader_id.node_id, index: l.index }
     }
 }
 
@@ -108,21 +103,13 @@ pub struct VoteRec {
 
 impl From<&Vote<NodeId>> for VoteRec {
     fn from(v: &Vote<NodeId>) -> Self {
-        Self {
-            term: v.leader_id.term,
-            node: v.leader_id.node_id,
-            committed: v.committed,
-        }
+        Self { term: v.leader_id.term, node: v.leader_id.node_id, committed: v.committed }
     }
 }
 
 impl From<&VoteRec> for Vote<NodeId> {
     fn from(r: &VoteRec) -> Self {
-        if r.committed {
-            Vote::new_committed(r.term, r.node)
-        } else {
-            Vote::new(r.term, r.node)
-        }
+        if r.committed { Vote::new_committed(r.term, r.node) } else { Vote::new(r.term, r.node) }
     }
 }
 
@@ -138,11 +125,7 @@ pub struct MembershipRec {
 impl From<&Membership<NodeId, NodeInfo>> for MembershipRec {
     fn from(m: &Membership<NodeId, NodeInfo>) -> Self {
         Self {
-            configs: m
-                .get_joint_config()
-                .iter()
-                .map(|c| c.iter().copied().collect())
-                .collect(),
+            configs: m.get_joint_config().iter().map(|c| c.iter().copied().collect()).collect(),
             nodes: m.nodes().map(|(id, n)| (*id, n.clone())).collect(),
         }
     }
@@ -150,11 +133,7 @@ impl From<&Membership<NodeId, NodeInfo>> for MembershipRec {
 
 impl From<&MembershipRec> for Membership<NodeId, NodeInfo> {
     fn from(r: &MembershipRec) -> Self {
-        let configs: Vec<BTreeSet<NodeId>> = r
-            .configs
-            .iter()
-            .map(|c| c.iter().copied().collect())
-            .collect();
+        let configs: Vec<BTreeSet<NodeId>> = r.configs.iter().map(|c| c.iter().copied().collect()).collect();
         let nodes: BTreeMap<NodeId, NodeInfo> = r.nodes.iter().cloned().collect();
         Membership::new(configs, nodes)
     }
@@ -171,10 +150,7 @@ pub struct StoredMembershipRec {
 
 impl From<&StoredMembership<NodeId, NodeInfo>> for StoredMembershipRec {
     fn from(m: &StoredMembership<NodeId, NodeInfo>) -> Self {
-        Self {
-            log_id: m.log_id().as_ref().map(LogIdRec::from),
-            membership: m.membership().into(),
-        }
+        Self { log_id: m.log_id().as_ref().map(LogIdRec::from), membership: m.membership().into() }
     }
 }
 
@@ -211,10 +187,7 @@ impl From<&openraft::Entry<TypeConfig>> for EntryRec {
             EntryPayload::Normal(batch) => PayloadRec::Normal(batch.clone()),
             EntryPayload::Membership(m) => PayloadRec::Membership(m.into()),
         };
-        Self {
-            log_id: (&e.log_id).into(),
-            payload,
-        }
+        Self { log_id: (&e.log_id).into(), payload }
     }
 }
 
@@ -225,10 +198,7 @@ impl From<EntryRec> for openraft::Entry<TypeConfig> {
             PayloadRec::Normal(batch) => EntryPayload::Normal(batch),
             PayloadRec::Membership(m) => EntryPayload::Membership((&m).into()),
         };
-        openraft::Entry {
-            log_id: (&r.log_id).into(),
-            payload,
-        }
+        openraft::Entry { log_id: (&r.log_id).into(), payload }
     }
 }
 
@@ -264,10 +234,7 @@ mod tests {
     fn entry_round_trips_through_a_record() {
         let e = openraft::Entry::<TypeConfig> {
             log_id: LogId::new(CommittedLeaderId::new(3, 2), 17),
-            payload: EntryPayload::Normal(CommandBatch(vec![Command::CounterIncrement {
-                name: "a".into(),
-                by: 2,
-            }])),
+            payload: EntryPayload::Normal(CommandBatch(vec![Command::CounterIncrement { name: "a".into(), by: 2 }])),
         };
         let bytes = encode(&EntryRec::from(&e)).expect("encode");
         assert_eq!(bytes[0], FORMAT_VERSION);
@@ -278,22 +245,11 @@ mod tests {
 
     #[test]
     fn unknown_versions_and_corruption_are_refused() {
-        let mut bytes = encode(&VoteRec {
-            term: 1,
-            node: 2,
-            committed: true,
-        })
-        .expect("encode");
+        let mut bytes = encode(&VoteRec { term: 1, node: 2, committed: true }).expect("encode");
         bytes[0] = 9;
-        assert!(matches!(
-            decode::<VoteRec>(&bytes),
-            Err(RecordError::UnknownVersion(9))
-        ));
+        assert!(matches!(decode::<VoteRec>(&bytes), Err(RecordError::UnknownVersion(9))));
         assert!(matches!(decode::<VoteRec>(&[]), Err(RecordError::Empty)));
-        assert!(matches!(
-            decode::<EntryRec>(&[FORMAT_VERSION, 1, 2, 3]),
-            Err(RecordError::Corrupt)
-        ));
+        assert!(matches!(decode::<EntryRec>(&[FORMAT_VERSION, 1, 2, 3]), Err(RecordError::Corrupt)));
     }
 
     #[test]
@@ -301,15 +257,7 @@ mod tests {
         let m: Membership<NodeId, NodeInfo> = Membership::new(
             vec![[1, 2, 3].into_iter().collect()],
             (1..=4)
-                .map(|i| {
-                    (
-                        i,
-                        NodeInfo {
-                            peer_addr: format!("h:{i}"),
-                            http_addr: String::new(),
-                        },
-                    )
-                })
+                .map(|i| (i, NodeInfo { peer_addr: format!("h:{i}"), http_addr: String::new() }))
                 .collect::<BTreeMap<_, _>>(),
         );
         let back: Membership<NodeId, NodeInfo> = (&MembershipRec::from(&m)).into();

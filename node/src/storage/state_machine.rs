@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
-    EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError, StorageIOError,
-    StoredMembership,
+    EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError, StorageIOError, StoredMembership,
 };
 use redb::{Durability, ReadableDatabase, ReadableTable, WriteTransaction};
 use tokio::io::AsyncSeekExt;
@@ -19,9 +18,7 @@ use tokio::io::AsyncSeekExt;
 use super::records::{self, LogIdRec, SnapshotHeader, SnapshotRow, StoredMembershipRec};
 use super::{COUNTERS, SM_META, Store, StoreError, meta_key};
 use crate::NodeId;
-use crate::raft::{
-    BatchResult, Command, CommandResult, GroupId, NodeInfo, SnapshotData, TypeConfig,
-};
+use crate::raft::{BatchResult, Command, CommandResult, GroupId, NodeInfo, SnapshotData, TypeConfig};
 
 type Entry = openraft::Entry<TypeConfig>;
 
@@ -58,19 +55,11 @@ fn snap_err(e: impl Into<StoreError>) -> StorageError<NodeId> {
 impl StateMachineStore {
     pub(crate) fn new(store: Arc<Store>, group: GroupId) -> Result<Self, StoreError> {
         std::fs::create_dir_all(store.group_snapshot_dir(group))?;
-        Ok(Self {
-            store,
-            group,
-            incoming: None,
-        })
+        Ok(Self { store, group, incoming: None })
     }
 }
 
-fn read_sm_meta<T>(
-    txn: &redb::ReadTransaction,
-    group: GroupId,
-    key: &str,
-) -> Result<Option<T>, StoreError>
+fn read_sm_meta<T>(txn: &redb::ReadTransaction, group: GroupId, key: &str) -> Result<Option<T>, StoreError>
 where
     T: rkyv::Archive,
     T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
@@ -102,43 +91,29 @@ fn apply_command(
 ) -> Result<CommandResult, StoreError> {
     Ok(match command {
         Command::CounterIncrement { name, by } => {
-            let current = counters
-                .get((group, name.as_str()))?
-                .map(|v| v.value())
-                .unwrap_or(0);
+            let current = counters.get((group, name.as_str()))?.map(|v| v.value()).unwrap_or(0);
             match current.checked_add(*by) {
                 Some(next) => {
                     counters.insert((group, name.as_str()), next)?;
                     CommandResult::Value(next)
                 }
-                None => CommandResult::Rejected {
-                    reason: format!("counter {name} would overflow"),
-                },
+                None => CommandResult::Rejected { reason: format!("counter {name} would overflow") },
             }
         }
         Command::CounterReserve { name, count } => {
-            let current = counters
-                .get((group, name.as_str()))?
-                .map(|v| v.value())
-                .unwrap_or(0);
+            let current = counters.get((group, name.as_str()))?.map(|v| v.value()).unwrap_or(0);
             match current.checked_add(*count) {
                 Some(next) if *count > 0 => {
                     counters.insert((group, name.as_str()), next)?;
                     CommandResult::Value(current + 1)
                 }
-                _ => CommandResult::Rejected {
-                    reason: format!("cannot reserve {count} values of counter {name}"),
-                },
+                _ => CommandResult::Rejected { reason: format!("cannot reserve {count} values of counter {name}") },
             }
         }
     })
 }
 
-fn apply_blocking(
-    store: &Store,
-    group: GroupId,
-    entries: Vec<Entry>,
-) -> Result<Vec<BatchResult>, StoreError> {
+fn apply_blocking(store: &Store, group: GroupId, entries: Vec<Entry>) -> Result<Vec<BatchResult>, StoreError> {
     let mut txn = store.db().begin_write()?;
     // Made durable by the next log commit; after a crash the group re-applies from the log.
     txn.set_durability(Durability::None)?;
@@ -159,23 +134,14 @@ fn apply_blocking(
                     results.push(BatchResult(out));
                 }
                 EntryPayload::Membership(m) => {
-                    let rec = StoredMembershipRec {
-                        log_id: last,
-                        membership: m.into(),
-                    };
-                    meta.insert(
-                        (group, meta_key::MEMBERSHIP),
-                        records::encode(&rec)?.as_slice(),
-                    )?;
+                    let rec = StoredMembershipRec { log_id: last, membership: m.into() };
+                    meta.insert((group, meta_key::MEMBERSHIP), records::encode(&rec)?.as_slice())?;
                     results.push(BatchResult::default());
                 }
             }
         }
         if let Some(last) = last {
-            meta.insert(
-                (group, meta_key::APPLIED),
-                records::encode(&last)?.as_slice(),
-            )?;
+            meta.insert((group, meta_key::APPLIED), records::encode(&last)?.as_slice())?;
         }
     }
     txn.commit()?;
@@ -183,8 +149,7 @@ fn apply_blocking(
 }
 
 fn write_record(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
-    let len = u32::try_from(bytes.len())
-        .map_err(|_| std::io::Error::other("snapshot record too large"))?;
+    let len = u32::try_from(bytes.len()).map_err(|_| std::io::Error::other("snapshot record too large"))?;
     out.write_all(&len.to_be_bytes())?;
     out.write_all(bytes)
 }
@@ -198,9 +163,7 @@ fn read_record(input: &mut impl Read) -> Result<Option<Vec<u8>>, StoreError> {
     }
     let len = u32::from_be_bytes(len);
     if len > MAX_SNAPSHOT_RECORD {
-        return Err(StoreError::Io(std::io::Error::other(format!(
-            "snapshot record of {len} bytes is too large"
-        ))));
+        return Err(StoreError::Io(std::io::Error::other(format!("snapshot record of {len} bytes is too large"))));
     }
     let mut buf = vec![0u8; len as usize];
     input.read_exact(&mut buf)?;
@@ -233,10 +196,7 @@ fn set_current_snapshot(
     txn.set_durability(Durability::Immediate)?;
     {
         let mut meta = txn.open_table(SM_META)?;
-        meta.insert(
-            (group, meta_key::SNAPSHOT),
-            records::encode(header)?.as_slice(),
-        )?;
+        meta.insert((group, meta_key::SNAPSHOT), records::encode(header)?.as_slice())?;
     }
     txn.commit()?;
     let dir = store.group_snapshot_dir(group);
@@ -274,10 +234,7 @@ fn build_blocking(store: &Store, group: GroupId) -> Result<SnapshotHeader, Store
         let counters = txn.open_table(COUNTERS)?;
         for item in counters.range((group, "")..(group.saturating_add(1), ""))? {
             let (k, v) = item?;
-            let row = SnapshotRow::Counter {
-                name: k.value().1.to_string(),
-                value: v.value(),
-            };
+            let row = SnapshotRow::Counter { name: k.value().1.to_string(), value: v.value() };
             write_record(&mut out, &records::encode(&row)?)?;
         }
         let file = out.into_inner().map_err(|e| e.into_error())?;
@@ -300,13 +257,10 @@ fn install_blocking(
     let mut magic = [0u8; 8];
     input.read_exact(&mut magic)?;
     if &magic != SNAPSHOT_MAGIC {
-        return Err(StoreError::Io(std::io::Error::other(
-            "not a shoal snapshot file",
-        )));
+        return Err(StoreError::Io(std::io::Error::other("not a shoal snapshot file")));
     }
     // The header inside the file is informative; openraft's meta is authoritative.
-    read_record(&mut input)?
-        .ok_or_else(|| StoreError::Io(std::io::Error::other("snapshot without header")))?;
+    read_record(&mut input)?.ok_or_else(|| StoreError::Io(std::io::Error::other("snapshot without header")))?;
     let header = SnapshotHeader {
         last_log_id: meta.last_log_id.as_ref().map(LogIdRec::from),
         last_membership: (&meta.last_membership).into(),
@@ -328,10 +282,7 @@ fn install_blocking(
             Some(l) => sm.insert((group, meta_key::APPLIED), records::encode(l)?.as_slice())?,
             None => sm.remove((group, meta_key::APPLIED))?,
         };
-        sm.insert(
-            (group, meta_key::MEMBERSHIP),
-            records::encode(&header.last_membership)?.as_slice(),
-        )?;
+        sm.insert((group, meta_key::MEMBERSHIP), records::encode(&header.last_membership)?.as_slice())?;
     }
     // Keep the received file as the current snapshot.
     let dir = store.group_snapshot_dir(group);
@@ -352,27 +303,17 @@ fn install_blocking(
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let store = Arc::clone(&self.store);
         let group = self.group;
-        let header = blocking(move || build_blocking(&store, group))
-            .await
-            .map_err(snap_err)?;
-        let path = snapshot_file(
-            &self.store.group_snapshot_dir(self.group),
-            &header.snapshot_id,
-        );
+        let header = blocking(move || build_blocking(&store, group)).await.map_err(snap_err)?;
+        let path = snapshot_file(&self.store.group_snapshot_dir(self.group), &header.snapshot_id);
         let file = tokio::fs::File::open(path).await.map_err(snap_err)?;
-        Ok(Snapshot {
-            meta: pointer_of(&header),
-            snapshot: Box::new(file),
-        })
+        Ok(Snapshot { meta: pointer_of(&header), snapshot: Box::new(file) })
     }
 }
 
@@ -381,8 +322,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn applied_state(
         &mut self,
-    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, NodeInfo>), StorageError<NodeId>>
-    {
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, NodeInfo>), StorageError<NodeId>> {
         let txn = self.store.db().begin_read().map_err(sm_read_err)?;
         applied_state(&txn, self.group).map_err(sm_read_err)
     }
@@ -395,25 +335,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let store = Arc::clone(&self.store);
         let group = self.group;
-        blocking(move || apply_blocking(&store, group, entries))
-            .await
-            .map_err(sm_write_err)
+        blocking(move || apply_blocking(&store, group, entries)).await.map_err(sm_write_err)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder {
-            store: Arc::clone(&self.store),
-            group: self.group,
-        }
+        SnapshotBuilder { store: Arc::clone(&self.store), group: self.group }
     }
 
-    async fn begin_receiving_snapshot(
-        &mut self,
-    ) -> Result<Box<SnapshotData>, StorageError<NodeId>> {
-        let path = self
-            .store
-            .group_snapshot_dir(self.group)
-            .join(format!("incoming-{:016x}.part", rand::random::<u64>()));
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError<NodeId>> {
+        let path =
+            self.store.group_snapshot_dir(self.group).join(format!("incoming-{:016x}.part", rand::random::<u64>()));
         let file = tokio::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -432,39 +363,25 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         mut snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError<NodeId>> {
         snapshot.sync_all().await.map_err(snap_err)?;
-        snapshot
-            .seek(std::io::SeekFrom::Start(0))
-            .await
-            .map_err(snap_err)?;
+        snapshot.seek(std::io::SeekFrom::Start(0)).await.map_err(snap_err)?;
         let file = snapshot.into_std().await;
         let store = Arc::clone(&self.store);
         let group = self.group;
         let meta = meta.clone();
         let incoming = self.incoming.take();
-        blocking(move || install_blocking(&store, group, &meta, file, incoming))
-            .await
-            .map_err(snap_err)
+        blocking(move || install_blocking(&store, group, &meta, file, incoming)).await.map_err(snap_err)
     }
 
-    async fn get_current_snapshot(
-        &mut self,
-    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
         let header = {
             let txn = self.store.db().begin_read().map_err(sm_read_err)?;
-            read_sm_meta::<SnapshotHeader>(&txn, self.group, meta_key::SNAPSHOT)
-                .map_err(sm_read_err)?
+            read_sm_meta::<SnapshotHeader>(&txn, self.group, meta_key::SNAPSHOT).map_err(sm_read_err)?
         };
         let Some(header) = header else {
             return Ok(None);
         };
-        let path = snapshot_file(
-            &self.store.group_snapshot_dir(self.group),
-            &header.snapshot_id,
-        );
+        let path = snapshot_file(&self.store.group_snapshot_dir(self.group), &header.snapshot_id);
         let file = tokio::fs::File::open(path).await.map_err(snap_err)?;
-        Ok(Some(Snapshot {
-            meta: pointer_of(&header),
-            snapshot: Box::new(file),
-        }))
+        Ok(Some(Snapshot { meta: pointer_of(&header), snapshot: Box::new(file) }))
     }
 }

@@ -11,12 +11,9 @@ use crate::raft::{BatchResult, Command, CommandBatch, CommandResult, TypeConfig}
 struct Builder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for Builder {
-    async fn build(
-        &self,
-    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), StorageMetrics::unregistered().expect("metrics"))
-            .expect("open");
+        let store = Store::open(dir.path(), StorageMetrics::unregistered().expect("metrics")).expect("open");
         // A group id other than 0, so keys of other groups cannot mask mistakes.
         Ok((dir, store.log_store(7), store.state_machine(7).expect("sm")))
     }
@@ -38,87 +35,37 @@ fn entry(index: u64, commands: Vec<Command>) -> openraft::Entry<TypeConfig> {
 async fn groups_are_isolated_and_state_survives_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let store =
-            Store::open(dir.path(), StorageMetrics::unregistered().expect("m")).expect("open");
+        let store = Store::open(dir.path(), StorageMetrics::unregistered().expect("m")).expect("open");
         let mut a = store.state_machine(1).expect("sm");
         let mut b = store.state_machine(2).expect("sm");
-        let inc = |by| Command::CounterIncrement {
-            name: "x".into(),
-            by,
-        };
-        let r = a
-            .apply(vec![entry(1, vec![inc(2), inc(3)])])
-            .await
-            .expect("apply");
-        assert_eq!(
-            r,
-            vec![BatchResult(vec![
-                CommandResult::Value(2),
-                CommandResult::Value(5)
-            ])]
-        );
+        let inc = |by| Command::CounterIncrement { name: "x".into(), by };
+        let r = a.apply(vec![entry(1, vec![inc(2), inc(3)])]).await.expect("apply");
+        assert_eq!(r, vec![BatchResult(vec![CommandResult::Value(2), CommandResult::Value(5)])]);
         let r = b
-            .apply(vec![entry(
-                1,
-                vec![Command::CounterReserve {
-                    name: "x".into(),
-                    count: 1000,
-                }],
-            )])
+            .apply(vec![entry(1, vec![Command::CounterReserve { name: "x".into(), count: 1000 }])])
             .await
             .expect("apply");
         assert_eq!(r, vec![BatchResult(vec![CommandResult::Value(1)])]);
         let r = b
-            .apply(vec![entry(
-                2,
-                vec![Command::CounterReserve {
-                    name: "x".into(),
-                    count: 1000,
-                }],
-            )])
+            .apply(vec![entry(2, vec![Command::CounterReserve { name: "x".into(), count: 1000 }])])
             .await
             .expect("apply");
         assert_eq!(r, vec![BatchResult(vec![CommandResult::Value(1001)])]);
         // Any durable log write also makes the state-machine commits before it durable.
-        store
-            .log_store(1)
-            .save_vote(&openraft::Vote::new(1, 1))
-            .await
-            .expect("vote");
+        store.log_store(1).save_vote(&openraft::Vote::new(1, 1)).await.expect("vote");
     }
-    let store =
-        Store::open(dir.path(), StorageMetrics::unregistered().expect("m")).expect("reopen");
+    let store = Store::open(dir.path(), StorageMetrics::unregistered().expect("m")).expect("reopen");
     assert_eq!(store.counter(1, "x").expect("read"), 5);
     assert_eq!(store.counter(2, "x").expect("read"), 2000);
     let r = store
         .state_machine(1)
         .expect("sm")
-        .apply(vec![entry(
-            2,
-            vec![Command::CounterIncrement {
-                name: "x".into(),
-                by: u64::MAX,
-            }],
-        )])
+        .apply(vec![entry(2, vec![Command::CounterIncrement { name: "x".into(), by: u64::MAX }])])
         .await
         .expect("apply");
-    assert!(
-        matches!(r[0].0[0], CommandResult::Rejected { .. }),
-        "overflow is refused"
-    );
+    assert!(matches!(r[0].0[0], CommandResult::Rejected { .. }), "overflow is refused");
     assert_eq!(store.counter(1, "x").expect("read"), 5);
     let mut log = store.log_store(1);
-    assert!(
-        log.try_get_log_entries(0..10)
-            .await
-            .expect("read")
-            .is_empty()
-    );
-    assert!(
-        log.get_log_state()
-            .await
-            .expect("state")
-            .last_log_id
-            .is_none()
-    );
+    assert!(log.try_get_log_entries(0..10).await.expect("read").is_empty());
+    assert!(log.get_log_state().await.expect("state").last_log_id.is_none());
 }

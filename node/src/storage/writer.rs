@@ -20,31 +20,13 @@ const MAX_BATCH: usize = 4096;
 /// A durable log operation.
 pub(crate) enum WriteOp {
     /// Append encoded entries `(index, bytes)`; `done` fires after the fsync.
-    Append {
-        group: GroupId,
-        entries: Vec<(u64, Vec<u8>)>,
-        done: LogFlushed<TypeConfig>,
-    },
+    Append { group: GroupId, entries: Vec<(u64, Vec<u8>)>, done: LogFlushed<TypeConfig> },
     /// Set (or delete) a per-group metadata record.
-    Meta {
-        group: GroupId,
-        key: &'static str,
-        value: Option<Vec<u8>>,
-        done: oneshot::Sender<Result<(), String>>,
-    },
+    Meta { group: GroupId, key: &'static str, value: Option<Vec<u8>>, done: oneshot::Sender<Result<(), String>> },
     /// Delete entries with index ≥ `from`.
-    Truncate {
-        group: GroupId,
-        from: u64,
-        done: oneshot::Sender<Result<(), String>>,
-    },
+    Truncate { group: GroupId, from: u64, done: oneshot::Sender<Result<(), String>> },
     /// Delete entries with index ≤ `upto` and record the purge point.
-    Purge {
-        group: GroupId,
-        upto: u64,
-        purged: Vec<u8>,
-        done: oneshot::Sender<Result<(), String>>,
-    },
+    Purge { group: GroupId, upto: u64, purged: Vec<u8>, done: oneshot::Sender<Result<(), String>> },
 }
 
 pub(crate) fn spawn(
@@ -52,9 +34,7 @@ pub(crate) fn spawn(
     metrics: StorageMetrics,
 ) -> Result<(Sender<WriteOp>, std::thread::JoinHandle<()>), StoreError> {
     let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name("shoal-log-writer".into())
-        .spawn(move || run(db, rx, metrics))?;
+    let thread = std::thread::Builder::new().name("shoal-log-writer".into()).spawn(move || run(db, rx, metrics))?;
     Ok((tx, thread))
 }
 
@@ -67,16 +47,8 @@ fn run(db: Arc<Database>, rx: Receiver<WriteOp>, metrics: StorageMetrics) {
                 Err(_) => break,
             }
         }
-        let appended: usize = batch
-            .iter()
-            .map(|op| {
-                if let WriteOp::Append { entries, .. } = op {
-                    entries.len()
-                } else {
-                    0
-                }
-            })
-            .sum();
+        let appended: usize =
+            batch.iter().map(|op| if let WriteOp::Append { entries, .. } = op { entries.len() } else { 0 }).sum();
         let start = Instant::now();
         let result = write_batch(&db, &batch);
         metrics.fsync_seconds.observe(start.elapsed().as_secs_f64());
@@ -88,12 +60,8 @@ fn run(db: Arc<Database>, rx: Receiver<WriteOp>, metrics: StorageMetrics) {
         for op in batch {
             let r = result.clone();
             match op {
-                WriteOp::Append { done, .. } => {
-                    done.log_io_completed(r.map_err(std::io::Error::other))
-                }
-                WriteOp::Meta { done, .. }
-                | WriteOp::Truncate { done, .. }
-                | WriteOp::Purge { done, .. } => {
+                WriteOp::Append { done, .. } => done.log_io_completed(r.map_err(std::io::Error::other)),
+                WriteOp::Meta { done, .. } | WriteOp::Truncate { done, .. } | WriteOp::Purge { done, .. } => {
                     let _ = done.send(r);
                 }
             }
@@ -115,9 +83,7 @@ fn write_batch(db: &Database, batch: &[WriteOp]) -> Result<(), String> {
                             logs.insert((*group, *index), bytes.as_slice())?;
                         }
                     }
-                    WriteOp::Meta {
-                        group, key, value, ..
-                    } => match value {
+                    WriteOp::Meta { group, key, value, .. } => match value {
                         Some(v) => {
                             meta.insert((*group, *key), v.as_slice())?;
                         }
@@ -128,12 +94,7 @@ fn write_batch(db: &Database, batch: &[WriteOp]) -> Result<(), String> {
                     WriteOp::Truncate { group, from, .. } => {
                         logs.retain_in((*group, *from)..=(*group, u64::MAX), |_, _| false)?;
                     }
-                    WriteOp::Purge {
-                        group,
-                        upto,
-                        purged,
-                        ..
-                    } => {
+                    WriteOp::Purge { group, upto, purged, .. } => {
                         logs.retain_in((*group, 0)..=(*group, *upto), |_, _| false)?;
                         meta.insert((*group, super::meta_key::PURGED), purged.as_slice())?;
                     }

@@ -46,10 +46,7 @@ impl Actor for TransportActor {
         transport: Arc<Transport>,
     ) -> Result<Self::State, ActorProcessingErr> {
         let accept = AbortOnDrop::spawn(Arc::clone(&transport).accept_loop());
-        Ok(TransportState {
-            transport,
-            _accept: accept,
-        })
+        Ok(TransportState { transport, _accept: accept })
     }
 
     async fn handle(

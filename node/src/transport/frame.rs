@@ -70,10 +70,7 @@ where
     T: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
 {
     let payload = rkyv::to_bytes::<rancor::Error>(value).map_err(|_| FrameError::Malformed)?;
-    let len = u32::try_from(payload.len() + 1).map_err(|_| FrameError::TooLarge {
-        len: u32::MAX,
-        max: u32::MAX,
-    })?;
+    let len = u32::try_from(payload.len() + 1).map_err(|_| FrameError::TooLarge { len: u32::MAX, max: u32::MAX })?;
     let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
     frame.extend_from_slice(&len.to_be_bytes());
     frame.push(FRAME_VERSION);
@@ -100,8 +97,7 @@ pub fn parse_header(header: [u8; HEADER_LEN], max: u32) -> Result<usize, FrameEr
 pub fn decode_payload<T>(payload: &[u8]) -> Result<T, FrameError>
 where
     T: Archive,
-    T::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
-        + Deserialize<T, Strategy<Pool, rancor::Error>>,
+    T::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>> + Deserialize<T, Strategy<Pool, rancor::Error>>,
 {
     // rkyv needs aligned input; a frame read into a plain buffer is copied once.
     let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
@@ -113,13 +109,10 @@ where
 pub fn decode<T>(frame: &[u8], max: u32) -> Result<T, FrameError>
 where
     T: Archive,
-    T::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
-        + Deserialize<T, Strategy<Pool, rancor::Error>>,
+    T::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>> + Deserialize<T, Strategy<Pool, rancor::Error>>,
 {
-    let header: [u8; HEADER_LEN] = frame
-        .get(..HEADER_LEN)
-        .and_then(|h| h.try_into().ok())
-        .ok_or(FrameError::Truncated)?;
+    let header: [u8; HEADER_LEN] =
+        frame.get(..HEADER_LEN).and_then(|h| h.try_into().ok()).ok_or(FrameError::Truncated)?;
     let len = parse_header(header, max)?;
     let payload = &frame[HEADER_LEN..];
     if payload.len() < len {
@@ -145,9 +138,7 @@ pub async fn read_frame(recv: &mut quinn::RecvStream, max: u32) -> Result<Aligne
 fn read_error(e: quinn::ReadExactError) -> FrameError {
     match e {
         quinn::ReadExactError::FinishedEarly(_) => FrameError::Truncated,
-        quinn::ReadExactError::ReadError(e) => FrameError::Stream {
-            reason: e.to_string(),
-        },
+        quinn::ReadExactError::ReadError(e) => FrameError::Stream { reason: e.to_string() },
     }
 }
 
@@ -161,9 +152,7 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let req = Request::Echo(Echo {
-            payload: b"hello".to_vec(),
-        });
+        let req = Request::Echo(Echo { payload: b"hello".to_vec() });
         let frame = encode(&req).expect("encode");
         assert_eq!(frame[4], FRAME_VERSION);
         assert_eq!(decode::<Request>(&frame, MAX).expect("decode"), req);
@@ -172,46 +161,25 @@ mod tests {
     #[test]
     fn oversize_length_is_refused_from_the_header_alone() {
         let header = [0xff, 0xff, 0xff, 0xff, FRAME_VERSION];
-        assert_eq!(
-            parse_header(header, MAX),
-            Err(FrameError::TooLarge {
-                len: u32::MAX,
-                max: MAX
-            })
-        );
+        assert_eq!(parse_header(header, MAX), Err(FrameError::TooLarge { len: u32::MAX, max: MAX }));
         let mut frame = header.to_vec();
         frame.extend_from_slice(&[0; 16]);
-        assert!(matches!(
-            decode::<Request>(&frame, MAX),
-            Err(FrameError::TooLarge { .. })
-        ));
+        assert!(matches!(decode::<Request>(&frame, MAX), Err(FrameError::TooLarge { .. })));
     }
 
     #[test]
     fn wrong_version_and_empty_frames_are_refused() {
         let mut frame = encode(&Request::Echo(Echo { payload: vec![1] })).expect("encode");
         frame[4] = 9;
-        assert_eq!(
-            decode::<Request>(&frame, MAX),
-            Err(FrameError::UnsupportedVersion { got: 9 })
-        );
+        assert_eq!(decode::<Request>(&frame, MAX), Err(FrameError::UnsupportedVersion { got: 9 }));
         assert_eq!(parse_header([0, 0, 0, 0, 1], MAX), Err(FrameError::Empty));
     }
 
     #[test]
     fn truncated_and_trailing_bytes_are_refused() {
-        let frame = encode(&Request::Echo(Echo {
-            payload: vec![7; 100],
-        }))
-        .expect("encode");
-        assert_eq!(
-            decode::<Request>(&frame[..frame.len() - 1], MAX),
-            Err(FrameError::Truncated)
-        );
-        assert_eq!(
-            decode::<Request>(&frame[..3], MAX),
-            Err(FrameError::Truncated)
-        );
+        let frame = encode(&Request::Echo(Echo { payload: vec![7; 100] })).expect("encode");
+        assert_eq!(decode::<Request>(&frame[..frame.len() - 1], MAX), Err(FrameError::Truncated));
+        assert_eq!(decode::<Request>(&frame[..3], MAX), Err(FrameError::Truncated));
         let mut long = frame.clone();
         long.push(0);
         assert_eq!(decode::<Request>(&long, MAX), Err(FrameError::Malformed));
@@ -237,10 +205,7 @@ mod tests {
 
     #[test]
     fn corrupted_payloads_are_rejected_or_decode_to_a_valid_value() {
-        let frame = encode(&Request::Echo(Echo {
-            payload: vec![3; 40],
-        }))
-        .expect("encode");
+        let frame = encode(&Request::Echo(Echo { payload: vec![3; 40] })).expect("encode");
         for i in HEADER_LEN..frame.len() {
             for flip in [0x01u8, 0x80, 0xff] {
                 let mut f = frame.clone();

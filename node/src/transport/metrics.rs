@@ -1,8 +1,6 @@
 //! Transport instruments: RPC calls and their latency, frame errors, handshakes, links.
 
-use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, exponential_buckets,
-};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, exponential_buckets};
 
 /// Every transport metric, registered once per node.
 #[derive(Clone)]
@@ -28,10 +26,7 @@ impl TransportMetrics {
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let m = Self {
             calls: IntCounterVec::new(
-                Opts::new(
-                    "shoal_transport_rpc_calls_total",
-                    "Peer RPC calls made, by method and outcome.",
-                ),
+                Opts::new("shoal_transport_rpc_calls_total", "Peer RPC calls made, by method and outcome."),
                 &["method", "outcome"],
             )?,
             call_seconds: HistogramVec::new(
@@ -43,38 +38,23 @@ impl TransportMetrics {
                 &["method"],
             )?,
             served: IntCounterVec::new(
-                Opts::new(
-                    "shoal_transport_rpc_served_total",
-                    "Peer RPC requests served, by method.",
-                ),
+                Opts::new("shoal_transport_rpc_served_total", "Peer RPC requests served, by method."),
                 &["method"],
             )?,
             frame_errors: IntCounterVec::new(
-                Opts::new(
-                    "shoal_transport_frame_errors_total",
-                    "Peer frames refused, by kind.",
-                ),
+                Opts::new("shoal_transport_frame_errors_total", "Peer frames refused, by kind."),
                 &["kind"],
             )?,
             handshakes: IntCounterVec::new(
-                Opts::new(
-                    "shoal_transport_handshakes_total",
-                    "QUIC handshakes, by direction and outcome.",
-                ),
+                Opts::new("shoal_transport_handshakes_total", "QUIC handshakes, by direction and outcome."),
                 &["direction", "outcome"],
             )?,
             closed: IntCounterVec::new(
-                Opts::new(
-                    "shoal_transport_connections_closed_total",
-                    "Peer connections closed, by reason.",
-                ),
+                Opts::new("shoal_transport_connections_closed_total", "Peer connections closed, by reason."),
                 &["reason"],
             )?,
             connected: IntGaugeVec::new(
-                Opts::new(
-                    "shoal_transport_peer_connected",
-                    "1 while a live QUIC connection to the peer exists.",
-                ),
+                Opts::new("shoal_transport_peer_connected", "1 while a live QUIC connection to the peer exists."),
                 &["peer"],
             )?,
         };

@@ -134,9 +134,7 @@ impl TransportError {
     pub fn outcome(&self) -> &'static str {
         match self {
             TransportError::Timeout { .. } => "timeout",
-            TransportError::Remote { .. } | TransportError::UnexpectedReply { .. } => {
-                "remote_error"
-            }
+            TransportError::Remote { .. } | TransportError::UnexpectedReply { .. } => "remote_error",
             TransportError::Unreachable { .. }
             | TransportError::UnknownPeer { .. }
             | TransportError::Connect { .. }
@@ -194,9 +192,7 @@ pub struct Transport {
 
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transport")
-            .field("node_id", &self.node_id)
-            .finish_non_exhaustive()
+        f.debug_struct("Transport").field("node_id", &self.node_id).finish_non_exhaustive()
     }
 }
 
@@ -212,26 +208,18 @@ impl Transport {
         cfg: &PeerSection,
         metrics: TransportMetrics,
     ) -> Result<Arc<Self>, TransportError> {
-        let socket =
-            std::net::UdpSocket::bind(cfg.listen).map_err(|source| TransportError::Bind {
-                addr: cfg.listen,
-                source,
-            })?;
+        let socket = std::net::UdpSocket::bind(cfg.listen)
+            .map_err(|source| TransportError::Bind { addr: cfg.listen, source })?;
         let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(identity.reset_key()));
         let cid_key = identity.cid_key();
-        endpoint_config.cid_generator(move || {
-            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
-        });
+        endpoint_config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
         let endpoint = quinn::Endpoint::new(
             endpoint_config,
             Some(identity.server_config(cfg)?),
             socket,
             Arc::new(quinn::TokioRuntime),
         )
-        .map_err(|source| TransportError::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
+        .map_err(|source| TransportError::Bind { addr: cfg.listen, source })?;
         Ok(Arc::new(Self {
             node_id: identity.node_id,
             endpoint,
@@ -270,11 +258,7 @@ impl Transport {
     /// Peers that currently have a live connection.
     pub fn connected_peers(&self) -> Vec<NodeId> {
         let links: Vec<Arc<Link>> = lock(&self.links).values().cloned().collect();
-        links
-            .into_iter()
-            .filter(|l| lock(&l.conn).as_ref().is_some_and(Conn::is_alive))
-            .map(|l| l.peer)
-            .collect()
+        links.into_iter().filter(|l| lock(&l.conn).as_ref().is_some_and(Conn::is_alive)).map(|l| l.peer).collect()
     }
 
     fn link(&self, peer: NodeId) -> Arc<Link> {
@@ -286,10 +270,7 @@ impl Transport {
                     addr: Mutex::new(None),
                     conn: Mutex::new(None),
                     dial: tokio::sync::Mutex::new(DialState {
-                        backoff: Backoff::new(
-                            self.cfg.reconnect_backoff_min,
-                            self.cfg.reconnect_backoff_max,
-                        ),
+                        backoff: Backoff::new(self.cfg.reconnect_backoff_min, self.cfg.reconnect_backoff_max),
                         next_attempt: None,
                     }),
                     in_flight: Semaphore::new(self.cfg.max_in_flight_per_peer as usize),
@@ -299,13 +280,8 @@ impl Transport {
     }
 
     /// Calls `peer` with a typed request and waits for its typed reply, within the RPC timeout.
-    pub async fn call<R: Rpc>(
-        self: &Arc<Self>,
-        peer: NodeId,
-        request: R,
-    ) -> Result<R::Reply, TransportError> {
-        self.call_with_timeout(peer, request, self.cfg.rpc_timeout)
-            .await
+    pub async fn call<R: Rpc>(self: &Arc<Self>, peer: NodeId, request: R) -> Result<R::Reply, TransportError> {
+        self.call_with_timeout(peer, request, self.cfg.rpc_timeout).await
     }
 
     /// Like [`Transport::call`] with a shorter (or longer) deadline.
@@ -316,70 +292,44 @@ impl Transport {
         deadline: Duration,
     ) -> Result<R::Reply, TransportError> {
         let start = Instant::now();
-        let frame = frame::encode(&request.into())?;
+        let request: Request = request.into();
+        let method = request.method();
+        let frame = frame::encode(&request)?;
         let result = match tokio::time::timeout(deadline, self.call_frame(peer, &frame)).await {
             Ok(Ok(response)) => match response {
-                Response::Error(RpcError { code, message }) => Err(TransportError::Remote {
-                    peer,
-                    code,
-                    message,
-                }),
-                other => R::reply(other).ok_or(TransportError::UnexpectedReply {
-                    peer,
-                    method: R::METHOD,
-                }),
+                Response::Error(RpcError { code, message }) => Err(TransportError::Remote { peer, code, message }),
+                other => R::reply(other).ok_or(TransportError::UnexpectedReply { peer, method }),
             },
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(TransportError::Timeout {
-                peer,
-                after: deadline,
-            }),
+            Err(_) => Err(TransportError::Timeout { peer, after: deadline }),
         };
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.outcome(),
         };
-        self.metrics
-            .calls
-            .with_label_values(&[R::METHOD, outcome])
-            .inc();
-        self.metrics
-            .call_seconds
-            .with_label_values(&[R::METHOD])
-            .observe(start.elapsed().as_secs_f64());
+        self.metrics.calls.with_label_values(&[method, outcome]).inc();
+        self.metrics.call_seconds.with_label_values(&[method]).observe(start.elapsed().as_secs_f64());
         result
     }
 
-    async fn call_frame(
-        self: &Arc<Self>,
-        peer: NodeId,
-        frame: &[u8],
-    ) -> Result<Response, TransportError> {
+    async fn call_frame(self: &Arc<Self>, peer: NodeId, frame: &[u8]) -> Result<Response, TransportError> {
         let link = self.link(peer);
-        let _permit =
-            link.in_flight
-                .acquire()
-                .await
-                .map_err(|_| TransportError::ConnectionLost {
-                    peer,
-                    reason: "transport closed".into(),
-                })?;
+        let _permit = link
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| TransportError::ConnectionLost { peer, reason: "transport closed".into() })?;
         let conn = self.connection(&link).await?;
         let lost = |reason: String| TransportError::ConnectionLost { peer, reason };
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(e.to_string()))?;
-        send.write_all(frame)
-            .await
-            .map_err(|e| lost(e.to_string()))?;
+        send.write_all(frame).await.map_err(|e| lost(e.to_string()))?;
         send.finish().map_err(|e| lost(e.to_string()))?;
         let payload = frame::read_frame(&mut recv, self.cfg.max_frame_bytes).await?;
         Ok(frame::decode_payload::<Response>(&payload)?)
     }
 
     /// The live connection to `link.peer`, dialling if there is none and a dial is due.
-    async fn connection(
-        self: &Arc<Self>,
-        link: &Arc<Link>,
-    ) -> Result<quinn::Connection, TransportError> {
+    async fn connection(self: &Arc<Self>, link: &Arc<Link>) -> Result<quinn::Connection, TransportError> {
         if let Some(c) = lock(&link.conn).as_ref().filter(|c| c.is_alive()) {
             return Ok(c.conn.clone());
         }
@@ -390,14 +340,9 @@ impl Transport {
         }
         let now = Instant::now();
         if let Some(at) = dial.next_attempt.filter(|at| *at > now) {
-            return Err(TransportError::Unreachable {
-                peer: link.peer,
-                retry_in: at - now,
-            });
+            return Err(TransportError::Unreachable { peer: link.peer, retry_in: at - now });
         }
-        let addr = lock(&link.addr)
-            .clone()
-            .ok_or(TransportError::UnknownPeer { peer: link.peer })?;
+        let addr = lock(&link.addr).clone().ok_or(TransportError::UnknownPeer { peer: link.peer })?;
         match self.dial(link.peer, &addr).await {
             Ok(conn) => {
                 dial.backoff.reset();
@@ -411,26 +356,15 @@ impl Transport {
         }
     }
 
-    async fn dial(
-        self: &Arc<Self>,
-        peer: NodeId,
-        addr: &str,
-    ) -> Result<quinn::Connection, TransportError> {
+    async fn dial(self: &Arc<Self>, peer: NodeId, addr: &str) -> Result<quinn::Connection, TransportError> {
         let conn = self
             .handshake(addr, &crate::certs::node_server_name(peer))
             .await
-            .map_err(|reason| TransportError::Connect {
-                peer,
-                addr: addr.to_string(),
-                reason,
-            })?;
+            .map_err(|reason| TransportError::Connect { peer, addr: addr.to_string(), reason })?;
         let got = tls::peer_node_id(&conn)?;
         if got != peer {
             conn.close(close_code::SELF_CONNECTION.into(), b"wrong peer");
-            return Err(TransportError::WrongPeer {
-                expected: peer,
-                got,
-            });
+            return Err(TransportError::WrongPeer { expected: peer, got });
         }
         Ok(self.install(peer, conn, self.node_id))
     }
@@ -441,11 +375,7 @@ impl Transport {
         let conn = self
             .handshake(addr, crate::certs::CLUSTER_SERVER_NAME)
             .await
-            .map_err(|reason| TransportError::Connect {
-                peer: 0,
-                addr: addr.to_string(),
-                reason,
-            })?;
+            .map_err(|reason| TransportError::Connect { peer: 0, addr: addr.to_string(), reason })?;
         let peer = tls::peer_node_id(&conn)?;
         if peer == self.node_id {
             conn.close(close_code::SELF_CONNECTION.into(), b"self");
@@ -462,35 +392,22 @@ impl Transport {
             .map_err(|e| format!("cannot resolve: {e}"))?
             .next()
             .ok_or_else(|| "address resolves to nothing".to_string())?;
-        let connecting = self
-            .endpoint
-            .connect_with(self.client_config.clone(), target, server_name)
-            .map_err(|e| e.to_string())?;
+        let connecting =
+            self.endpoint.connect_with(self.client_config.clone(), target, server_name).map_err(|e| e.to_string())?;
         let outcome = tokio::time::timeout(self.cfg.connect_timeout, connecting).await;
         let result = match outcome {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!(
-                "handshake timed out after {:?}",
-                self.cfg.connect_timeout
-            )),
+            Err(_) => Err(format!("handshake timed out after {:?}", self.cfg.connect_timeout)),
         };
         let label = if result.is_ok() { "ok" } else { "failed" };
-        self.metrics
-            .handshakes
-            .with_label_values(&["outbound", label])
-            .inc();
+        self.metrics.handshakes.with_label_values(&["outbound", label]).inc();
         result
     }
 
     /// Makes `conn` the connection of `peer` unless a live connection that wins the tie-break
     /// exists; returns the connection in use afterwards.
-    fn install(
-        self: &Arc<Self>,
-        peer: NodeId,
-        conn: quinn::Connection,
-        dialer: NodeId,
-    ) -> quinn::Connection {
+    fn install(self: &Arc<Self>, peer: NodeId, conn: quinn::Connection, dialer: NodeId) -> quinn::Connection {
         let link = self.link(peer);
         let new = Conn { conn, dialer };
         {
@@ -498,30 +415,19 @@ impl Transport {
             if let Some(cur) = slot.as_ref().filter(|c| c.is_alive()) {
                 if cur.dialer != dialer && cur.dialer < dialer {
                     // Both ends keep the connection dialled by the lower id.
-                    new.conn
-                        .close(close_code::DUPLICATE.into(), b"duplicate connection");
+                    new.conn.close(close_code::DUPLICATE.into(), b"duplicate connection");
                     return cur.conn.clone();
                 }
-                let code = if cur.dialer == dialer {
-                    close_code::REPLACED
-                } else {
-                    close_code::DUPLICATE
-                };
+                let code = if cur.dialer == dialer { close_code::REPLACED } else { close_code::DUPLICATE };
                 cur.conn.close(code.into(), b"superseded");
             }
             *slot = Some(new.clone());
         }
-        self.metrics
-            .connected
-            .with_label_values(&[&peer.to_string()])
-            .set(1);
+        self.metrics.connected.with_label_values(&[&peer.to_string()]).set(1);
         debug!(peer, dialer, remote = %new.conn.remote_address(), "peer link established");
         let this = Arc::clone(self);
         let span = info_span!("peer_link", node_id = self.node_id, peer);
-        tokio::spawn(
-            this.serve_connection(peer, new.conn.clone())
-                .instrument(span),
-        );
+        tokio::spawn(this.serve_connection(peer, new.conn.clone()).instrument(span));
         new.conn
     }
 
@@ -531,9 +437,7 @@ impl Transport {
             match conn.accept_bi().await {
                 Ok((send, recv)) => {
                     let this = Arc::clone(&self);
-                    tokio::spawn(
-                        async move { this.serve_stream(peer, send, recv).await }.in_current_span(),
-                    );
+                    tokio::spawn(async move { this.serve_stream(peer, send, recv).await }.in_current_span());
                 }
                 Err(e) => break e,
             }
@@ -541,47 +445,31 @@ impl Transport {
         let label = match &reason {
             quinn::ConnectionError::Reset => "reset",
             quinn::ConnectionError::TimedOut => "timed_out",
-            quinn::ConnectionError::ApplicationClosed(_)
-            | quinn::ConnectionError::ConnectionClosed(_) => "closed_by_peer",
+            quinn::ConnectionError::ApplicationClosed(_) | quinn::ConnectionError::ConnectionClosed(_) => {
+                "closed_by_peer"
+            }
             quinn::ConnectionError::LocallyClosed => "local",
             _ => "other",
         };
         self.metrics.closed.with_label_values(&[label]).inc();
         let link = self.link(peer);
         let mut slot = lock(&link.conn);
-        if slot
-            .as_ref()
-            .is_some_and(|c| c.conn.stable_id() == conn.stable_id())
-        {
+        if slot.as_ref().is_some_and(|c| c.conn.stable_id() == conn.stable_id()) {
             *slot = None;
-            self.metrics
-                .connected
-                .with_label_values(&[&peer.to_string()])
-                .set(0);
+            self.metrics.connected.with_label_values(&[&peer.to_string()]).set(0);
             info!(peer, reason = %reason, "peer link closed");
         }
     }
 
-    async fn serve_stream(
-        &self,
-        peer: NodeId,
-        mut send: quinn::SendStream,
-        mut recv: quinn::RecvStream,
-    ) {
-        let read = tokio::time::timeout(
-            self.cfg.rpc_timeout,
-            frame::read_frame(&mut recv, self.cfg.max_frame_bytes),
-        );
+    async fn serve_stream(&self, peer: NodeId, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+        let read = tokio::time::timeout(self.cfg.rpc_timeout, frame::read_frame(&mut recv, self.cfg.max_frame_bytes));
         let response = match read.await {
             Err(_) => return, // The caller gave up or stalled; drop the stream.
             Ok(Err(e)) => self.frame_error(peer, e),
             Ok(Ok(payload)) => match frame::decode_payload::<Request>(&payload) {
                 Err(e) => self.frame_error(peer, e),
                 Ok(request) => {
-                    self.metrics
-                        .served
-                        .with_label_values(&[request.method()])
-                        .inc();
+                    self.metrics.served.with_label_values(&[request.method()]).inc();
                     match self.handler.get() {
                         Some(h) => h.handle(peer, request).await,
                         None => Response::Error(RpcError {
@@ -603,20 +491,14 @@ impl Transport {
     }
 
     fn frame_error(&self, peer: NodeId, e: FrameError) -> Response {
-        self.metrics
-            .frame_errors
-            .with_label_values(&[e.kind()])
-            .inc();
+        self.metrics.frame_errors.with_label_values(&[e.kind()]).inc();
         warn!(peer, error = %e, "refused a peer frame");
         let code = match e {
             FrameError::TooLarge { .. } => RpcErrorCode::FrameTooLarge,
             FrameError::UnsupportedVersion { .. } => RpcErrorCode::UnsupportedVersion,
             _ => RpcErrorCode::BadFrame,
         };
-        Response::Error(RpcError {
-            code,
-            message: e.to_string(),
-        })
+        Response::Error(RpcError { code, message: e.to_string() })
     }
 
     /// Accepts incoming connections until the endpoint closes. Run by the transport actor.
@@ -633,18 +515,12 @@ impl Transport {
         let conn = match tokio::time::timeout(self.cfg.connect_timeout, incoming).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {
-                self.metrics
-                    .handshakes
-                    .with_label_values(&["inbound", "failed"])
-                    .inc();
+                self.metrics.handshakes.with_label_values(&["inbound", "failed"]).inc();
                 warn!(%remote, error = %e, "refused an inbound peer handshake");
                 return;
             }
             Err(_) => {
-                self.metrics
-                    .handshakes
-                    .with_label_values(&["inbound", "failed"])
-                    .inc();
+                self.metrics.handshakes.with_label_values(&["inbound", "failed"]).inc();
                 warn!(%remote, "inbound peer handshake timed out");
                 return;
             }
@@ -653,27 +529,18 @@ impl Transport {
             Ok(peer) if peer != self.node_id => peer,
             Ok(_) => {
                 conn.close(close_code::SELF_CONNECTION.into(), b"same node id");
-                self.metrics
-                    .handshakes
-                    .with_label_values(&["inbound", "failed"])
-                    .inc();
+                self.metrics.handshakes.with_label_values(&["inbound", "failed"]).inc();
                 warn!(%remote, "refused a peer presenting this node's own id");
                 return;
             }
             Err(e) => {
                 conn.close(close_code::SELF_CONNECTION.into(), b"no node id");
-                self.metrics
-                    .handshakes
-                    .with_label_values(&["inbound", "failed"])
-                    .inc();
+                self.metrics.handshakes.with_label_values(&["inbound", "failed"]).inc();
                 warn!(%remote, error = %e, "refused a peer certificate without a node id");
                 return;
             }
         };
-        self.metrics
-            .handshakes
-            .with_label_values(&["inbound", "ok"])
-            .inc();
+        self.metrics.handshakes.with_label_values(&["inbound", "ok"]).inc();
         self.install(peer, conn, peer);
     }
 
@@ -682,19 +549,14 @@ impl Transport {
         let link = self.link(peer);
         let current = lock(&link.conn).take();
         if let Some(c) = current {
-            c.conn
-                .close(close_code::PEER_DOWN.into(), b"peer considered down");
-            self.metrics
-                .connected
-                .with_label_values(&[&peer.to_string()])
-                .set(0);
+            c.conn.close(close_code::PEER_DOWN.into(), b"peer considered down");
+            self.metrics.connected.with_label_values(&[&peer.to_string()]).set(0);
         }
     }
 
     /// Closes every connection and the endpoint, waiting briefly for the close to reach peers.
     pub async fn shutdown(&self, wait: Duration) {
-        self.endpoint
-            .close(close_code::SHUTDOWN.into(), b"node shutting down");
+        self.endpoint.close(close_code::SHUTDOWN.into(), b"node shutting down");
         let _ = tokio::time::timeout(wait, self.endpoint.wait_idle()).await;
     }
 }

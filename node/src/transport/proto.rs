@@ -60,6 +60,8 @@ pub enum Request {
     Echo(Echo),
     /// Join the cluster.
     Join(Join),
+    /// A Raft group's message.
+    Raft(crate::raft::wire::RaftRequest),
 }
 
 impl Request {
@@ -69,6 +71,16 @@ impl Request {
             Request::Ping(_) => Ping::METHOD,
             Request::Echo(_) => Echo::METHOD,
             Request::Join(_) => Join::METHOD,
+            Request::Raft(r) => {
+                use crate::raft::wire::RaftRequestBody as B;
+                match r.body {
+                    B::Append { .. } => "raft_append",
+                    B::Vote { .. } => "raft_vote",
+                    B::Snapshot { .. } => "raft_snapshot",
+                    B::Propose { .. } => "raft_propose",
+                    B::ReadCounter { .. } => "raft_read",
+                }
+            }
         }
     }
 }
@@ -106,6 +118,8 @@ pub enum Response {
     Echo(Echo),
     /// To [`Request::Join`].
     Joined(Joined),
+    /// To [`Request::Raft`].
+    Raft(crate::raft::wire::RaftResponse),
     /// The call failed at the callee.
     Error(RpcError),
 }
@@ -143,3 +157,20 @@ macro_rules! rpc {
 rpc!(Ping => Pong(Pong), "ping");
 rpc!(Echo => Echo(Echo), "echo");
 rpc!(Join => Joined(Joined), "join");
+
+impl From<crate::raft::wire::RaftRequest> for Request {
+    fn from(r: crate::raft::wire::RaftRequest) -> Self {
+        Request::Raft(r)
+    }
+}
+
+impl Rpc for crate::raft::wire::RaftRequest {
+    type Reply = crate::raft::wire::RaftResponse;
+    const METHOD: &'static str = "raft";
+    fn reply(response: Response) -> Option<Self::Reply> {
+        match response {
+            Response::Raft(r) => Some(r),
+            _ => None,
+        }
+    }
+}

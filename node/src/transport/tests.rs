@@ -18,10 +18,7 @@ impl RpcHandler for EchoHandler {
             match request {
                 Request::Echo(e) => Response::Echo(e),
                 Request::Ping(_) => Response::Pong(proto::Pong { members: vec![] }),
-                Request::Join(_) => Response::Error(RpcError {
-                    code: RpcErrorCode::Refused,
-                    message: "no".into(),
-                }),
+                _ => Response::Error(RpcError { code: RpcErrorCode::Refused, message: "no".into() }),
             }
         })
     }
@@ -37,17 +34,10 @@ fn identity(dir: &std::path::Path, id: NodeId) -> Identity {
 }
 
 fn endpoint(dir: &std::path::Path, id: NodeId) -> Arc<Transport> {
-    let cfg = PeerSection {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        ..PeerSection::default()
-    };
+    let cfg = PeerSection { listen: "127.0.0.1:0".parse().expect("addr"), ..PeerSection::default() };
     let registry = prometheus::Registry::new();
-    let t = Transport::bind(
-        &identity(dir, id),
-        &cfg,
-        TransportMetrics::new(&registry).expect("metrics"),
-    )
-    .expect("bind");
+    let t =
+        Transport::bind(&identity(dir, id), &cfg, TransportMetrics::new(&registry).expect("metrics")).expect("bind");
     t.set_handler(Arc::new(EchoHandler));
     t
 }
@@ -63,36 +53,15 @@ fn pair() -> Pair {
         crate::util::AbortOnDrop::spawn(Arc::clone(&a).accept_loop()),
         crate::util::AbortOnDrop::spawn(Arc::clone(&b).accept_loop()),
     ];
-    Pair {
-        _dir: dir,
-        a,
-        b,
-        _accept: accept,
-    }
+    Pair { _dir: dir, a, b, _accept: accept }
 }
 
 #[tokio::test]
 async fn echo_round_trip_both_directions_over_one_connection() {
     let p = pair();
-    let reply =
-        p.a.call(
-            2,
-            Echo {
-                payload: b"hi".to_vec(),
-            },
-        )
-        .await
-        .expect("a->b");
+    let reply = p.a.call(2, Echo { payload: b"hi".to_vec() }).await.expect("a->b");
     assert_eq!(reply.payload, b"hi");
-    let reply =
-        p.b.call(
-            1,
-            Echo {
-                payload: vec![9; 100_000],
-            },
-        )
-        .await
-        .expect("b->a");
+    let reply = p.b.call(1, Echo { payload: vec![9; 100_000] }).await.expect("b->a");
     assert_eq!(reply.payload.len(), 100_000);
     assert_eq!(p.a.connected_peers(), vec![2]);
     assert_eq!(p.b.connected_peers(), vec![1]);
@@ -101,19 +70,12 @@ async fn echo_round_trip_both_directions_over_one_connection() {
 #[tokio::test]
 async fn simultaneous_dials_converge_on_one_connection() {
     let p = pair();
-    let (x, y) = tokio::join!(
-        p.a.call(2, Ping { members: vec![] }),
-        p.b.call(1, Ping { members: vec![] })
-    );
+    let (x, y) = tokio::join!(p.a.call(2, Ping { members: vec![] }), p.b.call(1, Ping { members: vec![] }));
     // A losing dial may fail its first call; the survivor must serve both directions.
     let _ = (x, y);
     for _ in 0..3 {
-        p.a.call(2, Echo { payload: vec![1] })
-            .await
-            .expect("a->b after race");
-        p.b.call(1, Echo { payload: vec![2] })
-            .await
-            .expect("b->a after race");
+        p.a.call(2, Echo { payload: vec![1] }).await.expect("a->b after race");
+        p.b.call(1, Echo { payload: vec![2] }).await.expect("b->a after race");
     }
     let ca = lock(&p.a.link(2).conn).clone().expect("a has a link");
     let cb = lock(&p.b.link(1).conn).clone().expect("b has a link");
@@ -124,27 +86,15 @@ async fn simultaneous_dials_converge_on_one_connection() {
 async fn unknown_peer_and_unreachable_peer_fail_fast() {
     let p = pair();
     let err = p.a.call(7, Echo { payload: vec![] }).await.unwrap_err();
-    assert!(
-        matches!(err, TransportError::UnknownPeer { peer: 7 }),
-        "{err}"
-    );
+    assert!(matches!(err, TransportError::UnknownPeer { peer: 7 }), "{err}");
     // Nothing listens here: the dial fails, then callers are told to wait for the backoff.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     p.a.set_peer_addr(3, &silent.local_addr().expect("addr").to_string());
     drop(silent);
-    let err =
-        p.a.call_with_timeout(3, Echo { payload: vec![] }, Duration::from_secs(10))
-            .await
-            .unwrap_err();
-    assert!(
-        matches!(err, TransportError::Connect { peer: 3, .. }),
-        "{err}"
-    );
+    let err = p.a.call_with_timeout(3, Echo { payload: vec![] }, Duration::from_secs(10)).await.unwrap_err();
+    assert!(matches!(err, TransportError::Connect { peer: 3, .. }), "{err}");
     let err = p.a.call(3, Echo { payload: vec![] }).await.unwrap_err();
-    assert!(
-        matches!(err, TransportError::Unreachable { peer: 3, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, TransportError::Unreachable { peer: 3, .. }), "{err}");
 }
 
 #[tokio::test]
@@ -153,10 +103,7 @@ async fn peer_from_another_ca_is_refused() {
     let other = tempfile::tempdir().expect("tempdir");
     crate::certs::init(other.path(), 3).expect("certs");
     let rogue = endpoint(other.path(), 3);
-    let err = rogue
-        .connect_addr(&p.a.local_addr().expect("addr").to_string())
-        .await
-        .unwrap_err();
+    let err = rogue.connect_addr(&p.a.local_addr().expect("addr").to_string()).await.unwrap_err();
     assert!(matches!(err, TransportError::Connect { .. }), "{err}");
     assert!(p.a.connected_peers().is_empty());
 }
@@ -164,9 +111,6 @@ async fn peer_from_another_ca_is_refused() {
 #[tokio::test]
 async fn connect_addr_learns_the_peer_id() {
     let p = pair();
-    let id =
-        p.a.connect_addr(&p.b.local_addr().expect("addr").to_string())
-            .await
-            .expect("join dial");
+    let id = p.a.connect_addr(&p.b.local_addr().expect("addr").to_string()).await.expect("join dial");
     assert_eq!(id, 2);
 }

@@ -64,22 +64,14 @@ impl Identity {
         let ca = load_certs(&tls.ca_cert, "the CA certificate")?
             .into_iter()
             .next()
-            .ok_or_else(|| {
-                load_err("the CA certificate", &tls.ca_cert, "no certificate in file")
-            })?;
+            .ok_or_else(|| load_err("the CA certificate", &tls.ca_cert, "no certificate in file"))?;
         let chain = load_certs(&tls.cert, "the node certificate")?;
-        let first = chain
-            .first()
-            .ok_or_else(|| load_err("the node certificate", &tls.cert, "no certificate in file"))?;
+        let first =
+            chain.first().ok_or_else(|| load_err("the node certificate", &tls.cert, "no certificate in file"))?;
         let node_id = node_id_of(first)?;
         let key = PrivateKeyDer::from_pem_file(&tls.key)
             .map_err(|e| load_err("the private key", &tls.key, &e.to_string()))?;
-        Ok(Self {
-            ca,
-            chain,
-            key: Arc::new(key),
-            node_id,
-        })
+        Ok(Self { ca, chain, key: Arc::new(key), node_id })
     }
 
     fn roots(&self) -> Result<rustls::RootCertStore, TlsError> {
@@ -91,11 +83,9 @@ impl Identity {
     /// The QUIC server side: requires a client certificate from the cluster CA.
     pub fn server_config(&self, peer: &PeerSection) -> Result<quinn::ServerConfig, TlsError> {
         let provider = provider();
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(self.roots()?),
-            provider.clone(),
-        )
-        .build()?;
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()?), provider.clone())
+                .build()?;
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
@@ -162,55 +152,38 @@ fn transport_config(peer: &PeerSection) -> Result<Arc<quinn::TransportConfig>, T
 }
 
 fn load_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let iter =
-        CertificateDer::pem_file_iter(path).map_err(|e| load_err(what, path, &e.to_string()))?;
-    iter.collect::<Result<Vec<_>, _>>()
-        .map_err(|e| load_err(what, path, &e.to_string()))
+    let iter = CertificateDer::pem_file_iter(path).map_err(|e| load_err(what, path, &e.to_string()))?;
+    iter.collect::<Result<Vec<_>, _>>().map_err(|e| load_err(what, path, &e.to_string()))
 }
 
 fn load_err(what: &'static str, path: &Path, reason: &str) -> TlsError {
-    TlsError::Load {
-        what,
-        path: path.display().to_string(),
-        reason: reason.to_string(),
-    }
+    TlsError::Load { what, path: path.display().to_string(), reason: reason.to_string() }
 }
 
 /// Reads the node id from a certificate whose subject common name is `node-N`.
 pub fn node_id_of(cert: &CertificateDer<'_>) -> Result<NodeId, TlsError> {
     let (_, parsed) =
-        x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| TlsError::NoNodeId {
-            reason: e.to_string(),
-        })?;
+        x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| TlsError::NoNodeId { reason: e.to_string() })?;
     let cn = parsed
         .subject()
         .iter_common_name()
         .next()
         .and_then(|cn| cn.as_str().ok())
-        .ok_or_else(|| TlsError::NoNodeId {
-            reason: "no common name".into(),
-        })?;
+        .ok_or_else(|| TlsError::NoNodeId { reason: "no common name".into() })?;
     cn.strip_prefix("node-")
         .and_then(|n| n.parse::<NodeId>().ok())
         .filter(|id| *id > 0)
-        .ok_or_else(|| TlsError::NoNodeId {
-            reason: format!("common name `{cn}` is not node-N"),
-        })
+        .ok_or_else(|| TlsError::NoNodeId { reason: format!("common name `{cn}` is not node-N") })
 }
 
 /// The node id of the other end of an established connection, from its certificate.
 pub fn peer_node_id(conn: &quinn::Connection) -> Result<NodeId, TlsError> {
-    let identity = conn.peer_identity().ok_or_else(|| TlsError::NoNodeId {
-        reason: "peer presented no certificate".into(),
-    })?;
+    let identity =
+        conn.peer_identity().ok_or_else(|| TlsError::NoNodeId { reason: "peer presented no certificate".into() })?;
     let chain = identity
         .downcast::<Vec<CertificateDer<'static>>>()
-        .map_err(|_| TlsError::NoNodeId {
-            reason: "unexpected peer identity type".into(),
-        })?;
-    let first = chain.first().ok_or_else(|| TlsError::NoNodeId {
-        reason: "empty certificate chain".into(),
-    })?;
+        .map_err(|_| TlsError::NoNodeId { reason: "unexpected peer identity type".into() })?;
+    let first = chain.first().ok_or_else(|| TlsError::NoNodeId { reason: "empty certificate chain".into() })?;
     node_id_of(first)
 }
 
@@ -233,10 +206,8 @@ mod tests {
         let tag = |id: &Identity| ring::hmac::sign(&id.reset_key(), b"cid").as_ref().to_vec();
         assert_eq!(tag(&a), tag(&again));
         assert_ne!(tag(&a), tag(&Identity::load(&tls(1)).expect("load")));
-        a.server_config(&PeerSection::default())
-            .expect("server config");
-        a.client_config(&PeerSection::default())
-            .expect("client config");
+        a.server_config(&PeerSection::default()).expect("server config");
+        a.client_config(&PeerSection::default()).expect("client config");
     }
 
     #[test]

@@ -15,20 +15,13 @@ pub struct Backoff {
 impl Backoff {
     /// A schedule starting at `min` and never exceeding `max` (`max` is raised to `min` if lower).
     pub fn new(min: Duration, max: Duration) -> Self {
-        Self {
-            min,
-            max: max.max(min),
-            attempt: 0,
-        }
+        Self { min, max: max.max(min), attempt: 0 }
     }
 
     /// The delay before retry number `attempt` (0-based), without jitter.
     pub fn delay_for(&self, attempt: u32) -> Duration {
         let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
-        self.min
-            .checked_mul(factor)
-            .unwrap_or(self.max)
-            .min(self.max)
+        self.min.checked_mul(factor).unwrap_or(self.max).min(self.max)
     }
 
     /// The delay before the next retry; advances the schedule.

@@ -1,0 +1,416 @@
+//! The Raft groups this node hosts, their batching proposers, and the router in front of them.
+//!
+//! Every founder computes the same initial layout ([`crate::placement::initial_layout`]) and
+//! initialises the groups it replicates exactly once (an initialised store is never initialised
+//! again). Callers hand typed commands to [`RaftHost::propose`]: it serves them locally when this
+//! node leads the key's group, forwards them over QUIC to the leader otherwise, follows one
+//! "not leader, try N" answer, and reports [`ProposeError::NoLeader`] when the group has no
+//! quorum.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{Raft, ServerState, SnapshotPolicy};
+use serde::Serialize;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::{info, warn};
+
+use super::network::GroupNetworkFactory;
+use super::wire::{self, RaftRequest, RaftRequestBody, RaftResponse};
+use super::{Command, CommandBatch, CommandResult, GroupId, NodeInfo, TypeConfig};
+use crate::NodeId;
+use crate::config::Config;
+use crate::storage::Store;
+use crate::transport::Transport;
+
+/// Batches proposed concurrently per group; later batches queue behind them and grow.
+const MAX_BATCHES_IN_FLIGHT: usize = 8;
+
+/// Why a proposal or read did not complete.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProposeError {
+    /// No node leads the group right now (election, or no quorum).
+    #[error("partition {group} has no leader right now")]
+    NoLeader {
+        /// The group.
+        group: GroupId,
+    },
+    /// The leader could not be reached or failed the request.
+    #[error("partition {group} is unavailable: {reason}")]
+    Unavailable {
+        /// The group.
+        group: GroupId,
+        /// Why.
+        reason: String,
+    },
+    /// The state machine refused the command; nothing changed.
+    #[error("{reason}")]
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why the host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RaftHostError {
+    /// openraft rejected the configuration.
+    #[error("invalid raft configuration: {0}")]
+    Config(String),
+    /// A group could not be created.
+    #[error("cannot start raft group {group}: {reason}")]
+    Group {
+        /// The group.
+        group: GroupId,
+        /// Why.
+        reason: String,
+    },
+}
+
+struct Proposal {
+    command: Command,
+    reply: oneshot::Sender<Result<CommandResult, ProposeError>>,
+}
+
+/// A group hosted here: its Raft instance and the queue of its batching proposer.
+struct Group {
+    raft: Raft<TypeConfig>,
+    proposals: mpsc::Sender<Proposal>,
+}
+
+/// Raft state of one group as `/v1/cluster` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupView {
+    /// Group id (0: meta).
+    pub id: GroupId,
+    /// Voters.
+    pub replicas: Vec<NodeId>,
+    /// Current leader, if any.
+    pub leader: Option<NodeId>,
+    /// Current term.
+    pub term: u64,
+    /// Highest entry applied on this node (committed entries are applied promptly).
+    pub commit_index: u64,
+    /// Last entry in this node's log.
+    pub last_log_index: u64,
+    /// This node's role.
+    pub role: &'static str,
+}
+
+/// All groups of this node.
+pub struct RaftHost {
+    node_id: NodeId,
+    partitions: u64,
+    store: Arc<Store>,
+    transport: Arc<Transport>,
+    groups: HashMap<GroupId, Group>,
+}
+
+impl std::fmt::Debug for RaftHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftHost").field("node_id", &self.node_id).finish_non_exhaustive()
+    }
+}
+
+fn raft_config(cfg: &Config) -> Result<Arc<openraft::Config>, RaftHostError> {
+    let r = &cfg.raft;
+    let c = openraft::Config {
+        cluster_name: "shoal".into(),
+        heartbeat_interval: r.heartbeat_interval.as_millis() as u64,
+        election_timeout_min: r.election_timeout_min.as_millis() as u64,
+        election_timeout_max: r.election_timeout_max.as_millis() as u64,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_after_entries),
+        max_in_snapshot_log_to_keep: 1000,
+        install_snapshot_timeout: 2000,
+        ..Default::default()
+    };
+    Ok(Arc::new(c.validate().map_err(|e| RaftHostError::Config(e.to_string()))?))
+}
+
+impl RaftHost {
+    /// Starts every group this node replicates and initialises new ones.
+    pub async fn start(cfg: &Config, store: Arc<Store>, transport: Arc<Transport>) -> Result<Arc<Self>, RaftHostError> {
+        let node_id = cfg.node.id;
+        let founders: Vec<NodeId> = cfg.cluster.initial_members.iter().map(|m| m.id).collect();
+        let infos: BTreeMap<NodeId, NodeInfo> = cfg
+            .cluster
+            .initial_members
+            .iter()
+            .map(|m| (m.id, NodeInfo { peer_addr: m.peer_addr.clone(), http_addr: m.http_addr.clone() }))
+            .collect();
+        let layout = crate::placement::initial_layout(&founders, cfg.raft.partitions, cfg.raft.replication_factor);
+        let config = raft_config(cfg)?;
+        let mut groups = HashMap::new();
+        for (group, replicas) in layout.iter().filter(|(_, r)| r.contains(&node_id)) {
+            let err = |e: &dyn std::fmt::Display| RaftHostError::Group { group: *group, reason: e.to_string() };
+            let sm = store.state_machine(*group).map_err(|e| err(&e))?;
+            let network = GroupNetworkFactory { group: *group, transport: Arc::clone(&transport) };
+            let raft = Raft::new(node_id, Arc::clone(&config), network, store.log_store(*group), sm)
+                .await
+                .map_err(|e| err(&e))?;
+            if !raft.is_initialized().await.map_err(|e| err(&e))? {
+                let members: BTreeMap<NodeId, NodeInfo> =
+                    replicas.iter().filter_map(|id| infos.get(id).map(|i| (*id, i.clone()))).collect();
+                // Every founder initialises with the same membership; openraft accepts that, and
+                // a store that is already initialised is never initialised again.
+                if let Err(e) = raft.initialize(members).await {
+                    warn!(group, error = %e, "group initialisation skipped");
+                }
+            }
+            let (tx, rx) = mpsc::channel(cfg.raft.max_batch * 4);
+            tokio::spawn(run_proposer(*group, raft.clone(), rx, cfg.raft.max_batch));
+            groups.insert(*group, Group { raft, proposals: tx });
+        }
+        info!(groups = groups.len(), partitions = cfg.raft.partitions, "raft groups started");
+        Ok(Arc::new(Self { node_id, partitions: cfg.raft.partitions, store, transport, groups }))
+    }
+
+    /// The partition group of a key.
+    pub fn partition_of(&self, key: &str) -> GroupId {
+        crate::placement::partition_of(key, self.partitions)
+    }
+
+    fn leader_of(&self, group: GroupId) -> Option<NodeId> {
+        self.groups.get(&group).and_then(|g| g.raft.metrics().borrow().current_leader)
+    }
+
+    /// True once the meta group has a leader (readiness).
+    pub fn meta_has_leader(&self) -> bool {
+        self.leader_of(0).is_some()
+    }
+
+    /// Raft state of every hosted group, meta first.
+    pub fn view(&self) -> Vec<GroupView> {
+        let mut out: Vec<GroupView> = self
+            .groups
+            .iter()
+            .map(|(id, g)| {
+                let m = g.raft.metrics().borrow().clone();
+                GroupView {
+                    id: *id,
+                    replicas: m.membership_config.membership().voter_ids().collect(),
+                    leader: m.current_leader,
+                    term: m.current_term,
+                    commit_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+                    last_log_index: m.last_log_index.unwrap_or(0),
+                    role: match m.state {
+                        ServerState::Leader => "leader",
+                        ServerState::Follower => "follower",
+                        ServerState::Candidate => "candidate",
+                        ServerState::Learner => "learner",
+                        ServerState::Shutdown => "shutdown",
+                    },
+                }
+            })
+            .collect();
+        out.sort_by_key(|g| g.id);
+        out
+    }
+
+    /// Proposes `command` to `group` wherever its leader is; answers after commit.
+    pub async fn propose(&self, group: GroupId, command: Command) -> Result<CommandResult, ProposeError> {
+        let mut target = self.leader_of(group);
+        for _ in 0..2 {
+            let leader = target.ok_or(ProposeError::NoLeader { group })?;
+            let answer = if leader == self.node_id {
+                match self.propose_local(group, command.clone()).await {
+                    Err(ProposeError::Unavailable { reason, .. }) if reason.starts_with("not leader") => {
+                        target = self.leader_of(group).filter(|l| *l != self.node_id);
+                        continue;
+                    }
+                    other => return other,
+                }
+            } else {
+                let body = RaftRequestBody::Propose { commands: vec![command.clone()] };
+                self.forward(group, leader, body).await?
+            };
+            match answer {
+                RaftResponse::Proposed(mut results) if results.len() == 1 => return into_result(results.remove(0)),
+                RaftResponse::NotLeader { leader } => target = leader,
+                RaftResponse::Unavailable { reason } => return Err(ProposeError::Unavailable { group, reason }),
+                other => {
+                    return Err(ProposeError::Unavailable { group, reason: format!("unexpected answer {other:?}") });
+                }
+            }
+        }
+        Err(ProposeError::NoLeader { group })
+    }
+
+    /// A linearizable read of counter `name` (read index on the leader).
+    pub async fn read_counter(&self, name: &str) -> Result<u64, ProposeError> {
+        let group = self.partition_of(name);
+        let mut target = self.leader_of(group);
+        for _ in 0..2 {
+            let leader = target.ok_or(ProposeError::NoLeader { group })?;
+            let answer = if leader == self.node_id {
+                self.read_local(group, name).await
+            } else {
+                self.forward(group, leader, RaftRequestBody::ReadCounter { name: name.to_string() }).await?
+            };
+            match answer {
+                RaftResponse::Counter(v) => return Ok(v),
+                RaftResponse::NotLeader { leader } => target = leader,
+                RaftResponse::Unavailable { reason } => return Err(ProposeError::Unavailable { group, reason }),
+                other => {
+                    return Err(ProposeError::Unavailable { group, reason: format!("unexpected answer {other:?}") });
+                }
+            }
+        }
+        Err(ProposeError::NoLeader { group })
+    }
+
+    async fn forward(
+        &self,
+        group: GroupId,
+        leader: NodeId,
+        body: RaftRequestBody,
+    ) -> Result<RaftResponse, ProposeError> {
+        self.transport
+            .call(leader, RaftRequest { group, body })
+            .await
+            .map_err(|e| ProposeError::Unavailable { group, reason: e.to_string() })
+    }
+
+    async fn propose_local(&self, group: GroupId, command: Command) -> Result<CommandResult, ProposeError> {
+        let g = self.groups.get(&group).ok_or_else(|| not_hosted(group))?;
+        let (reply, rx) = oneshot::channel();
+        g.proposals
+            .send(Proposal { command, reply })
+            .await
+            .map_err(|_| ProposeError::Unavailable { group, reason: "proposer stopped".into() })?;
+        rx.await.map_err(|_| ProposeError::Unavailable { group, reason: "proposer stopped".into() })?
+    }
+
+    async fn read_local(&self, group: GroupId, name: &str) -> RaftResponse {
+        let Some(g) = self.groups.get(&group) else { return unavailable(not_hosted(group)) };
+        match g.raft.ensure_linearizable().await {
+            Ok(_) => match self.store.counter(group, name) {
+                Ok(v) => RaftResponse::Counter(v),
+                Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
+            },
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                RaftResponse::NotLeader { leader: f.leader_id }
+            }
+            Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
+        }
+    }
+
+    /// Serves a Raft message from peer `from`.
+    pub async fn handle(&self, _from: NodeId, request: RaftRequest) -> RaftResponse {
+        let group = request.group;
+        let Some(g) = self.groups.get(&group) else { return unavailable(not_hosted(group)) };
+        match request.body {
+            RaftRequestBody::Append { vote, prev_log_id, entries, leader_commit } => {
+                match g.raft.append_entries(wire::to_append(vote, prev_log_id, entries, leader_commit)).await {
+                    Ok(r) => wire::append_response(r),
+                    Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
+                }
+            }
+            RaftRequestBody::Vote { vote, last_log_id } => match g.raft.vote(wire::to_vote(vote, last_log_id)).await {
+                Ok(r) => wire::vote_response(r),
+                Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
+            },
+            RaftRequestBody::Snapshot { vote, last_log_id, last_membership, snapshot_id, offset, data, done } => {
+                let rpc = wire::to_snapshot(vote, last_log_id, last_membership, snapshot_id, offset, data, done);
+                wire::snapshot_response(g.raft.install_snapshot(rpc).await)
+            }
+            RaftRequestBody::Propose { commands } => {
+                let mut results = Vec::with_capacity(commands.len());
+                let pending: Vec<_> = commands.into_iter().map(|c| self.propose_local(group, c)).collect();
+                for r in futures::future::join_all(pending).await {
+                    match r {
+                        Ok(v) => results.push(v),
+                        Err(ProposeError::Unavailable { reason, .. }) if reason.starts_with("not leader") => {
+                            return RaftResponse::NotLeader { leader: self.leader_of(group) };
+                        }
+                        Err(ProposeError::Rejected { reason }) => results.push(CommandResult::Rejected { reason }),
+                        Err(e) => return unavailable(e),
+                    }
+                }
+                RaftResponse::Proposed(results)
+            }
+            RaftRequestBody::ReadCounter { name } => self.read_local(group, &name).await,
+        }
+    }
+
+    /// The first group whose Raft core stopped with a fatal error.
+    pub fn fatal_error(&self) -> Option<(GroupId, String)> {
+        self.groups.iter().find_map(|(id, g)| match &g.raft.metrics().borrow().running_state {
+            Ok(()) => None,
+            Err(e) => Some((*id, e.to_string())),
+        })
+    }
+
+    /// Stops every group (their logs are already durable).
+    pub async fn shutdown(&self) {
+        for (group, g) in &self.groups {
+            if let Err(e) = g.raft.shutdown().await {
+                warn!(group, error = %e, "raft group did not shut down cleanly");
+            }
+        }
+    }
+
+    /// Waits until `group` has a leader, up to `deadline`.
+    pub async fn wait_for_leader(&self, group: GroupId, deadline: Duration) -> Option<NodeId> {
+        let g = self.groups.get(&group)?;
+        let mut rx = g.raft.metrics();
+        let wait = rx.wait_for(|m| m.current_leader.is_some());
+        tokio::time::timeout(deadline, wait).await.ok()?.ok()?.current_leader
+    }
+}
+
+fn not_hosted(group: GroupId) -> ProposeError {
+    ProposeError::Unavailable { group, reason: "group not hosted on this node".into() }
+}
+
+fn unavailable(e: ProposeError) -> RaftResponse {
+    RaftResponse::Unavailable { reason: e.to_string() }
+}
+
+fn into_result(r: CommandResult) -> Result<CommandResult, ProposeError> {
+    match r {
+        CommandResult::Rejected { reason } => Err(ProposeError::Rejected { reason }),
+        ok => Ok(ok),
+    }
+}
+
+/// The batching proposer of one group: everything queued becomes one log entry; each caller gets
+/// its own result. Up to [`MAX_BATCHES_IN_FLIGHT`] batches are committed concurrently.
+async fn run_proposer(group: GroupId, raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<Proposal>, max_batch: usize) {
+    let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else { return };
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+            match raft.client_write(CommandBatch(commands)).await {
+                Ok(resp) => {
+                    for (reply, result) in replies.into_iter().zip(resp.data.0) {
+                        let _ = reply.send(into_result(result));
+                    }
+                }
+                Err(e) => {
+                    let reason = match &e {
+                        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                            format!("not leader (leader: {:?})", f.leader_id)
+                        }
+                        other => other.to_string(),
+                    };
+                    for reply in replies {
+                        let _ = reply.send(Err(ProposeError::Unavailable { group, reason: reason.clone() }));
+                    }
+                }
+            }
+        });
+    }
+}

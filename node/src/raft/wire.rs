@@ -1,0 +1,270 @@
+//! Raft RPCs on the peer transport: rkyv mirrors of openraft's messages, multiplexed by group.
+
+use openraft::error::{InstallSnapshotError, SnapshotMismatch};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::{LogId, SnapshotMeta, SnapshotSegmentId, Vote};
+use rkyv::{Archive, Deserialize, Serialize};
+
+use super::{Command, CommandResult, GroupId, TypeConfig};
+use crate::NodeId;
+use crate::storage::records::{EntryRec, LogIdRec, StoredMembershipRec, VoteRec};
+
+/// A Raft message for one group.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RaftRequest {
+    /// The group.
+    pub group: GroupId,
+    /// The message.
+    pub body: RaftRequestBody,
+}
+
+/// openraft's three RPCs plus the proposal and read forwarding of the router.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum RaftRequestBody {
+    /// AppendEntries.
+    Append {
+        /// Leader's vote.
+        vote: VoteRec,
+        /// Entry before `entries`.
+        prev_log_id: Option<LogIdRec>,
+        /// Entries.
+        entries: Vec<EntryRec>,
+        /// Leader's commit index.
+        leader_commit: Option<LogIdRec>,
+    },
+    /// RequestVote.
+    Vote {
+        /// Candidate's vote.
+        vote: VoteRec,
+        /// Candidate's last log id.
+        last_log_id: Option<LogIdRec>,
+    },
+    /// One chunk of a snapshot.
+    Snapshot {
+        /// Leader's vote.
+        vote: VoteRec,
+        /// Last entry included.
+        last_log_id: Option<LogIdRec>,
+        /// Membership as of it.
+        last_membership: StoredMembershipRec,
+        /// Snapshot id.
+        snapshot_id: String,
+        /// Byte offset of this chunk.
+        offset: u64,
+        /// The chunk.
+        data: Vec<u8>,
+        /// Last chunk.
+        done: bool,
+    },
+    /// Commands forwarded to the group's leader by another node's router.
+    Propose {
+        /// The commands, answered in order.
+        commands: Vec<Command>,
+    },
+    /// A linearizable read of a counter, forwarded to the leader.
+    ReadCounter {
+        /// Counter name.
+        name: String,
+    },
+}
+
+/// Answers to [`RaftRequestBody`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum RaftResponse {
+    /// AppendEntries accepted everything.
+    AppendSuccess,
+    /// AppendEntries accepted up to this entry.
+    AppendPartial(Option<LogIdRec>),
+    /// AppendEntries: `prev_log_id` does not match.
+    AppendConflict,
+    /// A higher vote was seen.
+    HigherVote(VoteRec),
+    /// RequestVote answer.
+    Vote {
+        /// Responder's vote.
+        vote: VoteRec,
+        /// Granted or not.
+        granted: bool,
+        /// Responder's last log id.
+        last_log_id: Option<LogIdRec>,
+    },
+    /// Snapshot chunk accepted.
+    Snapshot {
+        /// Responder's vote.
+        vote: VoteRec,
+    },
+    /// The chunk does not continue what the receiver has; restart at the expected offset.
+    SnapshotMismatch {
+        /// Expected snapshot id.
+        expect_id: String,
+        /// Expected offset.
+        expect_offset: u64,
+        /// Received snapshot id.
+        got_id: String,
+        /// Received offset.
+        got_offset: u64,
+    },
+    /// Results of forwarded commands.
+    Proposed(Vec<CommandResult>),
+    /// A counter value read on the leader.
+    Counter(u64),
+    /// This node does not lead the group; `leader` may.
+    NotLeader {
+        /// The leader this node knows of.
+        leader: Option<NodeId>,
+    },
+    /// The group is not hosted here or cannot serve now.
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+}
+
+fn vote(v: &VoteRec) -> Vote<NodeId> {
+    v.into()
+}
+
+fn log_id(l: &Option<LogIdRec>) -> Option<LogId<NodeId>> {
+    l.as_ref().map(LogId::from)
+}
+
+fn log_rec(l: &Option<LogId<NodeId>>) -> Option<LogIdRec> {
+    l.as_ref().map(LogIdRec::from)
+}
+
+/// Builds the wire form of an AppendEntries request.
+pub fn append_request(rpc: &AppendEntriesRequest<TypeConfig>) -> RaftRequestBody {
+    RaftRequestBody::Append {
+        vote: (&rpc.vote).into(),
+        prev_log_id: log_rec(&rpc.prev_log_id),
+        entries: rpc.entries.iter().map(EntryRec::from).collect(),
+        leader_commit: log_rec(&rpc.leader_commit),
+    }
+}
+
+/// Builds the wire form of a RequestVote request.
+pub fn vote_request(rpc: &VoteRequest<NodeId>) -> RaftRequestBody {
+    RaftRequestBody::Vote { vote: (&rpc.vote).into(), last_log_id: log_rec(&rpc.last_log_id) }
+}
+
+/// Builds the wire form of a snapshot chunk.
+pub fn snapshot_request(rpc: &InstallSnapshotRequest<TypeConfig>) -> RaftRequestBody {
+    RaftRequestBody::Snapshot {
+        vote: (&rpc.vote).into(),
+        last_log_id: log_rec(&rpc.meta.last_log_id),
+        last_membership: (&rpc.meta.last_membership).into(),
+        snapshot_id: rpc.meta.snapshot_id.clone(),
+        offset: rpc.offset,
+        data: rpc.data.clone(),
+        done: rpc.done,
+    }
+}
+
+/// Turns a received AppendEntries into openraft's type.
+pub fn to_append(
+    vote_rec: VoteRec,
+    prev: Option<LogIdRec>,
+    entries: Vec<EntryRec>,
+    commit: Option<LogIdRec>,
+) -> AppendEntriesRequest<TypeConfig> {
+    AppendEntriesRequest {
+        vote: vote(&vote_rec),
+        prev_log_id: log_id(&prev),
+        entries: entries.into_iter().map(Into::into).collect(),
+        leader_commit: log_id(&commit),
+    }
+}
+
+/// Turns a received RequestVote into openraft's type.
+pub fn to_vote(vote_rec: VoteRec, last: Option<LogIdRec>) -> VoteRequest<NodeId> {
+    VoteRequest { vote: vote(&vote_rec), last_log_id: log_id(&last) }
+}
+
+/// Turns a received snapshot chunk into openraft's type.
+#[allow(clippy::too_many_arguments)]
+pub fn to_snapshot(
+    vote_rec: VoteRec,
+    last_log_id: Option<LogIdRec>,
+    last_membership: StoredMembershipRec,
+    snapshot_id: String,
+    offset: u64,
+    data: Vec<u8>,
+    done: bool,
+) -> InstallSnapshotRequest<TypeConfig> {
+    InstallSnapshotRequest {
+        vote: vote(&vote_rec),
+        meta: SnapshotMeta {
+            last_log_id: log_id(&last_log_id),
+            last_membership: (&last_membership).into(),
+            snapshot_id,
+        },
+        offset,
+        data,
+        done,
+    }
+}
+
+/// The wire form of an AppendEntries answer.
+pub fn append_response(r: AppendEntriesResponse<NodeId>) -> RaftResponse {
+    match r {
+        AppendEntriesResponse::Success => RaftResponse::AppendSuccess,
+        AppendEntriesResponse::PartialSuccess(l) => RaftResponse::AppendPartial(log_rec(&l)),
+        AppendEntriesResponse::Conflict => RaftResponse::AppendConflict,
+        AppendEntriesResponse::HigherVote(v) => RaftResponse::HigherVote((&v).into()),
+    }
+}
+
+/// The wire form of a RequestVote answer.
+pub fn vote_response(r: VoteResponse<NodeId>) -> RaftResponse {
+    RaftResponse::Vote { vote: (&r.vote).into(), granted: r.vote_granted, last_log_id: log_rec(&r.last_log_id) }
+}
+
+/// The wire form of a snapshot answer or error.
+pub fn snapshot_response(
+    r: Result<InstallSnapshotResponse<NodeId>, openraft::error::RaftError<NodeId, InstallSnapshotError>>,
+) -> RaftResponse {
+    match r {
+        Ok(r) => RaftResponse::Snapshot { vote: (&r.vote).into() },
+        Err(openraft::error::RaftError::APIError(InstallSnapshotError::SnapshotMismatch(m))) => {
+            RaftResponse::SnapshotMismatch {
+                expect_id: m.expect.id,
+                expect_offset: m.expect.offset,
+                got_id: m.got.id,
+                got_offset: m.got.offset,
+            }
+        }
+        Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
+    }
+}
+
+/// openraft's mismatch error from its wire form.
+pub fn snapshot_mismatch(expect_id: String, expect_offset: u64, got_id: String, got_offset: u64) -> SnapshotMismatch {
+    SnapshotMismatch {
+        expect: SnapshotSegmentId { id: expect_id, offset: expect_offset },
+        got: SnapshotSegmentId { id: got_id, offset: got_offset },
+    }
+}
+
+/// openraft's AppendEntries answer from its wire form (`None`: not an append answer).
+pub fn from_append_response(r: RaftResponse) -> Option<AppendEntriesResponse<NodeId>> {
+    Some(match r {
+        RaftResponse::AppendSuccess => AppendEntriesResponse::Success,
+        RaftResponse::AppendPartial(l) => AppendEntriesResponse::PartialSuccess(log_id(&l)),
+        RaftResponse::AppendConflict => AppendEntriesResponse::Conflict,
+        RaftResponse::HigherVote(v) => AppendEntriesResponse::HigherVote(vote(&v)),
+        _ => return None,
+    })
+}
+
+/// openraft's RequestVote answer from its wire form.
+pub fn from_vote_response(r: RaftResponse) -> Option<VoteResponse<NodeId>> {
+    match r {
+        RaftResponse::Vote { vote: v, granted, last_log_id } => {
+            Some(VoteResponse { vote: vote(&v), vote_granted: granted, last_log_id: log_id(&last_log_id) })
+        }
+        _ => None,
+    }
+}
