@@ -34,6 +34,24 @@ where
     }
 }
 
+/// Like [`wait_for`], but `check` may fail, which ends the wait with its error.
+pub async fn wait_for_result<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if start.elapsed() > deadline {
+            bail!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A loopback port free for both TCP and UDP right now.
 pub fn free_port() -> Result<u16> {
     for _ in 0..100 {
@@ -91,8 +109,13 @@ impl ClusterSpec {
                 ("membership", "heartbeat_interval = \"200ms\"".into()),
                 ("membership", "down_after_missed = 5".into()),
                 ("shutdown", "drain_timeout = \"5s\"".into()),
-                // Fewer groups than the default keep a debug-build cluster light on 2 cores.
+                // Fewer groups than the default keep a debug-build cluster light on 2 cores, and
+                // longer election timeouts keep two test clusters on 2 cores from electing
+                // needlessly.
                 ("raft", "partitions = 4".into()),
+                ("raft", "heartbeat_interval = \"150ms\"".into()),
+                ("raft", "election_timeout_min = \"1s\"".into()),
+                ("raft", "election_timeout_max = \"2s\"".into()),
             ],
         }
     }
@@ -188,6 +211,34 @@ impl Cluster {
         write_config(&node, &join, &self.settings)?;
         self.nodes.insert(id, node);
         Ok(id)
+    }
+
+    /// A handle on the same nodes for HTTP clients: it owns no process and no directory, so
+    /// dropping it stops nothing.
+    pub fn client_view(&self) -> Cluster {
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|(id, n)| {
+                let node = Node {
+                    id: n.id,
+                    http: n.http,
+                    peer: n.peer,
+                    config: n.config.clone(),
+                    log: n.log.clone(),
+                    child: None,
+                };
+                (*id, node)
+            })
+            .collect();
+        Cluster {
+            dir: self.dir.clone(),
+            _temp: None,
+            bin: self.bin.clone(),
+            settings: self.settings.clone(),
+            nodes,
+            http: self.http.clone(),
+        }
     }
 
     /// The node with this id.
@@ -342,7 +393,7 @@ fn write_config(n: &Node, cluster: &[String], settings: &[(&'static str, String)
         format!("key = \"certs/node-{}.key\"", n.id),
     ]);
     sections.entry("cluster").or_default().extend(cluster.iter().cloned());
-    sections.entry("log").or_default().push("filter = \"info,shoal=debug\"".into());
+    sections.entry("log").or_default().push("filter = \"info,shoal=debug,openraft=error\"".into());
     for (section, line) in settings {
         sections.entry(section).or_default().push(line.clone());
     }

@@ -1,3 +1,4 @@
 //! Cluster tests and benchmarks for Shoal: a harness that runs real `shoal` processes.
 
 pub mod harness;
+pub mod history;

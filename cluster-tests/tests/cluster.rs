@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use cluster_tests::harness::{Cluster, ClusterSpec, sample, wait_for};
+use cluster_tests::harness::{Cluster, ClusterSpec, sample, wait_for, wait_for_result};
 use nix::sys::signal::Signal;
 use shoal::transport::frame::{self, FRAME_VERSION};
 use shoal::transport::proto::{Echo, Request, Response, RpcErrorCode};
@@ -530,5 +530,245 @@ struct KillOnDrop(u32);
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0 as i32), Signal::SIGKILL);
+    }
+}
+
+mod counters {
+    use super::*;
+
+    /// A formed cluster whose every Raft group (meta and partitions) has elected a leader.
+    async fn led(spec: &ClusterSpec) -> Result<Cluster> {
+        let c = formed(spec).await?;
+        wait_for("every group to have a leader", FORM, || async {
+            let v = c.get_json(1, "/v1/cluster").await?;
+            let parts = v["partitions"].as_array()?;
+            (!parts.is_empty() && v["meta"]["leader"].is_u64() && parts.iter().all(|p| p["leader"].is_u64()))
+                .then_some(())
+        })
+        .await?;
+        Ok(c)
+    }
+    use cluster_tests::history::{Kind, Op, Outcome, check_counter};
+    use std::sync::{Arc, Mutex};
+
+    /// One increment by 1. A 503 `no_leader` answer means nothing was proposed, so it is
+    /// retried; any other failure is returned.
+    async fn increment(c: &Cluster, node: u64, name: &str) -> Result<u64> {
+        wait_for_result("an increment", FORM, || async {
+            let r = c
+                .http
+                .post(c.node(node).url(&format!("/v1/counters/{name}/increment")))
+                .json(&serde_json::json!({"by": 1}))
+                .send()
+                .await?;
+            let status = r.status();
+            let v: serde_json::Value = r.json().await?;
+            if status.as_u16() == 503 && v["error"]["code"] == "no_leader" {
+                return Ok(None);
+            }
+            anyhow::ensure!(status.is_success(), "status {status}: {v}");
+            Ok(Some(v["value"].as_u64().ok_or_else(|| anyhow!("no value in {v}"))?))
+        })
+        .await
+    }
+
+    async fn read(c: &Cluster, node: u64, name: &str) -> Result<u64> {
+        let v = c.get_json(node, &format!("/v1/counters/{name}")).await.ok_or_else(|| anyhow!("read failed"))?;
+        v["value"].as_u64().ok_or_else(|| anyhow!("no value in {v}"))
+    }
+
+    /// The node leading `group`, as node `observer` sees it.
+    async fn leader_of(c: &Cluster, observer: u64, group: u64) -> Option<u64> {
+        let v = c.get_json(observer, "/v1/cluster").await?;
+        if group == 0 {
+            return v["meta"]["leader"].as_u64();
+        }
+        v["partitions"].as_array()?.iter().find(|p| p["id"].as_u64() == Some(group))?["leader"].as_u64()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn counters_work_from_every_node_and_refuse_bad_input() -> Result<()> {
+        let c = led(&ClusterSpec::new(3)).await?;
+        let mut expected = 0;
+        for node in [1, 2, 3, 1, 2, 3] {
+            expected += 1;
+            assert_eq!(increment(&c, node, "visits").await?, expected);
+        }
+        let r = c
+            .http
+            .post(c.node(2).url("/v1/counters/visits/increment"))
+            .json(&serde_json::json!({"by": 10}))
+            .send()
+            .await?;
+        assert_eq!(r.json::<serde_json::Value>().await?["value"], 16);
+        for node in [1, 2, 3] {
+            assert_eq!(read(&c, node, "visits").await?, 16, "node {node}");
+            assert_eq!(read(&c, node, "never-touched").await?, 0);
+        }
+        for (path, body, code) in [
+            ("/v1/counters/visits/increment", serde_json::json!({"by": 0}), "invalid_body"),
+            ("/v1/counters/visits/increment", serde_json::json!({"by": -1}), "invalid_body"),
+            ("/v1/counters/visits/increment", serde_json::json!({"step": 1}), "invalid_body"),
+            ("/v1/counters/bad%20name/increment", serde_json::json!({"by": 1}), "invalid_name"),
+        ] {
+            let r = c.http.post(c.node(1).url(path)).json(&body).send().await?;
+            assert_eq!(r.status().as_u16(), 400, "{path} {body}");
+            let v: serde_json::Value = r.json().await?;
+            assert_eq!(v["error"]["code"], code, "{path} {body}");
+        }
+        let r = c.http.post(c.node(1).url("/v1/counters/visits/increment")).body("{not json").send().await?;
+        assert_eq!(r.status().as_u16(), 400);
+        assert_eq!(read(&c, 3, "visits").await?, 16, "refused requests changed nothing");
+        Ok(())
+    }
+
+    /// Closed-loop clients on `nodes` increment (and sometimes read) `name` until `stop`.
+    fn spawn_clients(
+        c: &Arc<Cluster>,
+        nodes: &[u64],
+        name: &'static str,
+        history: &Arc<Mutex<Vec<Op>>>,
+        stop: &Arc<std::sync::atomic::AtomicBool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        for (i, node) in nodes.iter().copied().enumerate() {
+            let (c, history, stop) = (Arc::clone(c), Arc::clone(history), Arc::clone(stop));
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                // Bounded: the stop flag, and at most 5,000 operations per client.
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 5_000 {
+                    n += 1;
+                    let kind = if (n + i as u64) % 5 == 0 { Kind::Read } else { Kind::Increment };
+                    let start = Instant::now();
+                    let result = match kind {
+                        Kind::Increment => {
+                            c.http
+                                .post(c.node(node).url(&format!("/v1/counters/{name}/increment")))
+                                .json(&serde_json::json!({"by": 1}))
+                                .send()
+                                .await
+                        }
+                        Kind::Read => c.http.get(c.node(node).url(&format!("/v1/counters/{name}"))).send().await,
+                    };
+                    let outcome = match result {
+                        // Never sent: the node is down; certainly not applied.
+                        Err(e) if e.is_connect() => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                        Ok(r) if r.status().is_success() => match r.json::<serde_json::Value>().await {
+                            Ok(v) => v["value"].as_u64().map(Outcome::Ok).unwrap_or(Outcome::Unknown),
+                            Err(_) => Outcome::Unknown,
+                        },
+                        _ => Outcome::Unknown,
+                    };
+                    history.lock().unwrap_or_else(|e| e.into_inner()).push(Op {
+                        kind,
+                        start,
+                        end: Instant::now(),
+                        outcome,
+                    });
+                }
+            }));
+        }
+        tasks
+    }
+
+    async fn first_ack_after(history: &Mutex<Vec<Op>>, t: Instant, deadline: Duration) -> Result<Duration> {
+        wait_for("an acknowledged increment after the kill", deadline, || async {
+            let h = history.lock().unwrap_or_else(|e| e.into_inner());
+            h.iter()
+                .filter(|o| o.kind == Kind::Increment && o.start > t && matches!(o.outcome, Outcome::Ok(_)))
+                .map(|o| o.end - t)
+                .min()
+        })
+        .await
+    }
+
+    async fn ops_after(history: &Mutex<Vec<Op>>, t: Instant, count: usize, deadline: Duration) -> Result<()> {
+        wait_for("more acknowledged operations", deadline, || async {
+            let h = history.lock().unwrap_or_else(|e| e.into_inner());
+            (h.iter().filter(|o| o.start > t && matches!(o.outcome, Outcome::Ok(_))).count() >= count).then_some(())
+        })
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_acknowledged_increment_is_lost_when_leaders_are_sigkilled() -> Result<()> {
+        const NAME: &str = "linearized";
+        let mut c = led(&ClusterSpec::new(3)).await?;
+        // HTTP clients use a view of the same nodes; `c` keeps owning (and killing) the processes.
+        let view = Arc::new(c.client_view());
+        let group = shoal::placement::partition_of(NAME, 4);
+        let history = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Phase 1: kill the counter's partition leader under load; phase 2: the meta leader.
+        for (phase, target_group) in [(1, group), (2, 0)] {
+            let victim = wait_for("a leader to kill", FORM, || async {
+                for observer in [1, 2, 3] {
+                    if let Some(l) = leader_of(&view, observer, target_group).await {
+                        return Some(l);
+                    }
+                }
+                None
+            })
+            .await?;
+            let survivors: Vec<u64> = [1, 2, 3].into_iter().filter(|n| *n != victim).collect();
+            let clients = spawn_clients(&view, &[1, 2, 3, 1, 2, 3], NAME, &history, &stop);
+            ops_after(&history, Instant::now(), 30, Duration::from_secs(20)).await.context("load before the kill")?;
+            c.kill(victim)?;
+            let killed = Instant::now();
+            let failover = first_ack_after(&history, killed, Duration::from_secs(20)).await?;
+            eprintln!(
+                "phase {phase}: killed node {victim} (leader of group {target_group}); first acknowledged increment after {failover:?}"
+            );
+            ops_after(&history, killed + failover, 30, Duration::from_secs(20))
+                .await
+                .context("load after the failover")?;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            for t in clients {
+                t.await?;
+            }
+            stop.store(false, std::sync::atomic::Ordering::Relaxed);
+            c.start_node(victim)?;
+            c.wait_ready(&survivors, FORM).await?;
+        }
+        c.wait_ready(&[1, 2, 3], FORM).await?;
+        let mut finals = Vec::new();
+        for node in [1, 2, 3] {
+            finals.push(wait_for("a linearizable read", FORM, || async { read(&c, node, NAME).await.ok() }).await?);
+        }
+        assert!(finals.windows(2).all(|w| w[0] == w[1]), "nodes disagree: {finals:?}");
+        let h = history.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let acked = h.iter().filter(|o| o.kind == Kind::Increment && matches!(o.outcome, Outcome::Ok(_))).count();
+        eprintln!("{} operations, {acked} acknowledged increments, final value {}", h.len(), finals[0]);
+        assert!(acked >= 120, "the load made progress in both phases");
+        check_counter(&h, finals[0]).map_err(|e| anyhow!("history is not linearizable: {e}"))?;
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_counter_survives_a_restart_of_all_nodes_at_once() -> Result<()> {
+        let mut c = led(&ClusterSpec::new(3)).await?;
+        let names: Vec<String> = (0..12).map(|i| format!("survivor-{i}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            for _ in 0..=i {
+                increment(&c, (i % 3) as u64 + 1, name).await?;
+            }
+        }
+        for id in [1, 2, 3] {
+            c.kill(id)?;
+        }
+        for id in [1, 2, 3] {
+            c.start_node(id)?;
+        }
+        c.wait_ready(&[1, 2, 3], FORM).await?;
+        for (i, name) in names.iter().enumerate() {
+            let v =
+                wait_for("a read after the restart", FORM, || async { read(&c, (i % 3) as u64 + 1, name).await.ok() })
+                    .await?;
+            assert_eq!(v, i as u64 + 1, "{name}");
+        }
+        Ok(())
     }
 }

@@ -189,6 +189,7 @@ impl Supervisor {
                     store: Arc::clone(&deps.store),
                     transport: Arc::clone(&deps.transport),
                     slot: deps.raft.clone(),
+                    metrics: deps.metrics.raft.clone(),
                 };
                 let (a, _) = Actor::spawn_linked(name, RaftActor, args, sup).await?;
                 Child::Raft(a)

@@ -263,9 +263,9 @@ impl Default for RaftSection {
         Self {
             partitions: 16,
             replication_factor: 3,
-            heartbeat_interval: Duration::from_millis(200),
-            election_timeout_min: Duration::from_millis(1000),
-            election_timeout_max: Duration::from_millis(2000),
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(500),
+            election_timeout_max: Duration::from_millis(1000),
             snapshot_after_entries: 10_000,
             max_batch: 1024,
         }
@@ -338,7 +338,7 @@ pub struct LogSection {
 
 impl Default for LogSection {
     fn default() -> Self {
-        Self { filter: "info".to_string(), format: LogFormat::Text }
+        Self { filter: "info,openraft=error".to_string(), format: LogFormat::Text }
     }
 }
 

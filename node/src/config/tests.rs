@@ -68,7 +68,7 @@ fn validation_names_the_bad_field() {
     assert_eq!(bad_field("supervisor.restart_backoff_max=\"1ms\""), "supervisor.restart_backoff_max");
     assert_eq!(bad_field("raft.partitions=0"), "raft.partitions");
     assert_eq!(bad_field("raft.election_timeout_max=\"500ms\""), "raft.election_timeout_max");
-    assert_eq!(bad_field("raft.election_timeout_min=\"300ms\""), "raft.election_timeout_min");
+    assert_eq!(bad_field("raft.election_timeout_min=\"150ms\""), "raft.election_timeout_min");
 }
 
 #[test]

@@ -46,9 +46,10 @@ fn raft(state: &AppState) -> Result<std::sync::Arc<RaftHost>, ApiError> {
 /// Maps a proposal failure to the API's status codes.
 pub(super) fn propose_error(e: ProposeError) -> ApiError {
     match e {
-        ProposeError::NoLeader { .. } | ProposeError::Unavailable { .. } => {
-            ApiError::unavailable("partition_unavailable", e.to_string(), 1)
-        }
+        // Nothing was proposed: safe to retry.
+        ProposeError::NoLeader { .. } => ApiError::unavailable("no_leader", e.to_string(), 1),
+        // The outcome is unknown: the command may or may not have been applied.
+        ProposeError::Unavailable { .. } => ApiError::unavailable("partition_unavailable", e.to_string(), 1),
         ProposeError::Rejected { reason } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", reason),
     }
 }

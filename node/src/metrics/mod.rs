@@ -7,6 +7,7 @@ use prometheus::{Encoder, IntGaugeVec, Opts, Registry, TextEncoder};
 use crate::NodeId;
 use crate::http::metrics::HttpMetrics;
 use crate::membership::MembershipMetrics;
+use crate::raft::metrics::RaftMetrics;
 use crate::storage::StorageMetrics;
 use crate::supervisor::SupervisorMetrics;
 use crate::transport::TransportMetrics;
@@ -26,6 +27,8 @@ pub struct NodeMetrics {
     pub supervisor: SupervisorMetrics,
     /// Durable storage.
     pub storage: StorageMetrics,
+    /// Raft groups.
+    pub raft: RaftMetrics,
 }
 
 impl NodeMetrics {
@@ -45,6 +48,7 @@ impl NodeMetrics {
             http: HttpMetrics::new(&registry)?,
             supervisor: SupervisorMetrics::new(&registry)?,
             storage: StorageMetrics::new(&registry)?,
+            raft: RaftMetrics::new(&registry)?,
             registry,
         })
     }

@@ -51,6 +51,8 @@ pub struct RaftArgs {
     pub transport: Arc<Transport>,
     /// Where to publish the host.
     pub slot: RaftSlot,
+    /// Raft instruments.
+    pub metrics: crate::raft::metrics::RaftMetrics,
 }
 
 /// See the module docs.
@@ -66,7 +68,9 @@ impl Actor for RaftActor {
         if let Some(old) = args.slot.replace(None) {
             old.shutdown().await;
         }
-        let host = RaftHost::start(&args.config, Arc::clone(&args.store), Arc::clone(&args.transport)).await?;
+        let host =
+            RaftHost::start(&args.config, Arc::clone(&args.store), Arc::clone(&args.transport), args.metrics.clone())
+                .await?;
         args.slot.replace(Some(host));
         myself.send_interval(Duration::from_secs(1), || RaftMsg::Check);
         Ok(args)

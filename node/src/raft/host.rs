@@ -17,6 +17,7 @@ use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{info, warn};
 
+use super::metrics::RaftMetrics;
 use super::network::GroupNetworkFactory;
 use super::wire::{self, RaftRequest, RaftRequestBody, RaftResponse};
 use super::{Command, CommandBatch, CommandResult, GroupId, NodeInfo, TypeConfig};
@@ -24,9 +25,13 @@ use crate::NodeId;
 use crate::config::Config;
 use crate::storage::Store;
 use crate::transport::Transport;
+use crate::util::AbortOnDrop;
 
 /// Batches proposed concurrently per group; later batches queue behind them and grow.
 const MAX_BATCHES_IN_FLIGHT: usize = 8;
+/// Deadline of a request forwarded to a leader. Short, so that a leader that just died costs a
+/// client one quick 503 instead of a long hang while the group elects a new one.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why a proposal or read did not complete.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -78,6 +83,8 @@ struct Proposal {
 struct Group {
     raft: Raft<TypeConfig>,
     proposals: mpsc::Sender<Proposal>,
+    /// The proposer and the metrics watcher; they end with the group.
+    _tasks: [AbortOnDrop<()>; 2],
 }
 
 /// Raft state of one group as `/v1/cluster` shows it.
@@ -102,6 +109,8 @@ pub struct GroupView {
 /// All groups of this node.
 pub struct RaftHost {
     node_id: NodeId,
+    /// How recent a leader's quorum acknowledgement must be for it to count as leader.
+    quorum_lease_ms: u64,
     partitions: u64,
     store: Arc<Store>,
     transport: Arc<Transport>,
@@ -131,7 +140,12 @@ fn raft_config(cfg: &Config) -> Result<Arc<openraft::Config>, RaftHostError> {
 
 impl RaftHost {
     /// Starts every group this node replicates and initialises new ones.
-    pub async fn start(cfg: &Config, store: Arc<Store>, transport: Arc<Transport>) -> Result<Arc<Self>, RaftHostError> {
+    pub async fn start(
+        cfg: &Config,
+        store: Arc<Store>,
+        transport: Arc<Transport>,
+        metrics: RaftMetrics,
+    ) -> Result<Arc<Self>, RaftHostError> {
         let node_id = cfg.node.id;
         let founders: Vec<NodeId> = cfg.cluster.initial_members.iter().map(|m| m.id).collect();
         let infos: BTreeMap<NodeId, NodeInfo> = cfg
@@ -160,11 +174,16 @@ impl RaftHost {
                 }
             }
             let (tx, rx) = mpsc::channel(cfg.raft.max_batch * 4);
-            tokio::spawn(run_proposer(*group, raft.clone(), rx, cfg.raft.max_batch));
-            groups.insert(*group, Group { raft, proposals: tx });
+            let proposer = run_proposer(*group, raft.clone(), rx, cfg.raft.max_batch, metrics.clone());
+            let watcher = watch_group(*group, raft.clone(), metrics.clone());
+            groups.insert(
+                *group,
+                Group { raft, proposals: tx, _tasks: [AbortOnDrop::spawn(proposer), AbortOnDrop::spawn(watcher)] },
+            );
         }
         info!(groups = groups.len(), partitions = cfg.raft.partitions, "raft groups started");
-        Ok(Arc::new(Self { node_id, partitions: cfg.raft.partitions, store, transport, groups }))
+        let quorum_lease_ms = cfg.raft.election_timeout_max.as_millis() as u64;
+        Ok(Arc::new(Self { node_id, quorum_lease_ms, partitions: cfg.raft.partitions, store, transport, groups }))
     }
 
     /// The partition group of a key.
@@ -172,8 +191,18 @@ impl RaftHost {
         crate::placement::partition_of(key, self.partitions)
     }
 
+    /// The group's leader as this node knows it. A leader that has not heard from a quorum
+    /// within an election timeout does not count: it cannot commit, and its followers are
+    /// electing a new one.
     fn leader_of(&self, group: GroupId) -> Option<NodeId> {
-        self.groups.get(&group).and_then(|g| g.raft.metrics().borrow().current_leader)
+        let g = self.groups.get(&group)?;
+        let m = g.raft.metrics().borrow().clone();
+        match m.current_leader {
+            Some(l) if l == self.node_id => {
+                m.millis_since_quorum_ack.filter(|ms| *ms <= self.quorum_lease_ms).map(|_| l)
+            }
+            other => other,
+        }
     }
 
     /// True once the meta group has a leader (readiness).
@@ -268,7 +297,7 @@ impl RaftHost {
         body: RaftRequestBody,
     ) -> Result<RaftResponse, ProposeError> {
         self.transport
-            .call(leader, RaftRequest { group, body })
+            .call_with_timeout(leader, RaftRequest { group, body }, FORWARD_TIMEOUT)
             .await
             .map_err(|e| ProposeError::Unavailable { group, reason: e.to_string() })
     }
@@ -378,7 +407,14 @@ fn into_result(r: CommandResult) -> Result<CommandResult, ProposeError> {
 
 /// The batching proposer of one group: everything queued becomes one log entry; each caller gets
 /// its own result. Up to [`MAX_BATCHES_IN_FLIGHT`] batches are committed concurrently.
-async fn run_proposer(group: GroupId, raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<Proposal>, max_batch: usize) {
+async fn run_proposer(
+    group: GroupId,
+    raft: Raft<TypeConfig>,
+    mut rx: mpsc::Receiver<Proposal>,
+    max_batch: usize,
+    metrics: RaftMetrics,
+) {
+    let label = group.to_string();
     let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else { return };
@@ -390,10 +426,19 @@ async fn run_proposer(group: GroupId, raft: Raft<TypeConfig>, mut rx: mpsc::Rece
             }
         }
         let raft = raft.clone();
+        let metrics = metrics.clone();
+        let label = label.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let start = std::time::Instant::now();
             let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-            match raft.client_write(CommandBatch(commands)).await {
+            metrics.batch_size.with_label_values(&[&label]).observe(commands.len() as f64);
+            let count = commands.len() as u64;
+            let result = raft.client_write(CommandBatch(commands)).await;
+            let outcome = if result.is_ok() { "committed" } else { "failed" };
+            metrics.proposals.with_label_values(&[&label, outcome]).inc_by(count);
+            metrics.proposal_seconds.with_label_values(&[&label]).observe(start.elapsed().as_secs_f64());
+            match result {
                 Ok(resp) => {
                     for (reply, result) in replies.into_iter().zip(resp.data.0) {
                         let _ = reply.send(into_result(result));
@@ -412,5 +457,27 @@ async fn run_proposer(group: GroupId, raft: Raft<TypeConfig>, mut rx: mpsc::Rece
                 }
             }
         });
+    }
+}
+
+/// Mirrors a group's Raft metrics into Prometheus and logs leader changes.
+async fn watch_group(group: GroupId, raft: Raft<TypeConfig>, metrics: RaftMetrics) {
+    let label = group.to_string();
+    let mut rx = raft.metrics();
+    let mut leader = None;
+    loop {
+        let m = rx.borrow_and_update().clone();
+        metrics.term.with_label_values(&[&label]).set(m.current_term as i64);
+        metrics.leader.with_label_values(&[&label]).set(i64::from(m.state == ServerState::Leader));
+        metrics.applied_index.with_label_values(&[&label]).set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
+        metrics.last_log_index.with_label_values(&[&label]).set(m.last_log_index.unwrap_or(0) as i64);
+        if m.current_leader != leader {
+            leader = m.current_leader;
+            metrics.leader_changes.with_label_values(&[&label]).inc();
+            info!(group, leader = ?leader, term = m.current_term, "group leader changed");
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod actor;
 pub mod host;
+pub mod metrics;
 pub mod network;
 pub mod types;
 pub mod wire;
