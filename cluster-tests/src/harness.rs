@@ -393,7 +393,9 @@ fn write_config(n: &Node, cluster: &[String], settings: &[(&'static str, String)
         format!("key = \"certs/node-{}.key\"", n.id),
     ]);
     sections.entry("cluster").or_default().extend(cluster.iter().cloned());
-    sections.entry("log").or_default().push("filter = \"info,shoal=debug,openraft=error\"".into());
+    if !settings.iter().any(|(s, l)| *s == "log" && l.trim_start().starts_with("filter")) {
+        sections.entry("log").or_default().push("filter = \"info,shoal=debug,openraft=error\"".into());
+    }
     for (section, line) in settings {
         sections.entry(section).or_default().push(line.clone());
     }

@@ -26,6 +26,8 @@ enum Workload {
     Echo,
     /// Start a local 3-node cluster, let it idle, report each node's resident memory.
     IdleMemory,
+    /// Counter increments over HTTP, spread over the nodes and over many counters.
+    Counters,
 }
 
 #[derive(Parser, Debug)]
@@ -52,6 +54,12 @@ struct Args {
     /// The node binary for workloads that start a cluster (default: `shoal-node` beside this one).
     #[arg(long)]
     shoal_bin: Option<PathBuf>,
+    /// HTTP endpoints of a running cluster (comma-separated); default: start a local 3-node one.
+    #[arg(long, value_delimiter = ',')]
+    endpoints: Vec<String>,
+    /// Distinct keys the clients spread their writes over.
+    #[arg(long, default_value_t = 1024)]
+    keys: usize,
 }
 
 fn main() -> Result<()> {
@@ -61,6 +69,7 @@ fn main() -> Result<()> {
         match args.workload {
             Workload::Echo => workloads::echo(&args).await,
             Workload::IdleMemory => workloads::idle_memory(&args).await,
+            Workload::Counters => workloads::counters(&args).await,
         }
     })?;
     if args.json {

@@ -124,3 +124,54 @@ pub async fn idle_memory(args: &Args) -> Result<Report> {
         ]),
     })
 }
+
+/// Starts a local 3-node cluster with production defaults unless `--endpoints` names one.
+async fn target_cluster(args: &Args) -> Result<(Option<Cluster>, Vec<String>)> {
+    if !args.endpoints.is_empty() {
+        let eps = args
+            .endpoints
+            .iter()
+            .map(|e| if e.starts_with("http") { e.clone() } else { format!("http://{e}") })
+            .collect();
+        return Ok((None, eps));
+    }
+    let spec = ClusterSpec { nodes: 3, settings: vec![("log", "filter = \"warn\"".to_string())] };
+    let cluster = Cluster::start(&node_binary(args)?, &spec)?;
+    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+    cluster.wait_all_see_up(&ids, &ids, Duration::from_secs(30)).await?;
+    cluster.wait_ready(&ids, Duration::from_secs(30)).await?;
+    cluster_tests::harness::wait_for("every partition to have a leader", Duration::from_secs(30), || async {
+        let v = cluster.get_json(1, "/v1/cluster").await?;
+        let parts = v["partitions"].as_array()?;
+        (!parts.is_empty() && parts.iter().all(|p| p["leader"].is_u64())).then_some(())
+    })
+    .await?;
+    let eps = ids.iter().map(|id| format!("http://{}", cluster.node(*id).http)).collect();
+    Ok((Some(cluster), eps))
+}
+
+/// `POST /v1/counters/{key}/increment` from `clients` closed-loop clients, client `i` talking to
+/// node `i mod n` and cycling over `--keys` counters.
+pub async fn counters(args: &Args) -> Result<Report> {
+    let (_cluster, endpoints) = target_cluster(args).await?;
+    let http =
+        reqwest::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(args.clients).build()?;
+    let endpoints = Arc::new(endpoints);
+    let keys = args.keys.max(1);
+    let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut report = run_closed_loop("counters", args.clients, args.warmup, args.duration, move |client| {
+        let http = http.clone();
+        let url = {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("{}/v1/counters/bench-{}/increment", endpoints[client % endpoints.len()], n % keys)
+        };
+        async move {
+            let r = http.post(url).json(&json!({"by": 1})).send().await?;
+            anyhow::ensure!(r.status().is_success(), "status {}", r.status());
+            Ok(())
+        }
+    })
+    .await?;
+    report.extra.insert("keys".into(), json!(keys));
+    Ok(report)
+}

@@ -342,6 +342,11 @@ pub fn kill(dir: &Path, node: u64) -> Result<(), CliError> {
         .ok_or_else(|| CliError::failed(format!("node {node} is not running")))?;
     send_signal(Pid::from_raw(pid as i32), Signal::SIGKILL)
         .map_err(|e| CliError::failed(format!("cannot kill node {node} (pid {pid}): {e}")))?;
+    // Report only once the process is really gone (SIGKILL is asynchronous).
+    let start = Instant::now();
+    while is_shoal_process(pid) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     entry.pid = None;
     write_nodes(dir, &nodes)?;
     println!("node {node} (pid {pid}) killed with SIGKILL; `shoal dev start {node}` brings it back");

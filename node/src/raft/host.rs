@@ -27,8 +27,9 @@ use crate::storage::Store;
 use crate::transport::Transport;
 use crate::util::AbortOnDrop;
 
-/// Batches proposed concurrently per group; later batches queue behind them and grow.
-const MAX_BATCHES_IN_FLIGHT: usize = 8;
+/// Batches proposed concurrently per group; later proposals queue behind and form the next,
+/// larger batch (measured: 1 in flight beats 2 and 8 at 64 clients on 2 cores).
+const MAX_BATCHES_IN_FLIGHT: usize = 1;
 /// Deadline of a request forwarded to a leader. Short, so that a leader that just died costs a
 /// client one quick 503 instead of a long hang while the group elects a new one.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(1);

@@ -1,11 +1,11 @@
 //! Durable state: one redb database per node holding every Raft group's log, vote, committed
 //! index and state machine, keyed by group id; snapshot files beside it.
 //!
-//! All log writes (appends, votes, truncations, purges) go through one writer thread that
-//! group-commits: everything queued when it wakes shares one transaction and one fsync
-//! (`Durability::Immediate`), and openraft's callbacks fire only after that commit. State-machine
-//! applies commit without their own fsync: they are made durable by the next log commit, and on a
-//! crash the group replays them from the durable log (applied index and data change atomically).
+//! All writes (log appends, votes, truncations, purges and state-machine applies) go through one
+//! writer thread that group-commits: everything queued when it wakes, from every group, shares one
+//! transaction and one fsync (`Durability::Immediate`), and openraft's callbacks and the apply
+//! results are released only after that commit. redb allows one write transaction at a time, so
+//! one writer that batches is also the fastest way to use it.
 
 mod log_store;
 pub mod metrics;

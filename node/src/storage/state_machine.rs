@@ -85,7 +85,7 @@ fn applied_state(txn: &redb::ReadTransaction, group: GroupId) -> Result<AppliedS
 }
 
 fn apply_command(
-    counters: &mut redb::Table<(u64, &str), u64>,
+    counters: &mut redb::Table<'_, (u64, &'static str), u64>,
     group: GroupId,
     command: &Command,
 ) -> Result<CommandResult, StoreError> {
@@ -113,14 +113,20 @@ fn apply_command(
     })
 }
 
-fn apply_blocking(store: &Store, group: GroupId, entries: Vec<Entry>) -> Result<Vec<BatchResult>, StoreError> {
-    let mut txn = store.db().begin_write()?;
-    // Made durable by the next log commit; after a crash the group re-applies from the log.
-    txn.set_durability(Durability::None)?;
-    let mut results = Vec::with_capacity(entries.len());
-    {
-        let mut meta = txn.open_table(SM_META)?;
-        let mut counters = txn.open_table(COUNTERS)?;
+/// The state-machine tables inside one write transaction (the log writer's).
+pub(crate) struct SmTables<'txn> {
+    meta: redb::Table<'txn, (u64, &'static str), &'static [u8]>,
+    counters: redb::Table<'txn, (u64, &'static str), u64>,
+}
+
+impl<'txn> SmTables<'txn> {
+    pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self { meta: txn.open_table(SM_META)?, counters: txn.open_table(COUNTERS)? })
+    }
+
+    /// Applies `entries` of `group`; one result per entry.
+    pub(crate) fn apply(&mut self, group: GroupId, entries: Vec<Entry>) -> Result<Vec<BatchResult>, StoreError> {
+        let mut results = Vec::with_capacity(entries.len());
         let mut last = None;
         for entry in &entries {
             last = Some(LogIdRec::from(&entry.log_id));
@@ -129,23 +135,22 @@ fn apply_blocking(store: &Store, group: GroupId, entries: Vec<Entry>) -> Result<
                 EntryPayload::Normal(batch) => {
                     let mut out = Vec::with_capacity(batch.0.len());
                     for command in &batch.0 {
-                        out.push(apply_command(&mut counters, group, command)?);
+                        out.push(apply_command(&mut self.counters, group, command)?);
                     }
                     results.push(BatchResult(out));
                 }
                 EntryPayload::Membership(m) => {
                     let rec = StoredMembershipRec { log_id: last, membership: m.into() };
-                    meta.insert((group, meta_key::MEMBERSHIP), records::encode(&rec)?.as_slice())?;
+                    self.meta.insert((group, meta_key::MEMBERSHIP), records::encode(&rec)?.as_slice())?;
                     results.push(BatchResult::default());
                 }
             }
         }
         if let Some(last) = last {
-            meta.insert((group, meta_key::APPLIED), records::encode(&last)?.as_slice())?;
+            self.meta.insert((group, meta_key::APPLIED), records::encode(&last)?.as_slice())?;
         }
+        Ok(results)
     }
-    txn.commit()?;
-    Ok(results)
 }
 
 fn write_record(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
@@ -332,10 +337,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let entries: Vec<Entry> = entries.into_iter().collect();
-        let store = Arc::clone(&self.store);
-        let group = self.group;
-        blocking(move || apply_blocking(&store, group, entries)).await.map_err(sm_write_err)
+        // Applied by the log writer, in the same group commit as the log writes queued with it.
+        let (done, rx) = tokio::sync::oneshot::channel();
+        let op = super::writer::WriteOp::Apply { group: self.group, entries: entries.into_iter().collect(), done };
+        self.store.send(op).map_err(sm_write_err)?;
+        match rx.await {
+            Ok(Ok(results)) => Ok(results),
+            Ok(Err(e)) => Err(sm_write_err(StoreError::Db(e))),
+            Err(_) => Err(sm_write_err(StoreError::WriterStopped)),
+        }
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

@@ -12,7 +12,7 @@ use tracing::error;
 
 use super::metrics::StorageMetrics;
 use super::{LOGS, RAFT_META, StoreError};
-use crate::raft::{GroupId, TypeConfig};
+use crate::raft::{BatchResult, GroupId, TypeConfig};
 
 /// Most operations folded into one transaction.
 const MAX_BATCH: usize = 4096;
@@ -27,6 +27,13 @@ pub(crate) enum WriteOp {
     Truncate { group: GroupId, from: u64, done: oneshot::Sender<Result<(), String>> },
     /// Delete entries with index ≤ `upto` and record the purge point.
     Purge { group: GroupId, upto: u64, purged: Vec<u8>, done: oneshot::Sender<Result<(), String>> },
+    /// Apply committed entries to the group's state machine, in the same transaction as the log
+    /// writes queued with it; `done` gets one result per entry after the commit.
+    Apply {
+        group: GroupId,
+        entries: Vec<openraft::Entry<TypeConfig>>,
+        done: oneshot::Sender<Result<Vec<BatchResult>, String>>,
+    },
 }
 
 pub(crate) fn spawn(
@@ -50,13 +57,19 @@ fn run(db: Arc<Database>, rx: Receiver<WriteOp>, metrics: StorageMetrics) {
         let appended: usize =
             batch.iter().map(|op| if let WriteOp::Append { entries, .. } = op { entries.len() } else { 0 }).sum();
         let start = Instant::now();
-        let result = write_batch(&db, &batch);
+        let result = write_batch(&db, &mut batch);
         metrics.fsync_seconds.observe(start.elapsed().as_secs_f64());
         metrics.batch_ops.observe(batch.len() as f64);
         metrics.appended_entries.inc_by(appended as u64);
-        if let Err(e) = &result {
-            error!(error = %e, "log write failed");
-        }
+        let (result, mut applied) = match result {
+            Ok(applied) => (Ok(()), applied),
+            Err(e) => {
+                error!(error = %e, "log write failed");
+                (Err(e), Vec::new())
+            }
+        };
+        // Results of applies, in batch order.
+        applied.reverse();
         for op in batch {
             let r = result.clone();
             match op {
@@ -64,22 +77,27 @@ fn run(db: Arc<Database>, rx: Receiver<WriteOp>, metrics: StorageMetrics) {
                 WriteOp::Meta { done, .. } | WriteOp::Truncate { done, .. } | WriteOp::Purge { done, .. } => {
                     let _ = done.send(r);
                 }
+                WriteOp::Apply { done, .. } => {
+                    let _ = done.send(r.and_then(|()| applied.pop().ok_or_else(|| "missing apply result".to_string())));
+                }
             }
         }
     }
 }
 
-fn write_batch(db: &Database, batch: &[WriteOp]) -> Result<(), String> {
-    let inner = || -> Result<(), StoreError> {
+fn write_batch(db: &Database, batch: &mut [WriteOp]) -> Result<Vec<Vec<BatchResult>>, String> {
+    let mut inner = || -> Result<Vec<Vec<BatchResult>>, StoreError> {
+        let mut applied = Vec::new();
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         {
             let mut logs = txn.open_table(LOGS)?;
             let mut meta = txn.open_table(RAFT_META)?;
-            for op in batch {
+            let mut sm = super::state_machine::SmTables::open(&txn)?;
+            for op in batch.iter_mut() {
                 match op {
                     WriteOp::Append { group, entries, .. } => {
-                        for (index, bytes) in entries {
+                        for (index, bytes) in entries.iter() {
                             logs.insert((*group, *index), bytes.as_slice())?;
                         }
                     }
@@ -98,11 +116,14 @@ fn write_batch(db: &Database, batch: &[WriteOp]) -> Result<(), String> {
                         logs.retain_in((*group, 0)..=(*group, *upto), |_, _| false)?;
                         meta.insert((*group, super::meta_key::PURGED), purged.as_slice())?;
                     }
+                    WriteOp::Apply { group, entries, .. } => {
+                        applied.push(sm.apply(*group, std::mem::take(entries))?);
+                    }
                 }
             }
         }
         txn.commit()?;
-        Ok(())
+        Ok(applied)
     };
     inner().map_err(|e| e.to_string())
 }
