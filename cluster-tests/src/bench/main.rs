@@ -28,6 +28,8 @@ enum Workload {
     IdleMemory,
     /// Counter increments over HTTP, spread over the nodes and over many counters.
     Counters,
+    /// etcd v3 puts over its HTTP/JSON gateway (needs `--endpoints`), for side-by-side figures.
+    EtcdPut,
 }
 
 #[derive(Parser, Debug)]
@@ -70,6 +72,7 @@ fn main() -> Result<()> {
             Workload::Echo => workloads::echo(&args).await,
             Workload::IdleMemory => workloads::idle_memory(&args).await,
             Workload::Counters => workloads::counters(&args).await,
+            Workload::EtcdPut => workloads::etcd_put(&args).await,
         }
     })?;
     if args.json {

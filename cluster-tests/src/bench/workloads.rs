@@ -175,3 +175,49 @@ pub async fn counters(args: &Args) -> Result<Report> {
     report.extra.insert("keys".into(), json!(keys));
     Ok(report)
 }
+
+/// `POST /v3/kv/put` to an etcd cluster (`--endpoints`), client `i` talking to endpoint `i mod n`
+/// and cycling over `--keys` keys: the same shape as [`counters`].
+pub async fn etcd_put(args: &Args) -> Result<Report> {
+    anyhow::ensure!(!args.endpoints.is_empty(), "etcd-put needs --endpoints (see cluster-tests/scripts/etcd-3.sh)");
+    let endpoints: Arc<Vec<String>> = Arc::new(
+        args.endpoints.iter().map(|e| if e.starts_with("http") { e.clone() } else { format!("http://{e}") }).collect(),
+    );
+    let http =
+        reqwest::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(args.clients).build()?;
+    let keys = args.keys.max(1);
+    let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let b64 = |s: &str| {
+        use std::fmt::Write;
+        // Minimal standard base64 for short ASCII keys.
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let bytes = s.as_bytes();
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    let _ = out.write_char(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    };
+    let mut report = run_closed_loop("etcd-put", args.clients, args.warmup, args.duration, move |client| {
+        let http = http.clone();
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let url = format!("{}/v3/kv/put", endpoints[client % endpoints.len()]);
+        let body = json!({ "key": b64(&format!("bench-{}", n % keys)), "value": b64(&n.to_string()) });
+        async move {
+            let r = http.post(url).json(&body).send().await?;
+            anyhow::ensure!(r.status().is_success(), "status {}", r.status());
+            Ok(())
+        }
+    })
+    .await?;
+    report.extra.insert("keys".into(), json!(keys));
+    Ok(report)
+}
