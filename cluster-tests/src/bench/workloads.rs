@@ -125,6 +125,16 @@ pub async fn idle_memory(args: &Args) -> Result<Report> {
     })
 }
 
+/// `--endpoints` as base URLs.
+fn normalized(endpoints: &[String]) -> Vec<String> {
+    endpoints.iter().map(|e| if e.starts_with("http") { e.clone() } else { format!("http://{e}") }).collect()
+}
+
+/// One pooled HTTP client for all bench clients.
+fn http_client(args: &Args) -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(args.clients).build()?)
+}
+
 /// Starts a local 3-node cluster with production defaults unless `--endpoints` names one.
 async fn target_cluster(args: &Args) -> Result<(Option<Cluster>, Vec<String>)> {
     if !args.endpoints.is_empty() {
