@@ -138,12 +138,7 @@ fn http_client(args: &Args) -> Result<reqwest::Client> {
 /// Starts a local 3-node cluster with production defaults unless `--endpoints` names one.
 async fn target_cluster(args: &Args) -> Result<(Option<Cluster>, Vec<String>)> {
     if !args.endpoints.is_empty() {
-        let eps = args
-            .endpoints
-            .iter()
-            .map(|e| if e.starts_with("http") { e.clone() } else { format!("http://{e}") })
-            .collect();
-        return Ok((None, eps));
+        return Ok((None, normalized(&args.endpoints)));
     }
     let spec = ClusterSpec { nodes: 3, settings: vec![("log", "filter = \"warn\"".to_string())] };
     let cluster = Cluster::start(&node_binary(args)?, &spec)?;
@@ -164,8 +159,7 @@ async fn target_cluster(args: &Args) -> Result<(Option<Cluster>, Vec<String>)> {
 /// node `i mod n` and cycling over `--keys` counters.
 pub async fn counters(args: &Args) -> Result<Report> {
     let (_cluster, endpoints) = target_cluster(args).await?;
-    let http =
-        reqwest::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(args.clients).build()?;
+    let http = http_client(args)?;
     let endpoints = Arc::new(endpoints);
     let keys = args.keys.max(1);
     let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -190,11 +184,8 @@ pub async fn counters(args: &Args) -> Result<Report> {
 /// and cycling over `--keys` keys: the same shape as [`counters`].
 pub async fn etcd_put(args: &Args) -> Result<Report> {
     anyhow::ensure!(!args.endpoints.is_empty(), "etcd-put needs --endpoints (see cluster-tests/scripts/etcd-3.sh)");
-    let endpoints: Arc<Vec<String>> = Arc::new(
-        args.endpoints.iter().map(|e| if e.starts_with("http") { e.clone() } else { format!("http://{e}") }).collect(),
-    );
-    let http =
-        reqwest::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(args.clients).build()?;
+    let endpoints = Arc::new(normalized(&args.endpoints));
+    let http = http_client(args)?;
     let keys = args.keys.max(1);
     let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let b64 = |s: &str| {
