@@ -772,3 +772,57 @@ mod counters {
         Ok(())
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_a_compacted_log_catches_up_by_snapshot() -> Result<()> {
+    let spec = ClusterSpec::new(3)
+        .set("raft", "partitions = 1")
+        .set("raft", "snapshot_after_entries = 100")
+        .set("raft", "keep_logs_after_snapshot = 0");
+    let mut c = formed(&spec).await?;
+    let group_of = |v: &serde_json::Value| v["partitions"][0].clone();
+    let leader = wait_for("a partition leader", FORM, || async {
+        group_of(&c.get_json(1, "/v1/cluster").await?)["leader"].as_u64()
+    })
+    .await?;
+    // A follower falls behind while it is down.
+    let lagger = [1, 2, 3].into_iter().find(|n| *n != leader).unwrap_or(3);
+    let behind = group_of(&c.get_json(lagger, "/v1/cluster").await.ok_or_else(|| anyhow!("view"))?)["last_log_index"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("last_log_index"))?;
+    c.kill(lagger)?;
+    for i in 1..=350u64 {
+        let v = wait_for_result("an increment", FORM, || async {
+            let r = c.http.post(c.node(leader).url("/v1/counters/compacted/increment")).send().await?;
+            if r.status().as_u16() == 503 {
+                return Ok(None);
+            }
+            anyhow::ensure!(r.status().is_success(), "status {}", r.status());
+            Ok(Some(r.json::<serde_json::Value>().await?["value"].as_u64().unwrap_or(0)))
+        })
+        .await?;
+        assert_eq!(v, i);
+    }
+    // The leader has snapshotted and purged past everything node 3 has.
+    let purged = wait_for("the leader to purge its log", FORM, || async {
+        group_of(&c.get_json(leader, "/v1/cluster").await?)["purged_index"].as_u64().filter(|p| *p > behind)
+    })
+    .await?;
+    c.start_node(lagger)?;
+    let caught_up = wait_for("the lagging node to install a snapshot and catch up", FORM, || async {
+        let g = group_of(&c.get_json(lagger, "/v1/cluster").await?);
+        let snap = g["snapshot_index"].as_u64()?;
+        (snap >= purged && g["commit_index"].as_u64()? >= purged).then_some(snap)
+    })
+    .await?;
+    eprintln!("node {lagger} was at {behind}, leader purged to {purged}, it installed a snapshot at {caught_up}");
+    // With the caught-up node and one other left, the counter is intact.
+    let other = [1, 2, 3].into_iter().find(|n| *n != leader && *n != lagger).unwrap_or(1);
+    c.kill(leader)?;
+    let v = wait_for("a read without the old leader", FORM, || async {
+        c.get_json(other, "/v1/counters/compacted").await?["value"].as_u64()
+    })
+    .await?;
+    assert_eq!(v, 350);
+    Ok(())
+}

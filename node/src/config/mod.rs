@@ -254,6 +254,9 @@ pub struct RaftSection {
     pub election_timeout_max: Duration,
     /// A snapshot is taken after this many entries since the last one; older logs are purged.
     pub snapshot_after_entries: u64,
+    /// Entries kept in the log behind the last snapshot, so a briefly lagging follower catches up
+    /// from the log instead of a snapshot.
+    pub keep_logs_after_snapshot: u64,
     /// Most commands the batching proposer packs into one log entry.
     pub max_batch: usize,
 }
@@ -267,6 +270,7 @@ impl Default for RaftSection {
             election_timeout_min: Duration::from_millis(500),
             election_timeout_max: Duration::from_millis(1000),
             snapshot_after_entries: 10_000,
+            keep_logs_after_snapshot: 1_000,
             max_batch: 1024,
         }
     }

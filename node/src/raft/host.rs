@@ -103,6 +103,10 @@ pub struct GroupView {
     pub commit_index: u64,
     /// Last entry in this node's log.
     pub last_log_index: u64,
+    /// Last entry covered by this node's latest snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Entries up to here were purged from this node's log.
+    pub purged_index: Option<u64>,
     /// This node's role.
     pub role: &'static str,
 }
@@ -132,7 +136,7 @@ fn raft_config(cfg: &Config) -> Result<Arc<openraft::Config>, RaftHostError> {
         election_timeout_min: r.election_timeout_min.as_millis() as u64,
         election_timeout_max: r.election_timeout_max.as_millis() as u64,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_after_entries),
-        max_in_snapshot_log_to_keep: 1000,
+        max_in_snapshot_log_to_keep: r.keep_logs_after_snapshot,
         install_snapshot_timeout: 2000,
         ..Default::default()
     };
@@ -225,6 +229,8 @@ impl RaftHost {
                     term: m.current_term,
                     commit_index: m.last_applied.map(|l| l.index).unwrap_or(0),
                     last_log_index: m.last_log_index.unwrap_or(0),
+                    snapshot_index: m.snapshot.map(|l| l.index),
+                    purged_index: m.purged.map(|l| l.index),
                     role: match m.state {
                         ServerState::Leader => "leader",
                         ServerState::Follower => "follower",

@@ -324,7 +324,10 @@ impl Transport {
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(e.to_string()))?;
         send.write_all(frame).await.map_err(|e| lost(e.to_string()))?;
         send.finish().map_err(|e| lost(e.to_string()))?;
-        let payload = frame::read_frame(&mut recv, self.cfg.max_frame_bytes).await?;
+        let payload = frame::read_frame(&mut recv, self.cfg.max_frame_bytes).await.map_err(|e| match e {
+            FrameError::Stream { reason } => lost(reason),
+            other => TransportError::Frame(other),
+        })?;
         Ok(frame::decode_payload::<Response>(&payload)?)
     }
 
