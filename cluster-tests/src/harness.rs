@@ -16,6 +16,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
+/// The admin token of test clusters; [`Cluster::http`] sends it on every request.
+pub const ADMIN_TOKEN: &str = "shoal-test-admin-token";
+
 /// Polls `check` every 50 ms until it returns `Some`, or fails after `deadline` with `what`.
 pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> Result<T>
 where
@@ -109,6 +112,7 @@ impl ClusterSpec {
                 ("membership", "heartbeat_interval = \"200ms\"".into()),
                 ("membership", "down_after_missed = 5".into()),
                 ("shutdown", "drain_timeout = \"5s\"".into()),
+                ("auth", format!("admin_token = \"{ADMIN_TOKEN}\"")),
                 // Fewer groups than the default keep a debug-build cluster light on 2 cores, and
                 // longer election timeouts keep two test clusters on 2 cores from electing
                 // needlessly.
@@ -191,7 +195,7 @@ impl Cluster {
             bin: bin.to_path_buf(),
             settings: spec.settings.clone(),
             nodes,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?,
+            http: admin_client()?,
         })
     }
 
@@ -376,6 +380,13 @@ impl Cluster {
     pub fn log(&self, id: u64) -> String {
         std::fs::read_to_string(&self.node(id).log).unwrap_or_default()
     }
+}
+
+/// An HTTP client that authenticates as the test admin on every request.
+pub fn admin_client() -> Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}").parse()?);
+    Ok(reqwest::Client::builder().timeout(Duration::from_secs(2)).default_headers(headers).build()?)
 }
 
 /// Writes a node's config file from its addresses, `[cluster]` lines and extra settings.

@@ -206,6 +206,7 @@ impl Supervisor {
                         supervisor: myself.clone(),
                         fault_injection: c.testing.fault_injection,
                         request_timeout: c.http.request_timeout,
+                        auth: c.auth.clone(),
                     },
                     body_limit: c.http.body_limit_bytes,
                     max_in_flight: c.http.max_in_flight,

@@ -163,14 +163,20 @@ pub async fn counters(args: &Args) -> Result<Report> {
     let endpoints = Arc::new(endpoints);
     let keys = args.keys.max(1);
     let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Counters need a bearer token: sign up once (open sign-up is the default).
+    let signup = http.post(format!("{}/v1/users", endpoints[0])).json(&json!({"name": "shoal-bench"})).send().await?;
+    anyhow::ensure!(signup.status().is_success(), "sign-up failed: {}", signup.status());
+    let token: String =
+        signup.json::<serde_json::Value>().await?["token"].as_str().ok_or_else(|| anyhow!("no token"))?.to_string();
     let mut report = run_closed_loop("counters", args.clients, args.warmup, args.duration, move |client| {
         let http = http.clone();
+        let token = token.clone();
         let url = {
             let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             format!("{}/v1/counters/bench-{}/increment", endpoints[client % endpoints.len()], n % keys)
         };
         async move {
-            let r = http.post(url).json(&json!({"by": 1})).send().await?;
+            let r = http.post(url).bearer_auth(token).json(&json!({"by": 1})).send().await?;
             anyhow::ensure!(r.status().is_success(), "status {}", r.status());
             Ok(())
         }

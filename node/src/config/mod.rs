@@ -73,6 +73,9 @@ pub struct Config {
     /// Raft groups: partitions, replication, timing.
     #[serde(default)]
     pub raft: RaftSection,
+    /// Users and tokens.
+    #[serde(default)]
+    pub auth: AuthSection,
     /// Restart policy of the actor supervisor.
     #[serde(default)]
     pub supervisor: SupervisorSection,
@@ -276,6 +279,23 @@ impl Default for RaftSection {
     }
 }
 
+/// `[auth]`: sign-up and the admin token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Anyone may create a user with `POST /v1/users`; when false, the admin token is required.
+    pub open_signup: bool,
+    /// Bearer token with every right (at least 16 characters); unset: no admin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self { open_signup: true, admin_token: None }
+    }
+}
+
 /// `[supervisor]`: restarts of failed actors.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -474,6 +494,9 @@ impl Config {
         }
         if r.max_batch == 0 {
             return Err(invalid("raft.max_batch", "must be at least 1"));
+        }
+        if self.auth.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(invalid("auth.admin_token", "must be at least 16 characters"));
         }
         let s = &self.supervisor;
         nonzero("supervisor.restart_backoff_min", s.restart_backoff_min)?;

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::users::Caller;
 use super::{ApiError, AppState};
 use crate::raft::{Command, CommandResult, ProposeError, RaftHost};
 
@@ -39,7 +40,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
-fn raft(state: &AppState) -> Result<std::sync::Arc<RaftHost>, ApiError> {
+pub(super) fn raft(state: &AppState) -> Result<std::sync::Arc<RaftHost>, ApiError> {
     state.raft.get().ok_or_else(|| ApiError::unavailable("starting", "the raft groups are starting", 1))
 }
 
@@ -56,6 +57,7 @@ pub(super) fn propose_error(e: ProposeError) -> ApiError {
 
 pub(super) async fn increment(
     State(state): State<AppState>,
+    _caller: Caller,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -80,7 +82,11 @@ pub(super) async fn increment(
     }
 }
 
-pub(super) async fn get(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn get(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     check_name(&name)?;
     let value = raft(&state)?.read_counter(&name).await.map_err(propose_error)?;
     Ok(Json(json!({ "name": name, "value": value })))

@@ -8,6 +8,7 @@ pub mod actor;
 mod counters;
 pub mod error;
 pub mod metrics;
+pub mod users;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,6 +46,8 @@ pub struct AppState {
     pub fault_injection: bool,
     /// `http.request_timeout`.
     pub request_timeout: Duration,
+    /// `[auth]`.
+    pub auth: crate::config::AuthSection,
 }
 
 /// Builds the router with its middleware.
@@ -54,6 +57,8 @@ pub fn router(state: AppState, body_limit: usize, max_in_flight: usize) -> Route
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/cluster", get(cluster))
+        .route("/v1/users", post(users::create))
+        .route("/v1/users/me", get(users::me))
         .route("/v1/counters/{name}", get(counters::get))
         .route("/v1/counters/{name}/increment", post(counters::increment))
         .route("/v1/testing/faults/{actor}", post(inject_fault))

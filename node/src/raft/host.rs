@@ -24,6 +24,7 @@ use super::{Command, CommandBatch, CommandResult, GroupId, NodeInfo, TypeConfig}
 use crate::NodeId;
 use crate::config::Config;
 use crate::storage::Store;
+use crate::storage::records::UserRec;
 use crate::transport::Transport;
 use crate::util::AbortOnDrop;
 
@@ -297,6 +298,49 @@ impl RaftHost {
         Err(ProposeError::NoLeader { group })
     }
 
+    /// The user whose token hashes to `token_hash`: from this node's meta state when present,
+    /// else by a linearizable lookup on the meta leader (a user created a moment ago elsewhere
+    /// may not be applied here yet).
+    pub async fn user_by_token(&self, token_hash: &str) -> Result<Option<UserRec>, ProposeError> {
+        if self.groups.contains_key(&0)
+            && let Ok(Some(user)) = self.store.user_by_token(0, token_hash)
+        {
+            return Ok(Some(user));
+        }
+        let mut target = self.leader_of(0);
+        for _ in 0..2 {
+            let leader = target.ok_or(ProposeError::NoLeader { group: 0 })?;
+            let answer = if leader == self.node_id {
+                self.read_user_local(token_hash).await
+            } else {
+                self.forward(0, leader, RaftRequestBody::ReadUser { token_hash: token_hash.to_string() }).await?
+            };
+            match answer {
+                RaftResponse::User(u) => return Ok(u),
+                RaftResponse::NotLeader { leader } => target = leader,
+                RaftResponse::Unavailable { reason } => return Err(ProposeError::Unavailable { group: 0, reason }),
+                other => {
+                    return Err(ProposeError::Unavailable { group: 0, reason: format!("unexpected answer {other:?}") });
+                }
+            }
+        }
+        Err(ProposeError::NoLeader { group: 0 })
+    }
+
+    async fn read_user_local(&self, token_hash: &str) -> RaftResponse {
+        let Some(g) = self.groups.get(&0) else { return unavailable(not_hosted(0)) };
+        match g.raft.ensure_linearizable().await {
+            Ok(_) => match self.store.user_by_token(0, token_hash) {
+                Ok(u) => RaftResponse::User(u),
+                Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
+            },
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                RaftResponse::NotLeader { leader: f.leader_id }
+            }
+            Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
+        }
+    }
+
     async fn forward(
         &self,
         group: GroupId,
@@ -368,6 +412,7 @@ impl RaftHost {
                 RaftResponse::Proposed(results)
             }
             RaftRequestBody::ReadCounter { name } => self.read_local(group, &name).await,
+            RaftRequestBody::ReadUser { token_hash } => self.read_user_local(&token_hash).await,
         }
     }
 

@@ -29,6 +29,16 @@ pub enum Command {
         /// Amount, at least 1.
         by: u64,
     },
+    /// Creates a user (meta group) reachable by the SHA-256 of its bearer token; answers 1, or
+    /// rejects a token hash already in use.
+    UserCreate {
+        /// SHA-256 of the token, hex.
+        token_hash: String,
+        /// New user id.
+        id: String,
+        /// Display name.
+        name: String,
+    },
     /// Reserves `count` consecutive values of counter `name`; answers the first reserved value.
     CounterReserve {
         /// Counter name.

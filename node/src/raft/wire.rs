@@ -69,6 +69,11 @@ pub enum RaftRequestBody {
         /// Counter name.
         name: String,
     },
+    /// A linearizable lookup of a user by token hash, forwarded to the meta leader.
+    ReadUser {
+        /// SHA-256 of the token, hex.
+        token_hash: String,
+    },
 }
 
 /// Answers to [`RaftRequestBody`].
@@ -111,6 +116,8 @@ pub enum RaftResponse {
     Proposed(Vec<CommandResult>),
     /// A counter value read on the leader.
     Counter(u64),
+    /// A user looked up on the meta leader.
+    User(Option<crate::storage::records::UserRec>),
     /// This node does not lead the group; `leader` may.
     NotLeader {
         /// The leader this node knows of.

@@ -32,6 +32,8 @@ pub(crate) const RAFT_META: TableDefinition<(u64, &str), &[u8]> = TableDefinitio
 pub(crate) const SM_META: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("sm_meta");
 /// `(group, counter name)` → value.
 pub(crate) const COUNTERS: TableDefinition<(u64, &str), u64> = TableDefinition::new("sm_counters");
+/// `(group, SHA-256 of the bearer token, hex)` → encoded [`records::UserRec`] (meta group).
+pub(crate) const USERS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("sm_users");
 
 /// Keys of the per-group metadata tables.
 pub(crate) mod meta_key {
@@ -124,6 +126,7 @@ impl Store {
             txn.open_table(RAFT_META)?;
             txn.open_table(SM_META)?;
             txn.open_table(COUNTERS)?;
+            txn.open_table(USERS)?;
             txn.commit()?;
         }
         let db = Arc::new(db);
@@ -148,6 +151,17 @@ impl Store {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(COUNTERS)?;
         Ok(table.get((group, name))?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    /// The user whose token hashes to `token_hash`, as this node's state machine has it.
+    pub fn user_by_token(&self, group: GroupId, token_hash: &str) -> Result<Option<records::UserRec>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(USERS)?;
+        let value = table.get((group, token_hash))?;
+        Ok(match value {
+            Some(v) => Some(records::decode::<records::UserRec>(v.value())?),
+            None => None,
+        })
     }
 
     pub(crate) fn db(&self) -> &Arc<Database> {

@@ -213,6 +213,15 @@ pub struct SnapshotHeader {
     pub snapshot_id: String,
 }
 
+/// A user, stored in the meta group under the hash of its token.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct UserRec {
+    /// User id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+}
+
 /// One state-machine row in a snapshot file.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum SnapshotRow {
@@ -222,6 +231,13 @@ pub enum SnapshotRow {
         name: String,
         /// Value.
         value: u64,
+    },
+    /// A user.
+    User {
+        /// SHA-256 of its token, hex.
+        token_hash: String,
+        /// The user.
+        user: UserRec,
     },
 }
 

@@ -16,7 +16,7 @@ use redb::{Durability, ReadableDatabase, ReadableTable, WriteTransaction};
 use tokio::io::AsyncSeekExt;
 
 use super::records::{self, LogIdRec, SnapshotHeader, SnapshotRow, StoredMembershipRec};
-use super::{COUNTERS, SM_META, Store, StoreError, meta_key};
+use super::{COUNTERS, SM_META, Store, StoreError, USERS, meta_key};
 use crate::NodeId;
 use crate::raft::{BatchResult, Command, CommandResult, GroupId, NodeInfo, SnapshotData, TypeConfig};
 
@@ -84,12 +84,18 @@ fn applied_state(txn: &redb::ReadTransaction, group: GroupId) -> Result<AppliedS
     Ok((applied, membership))
 }
 
-fn apply_command(
-    counters: &mut redb::Table<'_, (u64, &'static str), u64>,
-    group: GroupId,
-    command: &Command,
-) -> Result<CommandResult, StoreError> {
+fn apply_command(tables: &mut SmTables<'_>, group: GroupId, command: &Command) -> Result<CommandResult, StoreError> {
+    let counters = &mut tables.counters;
     Ok(match command {
+        Command::UserCreate { token_hash, id, name } => {
+            if tables.users.get((group, token_hash.as_str()))?.is_some() {
+                CommandResult::Rejected { reason: "token already in use".into() }
+            } else {
+                let rec = records::encode(&records::UserRec { id: id.clone(), name: name.clone() })?;
+                tables.users.insert((group, token_hash.as_str()), rec.as_slice())?;
+                CommandResult::Value(1)
+            }
+        }
         Command::CounterIncrement { name, by } => {
             let current = counters.get((group, name.as_str()))?.map(|v| v.value()).unwrap_or(0);
             match current.checked_add(*by) {
@@ -117,11 +123,12 @@ fn apply_command(
 pub(crate) struct SmTables<'txn> {
     meta: redb::Table<'txn, (u64, &'static str), &'static [u8]>,
     counters: redb::Table<'txn, (u64, &'static str), u64>,
+    users: redb::Table<'txn, (u64, &'static str), &'static [u8]>,
 }
 
 impl<'txn> SmTables<'txn> {
     pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
-        Ok(Self { meta: txn.open_table(SM_META)?, counters: txn.open_table(COUNTERS)? })
+        Ok(Self { meta: txn.open_table(SM_META)?, counters: txn.open_table(COUNTERS)?, users: txn.open_table(USERS)? })
     }
 
     /// Applies `entries` of `group`; one result per entry.
@@ -135,7 +142,7 @@ impl<'txn> SmTables<'txn> {
                 EntryPayload::Normal(batch) => {
                     let mut out = Vec::with_capacity(batch.0.len());
                     for command in &batch.0 {
-                        out.push(apply_command(&mut self.counters, group, command)?);
+                        out.push(apply_command(self, group, command)?);
                     }
                     results.push(BatchResult(out));
                 }
@@ -242,6 +249,12 @@ fn build_blocking(store: &Store, group: GroupId) -> Result<SnapshotHeader, Store
             let row = SnapshotRow::Counter { name: k.value().1.to_string(), value: v.value() };
             write_record(&mut out, &records::encode(&row)?)?;
         }
+        let users = txn.open_table(USERS)?;
+        for item in users.range((group, "")..(group.saturating_add(1), ""))? {
+            let (k, v) = item?;
+            let row = SnapshotRow::User { token_hash: k.value().1.to_string(), user: records::decode(v.value())? };
+            write_record(&mut out, &records::encode(&row)?)?;
+        }
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
     }
@@ -275,10 +288,15 @@ fn install_blocking(
     {
         let mut counters = txn.open_table(COUNTERS)?;
         counters.retain_in((group, "")..(group.saturating_add(1), ""), |_, _| false)?;
+        let mut users = txn.open_table(USERS)?;
+        users.retain_in((group, "")..(group.saturating_add(1), ""), |_, _| false)?;
         while let Some(bytes) = read_record(&mut input)? {
             match records::decode::<SnapshotRow>(&bytes)? {
                 SnapshotRow::Counter { name, value } => {
                     counters.insert((group, name.as_str()), value)?;
+                }
+                SnapshotRow::User { token_hash, user } => {
+                    users.insert((group, token_hash.as_str()), records::encode(&user)?.as_slice())?;
                 }
             }
         }

@@ -78,7 +78,7 @@ impl Request {
                     B::Vote { .. } => "raft_vote",
                     B::Snapshot { .. } => "raft_snapshot",
                     B::Propose { .. } => "raft_propose",
-                    B::ReadCounter { .. } => "raft_read",
+                    B::ReadCounter { .. } | B::ReadUser { .. } => "raft_read",
                 }
             }
         }

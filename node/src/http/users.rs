@@ -1,0 +1,106 @@
+//! Users and bearer tokens: `POST /v1/users`, `GET /v1/users/me`, and the [`Caller`] extractor
+//! every authenticated endpoint takes.
+//!
+//! Tokens are 32 random bytes, shown once; the meta group stores only their SHA-256.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::counters::{propose_error, raft};
+use super::{ApiError, AppState};
+use crate::raft::Command;
+use crate::storage::records::UserRec;
+
+/// Longest user name, in characters.
+const MAX_NAME: usize = 64;
+
+/// Who is calling, from its bearer token.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// The configured admin token.
+    Admin,
+    /// A user.
+    User(UserRec),
+}
+
+fn sha256_hex(s: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unauthorized(code: &'static str, message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            unauthorized("missing_token", "this endpoint needs an Authorization: Bearer <token> header")
+        })?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unauthorized("invalid_token", "expected Authorization: Bearer <token>"))?;
+        let hash = sha256_hex(token);
+        // Compare hashes, so the comparison time says nothing about the admin token.
+        if state.auth.admin_token.as_deref().is_some_and(|admin| sha256_hex(admin) == hash) {
+            return Ok(Caller::Admin);
+        }
+        match raft(state)?.user_by_token(&hash).await.map_err(propose_error)? {
+            Some(user) => Ok(Caller::User(user)),
+            None => Err(unauthorized("invalid_token", "the bearer token is not valid")),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    name: String,
+}
+
+pub(super) async fn create(State(state): State<AppState>, parts: Parts, body: Bytes) -> Result<Response, ApiError> {
+    if !state.auth.open_signup {
+        let mut parts = parts;
+        match Caller::from_request_parts(&mut parts, &state).await? {
+            Caller::Admin => {}
+            Caller::User(_) => {
+                return Err(ApiError::new(StatusCode::FORBIDDEN, "signup_closed", "sign-up is closed; ask an admin"));
+            }
+        }
+    }
+    let new: NewUser = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("expected {{\"name\": \"...\"}}: {e}"))
+    })?;
+    let name = new.name.trim().to_string();
+    if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_name",
+            format!("a user name is 1 to {MAX_NAME} characters without control characters"),
+        ));
+    }
+    let id = format!("u{:016x}", rand::random::<u64>());
+    let token: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+    let command = Command::UserCreate { token_hash: sha256_hex(&token), id: id.clone(), name: name.clone() };
+    raft(&state)?.propose(0, command).await.map_err(propose_error)?;
+    Ok((StatusCode::CREATED, Json(json!({ "id": id, "name": name, "token": token }))).into_response())
+}
+
+pub(super) async fn me(caller: Caller) -> Json<serde_json::Value> {
+    match caller {
+        Caller::Admin => Json(json!({ "id": "admin", "name": "admin", "admin": true })),
+        Caller::User(u) => Json(json!({ "id": u.id, "name": u.name })),
+    }
+}
