@@ -844,8 +844,15 @@ async fn users_sign_up_and_their_tokens_authenticate_on_every_node() -> Result<(
         assert_eq!(me["id"], user["id"]);
         assert_eq!(me["name"], "ada");
     }
-    let r = plain.post(c.node(2).url("/v1/counters/mine/increment")).bearer_auth(&token).send().await?;
-    assert_eq!(r.status().as_u16(), 200);
+    // The user's token works for counters (retrying while the partition still elects a leader).
+    let status = wait_for_result("an authenticated increment", FORM, || async {
+        let r = plain.post(c.node(2).url("/v1/counters/mine/increment")).bearer_auth(&token).send().await?;
+        let status = r.status().as_u16();
+        let v: serde_json::Value = r.json().await?;
+        Ok((status != 503 || v["error"]["code"] != "no_leader").then_some(status))
+    })
+    .await?;
+    assert_eq!(status, 200);
     for (auth, code) in
         [(None, "missing_token"), (Some("Bearer nope"), "invalid_token"), (Some("Basic x"), "invalid_token")]
     {
