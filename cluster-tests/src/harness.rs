@@ -25,16 +25,11 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return Ok(v);
-        }
-        if start.elapsed() > deadline {
-            bail!("timed out after {deadline:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_result(what, deadline, || {
+        let fut = check();
+        async move { Ok(fut.await) }
+    })
+    .await
 }
 
 /// Like [`wait_for`], but `check` may fail, which ends the wait with its error.

@@ -48,7 +48,9 @@ pub(super) fn raft(state: &AppState) -> Result<std::sync::Arc<RaftHost>, ApiErro
 pub(super) fn propose_error(e: ProposeError) -> ApiError {
     match e {
         // Nothing was proposed: safe to retry.
-        ProposeError::NoLeader { .. } => ApiError::unavailable("no_leader", e.to_string(), 1),
+        ProposeError::NoLeader { .. } | ProposeError::NotLeader { .. } => {
+            ApiError::unavailable("no_leader", e.to_string(), 1)
+        }
         // The outcome is unknown: the command may or may not have been applied.
         ProposeError::Unavailable { .. } => ApiError::unavailable("partition_unavailable", e.to_string(), 1),
         ProposeError::Rejected { reason } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", reason),

@@ -44,6 +44,14 @@ pub enum ProposeError {
         /// The group.
         group: GroupId,
     },
+    /// This node does not lead the group (nothing was proposed); `leader` may.
+    #[error("this node does not lead partition {group}")]
+    NotLeader {
+        /// The group.
+        group: GroupId,
+        /// The leader this node knows of.
+        leader: Option<NodeId>,
+    },
     /// The leader could not be reached or failed the request.
     #[error("partition {group} is unavailable: {reason}")]
     Unavailable {
@@ -248,54 +256,19 @@ impl RaftHost {
 
     /// Proposes `command` to `group` wherever its leader is; answers after commit.
     pub async fn propose(&self, group: GroupId, command: Command) -> Result<CommandResult, ProposeError> {
-        let mut target = self.leader_of(group);
-        for _ in 0..2 {
-            let leader = target.ok_or(ProposeError::NoLeader { group })?;
-            let answer = if leader == self.node_id {
-                match self.propose_local(group, command.clone()).await {
-                    Err(ProposeError::Unavailable { reason, .. }) if reason.starts_with("not leader") => {
-                        target = self.leader_of(group).filter(|l| *l != self.node_id);
-                        continue;
-                    }
-                    other => return other,
-                }
-            } else {
-                let body = RaftRequestBody::Propose { commands: vec![command.clone()] };
-                self.forward(group, leader, body).await?
-            };
-            match answer {
-                RaftResponse::Proposed(mut results) if results.len() == 1 => return into_result(results.remove(0)),
-                RaftResponse::NotLeader { leader } => target = leader,
-                RaftResponse::Unavailable { reason } => return Err(ProposeError::Unavailable { group, reason }),
-                other => {
-                    return Err(ProposeError::Unavailable { group, reason: format!("unexpected answer {other:?}") });
-                }
-            }
+        match self.ask_leader(group, RaftRequestBody::Propose { commands: vec![command] }).await? {
+            RaftResponse::Proposed(mut results) if results.len() == 1 => into_result(results.remove(0)),
+            other => Err(unexpected(group, &other)),
         }
-        Err(ProposeError::NoLeader { group })
     }
 
     /// A linearizable read of counter `name` (read index on the leader).
     pub async fn read_counter(&self, name: &str) -> Result<u64, ProposeError> {
         let group = self.partition_of(name);
-        let mut target = self.leader_of(group);
-        for _ in 0..2 {
-            let leader = target.ok_or(ProposeError::NoLeader { group })?;
-            let answer = if leader == self.node_id {
-                self.read_local(group, name).await
-            } else {
-                self.forward(group, leader, RaftRequestBody::ReadCounter { name: name.to_string() }).await?
-            };
-            match answer {
-                RaftResponse::Counter(v) => return Ok(v),
-                RaftResponse::NotLeader { leader } => target = leader,
-                RaftResponse::Unavailable { reason } => return Err(ProposeError::Unavailable { group, reason }),
-                other => {
-                    return Err(ProposeError::Unavailable { group, reason: format!("unexpected answer {other:?}") });
-                }
-            }
+        match self.ask_leader(group, RaftRequestBody::ReadCounter { name: name.to_string() }).await? {
+            RaftResponse::Counter(v) => Ok(v),
+            other => Err(unexpected(group, &other)),
         }
-        Err(ProposeError::NoLeader { group })
     }
 
     /// The user whose token hashes to `token_hash`: from this node's meta state when present,
@@ -307,38 +280,31 @@ impl RaftHost {
         {
             return Ok(Some(user));
         }
-        let mut target = self.leader_of(0);
-        for _ in 0..2 {
-            let leader = target.ok_or(ProposeError::NoLeader { group: 0 })?;
-            let answer = if leader == self.node_id {
-                self.read_user_local(token_hash).await
-            } else {
-                self.forward(0, leader, RaftRequestBody::ReadUser { token_hash: token_hash.to_string() }).await?
-            };
-            match answer {
-                RaftResponse::User(u) => return Ok(u),
-                RaftResponse::NotLeader { leader } => target = leader,
-                RaftResponse::Unavailable { reason } => return Err(ProposeError::Unavailable { group: 0, reason }),
-                other => {
-                    return Err(ProposeError::Unavailable { group: 0, reason: format!("unexpected answer {other:?}") });
-                }
-            }
+        match self.ask_leader(0, RaftRequestBody::ReadUser { token_hash: token_hash.to_string() }).await? {
+            RaftResponse::User(u) => Ok(u),
+            other => Err(unexpected(0, &other)),
         }
-        Err(ProposeError::NoLeader { group: 0 })
     }
 
-    async fn read_user_local(&self, token_hash: &str) -> RaftResponse {
-        let Some(g) = self.groups.get(&0) else { return unavailable(not_hosted(0)) };
-        match g.raft.ensure_linearizable().await {
-            Ok(_) => match self.store.user_by_token(0, token_hash) {
-                Ok(u) => RaftResponse::User(u),
-                Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
-            },
-            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                RaftResponse::NotLeader { leader: f.leader_id }
+    /// The router: serves `body` here when this node leads `group`, forwards it to the leader
+    /// otherwise, and follows one "not leader, try N" answer.
+    async fn ask_leader(&self, group: GroupId, body: RaftRequestBody) -> Result<RaftResponse, ProposeError> {
+        let mut target = self.leader_of(group);
+        for _ in 0..2 {
+            let leader = target.ok_or(ProposeError::NoLeader { group })?;
+            let answer = if leader == self.node_id {
+                self.serve(group, body.clone()).await
+            } else {
+                self.forward(group, leader, body.clone()).await?
+            };
+            match answer {
+                // Never retry ourselves: our own view just proved stale.
+                RaftResponse::NotLeader { leader: next } => target = next.filter(|l| *l != leader),
+                RaftResponse::Unavailable { reason } => return Err(ProposeError::Unavailable { group, reason }),
+                other => return Ok(other),
             }
-            Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
         }
+        Err(ProposeError::NoLeader { group })
     }
 
     async fn forward(
@@ -363,17 +329,46 @@ impl RaftHost {
         rx.await.map_err(|_| ProposeError::Unavailable { group, reason: "proposer stopped".into() })?
     }
 
-    async fn read_local(&self, group: GroupId, name: &str) -> RaftResponse {
+    /// Reads local state of `group` after a read-index round on its leader (this node).
+    async fn read_linearizable(
+        &self,
+        group: GroupId,
+        read: impl FnOnce(&Store) -> Result<RaftResponse, crate::storage::StoreError>,
+    ) -> RaftResponse {
         let Some(g) = self.groups.get(&group) else { return unavailable(not_hosted(group)) };
         match g.raft.ensure_linearizable().await {
-            Ok(_) => match self.store.counter(group, name) {
-                Ok(v) => RaftResponse::Counter(v),
-                Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
-            },
+            Ok(_) => read(&self.store).unwrap_or_else(|e| RaftResponse::Unavailable { reason: e.to_string() }),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
                 RaftResponse::NotLeader { leader: f.leader_id }
             }
             Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
+        }
+    }
+
+    /// Serves a proposal or linearizable read for `group` on this node (its supposed leader).
+    async fn serve(&self, group: GroupId, body: RaftRequestBody) -> RaftResponse {
+        match body {
+            RaftRequestBody::Propose { commands } => {
+                let pending: Vec<_> = commands.into_iter().map(|c| self.propose_local(group, c)).collect();
+                let mut results = Vec::with_capacity(pending.len());
+                for r in futures::future::join_all(pending).await {
+                    match r {
+                        Ok(v) => results.push(v),
+                        Err(ProposeError::NotLeader { leader, .. }) => return RaftResponse::NotLeader { leader },
+                        Err(ProposeError::Rejected { reason }) => results.push(CommandResult::Rejected { reason }),
+                        Err(e) => return unavailable(e),
+                    }
+                }
+                RaftResponse::Proposed(results)
+            }
+            RaftRequestBody::ReadCounter { name } => {
+                self.read_linearizable(group, |store| Ok(RaftResponse::Counter(store.counter(group, &name)?))).await
+            }
+            RaftRequestBody::ReadUser { token_hash } => {
+                self.read_linearizable(group, |store| Ok(RaftResponse::User(store.user_by_token(group, &token_hash)?)))
+                    .await
+            }
+            other => RaftResponse::Unavailable { reason: format!("not a routed request: {other:?}") },
         }
     }
 
@@ -396,23 +391,9 @@ impl RaftHost {
                 let rpc = wire::to_snapshot(vote, last_log_id, last_membership, snapshot_id, offset, data, done);
                 wire::snapshot_response(g.raft.install_snapshot(rpc).await)
             }
-            RaftRequestBody::Propose { commands } => {
-                let mut results = Vec::with_capacity(commands.len());
-                let pending: Vec<_> = commands.into_iter().map(|c| self.propose_local(group, c)).collect();
-                for r in futures::future::join_all(pending).await {
-                    match r {
-                        Ok(v) => results.push(v),
-                        Err(ProposeError::Unavailable { reason, .. }) if reason.starts_with("not leader") => {
-                            return RaftResponse::NotLeader { leader: self.leader_of(group) };
-                        }
-                        Err(ProposeError::Rejected { reason }) => results.push(CommandResult::Rejected { reason }),
-                        Err(e) => return unavailable(e),
-                    }
-                }
-                RaftResponse::Proposed(results)
-            }
-            RaftRequestBody::ReadCounter { name } => self.read_local(group, &name).await,
-            RaftRequestBody::ReadUser { token_hash } => self.read_user_local(&token_hash).await,
+            body @ (RaftRequestBody::Propose { .. }
+            | RaftRequestBody::ReadCounter { .. }
+            | RaftRequestBody::ReadUser { .. }) => self.serve(group, body).await,
         }
     }
 
@@ -444,6 +425,10 @@ impl RaftHost {
 
 fn not_hosted(group: GroupId) -> ProposeError {
     ProposeError::Unavailable { group, reason: "group not hosted on this node".into() }
+}
+
+fn unexpected(group: GroupId, answer: &RaftResponse) -> ProposeError {
+    ProposeError::Unavailable { group, reason: format!("unexpected answer {answer:?}") }
 }
 
 fn unavailable(e: ProposeError) -> RaftResponse {
@@ -497,14 +482,14 @@ async fn run_proposer(
                     }
                 }
                 Err(e) => {
-                    let reason = match &e {
+                    let error = match e {
                         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                            format!("not leader (leader: {:?})", f.leader_id)
+                            ProposeError::NotLeader { group, leader: f.leader_id }
                         }
-                        other => other.to_string(),
+                        other => ProposeError::Unavailable { group, reason: other.to_string() },
                     };
                     for reply in replies {
-                        let _ = reply.send(Err(ProposeError::Unavailable { group, reason: reason.clone() }));
+                        let _ = reply.send(Err(error.clone()));
                     }
                 }
             }
