@@ -296,11 +296,37 @@ async fn readiness_needs_a_reachable_majority() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_joins_through_a_member_and_everyone_learns_of_it() -> Result<()> {
+async fn a_node_joins_through_a_member_and_becomes_a_meta_voter() -> Result<()> {
     let mut c = formed(&ClusterSpec::new(3)).await?;
     let id = c.add_joining_node(1)?;
     c.start_node(id)?;
     c.wait_all_see_up(&[1, 2, 3, id], &[1, 2, 3, id], FORM).await?;
+    // Recorded in meta state, added to the meta group as a learner, then made a voter (meta has
+    // up to five voters), after which it serves like any member.
+    wait_for("the joined node to become a meta voter", Duration::from_secs(60), || async {
+        for observer in [1, 2, 3] {
+            let v = c.get_json(observer, "/v1/cluster").await?;
+            if v["meta"]["leader"].as_u64() == Some(observer) {
+                let voters = v["meta"]["replicas"].as_array()?;
+                let layout = v["layout"]["groups"]["0"].as_array()?;
+                return (voters.contains(&serde_json::json!(id)) && layout.contains(&serde_json::json!(id)))
+                    .then_some(());
+            }
+        }
+        None
+    })
+    .await?;
+    c.wait_ready(&[id], FORM).await?;
+    let v = wait_for_result("an increment through the joined node", FORM, || async {
+        let r = c.http.post(c.node(id).url("/v1/counters/joined/increment")).send().await?;
+        if r.status().as_u16() == 503 {
+            return Ok(None);
+        }
+        anyhow::ensure!(r.status().is_success(), "status {}", r.status());
+        Ok(r.json::<serde_json::Value>().await?["value"].as_u64())
+    })
+    .await?;
+    assert_eq!(v, 1);
     Ok(())
 }
 
@@ -539,14 +565,34 @@ mod counters {
     /// A formed cluster whose every Raft group (meta and partitions) has elected a leader.
     async fn led(spec: &ClusterSpec) -> Result<Cluster> {
         let c = formed(spec).await?;
+        let ids: Vec<u64> = c.nodes.keys().copied().collect();
         wait_for("every group to have a leader", FORM, || async {
-            let v = c.get_json(1, "/v1/cluster").await?;
-            let parts = v["partitions"].as_array()?;
-            (!parts.is_empty() && v["meta"]["leader"].is_u64() && parts.iter().all(|p| p["leader"].is_u64()))
-                .then_some(())
+            let groups = leaders(&c, &ids).await;
+            let partitions = c.get_json(1, "/v1/cluster").await?["partitions"].as_array()?.len();
+            (partitions > 0 && groups.len() == partitions + 1).then_some(())
         })
         .await?;
         Ok(c)
+    }
+
+    /// Every group's state as its leader reports it (`role == "leader"`), asked of `ids`.
+    async fn leaders(c: &Cluster, ids: &[u64]) -> std::collections::BTreeMap<u64, serde_json::Value> {
+        let mut out = std::collections::BTreeMap::new();
+        for id in ids {
+            let Some(v) = c.get_json(*id, "/v1/cluster").await else { continue };
+            let meta = std::iter::once(&v["meta"]).filter(|m| m["leader"].as_u64() == Some(*id));
+            for g in v["partitions"].as_array().into_iter().flatten() {
+                if g["role"] == "leader"
+                    && let Some(gid) = g["id"].as_u64()
+                {
+                    out.insert(gid, g.clone());
+                }
+            }
+            for m in meta {
+                out.insert(0, m.clone());
+            }
+        }
+        out
     }
     use cluster_tests::history::{Kind, Op, Outcome, check_counter};
     use std::sync::{Arc, Mutex};
@@ -744,6 +790,86 @@ mod counters {
         eprintln!("{} operations, {acked} acknowledged increments, final value {}", h.len(), finals[0]);
         assert!(acked >= 120, "the load made progress in both phases");
         check_counter(&h, finals[0]).map_err(|e| anyhow!("history is not linearizable: {e}"))?;
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicas_of_a_dead_node_move_to_the_spare_nodes() -> Result<()> {
+        let spec = ClusterSpec::new(5).set("placement", "dead_after = \"3s\"");
+        let mut c = led(&spec).await?;
+        let live = [1, 2, 3, 4];
+        let names: Vec<String> = (0..16).map(|i| format!("moved-{i}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            for _ in 0..=(i % 3) {
+                increment(&c, (i % 4) as u64 + 1, name).await?;
+            }
+        }
+        let before = c.get_json(1, "/v1/cluster").await.ok_or_else(|| anyhow!("no cluster view"))?;
+        let version = before["layout"]["version"].as_u64().ok_or_else(|| anyhow!("no layout in {before}"))?;
+        let on_dead: Vec<String> = before["layout"]["groups"]
+            .as_object()
+            .ok_or_else(|| anyhow!("no layout groups"))?
+            .iter()
+            .filter(|(g, r)| *g != "0" && r.as_array().is_some_and(|r| r.contains(&serde_json::json!(5))))
+            .map(|(g, _)| g.clone())
+            .collect();
+        assert!(!on_dead.is_empty(), "node 5 replicates some partition: {}", before["layout"]);
+        c.kill(5)?;
+        // The driver declares node 5 dead after `dead_after`, moves its replicas to spare nodes in
+        // the layout, and every group's real Raft voters follow it.
+        let moved = wait_for("every replica of node 5 to move to a live node", Duration::from_secs(90), || async {
+            let v = c.get_json(1, "/v1/cluster").await?;
+            let layout = v["layout"].clone();
+            let groups = layout["groups"].as_object()?;
+            let partitions_ok = groups.iter().filter(|(g, _)| *g != "0").all(|(_, r)| {
+                let r = r.as_array().cloned().unwrap_or_default();
+                r.len() == 3 && !r.contains(&serde_json::json!(5))
+            });
+            if layout["version"].as_u64()? <= version || !partitions_ok {
+                return None;
+            }
+            let led = leaders(&c, &live).await;
+            let follow = groups.iter().filter(|(g, _)| *g != "0").all(|(g, r)| {
+                let Ok(id) = g.parse::<u64>() else { return false };
+                led.get(&id)
+                    .is_some_and(|l| &l["replicas"] == r && l["learners"].as_array().is_some_and(|x| x.is_empty()))
+            });
+            follow.then_some(layout)
+        })
+        .await;
+        let moved = match moved {
+            Ok(m) => m,
+            Err(e) => {
+                for id in live {
+                    let log = c.log(id);
+                    let interesting: Vec<&str> = log
+                        .lines()
+                        .filter(|l| {
+                            l.contains("WARN") || l.contains("ERROR") || l.contains("moved") || l.contains("membership")
+                        })
+                        .collect();
+                    eprintln!("--- node {id}: {:?}\n{}", c.get_json(id, "/v1/cluster").await, interesting.join("\n"));
+                }
+                return Err(e);
+            }
+        };
+        eprintln!("layout after node 5 died: {moved}");
+        let v = c.get_json(1, "/v1/cluster").await.ok_or_else(|| anyhow!("no cluster view"))?;
+        let five = v["members"].as_array().and_then(|m| m.iter().find(|m| m["id"] == 5).cloned());
+        assert_eq!(five.map(|m| m["dead"].clone()), Some(serde_json::json!(true)), "node 5 is recorded dead");
+        let mut moves = 0.0;
+        for id in live {
+            let m = c.metrics(id).await.unwrap_or_default();
+            moves += cluster_tests::harness::sample(&m, "shoal_placement_moves_total{kind=\"replace\"}").unwrap_or(0.0);
+        }
+        assert!(moves >= on_dead.len() as f64, "{moves} replace moves counted for {} partitions", on_dead.len());
+        // Nothing acknowledged was lost, and every partition takes writes on its new replicas.
+        for (i, name) in names.iter().enumerate() {
+            let node = (i % 4) as u64 + 1;
+            let v = wait_for("a read after the move", FORM, || async { read(&c, node, name).await.ok() }).await?;
+            assert_eq!(v, (i % 3) as u64 + 1, "{name}");
+            assert_eq!(increment(&c, (i as u64 + 1) % 4 + 1, name).await?, (i % 3) as u64 + 2, "{name}");
+        }
         Ok(())
     }
 

@@ -190,6 +190,7 @@ impl Supervisor {
                     transport: Arc::clone(&deps.transport),
                     slot: deps.raft.clone(),
                     metrics: deps.metrics.raft.clone(),
+                    membership: Arc::clone(&deps.membership),
                 };
                 let (a, _) = Actor::spawn_linked(name, RaftActor, args, sup).await?;
                 Child::Raft(a)

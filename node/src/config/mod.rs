@@ -85,6 +85,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogSection,
+    /// The placement driver.
+    #[serde(default)]
+    pub placement: PlacementSection,
     /// Switches for tests; all off by default.
     #[serde(default)]
     pub testing: TestingSection,
@@ -262,6 +265,9 @@ pub struct RaftSection {
     pub keep_logs_after_snapshot: u64,
     /// Most commands the batching proposer packs into one log entry.
     pub max_batch: usize,
+    /// Batch proposals (default). `false` proposes every command as its own log entry, for
+    /// measuring what batching buys.
+    pub batching: bool,
 }
 
 impl Default for RaftSection {
@@ -275,6 +281,7 @@ impl Default for RaftSection {
             snapshot_after_entries: 10_000,
             keep_logs_after_snapshot: 1_000,
             max_batch: 1024,
+            batching: true,
         }
     }
 }
@@ -363,6 +370,24 @@ pub struct LogSection {
 impl Default for LogSection {
     fn default() -> Self {
         Self { filter: "info,openraft=error".to_string(), format: LogFormat::Text }
+    }
+}
+
+/// `[placement]`: the placement driver on the meta leader.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlacementSection {
+    /// How often the driver compares the layout with member health and group memberships.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// A member unreachable this long is dead: its replicas move to spare nodes, if any.
+    #[serde(with = "humantime_serde")]
+    pub dead_after: Duration,
+}
+
+impl Default for PlacementSection {
+    fn default() -> Self {
+        Self { interval: Duration::from_secs(1), dead_after: Duration::from_secs(60) }
     }
 }
 
@@ -494,6 +519,10 @@ impl Config {
         }
         if r.max_batch == 0 {
             return Err(invalid("raft.max_batch", "must be at least 1"));
+        }
+        nonzero("placement.interval", self.placement.interval)?;
+        if self.placement.dead_after < self.membership.heartbeat_interval * 2 {
+            return Err(invalid("placement.dead_after", "must be at least two membership heartbeat intervals"));
         }
         if self.auth.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(invalid("auth.admin_token", "must be at least 16 characters"));

@@ -139,10 +139,26 @@ async fn cluster(State(state): State<AppState>) -> Json<Value> {
         .map(|g| json!({ "leader": g.leader, "term": g.term, "commit_index": g.commit_index, "replicas": g.replicas }))
         .unwrap_or_else(|| json!({ "leader": null, "term": 0, "commit_index": 0, "replicas": [] }));
     let partitions: Vec<_> = groups.iter().filter(|g| g.id > 0).collect();
+    let placement = state.raft.get().and_then(|r| r.placement());
+    // Members as the failure detector sees them, plus whether meta state declared them dead.
+    let members: Vec<Value> = state
+        .membership
+        .view()
+        .into_iter()
+        .map(|m| {
+            let dead = placement.as_ref().and_then(|p| p.members.get(&m.id)).is_some_and(|r| r.dead);
+            let mut v = serde_json::to_value(&m).unwrap_or(Value::Null);
+            if let Some(o) = v.as_object_mut() {
+                o.insert("dead".into(), Value::Bool(dead));
+            }
+            v
+        })
+        .collect();
     Json(json!({
         "node_id": state.node_id,
-        "members": state.membership.view(),
+        "members": members,
         "meta": meta,
+        "layout": placement.map(|p| p.layout),
         "partitions": partitions,
     }))
 }

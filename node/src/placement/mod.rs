@@ -1,12 +1,129 @@
 //! Placement: which nodes replicate which Raft group. Pure functions, no I/O.
 //!
-//! Today only the initial layout, computed identically on every founder from the config; the
-//! placement driver that moves replicas arrives later and will version the layout in meta state.
+//! The layout lives in meta state ([`Placement`]), versioned. [`initial_layout`] is what the
+//! founders bootstrap with; [`plan`] is the placement driver's decision: given the layout and each
+//! member's health, the next layout and the replica moves that lead there.
 
 use std::collections::BTreeMap;
 
+use rkyv::{Archive, Deserialize, Serialize};
+
 use crate::NodeId;
 use crate::raft::GroupId;
+
+/// A cluster member as meta state records it.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct MemberRec {
+    /// Node id.
+    pub id: NodeId,
+    /// QUIC address, host:port.
+    pub peer_addr: String,
+    /// HTTP address, host:port.
+    pub http_addr: String,
+    /// Declared dead by the placement driver (unreachable longer than `dead_after`); its replicas
+    /// are moved away when spare nodes exist. A dead member that comes back is live again.
+    pub dead: bool,
+}
+
+/// The versioned layout: the replicas (voters) of every group.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Layout {
+    /// Bumped by every change.
+    pub version: u64,
+    /// Group → its voters, sorted.
+    pub groups: BTreeMap<GroupId, Vec<NodeId>>,
+}
+
+/// Meta state's placement record: members and the layout.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Every member that ever joined, by id.
+    pub members: BTreeMap<NodeId, MemberRec>,
+    /// The layout.
+    pub layout: Layout,
+}
+
+/// A member's health as the placement driver judges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Answering heartbeats: may receive replicas.
+    Up,
+    /// Not answering, for less than `dead_after`: left alone (it may be restarting).
+    Down,
+    /// Not answering for longer than `dead_after`: its replicas move to spare nodes.
+    Dead,
+}
+
+/// One replica move the driver decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    /// The group.
+    pub group: GroupId,
+    /// The replica removed (a dead node), or `None` when a replica is added.
+    pub from: Option<NodeId>,
+    /// The node receiving the replica.
+    pub to: NodeId,
+}
+
+/// The placement driver's decision: the layout that should follow `layout`, given each member's
+/// health, or `None` when nothing needs to change.
+///
+/// - A replica on a dead node is replaced by the up node, not yet a replica of that group, that
+///   holds the fewest replicas (ties: lowest id). Without such a spare node the dead replica
+///   stays: shrinking the group would not make it more available.
+/// - A group with fewer voters than its target (meta: up to [`MAX_META_VOTERS`]; partitions:
+///   `replication_factor`; both capped by the members not dead) gains replicas on spare up nodes,
+///   which is how nodes that join later receive work.
+/// - Down (not yet dead) nodes neither lose nor receive replicas.
+pub fn plan(
+    layout: &Layout,
+    health: &BTreeMap<NodeId, Health>,
+    replication_factor: usize,
+) -> Option<(Layout, Vec<Move>)> {
+    let not_dead = health.values().filter(|h| **h != Health::Dead).count();
+    let mut load: BTreeMap<NodeId, usize> = health.keys().map(|id| (*id, 0)).collect();
+    for (group, replicas) in &layout.groups {
+        if *group != 0 {
+            for n in replicas {
+                *load.entry(*n).or_insert(0) += 1;
+            }
+        }
+    }
+    let mut moves = Vec::new();
+    let mut groups = layout.groups.clone();
+    for (group, replicas) in groups.iter_mut() {
+        let target = if *group == 0 { MAX_META_VOTERS } else { replication_factor }.min(not_dead).max(1);
+        let counts = *group != 0;
+        let pick = |replicas: &[NodeId], load: &mut BTreeMap<NodeId, usize>| {
+            let spare = health
+                .iter()
+                .filter(|(id, h)| **h == Health::Up && !replicas.contains(id))
+                .map(|(id, _)| *id)
+                .min_by_key(|id| (load.get(id).copied().unwrap_or(0), *id))?;
+            if counts {
+                *load.entry(spare).or_insert(0) += 1;
+            }
+            Some(spare)
+        };
+        let dead: Vec<NodeId> = replicas.iter().copied().filter(|id| health.get(id) == Some(&Health::Dead)).collect();
+        for d in dead {
+            let Some(to) = pick(replicas, &mut load) else { break };
+            replicas.retain(|id| *id != d);
+            replicas.push(to);
+            if counts && let Some(l) = load.get_mut(&d) {
+                *l = l.saturating_sub(1);
+            }
+            moves.push(Move { group: *group, from: Some(d), to });
+        }
+        while replicas.len() < target {
+            let Some(to) = pick(replicas, &mut load) else { break };
+            replicas.push(to);
+            moves.push(Move { group: *group, from: None, to });
+        }
+        replicas.sort_unstable();
+    }
+    (!moves.is_empty()).then(|| (Layout { version: layout.version + 1, groups }, moves))
+}
 
 /// Largest number of meta-group voters; further nodes would be learners.
 pub const MAX_META_VOTERS: usize = 5;
@@ -53,6 +170,87 @@ pub fn partition_of(key: &str, partitions: u64) -> GroupId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn health(up: &[NodeId], down: &[NodeId], dead: &[NodeId]) -> BTreeMap<NodeId, Health> {
+        let mut h = BTreeMap::new();
+        h.extend(up.iter().map(|id| (*id, Health::Up)));
+        h.extend(down.iter().map(|id| (*id, Health::Down)));
+        h.extend(dead.iter().map(|id| (*id, Health::Dead)));
+        h
+    }
+
+    fn layout(groups: BTreeMap<GroupId, Vec<NodeId>>) -> Layout {
+        Layout { version: 7, groups }
+    }
+
+    fn loads(l: &Layout) -> BTreeMap<NodeId, usize> {
+        let mut per = BTreeMap::new();
+        for n in l.groups.iter().filter(|(g, _)| **g > 0).flat_map(|(_, r)| r) {
+            *per.entry(*n).or_insert(0) += 1;
+        }
+        per
+    }
+
+    #[test]
+    fn a_healthy_cluster_needs_no_moves() {
+        let l = layout(initial_layout(&[1, 2, 3, 4, 5], 8, 3));
+        assert_eq!(plan(&l, &health(&[1, 2, 3, 4, 5], &[], &[]), 3), None);
+    }
+
+    #[test]
+    fn replicas_of_a_dead_node_move_to_the_least_loaded_spares() {
+        let l = layout(initial_layout(&[1, 2, 3, 4, 5], 10, 3));
+        let (next, moves) = plan(&l, &health(&[1, 2, 3, 4], &[], &[5]), 3).expect("moves");
+        assert_eq!(next.version, 8);
+        for (g, r) in next.groups.iter().filter(|(g, _)| **g > 0) {
+            assert_eq!(r.len(), 3, "group {g}: {r:?}");
+            assert!(!r.contains(&5), "group {g} still on the dead node: {r:?}");
+        }
+        let had_five = l.groups.iter().filter(|(g, r)| **g > 0 && r.contains(&5)).count();
+        assert_eq!(moves.iter().filter(|m| m.from == Some(5)).count(), had_five);
+        let per = loads(&next);
+        let (min, max) = (per.values().min().unwrap(), per.values().max().unwrap());
+        assert!(max - min <= 1, "load spread evenly: {per:?}");
+        // Meta keeps its dead voter: no node outside it is spare.
+        assert_eq!(next.groups[&0], vec![1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn without_a_spare_node_the_dead_replica_stays() {
+        let l = layout(initial_layout(&[1, 2, 3], 4, 3));
+        assert_eq!(plan(&l, &health(&[1, 2], &[], &[3]), 3), None);
+    }
+
+    #[test]
+    fn a_node_that_is_down_but_not_dead_is_left_alone() {
+        let l = layout(initial_layout(&[1, 2, 3, 4], 4, 3));
+        assert_eq!(plan(&l, &health(&[1, 2, 3], &[4], &[]), 3), None);
+    }
+
+    #[test]
+    fn down_nodes_receive_no_replicas() {
+        let l = layout(initial_layout(&[1, 2, 3, 4, 5], 5, 3));
+        let (next, _) = plan(&l, &health(&[1, 2, 3], &[4], &[5]), 3).expect("moves");
+        assert!(next.groups.values().flatten().all(|n| *n != 5 || next.groups[&0].contains(n)));
+        for (g, r) in next.groups.iter().filter(|(g, _)| **g > 0) {
+            let before = &l.groups[g];
+            for n in r.iter().filter(|n| !before.contains(n)) {
+                assert!([1, 2, 3].contains(n), "group {g} moved to non-up node {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn joined_nodes_fill_under_replicated_groups_and_meta_up_to_five() {
+        // Created with one founder: R capped at 1. Two nodes join.
+        let l = layout(initial_layout(&[1], 3, 3));
+        let (next, moves) = plan(&l, &health(&[1, 2, 3], &[], &[]), 3).expect("moves");
+        assert!(next.groups.values().all(|r| r == &vec![1, 2, 3]), "{next:?}");
+        assert!(moves.iter().all(|m| m.from.is_none()));
+        let l = layout(initial_layout(&(1..=5).collect::<Vec<_>>(), 1, 3));
+        let seven = health(&(1..=7).collect::<Vec<_>>(), &[], &[]);
+        assert_eq!(plan(&l, &seven, 3), None, "meta stays at five voters, partitions at R");
+    }
 
     #[test]
     fn three_founders_replicate_everything_everywhere() {

@@ -53,6 +53,8 @@ pub struct RaftArgs {
     pub slot: RaftSlot,
     /// Raft instruments.
     pub metrics: crate::raft::metrics::RaftMetrics,
+    /// The membership view (member health for the placement driver).
+    pub membership: Arc<crate::membership::Membership>,
 }
 
 /// See the module docs.
@@ -68,9 +70,14 @@ impl Actor for RaftActor {
         if let Some(old) = args.slot.replace(None) {
             old.shutdown().await;
         }
-        let host =
-            RaftHost::start(&args.config, Arc::clone(&args.store), Arc::clone(&args.transport), args.metrics.clone())
-                .await?;
+        let host = RaftHost::start(
+            &args.config,
+            Arc::clone(&args.store),
+            Arc::clone(&args.transport),
+            args.metrics.clone(),
+            Arc::clone(&args.membership),
+        )
+        .await?;
         args.slot.replace(Some(host));
         myself.send_interval(Duration::from_secs(1), || RaftMsg::Check);
         Ok(args)

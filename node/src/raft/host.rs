@@ -1,21 +1,26 @@
-//! The Raft groups this node hosts, their batching proposers, and the router in front of them.
+//! The Raft groups this node hosts, the batching router in front of them, and the placement
+//! driver.
 //!
 //! Every founder computes the same initial layout ([`crate::placement::initial_layout`]) and
 //! initialises the groups it replicates exactly once (an initialised store is never initialised
-//! again). Callers hand typed commands to [`RaftHost::propose`]: it serves them locally when this
-//! node leads the key's group, forwards them over QUIC to the leader otherwise, follows one
-//! "not leader, try N" answer, and reports [`ProposeError::NoLeader`] when the group has no
-//! quorum.
+//! again); the first meta leader records it in meta state. Afterwards the layout in meta state is
+//! the truth: every node hosts the groups it gives it, and the placement driver on the meta leader
+//! changes it and makes group memberships follow.
+//!
+//! Callers hand typed commands to [`RaftHost::propose`]. Commands queue per group and travel as
+//! one batch to the group's leader: committed here when this node leads, forwarded over QUIC
+//! otherwise, following one "not leader, try N" answer; [`ProposeError::NoLeader`] when the group
+//! has no quorum.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{Raft, ServerState, SnapshotPolicy};
+use openraft::{ChangeMembers, Raft, ServerState, SnapshotPolicy};
 use serde::Serialize;
-use tokio::sync::{Semaphore, mpsc, oneshot};
-use tracing::{info, warn};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
 
 use super::metrics::RaftMetrics;
 use super::network::GroupNetworkFactory;
@@ -23,14 +28,16 @@ use super::wire::{self, RaftRequest, RaftRequestBody, RaftResponse};
 use super::{Command, CommandBatch, CommandResult, GroupId, NodeInfo, TypeConfig};
 use crate::NodeId;
 use crate::config::Config;
+use crate::membership::{Membership, PeerState};
+use crate::placement::{Health, Layout, MemberRec, Placement, plan};
 use crate::storage::Store;
 use crate::storage::records::UserRec;
 use crate::transport::Transport;
+use crate::transport::proto::MemberRecord;
 use crate::util::AbortOnDrop;
 
-/// Batches proposed concurrently per group; later proposals queue behind and form the next,
-/// larger batch (measured: 1 in flight beats 2 and 8 at 64 clients on 2 cores).
-const MAX_BATCHES_IN_FLIGHT: usize = 1;
+/// Longest wait for a new replica to catch up, or for a membership change to commit.
+const RECONFIGURE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Deadline of a request forwarded to a leader. Short, so that a leader that just died costs a
 /// client one quick 503 instead of a long hang while the group elects a new one.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(1);
@@ -89,12 +96,21 @@ struct Proposal {
     reply: oneshot::Sender<Result<CommandResult, ProposeError>>,
 }
 
-/// A group hosted here: its Raft instance and the queue of its batching proposer.
+/// A group hosted here: its Raft instance and the task mirroring its metrics.
 struct Group {
     raft: Raft<TypeConfig>,
-    proposals: mpsc::Sender<Proposal>,
-    /// The proposer and the metrics watcher; they end with the group.
-    _tasks: [AbortOnDrop<()>; 2],
+    _watcher: AbortOnDrop<()>,
+}
+
+/// One replica of a group as its leader sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaView {
+    /// The replica's node.
+    pub node: NodeId,
+    /// Last entry known to be in its log.
+    pub matched_index: Option<u64>,
+    /// Entries it is behind the leader's log.
+    pub lag: u64,
 }
 
 /// Raft state of one group as `/v1/cluster` shows it.
@@ -102,8 +118,10 @@ struct Group {
 pub struct GroupView {
     /// Group id (0: meta).
     pub id: GroupId,
-    /// Voters.
+    /// Voters (from this node's Raft state; from the layout when not hosted here).
     pub replicas: Vec<NodeId>,
+    /// Learners.
+    pub learners: Vec<NodeId>,
     /// Current leader, if any.
     pub leader: Option<NodeId>,
     /// Current term.
@@ -116,19 +134,32 @@ pub struct GroupView {
     pub snapshot_index: Option<u64>,
     /// Entries up to here were purged from this node's log.
     pub purged_index: Option<u64>,
-    /// This node's role.
+    /// This node's role (`none`: the group is not hosted here).
     pub role: &'static str,
+    /// Per-replica replication progress; only on the leader.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication: Option<Vec<ReplicaView>>,
 }
 
-/// All groups of this node.
+/// All groups of this node, the router in front of them and the placement driver.
 pub struct RaftHost {
     node_id: NodeId,
+    cfg: Config,
+    raft_config: Arc<openraft::Config>,
     /// How recent a leader's quorum acknowledgement must be for it to count as leader.
     quorum_lease_ms: u64,
-    partitions: u64,
     store: Arc<Store>,
     transport: Arc<Transport>,
-    groups: HashMap<GroupId, Group>,
+    metrics: RaftMetrics,
+    groups: RwLock<HashMap<GroupId, Arc<Group>>>,
+    /// Batching queues, one per group routed through this node (hosted or not).
+    queues: Mutex<HashMap<GroupId, mpsc::Sender<Proposal>>>,
+    /// Leaders learned from answers, for groups not hosted here.
+    hints: Mutex<HashMap<GroupId, NodeId>>,
+    /// Groups whose membership change runs on this node right now.
+    reconfiguring: Mutex<HashSet<GroupId>>,
+    me: Weak<RaftHost>,
+    tasks: Mutex<Vec<AbortOnDrop<()>>>,
 }
 
 impl std::fmt::Debug for RaftHost {
@@ -152,92 +183,214 @@ fn raft_config(cfg: &Config) -> Result<Arc<openraft::Config>, RaftHostError> {
     Ok(Arc::new(c.validate().map_err(|e| RaftHostError::Config(e.to_string()))?))
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The placement the founders bootstrap with, from `cluster.initial_members`.
+fn initial_placement(cfg: &Config) -> Placement {
+    let founders: Vec<NodeId> = cfg.cluster.initial_members.iter().map(|m| m.id).collect();
+    Placement {
+        members: cfg
+            .cluster
+            .initial_members
+            .iter()
+            .map(|m| {
+                let rec =
+                    MemberRec { id: m.id, peer_addr: m.peer_addr.clone(), http_addr: m.http_addr.clone(), dead: false };
+                (m.id, rec)
+            })
+            .collect(),
+        layout: Layout {
+            version: 1,
+            groups: crate::placement::initial_layout(&founders, cfg.raft.partitions, cfg.raft.replication_factor),
+        },
+    }
+}
+
+fn info_of(m: &MemberRec) -> NodeInfo {
+    NodeInfo { peer_addr: m.peer_addr.clone(), http_addr: m.http_addr.clone() }
+}
+
 impl RaftHost {
-    /// Starts every group this node replicates and initialises new ones.
+    /// Starts the groups this node replicates: the meta group always; as a founder, the groups of
+    /// the initial layout (initialised exactly once: an initialised store is never initialised
+    /// again); groups with state in the store; and groups the stored layout gives this node.
+    /// Then starts the placement loop.
     pub async fn start(
         cfg: &Config,
         store: Arc<Store>,
         transport: Arc<Transport>,
         metrics: RaftMetrics,
+        membership: Arc<Membership>,
     ) -> Result<Arc<Self>, RaftHostError> {
         let node_id = cfg.node.id;
-        let founders: Vec<NodeId> = cfg.cluster.initial_members.iter().map(|m| m.id).collect();
-        let infos: BTreeMap<NodeId, NodeInfo> = cfg
-            .cluster
-            .initial_members
-            .iter()
-            .map(|m| (m.id, NodeInfo { peer_addr: m.peer_addr.clone(), http_addr: m.http_addr.clone() }))
-            .collect();
-        let layout = crate::placement::initial_layout(&founders, cfg.raft.partitions, cfg.raft.replication_factor);
-        let config = raft_config(cfg)?;
-        let mut groups = HashMap::new();
-        for (group, replicas) in layout.iter().filter(|(_, r)| r.contains(&node_id)) {
-            let err = |e: &dyn std::fmt::Display| RaftHostError::Group { group: *group, reason: e.to_string() };
-            let sm = store.state_machine(*group).map_err(|e| err(&e))?;
-            let network = GroupNetworkFactory { group: *group, transport: Arc::clone(&transport) };
-            let raft = Raft::new(node_id, Arc::clone(&config), network, store.log_store(*group), sm)
-                .await
-                .map_err(|e| err(&e))?;
-            if !raft.is_initialized().await.map_err(|e| err(&e))? {
-                let members: BTreeMap<NodeId, NodeInfo> =
-                    replicas.iter().filter_map(|id| infos.get(id).map(|i| (*id, i.clone()))).collect();
-                // Every founder initialises with the same membership; openraft accepts that, and
-                // a store that is already initialised is never initialised again.
-                if let Err(e) = raft.initialize(members).await {
-                    warn!(group, error = %e, "group initialisation skipped");
+        let raft_config = raft_config(cfg)?;
+        let host = Arc::new_cyclic(|me| Self {
+            node_id,
+            cfg: cfg.clone(),
+            raft_config,
+            quorum_lease_ms: cfg.raft.election_timeout_max.as_millis() as u64,
+            store: Arc::clone(&store),
+            transport,
+            metrics,
+            groups: RwLock::new(HashMap::new()),
+            queues: Mutex::new(HashMap::new()),
+            hints: Mutex::new(HashMap::new()),
+            reconfiguring: Mutex::new(HashSet::new()),
+            me: me.clone(),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let initial = initial_placement(cfg);
+        let store_err = |e: crate::storage::StoreError| RaftHostError::Group { group: 0, reason: e.to_string() };
+        let mut wanted: BTreeMap<GroupId, Option<BTreeMap<NodeId, NodeInfo>>> = BTreeMap::new();
+        wanted.insert(0, None);
+        for (group, replicas) in initial.layout.groups.iter().filter(|(_, r)| r.contains(&node_id)) {
+            let members = replicas.iter().filter_map(|id| initial.members.get(id).map(|m| (*id, info_of(m))));
+            wanted.insert(*group, Some(members.collect()));
+        }
+        for group in store.stored_groups().map_err(store_err)? {
+            wanted.entry(group).or_insert(None);
+        }
+        if let Some(p) = store.placement(0).map_err(store_err)? {
+            for (group, replicas) in &p.layout.groups {
+                if replicas.contains(&node_id) {
+                    wanted.entry(*group).or_insert(None);
                 }
             }
-            let (tx, rx) = mpsc::channel(cfg.raft.max_batch * 4);
-            let proposer = run_proposer(*group, raft.clone(), rx, cfg.raft.max_batch, metrics.clone());
-            let watcher = watch_group(*group, raft.clone(), metrics.clone());
-            groups.insert(
-                *group,
-                Group { raft, proposals: tx, _tasks: [AbortOnDrop::spawn(proposer), AbortOnDrop::spawn(watcher)] },
-            );
         }
-        info!(groups = groups.len(), partitions = cfg.raft.partitions, "raft groups started");
-        let quorum_lease_ms = cfg.raft.election_timeout_max.as_millis() as u64;
-        Ok(Arc::new(Self { node_id, quorum_lease_ms, partitions: cfg.raft.partitions, store, transport, groups }))
+        for (group, init) in wanted {
+            host.open_group(group, init).await?;
+        }
+        info!(groups = host.read_groups().len(), partitions = cfg.raft.partitions, "raft groups started");
+        let driver = AbortOnDrop::spawn(run_placement(Arc::downgrade(&host), membership));
+        lock(&host.tasks).push(driver);
+        Ok(host)
+    }
+
+    fn read_groups(&self) -> std::sync::RwLockReadGuard<'_, HashMap<GroupId, Arc<Group>>> {
+        self.groups.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn group(&self, id: GroupId) -> Option<Arc<Group>> {
+        self.read_groups().get(&id).cloned()
+    }
+
+    /// Starts hosting `group` (from its stored state, if any); `init` initialises a new store
+    /// with that membership (founders only; every founder passes the same one).
+    async fn open_group(&self, group: GroupId, init: Option<BTreeMap<NodeId, NodeInfo>>) -> Result<(), RaftHostError> {
+        if self.group(group).is_some() {
+            return Ok(());
+        }
+        let err = |e: &dyn std::fmt::Display| RaftHostError::Group { group, reason: e.to_string() };
+        let sm = self.store.state_machine(group).map_err(|e| err(&e))?;
+        let network = GroupNetworkFactory { group, transport: Arc::clone(&self.transport) };
+        let raft = Raft::new(self.node_id, Arc::clone(&self.raft_config), network, self.store.log_store(group), sm)
+            .await
+            .map_err(|e| err(&e))?;
+        if let Some(members) = init
+            && !raft.is_initialized().await.map_err(|e| err(&e))?
+            && let Err(e) = raft.initialize(members).await
+        {
+            warn!(group, error = %e, "group initialisation skipped");
+        }
+        let watcher = AbortOnDrop::spawn(watch_group(group, raft.clone(), self.metrics.clone()));
+        let duplicate = {
+            let mut groups = self.groups.write().unwrap_or_else(|e| e.into_inner());
+            match groups.entry(group) {
+                std::collections::hash_map::Entry::Occupied(_) => true,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(Arc::new(Group { raft: raft.clone(), _watcher: watcher }));
+                    false
+                }
+            }
+        };
+        if duplicate {
+            // Opened concurrently; keep the first.
+            let _ = raft.shutdown().await;
+        } else {
+            info!(group, "hosting raft group");
+        }
+        Ok(())
     }
 
     /// The partition group of a key.
     pub fn partition_of(&self, key: &str) -> GroupId {
-        crate::placement::partition_of(key, self.partitions)
+        crate::placement::partition_of(key, self.cfg.raft.partitions)
     }
 
     /// The group's leader as this node knows it. A leader that has not heard from a quorum
     /// within an election timeout does not count: it cannot commit, and its followers are
-    /// electing a new one.
+    /// electing a new one. For a group not hosted here (or only just opened here): the last
+    /// leader seen in an answer, else another replica from the layout (it redirects to its
+    /// leader).
     fn leader_of(&self, group: GroupId) -> Option<NodeId> {
-        let g = self.groups.get(&group)?;
-        let m = g.raft.metrics().borrow().clone();
-        match m.current_leader {
-            Some(l) if l == self.node_id => {
-                m.millis_since_quorum_ack.filter(|ms| *ms <= self.quorum_lease_ms).map(|_| l)
+        if let Some(g) = self.group(group) {
+            let m = g.raft.metrics().borrow().clone();
+            match m.current_leader {
+                Some(l) if l == self.node_id => {
+                    return m.millis_since_quorum_ack.filter(|ms| *ms <= self.quorum_lease_ms).map(|_| l);
+                }
+                Some(l) => return Some(l),
+                // An initialised group without a leader is electing one.
+                None if m.membership_config.membership().voter_ids().next().is_some() => return None,
+                // A replica this node only starts to host knows no leader yet: ask the others.
+                None => {}
             }
-            other => other,
         }
+        if let Some(l) = lock(&self.hints).get(&group) {
+            return Some(*l);
+        }
+        let p = self.store.placement(0).ok()??;
+        let others: Vec<NodeId> =
+            p.layout.groups.get(&group)?.iter().copied().filter(|id| *id != self.node_id).collect();
+        others.get(rand::random_range(0..others.len().max(1))).copied()
+    }
+
+    fn note_leader(&self, group: GroupId, leader: Option<NodeId>) {
+        let mut hints = lock(&self.hints);
+        match leader {
+            Some(l) => hints.insert(group, l),
+            None => hints.remove(&group),
+        };
     }
 
     /// True once the meta group has a leader (readiness).
     pub fn meta_has_leader(&self) -> bool {
-        self.leader_of(0).is_some()
+        self.group(0).is_some() && self.leader_of(0).is_some()
     }
 
-    /// Raft state of every hosted group, meta first.
+    /// The members and layout in this node's copy of meta state.
+    pub fn placement(&self) -> Option<Placement> {
+        self.store.placement(0).ok().flatten()
+    }
+
+    /// Raft state of every group: hosted ones from their Raft metrics, the others from the
+    /// layout. Meta first.
     pub fn view(&self) -> Vec<GroupView> {
         let mut out: Vec<GroupView> = self
-            .groups
+            .read_groups()
             .iter()
             .map(|(id, g)| {
                 let m = g.raft.metrics().borrow().clone();
+                let last = m.last_log_index.unwrap_or(0);
+                let replication = m.replication.as_ref().map(|r| {
+                    r.iter()
+                        .map(|(node, matched)| ReplicaView {
+                            node: *node,
+                            matched_index: matched.map(|l| l.index),
+                            lag: last.saturating_sub(matched.map(|l| l.index).unwrap_or(0)),
+                        })
+                        .collect()
+                });
                 GroupView {
                     id: *id,
                     replicas: m.membership_config.membership().voter_ids().collect(),
+                    learners: m.membership_config.membership().learner_ids().collect(),
                     leader: m.current_leader,
                     term: m.current_term,
                     commit_index: m.last_applied.map(|l| l.index).unwrap_or(0),
-                    last_log_index: m.last_log_index.unwrap_or(0),
+                    last_log_index: last,
                     snapshot_index: m.snapshot.map(|l| l.index),
                     purged_index: m.purged.map(|l| l.index),
                     role: match m.state {
@@ -247,17 +400,66 @@ impl RaftHost {
                         ServerState::Learner => "learner",
                         ServerState::Shutdown => "shutdown",
                     },
+                    replication,
                 }
             })
             .collect();
+        if let Some(p) = self.placement() {
+            for (id, replicas) in p.layout.groups {
+                if !out.iter().any(|g| g.id == id) {
+                    out.push(GroupView {
+                        id,
+                        replicas,
+                        learners: Vec::new(),
+                        leader: lock(&self.hints).get(&id).copied(),
+                        term: 0,
+                        commit_index: 0,
+                        last_log_index: 0,
+                        snapshot_index: None,
+                        purged_index: None,
+                        role: "none",
+                        replication: None,
+                    });
+                }
+            }
+        }
         out.sort_by_key(|g| g.id);
         out
     }
 
-    /// Proposes `command` to `group` wherever its leader is; answers after commit.
+    /// Proposes `command` to `group` wherever its leader is; answers after commit. Proposals
+    /// queue per group and are sent as one batch (one log entry on the leader, one RPC when
+    /// forwarded) while the previous batch is in flight.
     pub async fn propose(&self, group: GroupId, command: Command) -> Result<CommandResult, ProposeError> {
-        match self.ask_leader(group, RaftRequestBody::Propose { commands: vec![command] }).await? {
-            RaftResponse::Proposed(mut results) if results.len() == 1 => into_result(results.remove(0)),
+        if !self.cfg.raft.batching {
+            let mut results = self.route_batch(group, vec![command]).await?;
+            return into_result(results.pop().ok_or_else(|| unexpected(group, &RaftResponse::Proposed(vec![])))?);
+        }
+        let queue = self.queue(group);
+        let (reply, rx) = oneshot::channel();
+        let stopped = || ProposeError::Unavailable { group, reason: "proposer stopped".into() };
+        queue.send(Proposal { command, reply }).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    fn queue(&self, group: GroupId) -> mpsc::Sender<Proposal> {
+        let mut queues = lock(&self.queues);
+        if let Some(q) = queues.get(&group)
+            && !q.is_closed()
+        {
+            return q.clone();
+        }
+        let (tx, rx) = mpsc::channel(self.cfg.raft.max_batch * 4);
+        let task = AbortOnDrop::spawn(run_queue(self.me.clone(), group, rx, self.cfg.raft.max_batch));
+        lock(&self.tasks).push(task);
+        queues.insert(group, tx.clone());
+        tx
+    }
+
+    /// Sends one batch to the group's leader (this node or another) and returns its results.
+    async fn route_batch(&self, group: GroupId, commands: Vec<Command>) -> Result<Vec<CommandResult>, ProposeError> {
+        match self.ask_leader(group, RaftRequestBody::Propose { commands }).await? {
+            RaftResponse::Proposed(results) => Ok(results),
             other => Err(unexpected(group, &other)),
         }
     }
@@ -275,7 +477,7 @@ impl RaftHost {
     /// else by a linearizable lookup on the meta leader (a user created a moment ago elsewhere
     /// may not be applied here yet).
     pub async fn user_by_token(&self, token_hash: &str) -> Result<Option<UserRec>, ProposeError> {
-        if self.groups.contains_key(&0)
+        if self.group(0).is_some()
             && let Ok(Some(user)) = self.store.user_by_token(0, token_hash)
         {
             return Ok(Some(user));
@@ -299,9 +501,15 @@ impl RaftHost {
             };
             match answer {
                 // Never retry ourselves: our own view just proved stale.
-                RaftResponse::NotLeader { leader: next } => target = next.filter(|l| *l != leader),
+                RaftResponse::NotLeader { leader: next } => {
+                    self.note_leader(group, next);
+                    target = next.filter(|l| *l != leader);
+                }
                 RaftResponse::Unavailable { reason } => return Err(ProposeError::Unavailable { group, reason }),
-                other => return Ok(other),
+                other => {
+                    self.note_leader(group, Some(leader));
+                    return Ok(other);
+                }
             }
         }
         Err(ProposeError::NoLeader { group })
@@ -313,20 +521,31 @@ impl RaftHost {
         leader: NodeId,
         body: RaftRequestBody,
     ) -> Result<RaftResponse, ProposeError> {
-        self.transport
-            .call_with_timeout(leader, RaftRequest { group, body }, FORWARD_TIMEOUT)
-            .await
-            .map_err(|e| ProposeError::Unavailable { group, reason: e.to_string() })
+        let result = self.transport.call_with_timeout(leader, RaftRequest { group, body }, FORWARD_TIMEOUT).await;
+        result.map_err(|e| {
+            self.note_leader(group, None);
+            ProposeError::Unavailable { group, reason: e.to_string() }
+        })
     }
 
-    async fn propose_local(&self, group: GroupId, command: Command) -> Result<CommandResult, ProposeError> {
-        let g = self.groups.get(&group).ok_or_else(|| not_hosted(group))?;
-        let (reply, rx) = oneshot::channel();
-        g.proposals
-            .send(Proposal { command, reply })
-            .await
-            .map_err(|_| ProposeError::Unavailable { group, reason: "proposer stopped".into() })?;
-        rx.await.map_err(|_| ProposeError::Unavailable { group, reason: "proposer stopped".into() })?
+    /// Commits `commands` as one log entry of `group`, led by this node.
+    async fn commit_batch(&self, group: GroupId, commands: Vec<Command>) -> RaftResponse {
+        let Some(g) = self.group(group) else { return unavailable(not_hosted(group)) };
+        let label = group.to_string();
+        let start = std::time::Instant::now();
+        let count = commands.len() as u64;
+        self.metrics.batch_size.with_label_values(&[&label]).observe(count as f64);
+        let result = g.raft.client_write(CommandBatch(commands)).await;
+        let outcome = if result.is_ok() { "committed" } else { "failed" };
+        self.metrics.proposals.with_label_values(&[&label, outcome]).inc_by(count);
+        self.metrics.proposal_seconds.with_label_values(&[&label]).observe(start.elapsed().as_secs_f64());
+        match result {
+            Ok(resp) => RaftResponse::Proposed(resp.data.0),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                RaftResponse::NotLeader { leader: f.leader_id }
+            }
+            Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
+        }
     }
 
     /// Reads local state of `group` after a read-index round on its leader (this node).
@@ -335,7 +554,7 @@ impl RaftHost {
         group: GroupId,
         read: impl FnOnce(&Store) -> Result<RaftResponse, crate::storage::StoreError>,
     ) -> RaftResponse {
-        let Some(g) = self.groups.get(&group) else { return unavailable(not_hosted(group)) };
+        let Some(g) = self.group(group) else { return unavailable(not_hosted(group)) };
         match g.raft.ensure_linearizable().await {
             Ok(_) => read(&self.store).unwrap_or_else(|e| RaftResponse::Unavailable { reason: e.to_string() }),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
@@ -345,22 +564,10 @@ impl RaftHost {
         }
     }
 
-    /// Serves a proposal or linearizable read for `group` on this node (its supposed leader).
+    /// Serves a proposal, read or reconfiguration of `group` here (its supposed leader).
     async fn serve(&self, group: GroupId, body: RaftRequestBody) -> RaftResponse {
         match body {
-            RaftRequestBody::Propose { commands } => {
-                let pending: Vec<_> = commands.into_iter().map(|c| self.propose_local(group, c)).collect();
-                let mut results = Vec::with_capacity(pending.len());
-                for r in futures::future::join_all(pending).await {
-                    match r {
-                        Ok(v) => results.push(v),
-                        Err(ProposeError::NotLeader { leader, .. }) => return RaftResponse::NotLeader { leader },
-                        Err(ProposeError::Rejected { reason }) => results.push(CommandResult::Rejected { reason }),
-                        Err(e) => return unavailable(e),
-                    }
-                }
-                RaftResponse::Proposed(results)
-            }
+            RaftRequestBody::Propose { commands } => self.commit_batch(group, commands).await,
             RaftRequestBody::ReadCounter { name } => {
                 self.read_linearizable(group, |store| Ok(RaftResponse::Counter(store.counter(group, &name)?))).await
             }
@@ -368,14 +575,99 @@ impl RaftHost {
                 self.read_linearizable(group, |store| Ok(RaftResponse::User(store.user_by_token(group, &token_hash)?)))
                     .await
             }
+            RaftRequestBody::Reconfigure { layout_version, voters, learners } => {
+                self.reconfigure(group, layout_version, voters, learners)
+            }
             other => RaftResponse::Unavailable { reason: format!("not a routed request: {other:?}") },
         }
+    }
+
+    /// A batch forwarded by another node: joins this node's queue, so batches from every node
+    /// share log entries. Refused at once when this node does not lead the group (no loops).
+    async fn serve_forwarded(&self, group: GroupId, commands: Vec<Command>) -> RaftResponse {
+        let Some(g) = self.group(group) else { return unavailable(not_hosted(group)) };
+        let leader = g.raft.metrics().borrow().current_leader;
+        if leader != Some(self.node_id) {
+            return RaftResponse::NotLeader { leader };
+        }
+        if !self.cfg.raft.batching {
+            return self.commit_batch(group, commands).await;
+        }
+        let queue = self.queue(group);
+        let mut pending = Vec::with_capacity(commands.len());
+        for command in commands {
+            let (reply, rx) = oneshot::channel();
+            if queue.send(Proposal { command, reply }).await.is_err() {
+                return unavailable(ProposeError::Unavailable { group, reason: "proposer stopped".into() });
+            }
+            pending.push(rx);
+        }
+        let mut results = Vec::with_capacity(pending.len());
+        for rx in pending {
+            match rx.await {
+                Ok(Ok(v)) => results.push(v),
+                Ok(Err(ProposeError::Rejected { reason })) => results.push(CommandResult::Rejected { reason }),
+                Ok(Err(ProposeError::NotLeader { leader, .. })) => return RaftResponse::NotLeader { leader },
+                Ok(Err(e)) => return unavailable(e),
+                Err(_) => return unavailable(ProposeError::Unavailable { group, reason: "proposer stopped".into() }),
+            }
+        }
+        RaftResponse::Proposed(results)
+    }
+
+    /// Makes `group`'s voters (and learners) the wanted ones. Answers `done` when they already
+    /// match; otherwise starts the change in the background (new nodes join as learners, are
+    /// waited for until they caught up, then the voters are replaced) and answers not done.
+    fn reconfigure(
+        &self,
+        group: GroupId,
+        layout_version: u64,
+        voters: Vec<(NodeId, NodeInfo)>,
+        learners: Vec<(NodeId, NodeInfo)>,
+    ) -> RaftResponse {
+        let Some(g) = self.group(group) else { return unavailable(not_hosted(group)) };
+        let m = g.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            return RaftResponse::NotLeader { leader: m.current_leader };
+        }
+        let membership = m.membership_config.membership();
+        let want_voters: BTreeSet<NodeId> = voters.iter().map(|(id, _)| *id).collect();
+        let want_learners: BTreeSet<NodeId> = learners.iter().map(|(id, _)| *id).collect();
+        let have_voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let have_learners: BTreeSet<NodeId> = membership.learner_ids().collect();
+        if have_voters == want_voters && have_learners == want_learners && membership.get_joint_config().len() == 1 {
+            return RaftResponse::Reconfigured { done: true };
+        }
+        if !lock(&self.reconfiguring).insert(group) {
+            return RaftResponse::Reconfigured { done: false };
+        }
+        let raft = g.raft.clone();
+        let me = self.me.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let result = change_members(&raft, group, voters, learners, have_voters, have_learners).await;
+            let outcome = match &result {
+                Ok(()) => {
+                    info!(group, layout_version, voters = ?want_voters, "group membership follows the layout");
+                    "done"
+                }
+                Err(e) => {
+                    warn!(group, layout_version, error = %e, "group membership change did not finish; retrying");
+                    "failed"
+                }
+            };
+            metrics.reconfigurations.with_label_values(&[outcome]).inc();
+            if let Some(host) = me.upgrade() {
+                lock(&host.reconfiguring).remove(&group);
+            }
+        });
+        RaftResponse::Reconfigured { done: false }
     }
 
     /// Serves a Raft message from peer `from`.
     pub async fn handle(&self, _from: NodeId, request: RaftRequest) -> RaftResponse {
         let group = request.group;
-        let Some(g) = self.groups.get(&group) else { return unavailable(not_hosted(group)) };
+        let Some(g) = self.group(group) else { return unavailable(not_hosted(group)) };
         match request.body {
             RaftRequestBody::Append { vote, prev_log_id, entries, leader_commit } => {
                 match g.raft.append_entries(wire::to_append(vote, prev_log_id, entries, leader_commit)).await {
@@ -391,23 +683,26 @@ impl RaftHost {
                 let rpc = wire::to_snapshot(vote, last_log_id, last_membership, snapshot_id, offset, data, done);
                 wire::snapshot_response(g.raft.install_snapshot(rpc).await)
             }
-            body @ (RaftRequestBody::Propose { .. }
-            | RaftRequestBody::ReadCounter { .. }
-            | RaftRequestBody::ReadUser { .. }) => self.serve(group, body).await,
+            RaftRequestBody::Propose { commands } => self.serve_forwarded(group, commands).await,
+            body @ (RaftRequestBody::ReadCounter { .. }
+            | RaftRequestBody::ReadUser { .. }
+            | RaftRequestBody::Reconfigure { .. }) => self.serve(group, body).await,
         }
     }
 
     /// The first group whose Raft core stopped with a fatal error.
     pub fn fatal_error(&self) -> Option<(GroupId, String)> {
-        self.groups.iter().find_map(|(id, g)| match &g.raft.metrics().borrow().running_state {
+        self.read_groups().iter().find_map(|(id, g)| match &g.raft.metrics().borrow().running_state {
             Ok(()) => None,
             Err(e) => Some((*id, e.to_string())),
         })
     }
 
-    /// Stops every group (their logs are already durable).
+    /// Stops the placement loop and every group (their logs are already durable).
     pub async fn shutdown(&self) {
-        for (group, g) in &self.groups {
+        lock(&self.tasks).clear();
+        let groups: Vec<(GroupId, Arc<Group>)> = self.read_groups().iter().map(|(k, v)| (*k, Arc::clone(v))).collect();
+        for (group, g) in groups {
             if let Err(e) = g.raft.shutdown().await {
                 warn!(group, error = %e, "raft group did not shut down cleanly");
             }
@@ -416,11 +711,202 @@ impl RaftHost {
 
     /// Waits until `group` has a leader, up to `deadline`.
     pub async fn wait_for_leader(&self, group: GroupId, deadline: Duration) -> Option<NodeId> {
-        let g = self.groups.get(&group)?;
+        let g = self.group(group)?;
         let mut rx = g.raft.metrics();
         let wait = rx.wait_for(|m| m.current_leader.is_some());
         tokio::time::timeout(deadline, wait).await.ok()?.ok()?.current_leader
     }
+
+    /// One round of the placement loop. On every node: host the groups the layout gives this
+    /// node and tell membership about every member in meta state. On the meta leader: the
+    /// placement driver (see [`Driver`]).
+    async fn placement_round(&self, membership: &Membership, driver: &mut Driver) {
+        let placement = self.placement();
+        if let Some(p) = &placement {
+            self.metrics.layout_version.set(p.layout.version as i64);
+            for (group, replicas) in &p.layout.groups {
+                if replicas.contains(&self.node_id)
+                    && self.group(*group).is_none()
+                    && let Err(e) = self.open_group(*group, None).await
+                {
+                    warn!(group, error = %e, "cannot host a group the layout gives this node");
+                }
+            }
+            let records: Vec<MemberRecord> = p
+                .members
+                .values()
+                .map(|m| MemberRecord { id: m.id, peer_addr: m.peer_addr.clone(), http_addr: m.http_addr.clone() })
+                .collect();
+            membership.merge(&records);
+        }
+        let leads_meta = self.group(0).is_some_and(|g| g.raft.metrics().borrow().state == ServerState::Leader);
+        if !leads_meta {
+            driver.reset();
+            return;
+        }
+        let Some(p) = placement else {
+            // Bootstrap: the founders' initial placement, proposed once by the first meta leader.
+            if self.cfg.cluster.initial_members.iter().any(|m| m.id == self.node_id)
+                && let Err(e) =
+                    self.propose(0, Command::PlacementInit { placement: initial_placement(&self.cfg) }).await
+            {
+                warn!(error = %e, "cannot record the initial placement yet");
+            }
+            return;
+        };
+        if let Err(e) = driver.round(self, membership, &p).await {
+            warn!(error = %e, "placement round did not finish");
+        }
+    }
+}
+
+/// The placement driver's memory between rounds (it runs only on the meta leader and forgets
+/// everything when leadership moves: a new leader starts the `dead_after` clock afresh).
+#[derive(Default)]
+struct Driver {
+    /// Since when each member has been unreachable.
+    down_since: HashMap<NodeId, Instant>,
+    /// Per group, the reconfiguration its leader confirmed as done.
+    converged: HashMap<GroupId, (Vec<NodeId>, Vec<NodeId>)>,
+}
+
+impl Driver {
+    fn reset(&mut self) {
+        self.down_since.clear();
+        self.converged.clear();
+    }
+
+    /// Registers new members, judges health, commits layout changes ([`plan`]) and asks group
+    /// leaders to make their memberships follow the layout.
+    async fn round(&mut self, host: &RaftHost, membership: &Membership, p: &Placement) -> Result<(), ProposeError> {
+        let now = Instant::now();
+        let view = membership.view();
+        // Members that joined (or changed address) are recorded in meta state first.
+        for m in &view {
+            let known = p.members.get(&m.id);
+            if known.is_none_or(|k| k.peer_addr != m.peer_addr || k.http_addr != m.http_addr) {
+                let member = MemberRec {
+                    id: m.id,
+                    peer_addr: m.peer_addr.clone(),
+                    http_addr: m.http_addr.clone(),
+                    dead: known.is_some_and(|k| k.dead),
+                };
+                info!(member = m.id, "recording member in meta state");
+                host.propose(0, Command::MemberUpsert { member }).await?;
+            }
+        }
+        let mut health = BTreeMap::new();
+        for (id, member) in &p.members {
+            let up = *id == host.node_id || view.iter().any(|v| v.id == *id && v.state == PeerState::Up);
+            let h = if up {
+                self.down_since.remove(id);
+                Health::Up
+            } else {
+                let since = *self.down_since.entry(*id).or_insert(now);
+                if now.duration_since(since) >= host.cfg.placement.dead_after { Health::Dead } else { Health::Down }
+            };
+            if (h == Health::Dead) != member.dead && h != Health::Down {
+                let member = MemberRec { dead: h == Health::Dead, ..member.clone() };
+                info!(member = id, dead = member.dead, "member state changes");
+                host.propose(0, Command::MemberUpsert { member }).await?;
+            }
+            health.insert(*id, h);
+        }
+        if let Some((next, moves)) = plan(&p.layout, &health, host.cfg.raft.replication_factor) {
+            let expected_version = p.layout.version;
+            host.propose(0, Command::LayoutSet { expected_version, groups: next.groups.clone() }).await?;
+            for m in &moves {
+                let kind = if m.from.is_some() { "replace" } else { "add" };
+                host.metrics.placement_moves.with_label_values(&[kind]).inc();
+                info!(group = m.group, from = ?m.from, to = m.to, version = next.version, "replica moved");
+            }
+            // Group memberships follow in the next round, from the committed layout.
+            return Ok(());
+        }
+        for (group, voters) in &p.layout.groups {
+            let learners: Vec<NodeId> = if *group == 0 {
+                p.members.values().filter(|m| !m.dead && !voters.contains(&m.id)).map(|m| m.id).collect()
+            } else {
+                Vec::new()
+            };
+            let wanted = (voters.clone(), learners.clone());
+            if self.converged.get(group) == Some(&wanted) {
+                continue;
+            }
+            let with_info =
+                |ids: &[NodeId]| ids.iter().filter_map(|id| p.members.get(id).map(|m| (*id, info_of(m)))).collect();
+            let body = RaftRequestBody::Reconfigure {
+                layout_version: p.layout.version,
+                voters: with_info(voters),
+                learners: with_info(&learners),
+            };
+            match host.ask_leader(*group, body).await {
+                Ok(RaftResponse::Reconfigured { done: true }) => {
+                    self.converged.insert(*group, wanted);
+                }
+                Ok(_) => {}
+                Err(e) => debug!(group, error = %e, "group leader not reachable for reconfiguration"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The placement loop: one [`RaftHost::placement_round`] per `placement.interval`.
+async fn run_placement(host: Weak<RaftHost>, membership: Arc<Membership>) {
+    let mut driver = Driver::default();
+    loop {
+        let Some(h) = host.upgrade() else { return };
+        let interval = h.cfg.placement.interval;
+        h.placement_round(&membership, &mut driver).await;
+        drop(h);
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Adds the new nodes as learners (waiting for wanted voters to catch up), replaces the voters,
+/// then removes nodes that are neither wanted voters nor wanted learners.
+async fn change_members(
+    raft: &Raft<TypeConfig>,
+    group: GroupId,
+    voters: Vec<(NodeId, NodeInfo)>,
+    learners: Vec<(NodeId, NodeInfo)>,
+    have_voters: BTreeSet<NodeId>,
+    have_learners: BTreeSet<NodeId>,
+) -> Result<(), String> {
+    let want_voters: BTreeSet<NodeId> = voters.iter().map(|(id, _)| *id).collect();
+    let want_learners: BTreeSet<NodeId> = learners.iter().map(|(id, _)| *id).collect();
+    for (id, info) in voters.iter().chain(learners.iter()) {
+        if have_voters.contains(id) || have_learners.contains(id) {
+            continue;
+        }
+        let catch_up = want_voters.contains(id);
+        let add = raft.add_learner(*id, info.clone(), catch_up);
+        tokio::time::timeout(RECONFIGURE_TIMEOUT, add)
+            .await
+            .map_err(|_| format!("node {id} did not catch up within {RECONFIGURE_TIMEOUT:?}"))?
+            .map_err(|e| format!("adding node {id} as a learner: {e}"))?;
+        info!(group, node = id, "learner added");
+    }
+    if have_voters != want_voters {
+        // Meta keeps removed voters as learners; partitions drop them.
+        let change = raft.change_membership(ChangeMembers::ReplaceAllVoters(want_voters.clone()), group == 0);
+        tokio::time::timeout(RECONFIGURE_TIMEOUT, change)
+            .await
+            .map_err(|_| "membership change timed out".to_string())?
+            .map_err(|e| format!("changing voters: {e}"))?;
+    }
+    let m = raft.metrics().borrow().clone();
+    let stale: BTreeSet<NodeId> =
+        m.membership_config.membership().learner_ids().filter(|id| !want_learners.contains(id)).collect();
+    if !stale.is_empty() {
+        let change = raft.change_membership(ChangeMembers::RemoveNodes(stale), false);
+        tokio::time::timeout(RECONFIGURE_TIMEOUT, change)
+            .await
+            .map_err(|_| "removing learners timed out".to_string())?
+            .map_err(|e| format!("removing learners: {e}"))?;
+    }
+    Ok(())
 }
 
 fn not_hosted(group: GroupId) -> ProposeError {
@@ -442,19 +928,10 @@ fn into_result(r: CommandResult) -> Result<CommandResult, ProposeError> {
     }
 }
 
-/// The batching proposer of one group: everything queued becomes one log entry; each caller gets
-/// its own result. Up to [`MAX_BATCHES_IN_FLIGHT`] batches are committed concurrently.
-async fn run_proposer(
-    group: GroupId,
-    raft: Raft<TypeConfig>,
-    mut rx: mpsc::Receiver<Proposal>,
-    max_batch: usize,
-    metrics: RaftMetrics,
-) {
-    let label = group.to_string();
-    let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
+/// The batching queue of one group on this node: everything queued while the previous batch
+/// was in flight goes to the group's leader as one batch (one log entry there).
+async fn run_queue(host: Weak<RaftHost>, group: GroupId, mut rx: mpsc::Receiver<Proposal>, max_batch: usize) {
     while let Some(first) = rx.recv().await {
-        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else { return };
         let mut batch = vec![first];
         while batch.len() < max_batch {
             match rx.try_recv() {
@@ -462,38 +939,30 @@ async fn run_proposer(
                 Err(_) => break,
             }
         }
-        let raft = raft.clone();
-        let metrics = metrics.clone();
-        let label = label.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let start = std::time::Instant::now();
-            let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-            metrics.batch_size.with_label_values(&[&label]).observe(commands.len() as f64);
-            let count = commands.len() as u64;
-            let result = raft.client_write(CommandBatch(commands)).await;
-            let outcome = if result.is_ok() { "committed" } else { "failed" };
-            metrics.proposals.with_label_values(&[&label, outcome]).inc_by(count);
-            metrics.proposal_seconds.with_label_values(&[&label]).observe(start.elapsed().as_secs_f64());
-            match result {
-                Ok(resp) => {
-                    for (reply, result) in replies.into_iter().zip(resp.data.0) {
-                        let _ = reply.send(into_result(result));
-                    }
-                }
-                Err(e) => {
-                    let error = match e {
-                        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                            ProposeError::NotLeader { group, leader: f.leader_id }
-                        }
-                        other => ProposeError::Unavailable { group, reason: other.to_string() },
-                    };
-                    for reply in replies {
-                        let _ = reply.send(Err(error.clone()));
-                    }
+        let Some(host) = host.upgrade() else { return };
+        let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+        let expected = commands.len();
+        match host.route_batch(group, commands).await {
+            Ok(results) if results.len() == expected => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(into_result(result));
                 }
             }
-        });
+            Ok(results) => {
+                let error = ProposeError::Unavailable {
+                    group,
+                    reason: format!("{} results for {expected} commands", results.len()),
+                };
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+            Err(error) => {
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
     }
 }
 

@@ -21,6 +21,14 @@ pub struct RaftMetrics {
     pub proposal_seconds: HistogramVec,
     /// Commands per proposed log entry.
     pub batch_size: HistogramVec,
+    /// Replica moves the placement driver committed to the layout, by kind.
+    pub placement_moves: IntCounterVec,
+    /// Layout version in this node's meta state.
+    pub layout_version: prometheus::IntGauge,
+    /// Membership changes this node ran as a group leader, by outcome.
+    pub reconfigurations: IntCounterVec,
+    /// Entries a replica's log is behind the leader (set on the leader only), by group and peer.
+    pub replica_lag: IntGaugeVec,
 }
 
 impl RaftMetrics {
@@ -56,7 +64,36 @@ impl RaftMetrics {
                     .buckets(prometheus::exponential_buckets(1.0, 2.0, 12)?),
                 g,
             )?,
+            placement_moves: IntCounterVec::new(
+                Opts::new(
+                    "shoal_placement_moves_total",
+                    "Replica moves committed to the layout by the placement driver on this node, by kind.",
+                ),
+                &["kind"],
+            )?,
+            layout_version: prometheus::IntGauge::new(
+                "shoal_placement_layout_version",
+                "Version of the partition layout in this node's meta state.",
+            )?,
+            reconfigurations: IntCounterVec::new(
+                Opts::new(
+                    "shoal_raft_membership_changes_total",
+                    "Group membership changes run on this node as the group's leader, by outcome.",
+                ),
+                &["outcome"],
+            )?,
+            replica_lag: IntGaugeVec::new(
+                Opts::new(
+                    "shoal_raft_replica_lag_entries",
+                    "Entries a replica's log is behind the leader's (exported by the leader).",
+                ),
+                &["group", "peer"],
+            )?,
         };
+        registry.register(Box::new(m.placement_moves.clone()))?;
+        registry.register(Box::new(m.layout_version.clone()))?;
+        registry.register(Box::new(m.reconfigurations.clone()))?;
+        registry.register(Box::new(m.replica_lag.clone()))?;
         registry.register(Box::new(m.term.clone()))?;
         registry.register(Box::new(m.leader.clone()))?;
         registry.register(Box::new(m.applied_index.clone()))?;

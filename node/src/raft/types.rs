@@ -1,8 +1,11 @@
 //! The Raft type configuration shared by every group, and the commands groups replicate.
 
+use std::collections::BTreeMap;
+
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::NodeId;
+use crate::placement::{MemberRec, Placement};
 
 /// What a Raft group knows about a member node.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
@@ -45,6 +48,24 @@ pub enum Command {
         name: String,
         /// How many values.
         count: u64,
+    },
+    /// Meta: records the bootstrap placement unless one exists; answers the layout version.
+    PlacementInit {
+        /// Members and layout the founders started with.
+        placement: Placement,
+    },
+    /// Meta: adds a member or updates its addresses and dead flag; answers the layout version.
+    MemberUpsert {
+        /// The member.
+        member: MemberRec,
+    },
+    /// Meta: replaces the layout if its version is still `expected_version`; answers the new
+    /// version, or rejects a stale proposal.
+    LayoutSet {
+        /// The version the proposer planned from.
+        expected_version: u64,
+        /// The new replicas of every group.
+        groups: BTreeMap<GroupId, Vec<NodeId>>,
     },
 }
 

@@ -8,7 +8,7 @@ use openraft::raft::{
 use openraft::{LogId, SnapshotMeta, SnapshotSegmentId, Vote};
 use rkyv::{Archive, Deserialize, Serialize};
 
-use super::{Command, CommandResult, GroupId, TypeConfig};
+use super::{Command, CommandResult, GroupId, NodeInfo, TypeConfig};
 use crate::NodeId;
 use crate::storage::records::{EntryRec, LogIdRec, StoredMembershipRec, VoteRec};
 
@@ -74,6 +74,17 @@ pub enum RaftRequestBody {
         /// SHA-256 of the token, hex.
         token_hash: String,
     },
+    /// Placement driver → group leader: make the group's voters exactly `voters` (new nodes join
+    /// as learners first, then the voters are replaced) and its learners exactly `learners`.
+    /// Answered at once; the change runs on the leader in the background.
+    Reconfigure {
+        /// Layout version asking for it.
+        layout_version: u64,
+        /// The voters wanted, with their addresses.
+        voters: Vec<(NodeId, NodeInfo)>,
+        /// The learners wanted (meta group: every other live member), with their addresses.
+        learners: Vec<(NodeId, NodeInfo)>,
+    },
 }
 
 /// Answers to [`RaftRequestBody`].
@@ -118,6 +129,11 @@ pub enum RaftResponse {
     Counter(u64),
     /// A user looked up on the meta leader.
     User(Option<crate::storage::records::UserRec>),
+    /// Answer to `Reconfigure`: whether the group's voters already match.
+    Reconfigured {
+        /// True when voters and learners already match; false while the change is under way.
+        done: bool,
+    },
     /// This node does not lead the group; `leader` may.
     NotLeader {
         /// The leader this node knows of.

@@ -35,6 +35,9 @@ pub(crate) const COUNTERS: TableDefinition<(u64, &str), u64> = TableDefinition::
 /// `(group, SHA-256 of the bearer token, hex)` → encoded [`records::UserRec`] (meta group).
 pub(crate) const USERS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("sm_users");
 
+/// `group` → encoded [`crate::placement::Placement`] (meta group).
+pub(crate) const PLACEMENT: TableDefinition<u64, &[u8]> = TableDefinition::new("sm_placement");
+
 /// Keys of the per-group metadata tables.
 pub(crate) mod meta_key {
     pub const VOTE: &str = "vote";
@@ -127,6 +130,7 @@ impl Store {
             txn.open_table(SM_META)?;
             txn.open_table(COUNTERS)?;
             txn.open_table(USERS)?;
+            txn.open_table(PLACEMENT)?;
             txn.commit()?;
         }
         let db = Arc::new(db);
@@ -162,6 +166,28 @@ impl Store {
             Some(v) => Some(records::decode::<records::UserRec>(v.value())?),
             None => None,
         })
+    }
+
+    /// The members and layout in this node's copy of meta state (`None` before bootstrap).
+    pub fn placement(&self, group: GroupId) -> Result<Option<crate::placement::Placement>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PLACEMENT)?;
+        let value = table.get(group)?;
+        Ok(match value {
+            Some(v) => Some(records::decode(v.value())?),
+            None => None,
+        })
+    }
+
+    /// Groups with durable Raft state on this node (they were hosted here before).
+    pub fn stored_groups(&self) -> Result<std::collections::BTreeSet<GroupId>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RAFT_META)?;
+        let mut out = std::collections::BTreeSet::new();
+        for item in redb::ReadableTable::iter(&table)? {
+            out.insert(item?.0.value().0);
+        }
+        Ok(out)
     }
 
     pub(crate) fn db(&self) -> &Arc<Database> {

@@ -239,6 +239,11 @@ pub enum SnapshotRow {
         /// The user.
         user: UserRec,
     },
+    /// The meta group's placement record, as stored (an encoded [`crate::placement::Placement`]).
+    Placement {
+        /// The encoded record.
+        record: Vec<u8>,
+    },
 }
 
 #[cfg(test)]

@@ -16,8 +16,9 @@ use redb::{Durability, ReadableDatabase, ReadableTable, WriteTransaction};
 use tokio::io::AsyncSeekExt;
 
 use super::records::{self, LogIdRec, SnapshotHeader, SnapshotRow, StoredMembershipRec};
-use super::{COUNTERS, SM_META, Store, StoreError, USERS, meta_key};
+use super::{COUNTERS, PLACEMENT, SM_META, Store, StoreError, USERS, meta_key};
 use crate::NodeId;
+use crate::placement::{Layout, Placement};
 use crate::raft::{BatchResult, Command, CommandResult, GroupId, NodeInfo, SnapshotData, TypeConfig};
 
 type Entry = openraft::Entry<TypeConfig>;
@@ -84,9 +85,46 @@ fn applied_state(txn: &redb::ReadTransaction, group: GroupId) -> Result<AppliedS
     Ok((applied, membership))
 }
 
+fn read_placement(
+    table: &redb::Table<'_, u64, &'static [u8]>,
+    group: GroupId,
+) -> Result<Option<Placement>, StoreError> {
+    let value = table.get(group)?;
+    Ok(match value {
+        Some(v) => Some(records::decode(v.value())?),
+        None => None,
+    })
+}
+
 fn apply_command(tables: &mut SmTables<'_>, group: GroupId, command: &Command) -> Result<CommandResult, StoreError> {
     let counters = &mut tables.counters;
     Ok(match command {
+        Command::PlacementInit { placement } => match read_placement(&tables.placement, group)? {
+            Some(existing) => CommandResult::Value(existing.layout.version),
+            None => {
+                tables.placement.insert(group, records::encode(placement)?.as_slice())?;
+                CommandResult::Value(placement.layout.version)
+            }
+        },
+        Command::MemberUpsert { member } => match read_placement(&tables.placement, group)? {
+            Some(mut p) => {
+                p.members.insert(member.id, member.clone());
+                tables.placement.insert(group, records::encode(&p)?.as_slice())?;
+                CommandResult::Value(p.layout.version)
+            }
+            None => CommandResult::Rejected { reason: "placement is not initialised yet".into() },
+        },
+        Command::LayoutSet { expected_version, groups } => match read_placement(&tables.placement, group)? {
+            Some(mut p) if p.layout.version == *expected_version => {
+                p.layout = Layout { version: expected_version + 1, groups: groups.clone() };
+                tables.placement.insert(group, records::encode(&p)?.as_slice())?;
+                CommandResult::Value(p.layout.version)
+            }
+            Some(p) => CommandResult::Rejected {
+                reason: format!("layout is at version {}, not {expected_version}", p.layout.version),
+            },
+            None => CommandResult::Rejected { reason: "placement is not initialised yet".into() },
+        },
         Command::UserCreate { token_hash, id, name } => {
             if tables.users.get((group, token_hash.as_str()))?.is_some() {
                 CommandResult::Rejected { reason: "token already in use".into() }
@@ -124,11 +162,17 @@ pub(crate) struct SmTables<'txn> {
     meta: redb::Table<'txn, (u64, &'static str), &'static [u8]>,
     counters: redb::Table<'txn, (u64, &'static str), u64>,
     users: redb::Table<'txn, (u64, &'static str), &'static [u8]>,
+    placement: redb::Table<'txn, u64, &'static [u8]>,
 }
 
 impl<'txn> SmTables<'txn> {
     pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
-        Ok(Self { meta: txn.open_table(SM_META)?, counters: txn.open_table(COUNTERS)?, users: txn.open_table(USERS)? })
+        Ok(Self {
+            meta: txn.open_table(SM_META)?,
+            counters: txn.open_table(COUNTERS)?,
+            users: txn.open_table(USERS)?,
+            placement: txn.open_table(PLACEMENT)?,
+        })
     }
 
     /// Applies `entries` of `group`; one result per entry.
@@ -255,6 +299,10 @@ fn build_blocking(store: &Store, group: GroupId) -> Result<SnapshotHeader, Store
             let row = SnapshotRow::User { token_hash: k.value().1.to_string(), user: records::decode(v.value())? };
             write_record(&mut out, &records::encode(&row)?)?;
         }
+        let placement = txn.open_table(PLACEMENT)?;
+        if let Some(v) = placement.get(group)? {
+            write_record(&mut out, &records::encode(&SnapshotRow::Placement { record: v.value().to_vec() })?)?;
+        }
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
     }
@@ -290,6 +338,8 @@ fn install_blocking(
         counters.retain_in((group, "")..(group.saturating_add(1), ""), |_, _| false)?;
         let mut users = txn.open_table(USERS)?;
         users.retain_in((group, "")..(group.saturating_add(1), ""), |_, _| false)?;
+        let mut placement = txn.open_table(PLACEMENT)?;
+        placement.remove(group)?;
         while let Some(bytes) = read_record(&mut input)? {
             match records::decode::<SnapshotRow>(&bytes)? {
                 SnapshotRow::Counter { name, value } => {
@@ -297,6 +347,11 @@ fn install_blocking(
                 }
                 SnapshotRow::User { token_hash, user } => {
                     users.insert((group, token_hash.as_str()), records::encode(&user)?.as_slice())?;
+                }
+                SnapshotRow::Placement { record } => {
+                    // Validated before it is stored.
+                    records::decode::<Placement>(&record)?;
+                    placement.insert(group, record.as_slice())?;
                 }
             }
         }

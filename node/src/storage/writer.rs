@@ -36,6 +36,20 @@ pub(crate) enum WriteOp {
     },
 }
 
+impl WriteOp {
+    /// Whether this operation must be on disk before it completes. Log writes, votes and purges
+    /// must; state-machine applies and the committed index need not: after a crash they are
+    /// re-derived from the durable log, and every durable commit also persists the non-durable
+    /// ones before it (so nothing is purged from the log before the state it produced is on disk).
+    fn needs_fsync(&self) -> bool {
+        match self {
+            WriteOp::Append { .. } | WriteOp::Truncate { .. } | WriteOp::Purge { .. } => true,
+            WriteOp::Meta { key, .. } => *key != super::meta_key::COMMITTED,
+            WriteOp::Apply { .. } => false,
+        }
+    }
+}
+
 pub(crate) fn spawn(
     db: Arc<Database>,
     metrics: StorageMetrics,
@@ -56,9 +70,12 @@ fn run(db: Arc<Database>, rx: Receiver<WriteOp>, metrics: StorageMetrics) {
         }
         let appended: usize =
             batch.iter().map(|op| if let WriteOp::Append { entries, .. } = op { entries.len() } else { 0 }).sum();
+        let durable = batch.iter().any(WriteOp::needs_fsync);
         let start = Instant::now();
-        let result = write_batch(&db, &mut batch);
-        metrics.fsync_seconds.observe(start.elapsed().as_secs_f64());
+        let result = write_batch(&db, &mut batch, durable);
+        if durable {
+            metrics.fsync_seconds.observe(start.elapsed().as_secs_f64());
+        }
         metrics.batch_ops.observe(batch.len() as f64);
         metrics.appended_entries.inc_by(appended as u64);
         let (result, mut applied) = match result {
@@ -85,11 +102,11 @@ fn run(db: Arc<Database>, rx: Receiver<WriteOp>, metrics: StorageMetrics) {
     }
 }
 
-fn write_batch(db: &Database, batch: &mut [WriteOp]) -> Result<Vec<Vec<BatchResult>>, String> {
+fn write_batch(db: &Database, batch: &mut [WriteOp], durable: bool) -> Result<Vec<Vec<BatchResult>>, String> {
     let mut inner = || -> Result<Vec<Vec<BatchResult>>, StoreError> {
         let mut applied = Vec::new();
         let mut txn = db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
+        txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
         {
             let mut logs = txn.open_table(LOGS)?;
             let mut meta = txn.open_table(RAFT_META)?;

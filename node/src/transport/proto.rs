@@ -79,6 +79,7 @@ impl Request {
                     B::Snapshot { .. } => "raft_snapshot",
                     B::Propose { .. } => "raft_propose",
                     B::ReadCounter { .. } | B::ReadUser { .. } => "raft_read",
+                    B::Reconfigure { .. } => "raft_reconfigure",
                 }
             }
         }
