@@ -4,6 +4,10 @@
 //! shoal-bench echo --clients 64 --duration 10s          # peer RPC echo between two endpoints
 //! shoal-bench idle-memory --duration 5s                 # resident memory of idle cluster nodes
 //! shoal-bench echo --json                               # one JSON object instead of text
+//! shoal-bench counters --clients 64                     # HTTP increments on a local 3-node cluster
+//! shoal-bench counters --set raft.batching=false        # the same without the batching proposer
+//! shoal-bench failover --rounds 5                       # SIGKILL a partition leader under load
+//! shoal-bench restart --entries 100000                  # restart a node with a long log behind it
 //! ```
 //!
 //! Closed-loop load: each client issues its next request as soon as the previous one answered.
@@ -30,6 +34,12 @@ enum Workload {
     Counters,
     /// etcd v3 puts over its HTTP/JSON gateway (needs `--endpoints`), for side-by-side figures.
     EtcdPut,
+    /// SIGKILL the leader of a counter's partition under load, `--rounds` times: time from the
+    /// kill to the first acknowledged increment.
+    Failover,
+    /// Fill one partition's log with `--entries` entries (no snapshot), SIGKILL a node, restart
+    /// it: time until it serves again.
+    Restart,
 }
 
 #[derive(Parser, Debug)]
@@ -62,6 +72,16 @@ struct Args {
     /// Distinct keys the clients spread their writes over.
     #[arg(long, default_value_t = 1024)]
     keys: usize,
+    /// A node setting for clusters this tool starts, `section.key=value` (TOML value), e.g.
+    /// `--set raft.batching=false`; repeatable.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    settings: Vec<String>,
+    /// Kills (failover).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Log entries behind the restarted node (restart).
+    #[arg(long, default_value_t = 100_000)]
+    entries: u64,
 }
 
 fn main() -> Result<()> {
@@ -73,6 +93,8 @@ fn main() -> Result<()> {
             Workload::IdleMemory => workloads::idle_memory(&args).await,
             Workload::Counters => workloads::counters(&args).await,
             Workload::EtcdPut => workloads::etcd_put(&args).await,
+            Workload::Failover => workloads::failover(&args).await,
+            Workload::Restart => workloads::restart(&args).await,
         }
     })?;
     if args.json {

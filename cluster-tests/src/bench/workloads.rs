@@ -135,13 +135,37 @@ fn http_client(args: &Args) -> Result<reqwest::Client> {
     Ok(reqwest::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(args.clients).build()?)
 }
 
+/// `--set section.key=value` as harness settings.
+fn settings(args: &Args) -> Result<Vec<(&'static str, String)>> {
+    args.settings
+        .iter()
+        .map(|s| {
+            let (key, value) = s.split_once('=').ok_or_else(|| anyhow!("--set {s}: expected SECTION.KEY=VALUE"))?;
+            let (section, key) = key.split_once('.').ok_or_else(|| anyhow!("--set {s}: expected SECTION.KEY=VALUE"))?;
+            let section: &'static str = Box::leak(section.trim().to_string().into_boxed_str());
+            Ok((section, format!("{} = {}", key.trim(), value.trim())))
+        })
+        .collect()
+}
+
+/// A local 3-node cluster with production defaults, quiet logs, `extra` and `--set` settings.
+fn start_cluster(args: &Args, extra: &[(&'static str, &str)]) -> Result<Cluster> {
+    let mut spec = ClusterSpec { nodes: 3, settings: vec![("log", "filter = \"warn\"".to_string())] };
+    for (section, line) in extra {
+        spec = spec.set(section, line);
+    }
+    for (section, line) in settings(args)? {
+        spec = spec.set(section, &line);
+    }
+    Cluster::start(&node_binary(args)?, &spec)
+}
+
 /// Starts a local 3-node cluster with production defaults unless `--endpoints` names one.
 async fn target_cluster(args: &Args) -> Result<(Option<Cluster>, Vec<String>)> {
     if !args.endpoints.is_empty() {
         return Ok((None, normalized(&args.endpoints)));
     }
-    let spec = ClusterSpec { nodes: 3, settings: vec![("log", "filter = \"warn\"".to_string())] };
-    let cluster = Cluster::start(&node_binary(args)?, &spec)?;
+    let cluster = start_cluster(args, &[])?;
     let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
     cluster.wait_all_see_up(&ids, &ids, Duration::from_secs(30)).await?;
     cluster.wait_ready(&ids, Duration::from_secs(30)).await?;
@@ -227,4 +251,222 @@ pub async fn etcd_put(args: &Args) -> Result<Report> {
     .await?;
     report.extra.insert("keys".into(), json!(keys));
     Ok(report)
+}
+
+/// Signs up a bench user on `endpoint` and returns its bearer token.
+async fn sign_up(http: &reqwest::Client, endpoint: &str) -> Result<String> {
+    let signup = http.post(format!("{endpoint}/v1/users")).json(&json!({"name": "shoal-bench"})).send().await?;
+    anyhow::ensure!(signup.status().is_success(), "sign-up failed: {}", signup.status());
+    let v: serde_json::Value = signup.json().await?;
+    Ok(v["token"].as_str().ok_or_else(|| anyhow!("no token in {v}"))?.to_string())
+}
+
+/// The leader of `group` as the nodes in `ids` report it (first answer wins).
+async fn leader_of(cluster: &Cluster, ids: &[u64], group: u64) -> Option<u64> {
+    for id in ids {
+        let Some(v) = cluster.get_json(*id, "/v1/cluster").await else { continue };
+        let found = v["partitions"].as_array()?.iter().find(|p| p["id"].as_u64() == Some(group))?["leader"].as_u64();
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// SIGKILLs the leader of one counter's partition while `--clients` clients increment it, and
+/// measures the time from the kill to the first acknowledged increment; `--rounds` times, the
+/// killed node restarted in between.
+pub async fn failover(args: &Args) -> Result<Report> {
+    const NAME: &str = "failover";
+    let mut cluster = start_cluster(args, &[])?;
+    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+    cluster.wait_ready(&ids, Duration::from_secs(30)).await?;
+    let http = http_client(args)?;
+    let token = sign_up(&http, &format!("http://{}", cluster.node(1).http)).await?;
+    let partitions: u64 = args
+        .settings
+        .iter()
+        .find_map(|s| s.strip_prefix("raft.partitions=").and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(shoal::config::RaftSection::default().partitions);
+    let group = shoal::placement::partition_of(NAME, partitions);
+    let mut times = Vec::new();
+    for round in 0..args.rounds {
+        cluster.wait_ready(&ids, Duration::from_secs(30)).await?;
+        let leader = cluster_tests::harness::wait_for("a partition leader", Duration::from_secs(30), || {
+            leader_of(&cluster, &ids, group)
+        })
+        .await?;
+        let urls: Vec<String> = ids
+            .iter()
+            .filter(|id| **id != leader)
+            .map(|id| format!("http://{}/v1/counters/{NAME}/increment", cluster.node(*id).http))
+            .collect();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // (sent, answered) of every acknowledged increment.
+        type Acks = Vec<(std::time::Instant, std::time::Instant)>;
+        let acks = Arc::new(std::sync::Mutex::new(Acks::new()));
+        let mut tasks = Vec::new();
+        for c in 0..args.clients.max(1) {
+            let (http, token, url) = (http.clone(), token.clone(), urls[c % urls.len()].clone());
+            let (stop, acks) = (Arc::clone(&stop), Arc::clone(&acks));
+            tasks.push(tokio::spawn(async move {
+                // Bounded by the stop flag and a count.
+                for _ in 0..1_000_000 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let sent = std::time::Instant::now();
+                    let r = http.post(&url).bearer_auth(&token).json(&json!({"by": 1})).send().await;
+                    if r.is_ok_and(|r| r.status().is_success()) {
+                        let answered = std::time::Instant::now();
+                        acks.lock().unwrap_or_else(|e| e.into_inner()).push((sent, answered));
+                    }
+                }
+            }));
+        }
+        cluster_tests::harness::wait_for("load before the kill", Duration::from_secs(30), || async {
+            (acks.lock().unwrap_or_else(|e| e.into_inner()).len() >= 50).then_some(())
+        })
+        .await?;
+        cluster.kill(leader)?;
+        let killed = std::time::Instant::now();
+        // Failover: from the kill to the first acknowledgement of an increment sent after it.
+        let elapsed =
+            cluster_tests::harness::wait_for("an acknowledged increment", Duration::from_secs(60), || async {
+                let acks = acks.lock().unwrap_or_else(|e| e.into_inner());
+                acks.iter()
+                    .filter(|(sent, _)| *sent > killed)
+                    .map(|(_, answered)| answered.duration_since(killed))
+                    .min()
+            })
+            .await?;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in tasks {
+            let _ = t.await;
+        }
+        eprintln!(
+            "round {}: killed node {leader}; first increment acknowledged {:?} after the kill",
+            round + 1,
+            elapsed
+        );
+        times.push(elapsed.as_secs_f64() * 1000.0);
+        cluster.start_node(leader)?;
+    }
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    Ok(Report {
+        workload: "failover".into(),
+        clients: args.clients,
+        duration_s: 0.0,
+        requests: times.len() as u64,
+        errors: 0,
+        throughput_per_s: 0.0,
+        latency_ms: None,
+        extra: serde_json::Map::from_iter([
+            ("rounds_ms".to_string(), json!(times)),
+            ("failover_ms_median".to_string(), json!(percentile(&sorted, 0.5))),
+            ("failover_ms_max".to_string(), json!(sorted.last().copied().unwrap_or(0.0))),
+        ]),
+    })
+}
+
+/// Fills one partition's log with `--entries` entries (batching off, no snapshot, so every
+/// increment is one entry that stays in the log), SIGKILLs a follower, restarts it, and measures
+/// how long until it is ready, serves a linearizable read, and has applied everything.
+pub async fn restart(args: &Args) -> Result<Report> {
+    let snapshot_after = format!("snapshot_after_entries = {}", args.entries * 10);
+    let extra = [("raft", "partitions = 1"), ("raft", "batching = false"), ("raft", snapshot_after.as_str())];
+    let mut cluster = start_cluster(args, &extra)?;
+    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+    cluster.wait_ready(&ids, Duration::from_secs(30)).await?;
+    let http = http_client(args)?;
+    let token = sign_up(&http, &format!("http://{}", cluster.node(1).http)).await?;
+    let leader = cluster_tests::harness::wait_for("a partition leader", Duration::from_secs(30), || {
+        leader_of(&cluster, &ids, 1)
+    })
+    .await?;
+    let last_index = |v: &serde_json::Value| {
+        v["partitions"]
+            .as_array()
+            .and_then(|p| p.iter().find(|g| g["id"] == 1))
+            .and_then(|g| g["last_log_index"].as_u64())
+    };
+    let url = format!("http://{}/v1/counters", cluster.node(leader).http);
+    let fill_start = std::time::Instant::now();
+    let target = args.entries;
+    let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..args.clients.max(1) {
+        let (http, token, url, written) = (http.clone(), token.clone(), url.clone(), Arc::clone(&written));
+        let keys = args.keys.max(1);
+        tasks.push(tokio::spawn(async move {
+            let mut n = c;
+            while written.load(std::sync::atomic::Ordering::Relaxed) < target {
+                n += 7;
+                let r = http
+                    .post(format!("{url}/fill-{}/increment", n % keys))
+                    .bearer_auth(&token)
+                    .json(&json!({"by": 1}))
+                    .send()
+                    .await;
+                if r.is_ok_and(|r| r.status().is_success()) {
+                    written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let v = cluster.get_json(leader, "/v1/cluster").await.ok_or_else(|| anyhow!("no cluster view"))?;
+    let behind = last_index(&v).ok_or_else(|| anyhow!("no partition in {v}"))?;
+    eprintln!("filled {behind} log entries in {:?}", fill_start.elapsed());
+    let victim = ids.iter().copied().find(|id| *id != leader).ok_or_else(|| anyhow!("no follower"))?;
+    cluster.kill(victim)?;
+    cluster.start_node(victim)?;
+    let started = std::time::Instant::now();
+    cluster.wait_ready(&[victim], Duration::from_secs(120)).await?;
+    let ready = started.elapsed();
+    let served =
+        cluster_tests::harness::wait_for("a read through the restarted node", Duration::from_secs(120), || async {
+            let r = http
+                .get(format!("http://{}/v1/counters/fill-0", cluster.node(victim).http))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .ok()?;
+            r.status().is_success().then(|| started.elapsed())
+        })
+        .await?;
+    let caught_up =
+        cluster_tests::harness::wait_for("the node to apply every entry", Duration::from_secs(120), || async {
+            let v = cluster.get_json(victim, "/v1/cluster").await?;
+            let g = v["partitions"].as_array()?.iter().find(|g| g["id"] == 1)?.clone();
+            (g["commit_index"].as_u64()? >= behind).then(|| started.elapsed())
+        })
+        .await?;
+    let ms = |d: Duration| (d.as_secs_f64() * 10_000.0).round() / 10.0;
+    Ok(Report {
+        workload: "restart".into(),
+        clients: args.clients,
+        duration_s: 0.0,
+        requests: behind,
+        errors: 0,
+        throughput_per_s: 0.0,
+        latency_ms: None,
+        extra: serde_json::Map::from_iter([
+            ("log_entries".to_string(), json!(behind)),
+            ("ready_ms".to_string(), json!(ms(ready))),
+            ("first_read_ms".to_string(), json!(ms(served))),
+            ("caught_up_ms".to_string(), json!(ms(caught_up))),
+        ]),
+    })
 }

@@ -20,7 +20,7 @@ pub struct StatusOptions {
     pub json: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct ClusterView {
     node_id: u64,
     members: Vec<Member>,
@@ -28,7 +28,7 @@ struct ClusterView {
     partitions: Vec<Partition>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct Member {
     id: u64,
     http_addr: String,
@@ -37,22 +37,37 @@ struct Member {
     last_seen_ms: Option<u64>,
     #[serde(default)]
     rtt_ms: Option<f64>,
+    /// Declared dead by the placement driver.
+    #[serde(default)]
+    dead: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct Meta {
     leader: Option<u64>,
     term: u64,
     commit_index: u64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct Partition {
     id: u64,
     replicas: Vec<u64>,
     leader: Option<u64>,
     term: u64,
     commit_index: u64,
+    /// `leader`, `follower`, …, or `none` when the answering node does not host the group.
+    #[serde(default)]
+    role: String,
+    /// Per-replica progress, reported by the group's leader only.
+    #[serde(default)]
+    replication: Option<Vec<Replica>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Replica {
+    node: u64,
+    lag: u64,
 }
 
 fn candidates(explicit: &Option<String>) -> Vec<String> {
@@ -94,7 +109,7 @@ pub async fn run(opts: StatusOptions) -> Result<(), CliError> {
     let color = std::io::stdout().is_terminal();
     if !opts.watch {
         let (endpoint, body) = fetch(&client, &candidates(&opts.endpoint)).await?;
-        return print_once(&endpoint, &body, opts.json, color);
+        return print_once(&client, &endpoint, &body, opts.json, color).await;
     }
     let mut signal = std::pin::pin!(crate::node::shutdown_signal());
     loop {
@@ -102,7 +117,7 @@ pub async fn run(opts: StatusOptions) -> Result<(), CliError> {
         print!("\x1b[2J\x1b[H");
         match fetch(&client, &candidates(&opts.endpoint)).await {
             Ok((endpoint, body)) => {
-                if let Err(e) = print_once(&endpoint, &body, opts.json, color) {
+                if let Err(e) = print_once(&client, &endpoint, &body, opts.json, color).await {
                     println!("{e}");
                 }
             }
@@ -116,15 +131,43 @@ pub async fn run(opts: StatusOptions) -> Result<(), CliError> {
     }
 }
 
-fn print_once(endpoint: &str, body: &str, json: bool, color: bool) -> Result<(), CliError> {
+async fn print_once(
+    client: &reqwest::Client,
+    endpoint: &str,
+    body: &str,
+    json: bool,
+    color: bool,
+) -> Result<(), CliError> {
     if json {
         println!("{body}");
         return Ok(());
     }
-    let view: ClusterView = serde_json::from_str(body)
+    let mut view: ClusterView = serde_json::from_str(body)
         .map_err(|e| CliError::failed(format!("{endpoint} sent an unexpected /v1/cluster answer: {e}")))?;
+    // Each group's term, commit index and replica lag are best known by its leader: ask the
+    // other live members too and take every group's row from its leader.
+    let mut others = Vec::new();
+    for m in view.members.iter().filter(|m| m.id != view.node_id && m.state == "up") {
+        let url = format!("http://{}/v1/cluster", m.http_addr);
+        if let Ok(r) = client.get(url).timeout(Duration::from_secs(1)).send().await
+            && let Ok(v) = r.json::<ClusterView>().await
+        {
+            others.push(v);
+        }
+    }
+    merge_leader_rows(&mut view, &others);
     print!("{}", render(endpoint, &view, color));
     Ok(())
+}
+
+/// Replaces each partition row of `view` with the row its leader reported in `others`.
+fn merge_leader_rows(view: &mut ClusterView, others: &[ClusterView]) {
+    for p in view.partitions.iter_mut().filter(|p| p.role != "leader") {
+        if let Some(row) = others.iter().flat_map(|o| o.partitions.iter()).find(|o| o.id == p.id && o.role == "leader")
+        {
+            *p = row.clone();
+        }
+    }
 }
 
 fn render(endpoint: &str, v: &ClusterView, color: bool) -> String {
@@ -160,22 +203,43 @@ fn render(endpoint: &str, v: &ClusterView, color: bool) -> String {
         };
         let rtt = m.rtt_ms.map(|r| format!("{r:.2} ms")).unwrap_or_else(|| "-".into());
         let id = format!("{}{me}", m.id);
-        out.push_str(&format!("{id:<6}{state}{:<23}{:<23}{seen:<12}{rtt}\n", m.http_addr, m.peer_addr));
+        let dead = if m.dead { format!("  {red}dead: replicas moved away{reset}") } else { String::new() };
+        out.push_str(&format!("{id:<6}{state}{:<23}{:<23}{seen:<12}{rtt}{dead}\n", m.http_addr, m.peer_addr));
     }
     if v.partitions.is_empty() {
         out.push_str("\npartitions: none yet\n");
     } else {
         out.push_str(&format!(
-            "\n{bold}{:<11}{:<14}{:<8}{:<7}COMMIT{reset}\n",
-            "PARTITION", "REPLICAS", "LEADER", "TERM"
+            "\n{bold}{:<11}{:<14}{:<8}{:<7}{:<9}{:<22}STATUS{reset}\n",
+            "PARTITION", "REPLICAS", "LEADER", "TERM", "COMMIT", "LAG (node:entries)"
         ));
+        let down = |id: &u64| v.members.iter().any(|m| m.id == *id && m.state != "up");
         for p in &v.partitions {
             let replicas = p.replicas.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
             let leader = match p.leader {
                 Some(l) => l.to_string(),
-                None => format!("{red}NONE{reset}"),
+                None => format!("{red}{:<8}{reset}", "NONE"),
             };
-            out.push_str(&format!("{:<11}{replicas:<14}{leader:<8}{:<7}{}\n", p.id, p.term, p.commit_index));
+            let lag = match &p.replication {
+                Some(r) => r
+                    .iter()
+                    .filter(|x| Some(x.node) != p.leader)
+                    .map(|x| format!("{}:{}", x.node, x.lag))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                None => "-".into(),
+            };
+            let status = if p.leader.is_none() {
+                format!("{red}UNAVAILABLE{reset}")
+            } else if p.replicas.iter().any(down) {
+                format!("{red}UNDER-REPLICATED{reset}")
+            } else {
+                format!("{green}ok{reset}")
+            };
+            out.push_str(&format!(
+                "{:<11}{replicas:<14}{leader:<8}{:<7}{:<9}{lag:<22}{status}\n",
+                p.id, p.term, p.commit_index
+            ));
         }
     }
     out
@@ -196,5 +260,30 @@ mod tests {
         assert!(text.contains("1 of 2 members DOWN"), "{text}");
         assert!(text.contains("DOWN   127.0.0.1:7010"), "{text}");
         assert!(text.contains("4.2s ago"), "{text}");
+    }
+
+    #[test]
+    fn partitions_show_leader_rows_with_lag_and_health() {
+        let body = r#"{"node_id":1,"members":[
+            {"id":1,"http_addr":"a","peer_addr":"a","state":"up","last_seen_ms":0},
+            {"id":2,"http_addr":"b","peer_addr":"b","state":"up","last_seen_ms":10},
+            {"id":3,"http_addr":"c","peer_addr":"c","state":"down","last_seen_ms":9000,"dead":true}],
+            "meta":{"leader":1,"term":2,"commit_index":9},"partitions":[
+            {"id":1,"replicas":[1,2,3],"leader":2,"term":3,"commit_index":40,"role":"follower"},
+            {"id":2,"replicas":[1,2],"leader":null,"term":3,"commit_index":7,"role":"follower"}]}"#;
+        let mut v: ClusterView = serde_json::from_str(body).expect("parses");
+        let other: ClusterView = serde_json::from_str(
+            r#"{"node_id":2,"members":[],"meta":{"leader":1,"term":2,"commit_index":9},"partitions":[
+            {"id":1,"replicas":[1,2,3],"leader":2,"term":3,"commit_index":41,"role":"leader",
+             "replication":[{"node":1,"lag":0},{"node":2,"lag":0},{"node":3,"lag":17}]}]}"#,
+        )
+        .expect("parses");
+        merge_leader_rows(&mut v, &[other]);
+        let text = render("http://a", &v, false);
+        assert!(text.contains("41"), "commit index from the leader's row: {text}");
+        assert!(text.contains("1:0 3:17"), "lag per follower: {text}");
+        assert!(text.contains("UNDER-REPLICATED"), "{text}");
+        assert!(text.contains("UNAVAILABLE"), "{text}");
+        assert!(text.contains("dead: replicas moved away"), "{text}");
     }
 }
