@@ -794,6 +794,19 @@ mod counters {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn partition_leaders_start_spread_over_the_founders() -> Result<()> {
+        let c = led(&ClusterSpec::new(3).set("raft", "partitions = 6")).await?;
+        let groups = leaders(&c, &[1, 2, 3]).await;
+        let mut per_node = std::collections::BTreeMap::new();
+        for (_, g) in groups.iter().filter(|(id, _)| **id > 0) {
+            *per_node.entry(g["leader"].as_u64().unwrap_or(0)).or_insert(0) += 1;
+        }
+        assert_eq!(per_node, std::collections::BTreeMap::from([(1, 2), (2, 2), (3, 2)]), "{groups:?}");
+        assert_eq!(groups.get(&0).and_then(|m| m["leader"].as_u64()), Some(1), "meta starts on the lowest id");
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn replicas_of_a_dead_node_move_to_the_spare_nodes() -> Result<()> {
         let spec = ClusterSpec::new(5).set("placement", "dead_after = \"3s\"");
         let mut c = led(&spec).await?;
@@ -858,11 +871,14 @@ mod counters {
         let five = v["members"].as_array().and_then(|m| m.iter().find(|m| m["id"] == 5).cloned());
         assert_eq!(five.map(|m| m["dead"].clone()), Some(serde_json::json!(true)), "node 5 is recorded dead");
         let mut moves = 0.0;
+        let mut lag_series = 0;
         for id in live {
             let m = c.metrics(id).await.unwrap_or_default();
+            lag_series += m.lines().filter(|l| l.starts_with("shoal_raft_replica_lag_entries{")).count();
             moves += cluster_tests::harness::sample(&m, "shoal_placement_moves_total{kind=\"replace\"}").unwrap_or(0.0);
         }
         assert!(moves >= on_dead.len() as f64, "{moves} replace moves counted for {} partitions", on_dead.len());
+        assert!(lag_series >= 3 * 2, "every partition leader exports its followers' lag ({lag_series} series)");
         // Nothing acknowledged was lost, and every partition takes writes on its new replicas.
         for (i, name) in names.iter().enumerate() {
             let node = (i % 4) as u64 + 1;

@@ -156,6 +156,22 @@ pub fn initial_layout(
     layout
 }
 
+/// The founder that should lead `group` when the cluster starts: the first replica of the group's
+/// rotation in [`initial_layout`] (meta: the lowest id), so partition leaders start spread over
+/// the founders.
+pub fn preferred_leader(founders: &[NodeId], group: GroupId) -> Option<NodeId> {
+    let mut nodes = founders.to_vec();
+    nodes.sort_unstable();
+    nodes.dedup();
+    if nodes.is_empty() {
+        return None;
+    }
+    if group == 0 {
+        return nodes.first().copied();
+    }
+    Some(nodes[((group - 1) % nodes.len() as u64) as usize])
+}
+
 /// The partition a key belongs to: FNV-1a of the key, modulo `partitions`, plus one (group 0 is
 /// meta). Every node computes the same answer.
 pub fn partition_of(key: &str, partitions: u64) -> GroupId {
@@ -279,6 +295,18 @@ mod tests {
         assert!(l.values().all(|r| r == &vec![1]));
         let l = initial_layout(&(1..=7).collect::<Vec<_>>(), 1, 3);
         assert_eq!(l[&0].len(), MAX_META_VOTERS);
+    }
+
+    #[test]
+    fn preferred_leaders_rotate_over_the_founders() {
+        let founders = [3, 1, 2];
+        let leaders: Vec<_> = (0..=6).map(|g| preferred_leader(&founders, g)).collect();
+        assert_eq!(leaders, [Some(1), Some(1), Some(2), Some(3), Some(1), Some(2), Some(3)]);
+        let l = initial_layout(&founders, 6, 3);
+        for g in 0..=6 {
+            assert!(l[&g].contains(&preferred_leader(&founders, g).unwrap_or(0)), "group {g}");
+        }
+        assert_eq!(preferred_leader(&[], 1), None);
     }
 
     #[test]

@@ -259,8 +259,37 @@ impl RaftHost {
                 }
             }
         }
+        // Leaders spread at bootstrap: only a group's preferred founder initialises it at once
+        // (and so campaigns first); the others initialise only if the group is still empty
+        // after two election timeouts (the preferred founder may be down).
+        let founders: Vec<NodeId> = initial.members.keys().copied().collect();
+        let mut deferred = Vec::new();
         for (group, init) in wanted {
-            host.open_group(group, init).await?;
+            match init {
+                Some(members) if crate::placement::preferred_leader(&founders, group) != Some(node_id) => {
+                    host.open_group(group, None).await?;
+                    deferred.push((group, members));
+                }
+                init => host.open_group(group, init).await?,
+            }
+        }
+        if !deferred.is_empty() {
+            let me = Arc::downgrade(&host);
+            let wait = cfg.raft.election_timeout_max * 2;
+            let task = AbortOnDrop::spawn(async move {
+                tokio::time::sleep(wait).await;
+                let Some(host) = me.upgrade() else { return };
+                for (group, members) in deferred {
+                    let Some(g) = host.group(group) else { continue };
+                    if matches!(g.raft.is_initialized().await, Ok(false)) {
+                        info!(group, "preferred founder did not start the group; initialising it here");
+                        if let Err(e) = g.raft.initialize(members).await {
+                            warn!(group, error = %e, "group initialisation skipped");
+                        }
+                    }
+                }
+            });
+            lock(&host.tasks).push(task);
         }
         info!(groups = host.read_groups().len(), partitions = cfg.raft.partitions, "raft groups started");
         let driver = AbortOnDrop::spawn(run_placement(Arc::downgrade(&host), membership));
@@ -977,8 +1006,21 @@ async fn watch_group(group: GroupId, raft: Raft<TypeConfig>, metrics: RaftMetric
     let label = group.to_string();
     let mut rx = raft.metrics();
     let mut leader = None;
+    // Peers whose lag this node exports (only while it leads the group).
+    let mut lagging: BTreeSet<NodeId> = BTreeSet::new();
     loop {
         let m = rx.borrow_and_update().clone();
+        let last = m.last_log_index.unwrap_or(0);
+        let mut now_lagging = BTreeSet::new();
+        for (peer, matched) in m.replication.iter().flatten() {
+            let lag = last.saturating_sub(matched.map(|l| l.index).unwrap_or(0));
+            metrics.replica_lag.with_label_values(&[label.as_str(), &peer.to_string()]).set(lag as i64);
+            now_lagging.insert(*peer);
+        }
+        for gone in lagging.difference(&now_lagging) {
+            let _ = metrics.replica_lag.remove_label_values(&[label.as_str(), &gone.to_string()]);
+        }
+        lagging = now_lagging;
         metrics.term.with_label_values(&[&label]).set(m.current_term as i64);
         metrics.leader.with_label_values(&[&label]).set(i64::from(m.state == ServerState::Leader));
         metrics.applied_index.with_label_values(&[&label]).set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
