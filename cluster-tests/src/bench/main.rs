@@ -82,6 +82,9 @@ struct Args {
     /// Log entries behind the restarted node (restart).
     #[arg(long, default_value_t = 100_000)]
     entries: u64,
+    /// restart: kill the node before the log is filled, so it must catch up on every entry.
+    #[arg(long)]
+    while_down: bool,
 }
 
 fn main() -> Result<()> {

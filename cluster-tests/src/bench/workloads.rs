@@ -380,7 +380,8 @@ pub async fn failover(args: &Args) -> Result<Report> {
 
 /// Fills one partition's log with `--entries` entries (batching off, no snapshot, so every
 /// increment is one entry that stays in the log), SIGKILLs a follower, restarts it, and measures
-/// how long until it is ready, serves a linearizable read, and has applied everything.
+/// how long until it is ready, serves a linearizable read, and has applied everything. With
+/// `--while-down` the follower is killed before the fill, so it catches up on every entry.
 pub async fn restart(args: &Args) -> Result<Report> {
     let snapshot_after = format!("snapshot_after_entries = {}", args.entries * 10);
     let extra = [("raft", "partitions = 1"), ("raft", "batching = false"), ("raft", snapshot_after.as_str())];
@@ -400,6 +401,10 @@ pub async fn restart(args: &Args) -> Result<Report> {
             .and_then(|g| g["last_log_index"].as_u64())
     };
     let url = format!("http://{}/v1/counters", cluster.node(leader).http);
+    let victim = ids.iter().copied().find(|id| *id != leader).ok_or_else(|| anyhow!("no follower"))?;
+    if args.while_down {
+        cluster.kill(victim)?;
+    }
     let fill_start = std::time::Instant::now();
     let target = args.entries;
     let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -429,8 +434,9 @@ pub async fn restart(args: &Args) -> Result<Report> {
     let v = cluster.get_json(leader, "/v1/cluster").await.ok_or_else(|| anyhow!("no cluster view"))?;
     let behind = last_index(&v).ok_or_else(|| anyhow!("no partition in {v}"))?;
     eprintln!("filled {behind} log entries in {:?}", fill_start.elapsed());
-    let victim = ids.iter().copied().find(|id| *id != leader).ok_or_else(|| anyhow!("no follower"))?;
-    cluster.kill(victim)?;
+    if !args.while_down {
+        cluster.kill(victim)?;
+    }
     cluster.start_node(victim)?;
     let started = std::time::Instant::now();
     cluster.wait_ready(&[victim], Duration::from_secs(120)).await?;
@@ -464,6 +470,7 @@ pub async fn restart(args: &Args) -> Result<Report> {
         latency_ms: None,
         extra: serde_json::Map::from_iter([
             ("log_entries".to_string(), json!(behind)),
+            ("killed_before_fill".to_string(), json!(args.while_down)),
             ("ready_ms".to_string(), json!(ms(ready))),
             ("first_read_ms".to_string(), json!(ms(served))),
             ("caught_up_ms".to_string(), json!(ms(caught_up))),

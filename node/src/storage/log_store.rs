@@ -137,15 +137,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
-        let value = match committed {
-            Some(c) => Some(records::encode(&LogIdRec::from(&c)).map_err(write_err)?),
-            None => None,
-        };
-        let group = self.group;
-        self.write(|done| WriteOp::Meta { group, key: meta_key::COMMITTED, value, done }).await
+        // No transaction of its own: it rides along with the next write (see `Store::note_committed`).
+        if let Some(c) = committed {
+            self.store.note_committed(self.group, records::encode(&LogIdRec::from(&c)).map_err(write_err)?);
+        }
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        if let Some(bytes) = self.store.noted_committed(self.group) {
+            let rec = records::decode::<LogIdRec>(&bytes).map_err(read_err)?;
+            return Ok(Some(LogId::from(&rec)));
+        }
         Ok(self.read_meta::<LogIdRec>(meta_key::COMMITTED).map_err(read_err)?.map(|r| LogId::from(&r)))
     }
 

@@ -97,6 +97,10 @@ pub struct Store {
     writer: Option<std::sync::mpsc::Sender<WriteOp>>,
     writer_thread: Option<std::thread::JoinHandle<()>>,
     snapshot_dir: PathBuf,
+    /// Committed indexes not written yet: they ride along with the next write transaction.
+    committed: writer::PendingCommitted,
+    /// Applied state-machine rows not written yet (see [`writer`]).
+    overlay: Arc<std::sync::Mutex<state_machine::Overlay>>,
 }
 
 impl Drop for Store {
@@ -136,8 +140,10 @@ impl Store {
         let db = Arc::new(db);
         let snapshot_dir = data_dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir)?;
-        let (writer, thread) = writer::spawn(Arc::clone(&db), metrics)?;
-        Ok(Arc::new(Self { db, writer: Some(writer), writer_thread: Some(thread), snapshot_dir }))
+        let committed = writer::PendingCommitted::default();
+        let overlay = Arc::new(std::sync::Mutex::new(state_machine::Overlay::default()));
+        let (writer, thread) = writer::spawn(Arc::clone(&db), metrics, Arc::clone(&committed), Arc::clone(&overlay))?;
+        Ok(Arc::new(Self { db, writer: Some(writer), writer_thread: Some(thread), snapshot_dir, committed, overlay }))
     }
 
     /// The log storage of one group.
@@ -152,6 +158,9 @@ impl Store {
 
     /// Reads one counter as this node's state machine has it (not linearizable).
     pub fn counter(&self, group: GroupId, name: &str) -> Result<u64, StoreError> {
+        if let Some(v) = self.overlay().counter(group, name) {
+            return Ok(v);
+        }
         let txn = self.db.begin_read()?;
         let table = txn.open_table(COUNTERS)?;
         Ok(table.get((group, name))?.map(|v| v.value()).unwrap_or(0))
@@ -159,6 +168,9 @@ impl Store {
 
     /// The user whose token hashes to `token_hash`, as this node's state machine has it.
     pub fn user_by_token(&self, group: GroupId, token_hash: &str) -> Result<Option<records::UserRec>, StoreError> {
+        if let Some(bytes) = self.overlay().user(group, token_hash) {
+            return Ok(Some(records::decode(&bytes)?));
+        }
         let txn = self.db.begin_read()?;
         let table = txn.open_table(USERS)?;
         let value = table.get((group, token_hash))?;
@@ -170,6 +182,9 @@ impl Store {
 
     /// The members and layout in this node's copy of meta state (`None` before bootstrap).
     pub fn placement(&self, group: GroupId) -> Result<Option<crate::placement::Placement>, StoreError> {
+        if let Some(bytes) = self.overlay().placement(group) {
+            return Ok(Some(records::decode(&bytes)?));
+        }
         let txn = self.db.begin_read()?;
         let table = txn.open_table(PLACEMENT)?;
         let value = table.get(group)?;
@@ -190,8 +205,35 @@ impl Store {
         Ok(out)
     }
 
+    fn overlay(&self) -> std::sync::MutexGuard<'_, state_machine::Overlay> {
+        self.overlay.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes every applied state-machine row to the database (snapshots read and replace the
+    /// tables directly).
+    pub(crate) async fn flush(&self) -> Result<(), StoreError> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        self.send(WriteOp::Flush { done })?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Db(e)),
+            Err(_) => Err(StoreError::WriterStopped),
+        }
+    }
+
     pub(crate) fn db(&self) -> &Arc<Database> {
         &self.db
+    }
+
+    /// Records a group's committed index (an encoded log id) without a transaction of its own:
+    /// the next write carries it. openraft treats it as a hint (losing the latest is harmless).
+    pub(crate) fn note_committed(&self, group: GroupId, bytes: Vec<u8>) {
+        self.committed.lock().unwrap_or_else(|e| e.into_inner()).insert(group, bytes);
+    }
+
+    /// The committed index noted for `group` but not written yet.
+    pub(crate) fn noted_committed(&self, group: GroupId) -> Option<Vec<u8>> {
+        self.committed.lock().unwrap_or_else(|e| e.into_inner()).get(&group).cloned()
     }
 
     pub(crate) fn send(&self, op: WriteOp) -> Result<(), StoreError> {

@@ -4,6 +4,7 @@
 //! records (a [`SnapshotHeader`], then one [`SnapshotRow`] per row). They are written and read
 //! row by row, never held whole in memory.
 
+use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
     EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError, StorageIOError, StoredMembership,
 };
-use redb::{Durability, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{Durability, ReadableDatabase, WriteTransaction};
 use tokio::io::AsyncSeekExt;
 
 use super::records::{self, LogIdRec, SnapshotHeader, SnapshotRow, StoredMembershipRec};
@@ -85,93 +86,210 @@ fn applied_state(txn: &redb::ReadTransaction, group: GroupId) -> Result<AppliedS
     Ok((applied, membership))
 }
 
-fn read_placement(
-    table: &redb::Table<'_, u64, &'static [u8]>,
-    group: GroupId,
-) -> Result<Option<Placement>, StoreError> {
-    let value = table.get(group)?;
-    Ok(match value {
-        Some(v) => Some(records::decode(v.value())?),
-        None => None,
-    })
+/// State-machine rows applied but not written to the database yet.
+#[derive(Default)]
+pub(crate) struct Rows {
+    counters: HashMap<(GroupId, String), u64>,
+    users: HashMap<(GroupId, String), Vec<u8>>,
+    placement: HashMap<GroupId, Vec<u8>>,
+    meta: HashMap<(GroupId, &'static str), Vec<u8>>,
 }
 
-fn apply_command(tables: &mut SmTables<'_>, group: GroupId, command: &Command) -> Result<CommandResult, StoreError> {
-    let counters = &mut tables.counters;
-    Ok(match command {
-        Command::PlacementInit { placement } => match read_placement(&tables.placement, group)? {
-            Some(existing) => CommandResult::Value(existing.layout.version),
-            None => {
-                tables.placement.insert(group, records::encode(placement)?.as_slice())?;
-                CommandResult::Value(placement.layout.version)
-            }
-        },
-        Command::MemberUpsert { member } => match read_placement(&tables.placement, group)? {
-            Some(mut p) => {
-                p.members.insert(member.id, member.clone());
-                tables.placement.insert(group, records::encode(&p)?.as_slice())?;
-                CommandResult::Value(p.layout.version)
-            }
-            None => CommandResult::Rejected { reason: "placement is not initialised yet".into() },
-        },
-        Command::LayoutSet { expected_version, groups } => match read_placement(&tables.placement, group)? {
-            Some(mut p) if p.layout.version == *expected_version => {
-                p.layout = Layout { version: expected_version + 1, groups: groups.clone() };
-                tables.placement.insert(group, records::encode(&p)?.as_slice())?;
-                CommandResult::Value(p.layout.version)
-            }
-            Some(p) => CommandResult::Rejected {
-                reason: format!("layout is at version {}, not {expected_version}", p.layout.version),
+impl Rows {
+    fn len(&self) -> usize {
+        self.counters.len() + self.users.len() + self.placement.len() + self.meta.len()
+    }
+
+    /// Writes every row into `txn`'s tables.
+    pub(crate) fn write_to(&self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        if self.len() == 0 {
+            return Ok(());
+        }
+        let mut counters = txn.open_table(COUNTERS)?;
+        for ((group, name), value) in &self.counters {
+            counters.insert((*group, name.as_str()), *value)?;
+        }
+        let mut users = txn.open_table(USERS)?;
+        for ((group, hash), rec) in &self.users {
+            users.insert((*group, hash.as_str()), rec.as_slice())?;
+        }
+        let mut placement = txn.open_table(PLACEMENT)?;
+        for (group, rec) in &self.placement {
+            placement.insert(*group, rec.as_slice())?;
+        }
+        let mut meta = txn.open_table(SM_META)?;
+        for ((group, key), rec) in &self.meta {
+            meta.insert((*group, *key), rec.as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// Rows of `newer` replace these.
+    fn absorb(&mut self, newer: Rows) {
+        self.counters.extend(newer.counters);
+        self.users.extend(newer.users);
+        self.placement.extend(newer.placement);
+        self.meta.extend(newer.meta);
+    }
+}
+
+/// The state-machine changes not in the database yet. The log writer owns them: it applies
+/// committed entries here (no transaction of their own) and writes the dirty rows with the next
+/// transaction it commits anyway, or after a short idle pause. Readers look here before the
+/// database (dirty rows, then rows being written), so an applied change is visible at once.
+#[derive(Default)]
+pub(crate) struct Overlay {
+    dirty: Rows,
+    flushing: Option<Arc<Rows>>,
+}
+
+impl Overlay {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.dirty.len() == 0
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.dirty.len()
+    }
+
+    fn layers(&self) -> impl Iterator<Item = &Rows> {
+        std::iter::once(&self.dirty).chain(self.flushing.as_deref())
+    }
+
+    pub(crate) fn counter(&self, group: GroupId, name: &str) -> Option<u64> {
+        let key = (group, name.to_string());
+        self.layers().find_map(|r| r.counters.get(&key).copied())
+    }
+
+    pub(crate) fn user(&self, group: GroupId, token_hash: &str) -> Option<Vec<u8>> {
+        let key = (group, token_hash.to_string());
+        self.layers().find_map(|r| r.users.get(&key).cloned())
+    }
+
+    pub(crate) fn placement(&self, group: GroupId) -> Option<Vec<u8>> {
+        self.layers().find_map(|r| r.placement.get(&group).cloned())
+    }
+
+    /// Moves the dirty rows to the "being written" layer and returns them.
+    pub(crate) fn start_flush(&mut self) -> Arc<Rows> {
+        let rows = Arc::new(std::mem::take(&mut self.dirty));
+        self.flushing = Some(Arc::clone(&rows));
+        rows
+    }
+
+    /// The rows being written are in the database (`ok`), or must be written again.
+    pub(crate) fn finish_flush(&mut self, ok: bool) {
+        let Some(rows) = self.flushing.take() else { return };
+        if !ok {
+            let mut again = Arc::try_unwrap(rows).unwrap_or_default();
+            again.absorb(std::mem::take(&mut self.dirty));
+            self.dirty = again;
+        }
+    }
+}
+
+/// The state machine as the log writer applies to it: the overlay over the last committed
+/// database state.
+pub(crate) struct SmView<'a> {
+    overlay: &'a mut Overlay,
+    db: redb::ReadTransaction,
+}
+
+impl<'a> SmView<'a> {
+    pub(crate) fn new(overlay: &'a mut Overlay, db: redb::ReadTransaction) -> Self {
+        Self { overlay, db }
+    }
+
+    fn counter(&self, group: GroupId, name: &str) -> Result<u64, StoreError> {
+        if let Some(v) = self.overlay.counter(group, name) {
+            return Ok(v);
+        }
+        let table = self.db.open_table(COUNTERS)?;
+        Ok(table.get((group, name))?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    fn user_exists(&self, group: GroupId, token_hash: &str) -> Result<bool, StoreError> {
+        if self.overlay.user(group, token_hash).is_some() {
+            return Ok(true);
+        }
+        let table = self.db.open_table(USERS)?;
+        Ok(table.get((group, token_hash))?.is_some())
+    }
+
+    fn placement(&self, group: GroupId) -> Result<Option<Placement>, StoreError> {
+        if let Some(bytes) = self.overlay.placement(group) {
+            return Ok(Some(records::decode(&bytes)?));
+        }
+        let table = self.db.open_table(PLACEMENT)?;
+        let value = table.get(group)?;
+        Ok(match value {
+            Some(v) => Some(records::decode(v.value())?),
+            None => None,
+        })
+    }
+
+    fn set_placement(&mut self, group: GroupId, p: &Placement) -> Result<(), StoreError> {
+        self.overlay.dirty.placement.insert(group, records::encode(p)?);
+        Ok(())
+    }
+
+    fn apply_command(&mut self, group: GroupId, command: &Command) -> Result<CommandResult, StoreError> {
+        Ok(match command {
+            Command::PlacementInit { placement } => match self.placement(group)? {
+                Some(existing) => CommandResult::Value(existing.layout.version),
+                None => {
+                    self.set_placement(group, placement)?;
+                    CommandResult::Value(placement.layout.version)
+                }
             },
-            None => CommandResult::Rejected { reason: "placement is not initialised yet".into() },
-        },
-        Command::UserCreate { token_hash, id, name } => {
-            if tables.users.get((group, token_hash.as_str()))?.is_some() {
-                CommandResult::Rejected { reason: "token already in use".into() }
-            } else {
-                let rec = records::encode(&records::UserRec { id: id.clone(), name: name.clone() })?;
-                tables.users.insert((group, token_hash.as_str()), rec.as_slice())?;
-                CommandResult::Value(1)
-            }
-        }
-        Command::CounterIncrement { name, by } => {
-            let current = counters.get((group, name.as_str()))?.map(|v| v.value()).unwrap_or(0);
-            match current.checked_add(*by) {
-                Some(next) => {
-                    counters.insert((group, name.as_str()), next)?;
-                    CommandResult::Value(next)
+            Command::MemberUpsert { member } => match self.placement(group)? {
+                Some(mut p) => {
+                    p.members.insert(member.id, member.clone());
+                    self.set_placement(group, &p)?;
+                    CommandResult::Value(p.layout.version)
                 }
-                None => CommandResult::Rejected { reason: format!("counter {name} would overflow") },
-            }
-        }
-        Command::CounterReserve { name, count } => {
-            let current = counters.get((group, name.as_str()))?.map(|v| v.value()).unwrap_or(0);
-            match current.checked_add(*count) {
-                Some(next) if *count > 0 => {
-                    counters.insert((group, name.as_str()), next)?;
-                    CommandResult::Value(current + 1)
+                None => CommandResult::Rejected { reason: "placement is not initialised yet".into() },
+            },
+            Command::LayoutSet { expected_version, groups } => match self.placement(group)? {
+                Some(mut p) if p.layout.version == *expected_version => {
+                    p.layout = Layout { version: expected_version + 1, groups: groups.clone() };
+                    self.set_placement(group, &p)?;
+                    CommandResult::Value(p.layout.version)
                 }
-                _ => CommandResult::Rejected { reason: format!("cannot reserve {count} values of counter {name}") },
+                Some(p) => CommandResult::Rejected {
+                    reason: format!("layout is at version {}, not {expected_version}", p.layout.version),
+                },
+                None => CommandResult::Rejected { reason: "placement is not initialised yet".into() },
+            },
+            Command::UserCreate { token_hash, id, name } => {
+                if self.user_exists(group, token_hash)? {
+                    CommandResult::Rejected { reason: "token already in use".into() }
+                } else {
+                    let rec = records::encode(&records::UserRec { id: id.clone(), name: name.clone() })?;
+                    self.overlay.dirty.users.insert((group, token_hash.clone()), rec);
+                    CommandResult::Value(1)
+                }
             }
-        }
-    })
-}
-
-/// The state-machine tables inside one write transaction (the log writer's).
-pub(crate) struct SmTables<'txn> {
-    meta: redb::Table<'txn, (u64, &'static str), &'static [u8]>,
-    counters: redb::Table<'txn, (u64, &'static str), u64>,
-    users: redb::Table<'txn, (u64, &'static str), &'static [u8]>,
-    placement: redb::Table<'txn, u64, &'static [u8]>,
-}
-
-impl<'txn> SmTables<'txn> {
-    pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
-        Ok(Self {
-            meta: txn.open_table(SM_META)?,
-            counters: txn.open_table(COUNTERS)?,
-            users: txn.open_table(USERS)?,
-            placement: txn.open_table(PLACEMENT)?,
+            Command::CounterIncrement { name, by } => {
+                let current = self.counter(group, name)?;
+                match current.checked_add(*by) {
+                    Some(next) => {
+                        self.overlay.dirty.counters.insert((group, name.clone()), next);
+                        CommandResult::Value(next)
+                    }
+                    None => CommandResult::Rejected { reason: format!("counter {name} would overflow") },
+                }
+            }
+            Command::CounterReserve { name, count } => {
+                let current = self.counter(group, name)?;
+                match current.checked_add(*count) {
+                    Some(next) if *count > 0 => {
+                        self.overlay.dirty.counters.insert((group, name.clone()), next);
+                        CommandResult::Value(current + 1)
+                    }
+                    _ => CommandResult::Rejected { reason: format!("cannot reserve {count} values of counter {name}") },
+                }
+            }
         })
     }
 
@@ -186,19 +304,19 @@ impl<'txn> SmTables<'txn> {
                 EntryPayload::Normal(batch) => {
                     let mut out = Vec::with_capacity(batch.0.len());
                     for command in &batch.0 {
-                        out.push(apply_command(self, group, command)?);
+                        out.push(self.apply_command(group, command)?);
                     }
                     results.push(BatchResult(out));
                 }
                 EntryPayload::Membership(m) => {
                     let rec = StoredMembershipRec { log_id: last, membership: m.into() };
-                    self.meta.insert((group, meta_key::MEMBERSHIP), records::encode(&rec)?.as_slice())?;
+                    self.overlay.dirty.meta.insert((group, meta_key::MEMBERSHIP), records::encode(&rec)?);
                     results.push(BatchResult::default());
                 }
             }
         }
         if let Some(last) = last {
-            self.meta.insert((group, meta_key::APPLIED), records::encode(&last)?.as_slice())?;
+            self.overlay.dirty.meta.insert((group, meta_key::APPLIED), records::encode(&last)?);
         }
         Ok(results)
     }
@@ -386,6 +504,7 @@ async fn blocking<T: Send + 'static>(
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        self.store.flush().await.map_err(snap_err)?;
         let store = Arc::clone(&self.store);
         let group = self.group;
         let header = blocking(move || build_blocking(&store, group)).await.map_err(snap_err)?;
@@ -401,6 +520,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn applied_state(
         &mut self,
     ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, NodeInfo>), StorageError<NodeId>> {
+        self.store.flush().await.map_err(sm_read_err)?;
         let txn = self.store.db().begin_read().map_err(sm_read_err)?;
         applied_state(&txn, self.group).map_err(sm_read_err)
     }
@@ -445,6 +565,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta<NodeId, NodeInfo>,
         mut snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError<NodeId>> {
+        // Rows applied before the snapshot must not be written over the installed state later.
+        self.store.flush().await.map_err(snap_err)?;
         snapshot.sync_all().await.map_err(snap_err)?;
         snapshot.seek(std::io::SeekFrom::Start(0)).await.map_err(snap_err)?;
         let file = snapshot.into_std().await;

@@ -1,117 +1,212 @@
-//! The log writer: one thread, group commit. Every operation queued when it wakes goes into one
-//! write transaction and one fsync; completions fire only after the commit.
+//! The log writer: one thread, group commit. Every log operation queued when it wakes goes into
+//! one write transaction and one fsync; completions fire only after the commit.
+//!
+//! State-machine applies need no transaction of their own: the writer applies committed entries
+//! to the [`Overlay`] (in memory, over the last committed database state), answers at once, and
+//! writes the dirty rows with the next transaction it commits anyway, or after
+//! [`FLUSH_AFTER`] without other work. Readers look into the overlay first.
 
-use std::sync::Arc;
-use std::sync::mpsc::{Receiver, Sender};
-use std::time::Instant;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use openraft::storage::LogFlushed;
-use redb::{Database, Durability};
+use redb::{Database, Durability, ReadableDatabase};
 use tokio::sync::oneshot;
 use tracing::error;
 
 use super::metrics::StorageMetrics;
+use super::state_machine::{Overlay, Rows, SmView};
 use super::{LOGS, RAFT_META, StoreError};
 use crate::raft::{BatchResult, GroupId, TypeConfig};
 
 /// Most operations folded into one transaction.
 const MAX_BATCH: usize = 4096;
+/// Dirty state-machine rows are written at the latest after this long without other writes.
+const FLUSH_AFTER: Duration = Duration::from_millis(2);
+/// More dirty rows than this are written at once.
+const MAX_DIRTY: usize = 8192;
+
+/// Committed indexes waiting to ride along with the next transaction, per group.
+pub(crate) type PendingCommitted = Arc<Mutex<std::collections::HashMap<GroupId, Vec<u8>>>>;
 
 /// A durable log operation.
 pub(crate) enum WriteOp {
     /// Append encoded entries `(index, bytes)`; `done` fires after the fsync.
     Append { group: GroupId, entries: Vec<(u64, Vec<u8>)>, done: LogFlushed<TypeConfig> },
-    /// Set (or delete) a per-group metadata record.
+    /// Set (or delete) a per-group metadata record (the vote).
     Meta { group: GroupId, key: &'static str, value: Option<Vec<u8>>, done: oneshot::Sender<Result<(), String>> },
     /// Delete entries with index ≥ `from`.
     Truncate { group: GroupId, from: u64, done: oneshot::Sender<Result<(), String>> },
     /// Delete entries with index ≤ `upto` and record the purge point.
     Purge { group: GroupId, upto: u64, purged: Vec<u8>, done: oneshot::Sender<Result<(), String>> },
-    /// Apply committed entries to the group's state machine, in the same transaction as the log
-    /// writes queued with it; `done` gets one result per entry after the commit.
+    /// Apply committed entries to the group's state machine (in the overlay); `done` gets one
+    /// result per entry at once.
     Apply {
         group: GroupId,
         entries: Vec<openraft::Entry<TypeConfig>>,
         done: oneshot::Sender<Result<Vec<BatchResult>, String>>,
     },
+    /// Write every dirty state-machine row to the database (before a snapshot is built or
+    /// installed, which work on the database directly).
+    Flush { done: oneshot::Sender<Result<(), String>> },
 }
 
 impl WriteOp {
     /// Whether this operation must be on disk before it completes. Log writes, votes and purges
-    /// must; state-machine applies and the committed index need not: after a crash they are
-    /// re-derived from the durable log, and every durable commit also persists the non-durable
-    /// ones before it (so nothing is purged from the log before the state it produced is on disk).
+    /// must; state-machine rows need not: after a crash they are re-derived from the durable log,
+    /// and every durable commit also persists the non-durable ones before it (so nothing is
+    /// purged from the log before the state it produced is on disk). The committed index never
+    /// comes here: it rides along with whatever transaction comes next.
     fn needs_fsync(&self) -> bool {
-        match self {
-            WriteOp::Append { .. } | WriteOp::Truncate { .. } | WriteOp::Purge { .. } => true,
-            WriteOp::Meta { key, .. } => *key != super::meta_key::COMMITTED,
-            WriteOp::Apply { .. } => false,
-        }
+        !matches!(self, WriteOp::Apply { .. } | WriteOp::Flush { .. })
     }
 }
 
 pub(crate) fn spawn(
     db: Arc<Database>,
     metrics: StorageMetrics,
+    committed: PendingCommitted,
+    overlay: Arc<Mutex<Overlay>>,
 ) -> Result<(Sender<WriteOp>, std::thread::JoinHandle<()>), StoreError> {
     let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::Builder::new().name("shoal-log-writer".into()).spawn(move || run(db, rx, metrics))?;
+    let thread = std::thread::Builder::new()
+        .name("shoal-log-writer".into())
+        .spawn(move || Writer { db, metrics, committed, overlay }.run(rx))?;
     Ok((tx, thread))
 }
 
-fn run(db: Arc<Database>, rx: Receiver<WriteOp>, metrics: StorageMetrics) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
+struct Writer {
+    db: Arc<Database>,
+    metrics: StorageMetrics,
+    committed: PendingCommitted,
+    overlay: Arc<Mutex<Overlay>>,
+}
+
+fn lock(m: &Mutex<Overlay>) -> std::sync::MutexGuard<'_, Overlay> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Writer {
+    fn run(self, rx: Receiver<WriteOp>) {
+        loop {
+            let dirty = !lock(&self.overlay).is_empty();
+            let first = if dirty {
+                match rx.recv_timeout(FLUSH_AFTER) {
+                    Ok(op) => op,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.commit(&mut [], false);
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => {
+                        self.commit(&mut [], false);
+                        return;
+                    }
+                }
+            } else {
+                match rx.recv() {
+                    Ok(op) => op,
+                    Err(_) => return,
+                }
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            // Applies first, in order, in memory; their callers are answered at once.
+            let (applies, mut rest): (Vec<WriteOp>, Vec<WriteOp>) =
+                batch.into_iter().partition(|op| matches!(op, WriteOp::Apply { .. }));
+            if !applies.is_empty() {
+                self.apply(applies);
+            }
+            let too_dirty = lock(&self.overlay).len() > MAX_DIRTY;
+            if !rest.is_empty() || too_dirty {
+                let durable = rest.iter().any(WriteOp::needs_fsync);
+                self.commit(&mut rest, durable);
             }
         }
-        let appended: usize =
-            batch.iter().map(|op| if let WriteOp::Append { entries, .. } = op { entries.len() } else { 0 }).sum();
-        let durable = batch.iter().any(WriteOp::needs_fsync);
-        let start = Instant::now();
-        let result = write_batch(&db, &mut batch, durable);
-        if durable {
-            metrics.fsync_seconds.observe(start.elapsed().as_secs_f64());
-        }
-        metrics.batch_ops.observe(batch.len() as f64);
-        metrics.appended_entries.inc_by(appended as u64);
-        let (result, mut applied) = match result {
-            Ok(applied) => (Ok(()), applied),
+    }
+
+    fn apply(&self, applies: Vec<WriteOp>) {
+        let read = match self.db.begin_read() {
+            Ok(r) => r,
             Err(e) => {
-                error!(error = %e, "log write failed");
-                (Err(e), Vec::new())
+                let e = StoreError::from(e).to_string();
+                for op in applies {
+                    if let WriteOp::Apply { done, .. } = op {
+                        let _ = done.send(Err(e.clone()));
+                    }
+                }
+                return;
             }
         };
-        // Results of applies, in batch order.
-        applied.reverse();
-        for op in batch {
+        let mut overlay = lock(&self.overlay);
+        let mut view = SmView::new(&mut overlay, read);
+        for op in applies {
+            if let WriteOp::Apply { group, entries, done } = op {
+                let _ = done.send(view.apply(group, entries).map_err(|e| e.to_string()));
+            }
+        }
+    }
+
+    /// One transaction: `ops`, the committed indexes noted meanwhile and the dirty rows.
+    fn commit(&self, ops: &mut [WriteOp], durable: bool) {
+        let commits: Vec<(GroupId, Vec<u8>)> =
+            self.committed.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
+        let appended: usize =
+            ops.iter().map(|op| if let WriteOp::Append { entries, .. } = op { entries.len() } else { 0 }).sum();
+        let start = Instant::now();
+        // Readers keep seeing the rows (as "being written") until the database has them.
+        let rows = lock(&self.overlay).start_flush();
+        let result = write_batch(&self.db, ops, durable, &commits, &rows);
+        drop(rows);
+        lock(&self.overlay).finish_flush(result.is_ok());
+        if durable {
+            self.metrics.fsync_seconds.observe(start.elapsed().as_secs_f64());
+        }
+        self.metrics.batch_ops.observe(ops.len() as f64);
+        self.metrics.appended_entries.inc_by(appended as u64);
+        if let Err(e) = &result {
+            error!(error = %e, "log write failed");
+        }
+        for op in ops.iter_mut() {
             let r = result.clone();
-            match op {
+            match std::mem::replace(op, WriteOp::Flush { done: oneshot::channel().0 }) {
                 WriteOp::Append { done, .. } => done.log_io_completed(r.map_err(std::io::Error::other)),
-                WriteOp::Meta { done, .. } | WriteOp::Truncate { done, .. } | WriteOp::Purge { done, .. } => {
+                WriteOp::Meta { done, .. }
+                | WriteOp::Truncate { done, .. }
+                | WriteOp::Purge { done, .. }
+                | WriteOp::Flush { done } => {
                     let _ = done.send(r);
                 }
                 WriteOp::Apply { done, .. } => {
-                    let _ = done.send(r.and_then(|()| applied.pop().ok_or_else(|| "missing apply result".to_string())));
+                    let _ = done.send(Err("apply reached the commit path".into()));
                 }
             }
         }
     }
 }
 
-fn write_batch(db: &Database, batch: &mut [WriteOp], durable: bool) -> Result<Vec<Vec<BatchResult>>, String> {
-    let mut inner = || -> Result<Vec<Vec<BatchResult>>, StoreError> {
-        let mut applied = Vec::new();
+fn write_batch(
+    db: &Database,
+    batch: &mut [WriteOp],
+    durable: bool,
+    commits: &[(GroupId, Vec<u8>)],
+    rows: &Rows,
+) -> Result<(), String> {
+    let inner = || -> Result<(), StoreError> {
         let mut txn = db.begin_write()?;
         txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
         {
             let mut logs = txn.open_table(LOGS)?;
             let mut meta = txn.open_table(RAFT_META)?;
-            let mut sm = super::state_machine::SmTables::open(&txn)?;
-            for op in batch.iter_mut() {
+            for (group, bytes) in commits {
+                meta.insert((*group, super::meta_key::COMMITTED), bytes.as_slice())?;
+            }
+            for op in batch.iter() {
                 match op {
                     WriteOp::Append { group, entries, .. } => {
                         for (index, bytes) in entries.iter() {
@@ -133,14 +228,13 @@ fn write_batch(db: &Database, batch: &mut [WriteOp], durable: bool) -> Result<Ve
                         logs.retain_in((*group, 0)..=(*group, *upto), |_, _| false)?;
                         meta.insert((*group, super::meta_key::PURGED), purged.as_slice())?;
                     }
-                    WriteOp::Apply { group, entries, .. } => {
-                        applied.push(sm.apply(*group, std::mem::take(entries))?);
-                    }
+                    WriteOp::Apply { .. } | WriteOp::Flush { .. } => {}
                 }
             }
         }
+        rows.write_to(&txn)?;
         txn.commit()?;
-        Ok(applied)
+        Ok(())
     };
     inner().map_err(|e| e.to_string())
 }
