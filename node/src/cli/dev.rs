@@ -94,6 +94,17 @@ fn is_shoal_process(pid: u32) -> bool {
     !zombie && String::from_utf8_lossy(&cmdline).contains("start\0--config")
 }
 
+/// The process is gone, or a zombie (exited, waiting to be reaped by `dev up`).
+fn has_exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| {
+            let state = rest.trim_start();
+            state.starts_with('Z') || state.starts_with('X')
+        }),
+        Err(_) => true,
+    }
+}
+
 fn node_config(opts: &UpOptions, id: u64, members: &[MemberAddr]) -> Result<String, CliError> {
     let (http, peer) = ports(opts.base_port, id)?;
     let text = format!(
@@ -342,9 +353,10 @@ pub fn kill(dir: &Path, node: u64) -> Result<(), CliError> {
         .ok_or_else(|| CliError::failed(format!("node {node} is not running")))?;
     send_signal(Pid::from_raw(pid as i32), Signal::SIGKILL)
         .map_err(|e| CliError::failed(format!("cannot kill node {node} (pid {pid}): {e}")))?;
-    // Report only once the process is really gone (SIGKILL is asynchronous).
+    // Report only once the process has really exited (SIGKILL is asynchronous; an exiting
+    // process loses its command line before it becomes a zombie).
     let start = Instant::now();
-    while is_shoal_process(pid) && start.elapsed() < Duration::from_secs(5) {
+    while !has_exited(pid) && start.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(20));
     }
     entry.pid = None;

@@ -38,8 +38,8 @@ pub struct AppState {
     pub membership: Arc<Membership>,
     /// The Raft groups hosted here (empty while they start).
     pub raft: RaftSlot,
-    /// The node's instruments.
-    pub metrics: NodeMetrics,
+    /// The node's instruments (shared: the state is cloned for every request).
+    pub metrics: Arc<NodeMetrics>,
     /// The root supervisor (fault injection).
     pub supervisor: ActorRef<SupervisorMsg>,
     /// `testing.fault_injection`.
@@ -47,7 +47,7 @@ pub struct AppState {
     /// `http.request_timeout`.
     pub request_timeout: Duration,
     /// `[auth]`.
-    pub auth: crate::config::AuthSection,
+    pub auth: Arc<crate::config::AuthSection>,
 }
 
 /// Builds the router with its middleware.

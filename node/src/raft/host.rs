@@ -355,7 +355,8 @@ impl RaftHost {
     /// leader).
     fn leader_of(&self, group: GroupId) -> Option<NodeId> {
         if let Some(g) = self.group(group) {
-            let m = g.raft.metrics().borrow().clone();
+            let rx = g.raft.metrics();
+            let m = rx.borrow();
             match m.current_leader {
                 Some(l) if l == self.node_id => {
                     return m.millis_since_quorum_ack.filter(|ms| *ms <= self.quorum_lease_ms).map(|_| l);
@@ -1003,35 +1004,56 @@ async fn send_batch(host: &RaftHost, group: GroupId, batch: Vec<Proposal>) {
 
 /// Mirrors a group's Raft metrics into Prometheus and logs leader changes.
 async fn watch_group(group: GroupId, raft: Raft<TypeConfig>, metrics: RaftMetrics) {
+    /// Raft metrics change several times per log entry; mirroring them at most this often keeps
+    /// the watcher cheap (Prometheus scrapes every few seconds).
+    const MIRROR_EVERY: Duration = Duration::from_millis(50);
     let label = group.to_string();
+    let term = metrics.term.with_label_values(&[&label]);
+    let is_leader = metrics.leader.with_label_values(&[&label]);
+    let applied = metrics.applied_index.with_label_values(&[&label]);
+    let last_log = metrics.last_log_index.with_label_values(&[&label]);
+    let leader_changes = metrics.leader_changes.with_label_values(&[&label]);
     let mut rx = raft.metrics();
     let mut leader = None;
-    // Peers whose lag this node exports (only while it leads the group).
-    let mut lagging: BTreeSet<NodeId> = BTreeSet::new();
+    // Lag gauges of the peers this node exports (only while it leads the group).
+    let mut lag_gauges: BTreeMap<NodeId, prometheus::IntGauge> = BTreeMap::new();
     loop {
-        let m = rx.borrow_and_update().clone();
-        let last = m.last_log_index.unwrap_or(0);
-        let mut now_lagging = BTreeSet::new();
-        for (peer, matched) in m.replication.iter().flatten() {
-            let lag = last.saturating_sub(matched.map(|l| l.index).unwrap_or(0));
-            metrics.replica_lag.with_label_values(&[label.as_str(), &peer.to_string()]).set(lag as i64);
-            now_lagging.insert(*peer);
+        let (current_leader, current_term, state, last, applied_index, replication) = {
+            let m = rx.borrow_and_update();
+            let replication: Vec<(NodeId, u64)> = m
+                .replication
+                .iter()
+                .flatten()
+                .map(|(peer, matched)| (*peer, matched.map(|l| l.index).unwrap_or(0)))
+                .collect();
+            let applied_index = m.last_applied.map(|l| l.index).unwrap_or(0);
+            (m.current_leader, m.current_term, m.state, m.last_log_index.unwrap_or(0), applied_index, replication)
+        };
+        let mut seen = BTreeSet::new();
+        for (peer, matched) in replication {
+            let gauge = lag_gauges
+                .entry(peer)
+                .or_insert_with(|| metrics.replica_lag.with_label_values(&[label.as_str(), &peer.to_string()]));
+            gauge.set(last.saturating_sub(matched) as i64);
+            seen.insert(peer);
         }
-        for gone in lagging.difference(&now_lagging) {
-            let _ = metrics.replica_lag.remove_label_values(&[label.as_str(), &gone.to_string()]);
+        let gone: Vec<NodeId> = lag_gauges.keys().copied().filter(|p| !seen.contains(p)).collect();
+        for peer in gone {
+            lag_gauges.remove(&peer);
+            let _ = metrics.replica_lag.remove_label_values(&[label.as_str(), &peer.to_string()]);
         }
-        lagging = now_lagging;
-        metrics.term.with_label_values(&[&label]).set(m.current_term as i64);
-        metrics.leader.with_label_values(&[&label]).set(i64::from(m.state == ServerState::Leader));
-        metrics.applied_index.with_label_values(&[&label]).set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
-        metrics.last_log_index.with_label_values(&[&label]).set(m.last_log_index.unwrap_or(0) as i64);
-        if m.current_leader != leader {
-            leader = m.current_leader;
-            metrics.leader_changes.with_label_values(&[&label]).inc();
-            info!(group, leader = ?leader, term = m.current_term, "group leader changed");
+        term.set(current_term as i64);
+        is_leader.set(i64::from(state == ServerState::Leader));
+        applied.set(applied_index as i64);
+        last_log.set(last as i64);
+        if current_leader != leader {
+            leader = current_leader;
+            leader_changes.inc();
+            info!(group, leader = ?leader, term = current_term, "group leader changed");
         }
         if rx.changed().await.is_err() {
             return;
         }
+        tokio::time::sleep(MIRROR_EVERY).await;
     }
 }
