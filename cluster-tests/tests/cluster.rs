@@ -665,6 +665,18 @@ mod counters {
         let r = c.http.post(c.node(1).url("/v1/counters/visits/increment")).body("{not json").send().await?;
         assert_eq!(r.status().as_u16(), 400);
         assert_eq!(read(&c, 3, "visits").await?, 16, "refused requests changed nothing");
+        // The partition's leader reports each follower's progress; once idle, nobody lags and
+        // everything in its log is committed.
+        let group = shoal::placement::partition_of("visits", 4);
+        let row = wait_for("followers caught up", FORM, || async {
+            let g = leaders(&c, &[1, 2, 3]).await.remove(&group)?;
+            let replicas = g["replication"].as_array()?;
+            let followers: Vec<_> = replicas.iter().filter(|r| r["node"] != g["leader"]).collect();
+            let caught_up = followers.len() == 2 && followers.iter().all(|r| r["lag"] == 0);
+            (caught_up && g["commit_index"] == g["last_log_index"]).then_some(g)
+        })
+        .await?;
+        assert!(row["commit_index"].as_u64() >= row["applied_index"].as_u64(), "{row}");
         Ok(())
     }
 

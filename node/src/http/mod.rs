@@ -136,8 +136,14 @@ async fn cluster(State(state): State<AppState>) -> Json<Value> {
     let meta = groups
         .iter()
         .find(|g| g.id == 0)
-        .map(|g| json!({ "leader": g.leader, "term": g.term, "commit_index": g.commit_index, "replicas": g.replicas }))
-        .unwrap_or_else(|| json!({ "leader": null, "term": 0, "commit_index": 0, "replicas": [] }));
+        .map(|g| {
+            json!({
+                "leader": g.leader, "term": g.term, "commit_index": g.commit_index,
+                "applied_index": g.applied_index, "replicas": g.replicas, "learners": g.learners,
+                "replication": g.replication,
+            })
+        })
+        .unwrap_or_else(|| json!({ "leader": null, "term": 0, "commit_index": 0, "applied_index": 0, "replicas": [] }));
     let partitions: Vec<_> = groups.iter().filter(|g| g.id > 0).collect();
     let placement = state.raft.get().and_then(|r| r.placement());
     // Members as the failure detector sees them, plus whether meta state declared them dead.

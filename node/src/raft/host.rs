@@ -126,8 +126,11 @@ pub struct GroupView {
     pub leader: Option<NodeId>,
     /// Current term.
     pub term: u64,
-    /// Highest entry applied on this node (committed entries are applied promptly).
+    /// Highest committed entry: on the leader, the highest entry a quorum of voters has; elsewhere
+    /// the highest applied (openraft 0.9 reports no commit index to followers).
     pub commit_index: u64,
+    /// Highest entry applied to this node's state machine.
+    pub applied_index: u64,
     /// Last entry in this node's log.
     pub last_log_index: u64,
     /// Last entry covered by this node's latest snapshot.
@@ -413,13 +416,31 @@ impl RaftHost {
                         })
                         .collect()
                 });
+                let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+                let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+                let quorum_index = m.replication.as_ref().map(|r| {
+                    let mut matched: Vec<u64> = voters
+                        .iter()
+                        .map(|v| {
+                            match r.get(v) {
+                                Some(matched) => matched.map(|l| l.index).unwrap_or(0),
+                                // The leader itself, when openraft does not list it.
+                                None if *v == self.node_id => last,
+                                None => 0,
+                            }
+                        })
+                        .collect();
+                    matched.sort_unstable_by(|a, b| b.cmp(a));
+                    matched.get(voters.len() / 2).copied().unwrap_or(0)
+                });
                 GroupView {
                     id: *id,
-                    replicas: m.membership_config.membership().voter_ids().collect(),
+                    replicas: voters.clone(),
                     learners: m.membership_config.membership().learner_ids().collect(),
                     leader: m.current_leader,
                     term: m.current_term,
-                    commit_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+                    commit_index: quorum_index.unwrap_or(applied).max(applied),
+                    applied_index: applied,
                     last_log_index: last,
                     snapshot_index: m.snapshot.map(|l| l.index),
                     purged_index: m.purged.map(|l| l.index),
@@ -444,6 +465,7 @@ impl RaftHost {
                         leader: lock(&self.hints).get(&id).copied(),
                         term: 0,
                         commit_index: 0,
+                        applied_index: 0,
                         last_log_index: 0,
                         snapshot_index: None,
                         purged_index: None,
