@@ -296,7 +296,7 @@ async fn readiness_needs_a_reachable_majority() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_joins_through_a_member_and_becomes_a_meta_voter() -> Result<()> {
+async fn a_node_joins_through_a_member_becomes_a_meta_voter_and_takes_replicas() -> Result<()> {
     let mut c = formed(&ClusterSpec::new(3)).await?;
     let id = c.add_joining_node(1)?;
     c.start_node(id)?;
@@ -317,6 +317,37 @@ async fn a_node_joins_through_a_member_and_becomes_a_meta_voter() -> Result<()> 
     })
     .await?;
     c.wait_ready(&[id], FORM).await?;
+    // Partitions then rebalance onto it: 4 partitions × 3 replicas over 4 nodes is 3 each, and
+    // the groups' real voters follow the layout.
+    wait_for("partition replicas to spread onto the joined node", Duration::from_secs(90), || async {
+        let v = c.get_json(1, "/v1/cluster").await?;
+        let groups = v["layout"]["groups"].as_object()?.clone();
+        let mut per_node = std::collections::BTreeMap::new();
+        for (_, r) in groups.iter().filter(|(g, _)| *g != "0") {
+            for n in r.as_array()? {
+                *per_node.entry(n.as_u64()?).or_insert(0) += 1;
+            }
+        }
+        if per_node.get(&id) != Some(&3) || per_node.values().any(|l| *l != 3) {
+            return None;
+        }
+        for (g, r) in groups.iter().filter(|(g, _)| *g != "0") {
+            let gid: u64 = g.parse().ok()?;
+            let mut voters = None;
+            for observer in [1, 2, 3, id] {
+                let view = c.get_json(observer, "/v1/cluster").await?;
+                let row = view["partitions"].as_array()?.iter().find(|p| p["id"].as_u64() == Some(gid))?.clone();
+                if row["role"] == "leader" {
+                    voters = Some(row["replicas"].clone());
+                }
+            }
+            if voters.as_ref() != Some(r) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await?;
     let v = wait_for_result("an increment through the joined node", FORM, || async {
         let r = c.http.post(c.node(id).url("/v1/counters/joined/increment")).send().await?;
         if r.status().as_u16() == 503 {

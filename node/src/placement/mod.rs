@@ -125,6 +125,39 @@ pub fn plan(
     (!moves.is_empty()).then(|| (Layout { version: layout.version + 1, groups }, moves))
 }
 
+/// One step of rebalancing, for a healthy cluster whose groups all follow the layout: when the
+/// most loaded up node holds at least two partition replicas more than the least loaded one,
+/// move one replica (of the lowest such partition) from the first to the second. `None` when
+/// balanced, or when any member holding partition replicas is not up (moving then would cost
+/// availability). Repeated, this spreads replicas onto nodes that joined.
+pub fn rebalance(layout: &Layout, health: &BTreeMap<NodeId, Health>) -> Option<(Layout, Move)> {
+    let holds_replicas = |id: &NodeId| layout.groups.iter().any(|(g, r)| *g != 0 && r.contains(id));
+    if health.iter().any(|(id, h)| *h != Health::Up && holds_replicas(id)) {
+        return None;
+    }
+    let mut load: BTreeMap<NodeId, usize> =
+        health.iter().filter(|(_, h)| **h == Health::Up).map(|(id, _)| (*id, 0)).collect();
+    for replicas in layout.groups.iter().filter(|(g, _)| **g != 0).map(|(_, r)| r) {
+        for n in replicas {
+            if let Some(l) = load.get_mut(n) {
+                *l += 1;
+            }
+        }
+    }
+    let (&max_node, &max_load) = load.iter().max_by_key(|(id, l)| (**l, **id))?;
+    let (&min_node, &min_load) = load.iter().min_by_key(|(id, l)| (**l, **id))?;
+    if max_load < min_load + 2 {
+        return None;
+    }
+    let (group, _) = layout.groups.iter().find(|(g, r)| **g != 0 && r.contains(&max_node) && !r.contains(&min_node))?;
+    let mut groups = layout.groups.clone();
+    let replicas = groups.get_mut(group)?;
+    replicas.retain(|id| *id != max_node);
+    replicas.push(min_node);
+    replicas.sort_unstable();
+    Some((Layout { version: layout.version + 1, groups }, Move { group: *group, from: Some(max_node), to: min_node }))
+}
+
 /// Largest number of meta-group voters; further nodes would be learners.
 pub const MAX_META_VOTERS: usize = 5;
 
@@ -307,6 +340,32 @@ mod tests {
             assert!(l[&g].contains(&preferred_leader(&founders, g).unwrap_or(0)), "group {g}");
         }
         assert_eq!(preferred_leader(&[], 1), None);
+    }
+
+    #[test]
+    fn rebalancing_spreads_replicas_onto_a_joined_node_one_move_at_a_time() {
+        let mut l = layout(initial_layout(&[1, 2, 3], 4, 3));
+        let h = health(&[1, 2, 3, 4], &[], &[]);
+        let mut steps = 0;
+        while let Some((next, m)) = rebalance(&l, &h) {
+            assert_eq!(next.version, l.version + 1);
+            assert_eq!(m.to, 4);
+            let changed: Vec<_> = next.groups.iter().filter(|(g, r)| l.groups[g] != **r).collect();
+            assert_eq!(changed.len(), 1, "one group per step");
+            l = next;
+            steps += 1;
+            assert!(steps <= 10, "terminates");
+        }
+        let per = loads(&l);
+        assert_eq!(per.values().copied().collect::<Vec<_>>(), vec![3, 3, 3, 3], "{per:?}");
+        assert!(l.groups.iter().filter(|(g, _)| **g > 0).all(|(_, r)| r.len() == 3));
+    }
+
+    #[test]
+    fn no_rebalancing_while_a_replica_holder_is_not_up() {
+        let l = layout(initial_layout(&[1, 2, 3], 4, 3));
+        assert_eq!(rebalance(&l, &health(&[1, 2, 4], &[3], &[])), None);
+        assert_eq!(rebalance(&l, &health(&[1, 2, 3], &[], &[])), None, "balanced already");
     }
 
     #[test]

@@ -900,6 +900,16 @@ impl Driver {
                 Err(e) => debug!(group, error = %e, "group leader not reachable for reconfiguration"),
             }
         }
+        // Once every group follows the layout, spread replicas further (one move per round, so
+        // at most one group is being changed at a time).
+        let all_follow =
+            p.layout.groups.iter().all(|(g, voters)| self.converged.get(g).is_some_and(|(v, _)| v == voters));
+        if all_follow && let Some((next, m)) = crate::placement::rebalance(&p.layout, &health) {
+            host.propose(0, Command::LayoutSet { expected_version: p.layout.version, groups: next.groups.clone() })
+                .await?;
+            host.metrics.placement_moves.with_label_values(&["rebalance"]).inc();
+            info!(group = m.group, from = ?m.from, to = m.to, version = next.version, "replica moved to balance load");
+        }
         Ok(())
     }
 }
