@@ -498,7 +498,7 @@ async fn dev_up_kill_start_status_and_ctrl_c() -> Result<()> {
         .stdout(std::fs::File::create(&stdout_path)?)
         .stderr(std::process::Stdio::inherit())
         .spawn()?;
-    let guard = KillOnDrop(up.id());
+    let guard = KillOnDrop(up.id(), Some(dev_dir.join("nodes.json")));
     let http: Vec<String> = (0..3).map(|i| format!("http://127.0.0.1:{}", base + 10 * i)).collect();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
     wait_for("dev up to print its summary", Duration::from_secs(60), || async {
@@ -583,10 +583,23 @@ fn dev_base_port() -> Result<u16> {
     bail!("no free port range for dev up")
 }
 
-struct KillOnDrop(u32);
+/// SIGKILLs a process when dropped (a failing test included) and, for `dev up`, the nodes listed
+/// in its `nodes.json`, which run in process groups of their own and would outlive it.
+struct KillOnDrop(u32, Option<std::path::PathBuf>);
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0 as i32), Signal::SIGKILL);
+        let nodes = self.1.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
+        let nodes: Vec<serde_json::Value> = nodes.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+        let dir = self.1.as_ref().and_then(|p| p.parent()).map(|d| d.to_string_lossy().into_owned());
+        for pid in nodes.iter().filter_map(|n| n["pid"].as_u64()) {
+            // Only this cluster's nodes (their command line names its directory): a stale pid may
+            // have been reused.
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if dir.as_ref().is_some_and(|d| String::from_utf8_lossy(&cmdline).contains(d.as_str())) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+        }
     }
 }
 
