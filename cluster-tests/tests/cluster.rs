@@ -296,72 +296,6 @@ async fn readiness_needs_a_reachable_majority() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_joins_through_a_member_becomes_a_meta_voter_and_takes_replicas() -> Result<()> {
-    let mut c = formed(&ClusterSpec::new(3)).await?;
-    let id = c.add_joining_node(1)?;
-    c.start_node(id)?;
-    c.wait_all_see_up(&[1, 2, 3, id], &[1, 2, 3, id], FORM).await?;
-    // Recorded in meta state, added to the meta group as a learner, then made a voter (meta has
-    // up to five voters), after which it serves like any member.
-    wait_for("the joined node to become a meta voter", Duration::from_secs(60), || async {
-        for observer in [1, 2, 3] {
-            let v = c.get_json(observer, "/v1/cluster").await?;
-            if v["meta"]["leader"].as_u64() == Some(observer) {
-                let voters = v["meta"]["replicas"].as_array()?;
-                let layout = v["layout"]["groups"]["0"].as_array()?;
-                return (voters.contains(&serde_json::json!(id)) && layout.contains(&serde_json::json!(id)))
-                    .then_some(());
-            }
-        }
-        None
-    })
-    .await?;
-    c.wait_ready(&[id], FORM).await?;
-    // Partitions then rebalance onto it: 4 partitions × 3 replicas over 4 nodes is 3 each, and
-    // the groups' real voters follow the layout.
-    wait_for("partition replicas to spread onto the joined node", Duration::from_secs(90), || async {
-        let v = c.get_json(1, "/v1/cluster").await?;
-        let groups = v["layout"]["groups"].as_object()?.clone();
-        let mut per_node = std::collections::BTreeMap::new();
-        for (_, r) in groups.iter().filter(|(g, _)| *g != "0") {
-            for n in r.as_array()? {
-                *per_node.entry(n.as_u64()?).or_insert(0) += 1;
-            }
-        }
-        if per_node.get(&id) != Some(&3) || per_node.values().any(|l| *l != 3) {
-            return None;
-        }
-        for (g, r) in groups.iter().filter(|(g, _)| *g != "0") {
-            let gid: u64 = g.parse().ok()?;
-            let mut voters = None;
-            for observer in [1, 2, 3, id] {
-                let view = c.get_json(observer, "/v1/cluster").await?;
-                let row = view["partitions"].as_array()?.iter().find(|p| p["id"].as_u64() == Some(gid))?.clone();
-                if row["role"] == "leader" {
-                    voters = Some(row["replicas"].clone());
-                }
-            }
-            if voters.as_ref() != Some(r) {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await?;
-    let v = wait_for_result("an increment through the joined node", FORM, || async {
-        let r = c.http.post(c.node(id).url("/v1/counters/joined/increment")).send().await?;
-        if r.status().as_u16() == 503 {
-            return Ok(None);
-        }
-        anyhow::ensure!(r.status().is_success(), "status {}", r.status());
-        Ok(r.json::<serde_json::Value>().await?["value"].as_u64())
-    })
-    .await?;
-    assert_eq!(v, 1);
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_errors_are_json_and_metrics_use_route_templates() -> Result<()> {
     let c = formed(&ClusterSpec::new(1)).await?;
     let r = c.http.get(c.node(1).url("/no/such/path/12345")).send().await?;
@@ -643,7 +577,7 @@ mod counters {
 
     /// One increment by 1. A 503 `no_leader` answer means nothing was proposed, so it is
     /// retried; any other failure is returned.
-    async fn increment(c: &Cluster, node: u64, name: &str) -> Result<u64> {
+    pub(super) async fn increment(c: &Cluster, node: u64, name: &str) -> Result<u64> {
         wait_for_result("an increment", FORM, || async {
             let r = c
                 .http
@@ -712,15 +646,15 @@ mod counters {
         // The partition's leader reports each follower's progress; once idle, nobody lags and
         // everything in its log is committed.
         let group = shoal::placement::partition_of("visits", 4);
-        let row = wait_for("followers caught up", FORM, || async {
+        wait_for("followers caught up, everything committed and applied", FORM, || async {
             let g = leaders(&c, &[1, 2, 3]).await.remove(&group)?;
             let replicas = g["replication"].as_array()?;
             let followers: Vec<_> = replicas.iter().filter(|r| r["node"] != g["leader"]).collect();
             let caught_up = followers.len() == 2 && followers.iter().all(|r| r["lag"] == 0);
-            (caught_up && g["commit_index"] == g["last_log_index"]).then_some(g)
+            let committed = g["commit_index"] == g["last_log_index"] && g["applied_index"] == g["commit_index"];
+            (caught_up && committed).then_some(())
         })
         .await?;
-        assert!(row["commit_index"].as_u64() >= row["applied_index"].as_u64(), "{row}");
         Ok(())
     }
 
@@ -846,6 +780,49 @@ mod counters {
         eprintln!("{} operations, {acked} acknowledged increments, final value {}", h.len(), finals[0]);
         assert!(acked >= 120, "the load made progress in both phases");
         check_counter(&h, finals[0]).map_err(|e| anyhow!("history is not linearizable: {e}"))?;
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_joins_through_a_member_becomes_a_meta_voter_and_takes_replicas() -> Result<()> {
+        let mut c = formed(&ClusterSpec::new(3)).await?;
+        let id = c.add_joining_node(1)?;
+        c.start_node(id)?;
+        c.wait_all_see_up(&[1, 2, 3, id], &[1, 2, 3, id], FORM).await?;
+        let all = [1, 2, 3, id];
+        // Recorded in meta state, added to the meta group as a learner, then made a voter (meta
+        // has up to five voters), after which it serves like any member.
+        wait_for("the joined node to become a meta voter", Duration::from_secs(60), || async {
+            let meta = leaders(&c, &all).await.remove(&0)?;
+            let layout = c.get_json(meta["leader"].as_u64()?, "/v1/cluster").await?["layout"]["groups"]["0"].clone();
+            let joined = serde_json::json!(id);
+            (meta["replicas"].as_array()?.contains(&joined) && layout.as_array()?.contains(&joined)).then_some(())
+        })
+        .await?;
+        c.wait_ready(&[id], FORM).await?;
+        // Partitions then rebalance onto it: 4 partitions × 3 replicas over 4 nodes is 3 each,
+        // and the groups' real voters follow the layout.
+        wait_for("partition replicas to spread onto the joined node", Duration::from_secs(90), || async {
+            let v = c.get_json(1, "/v1/cluster").await?;
+            let groups = v["layout"]["groups"].as_object()?.clone();
+            let mut per_node = std::collections::BTreeMap::new();
+            for (_, r) in groups.iter().filter(|(g, _)| *g != "0") {
+                for n in r.as_array()? {
+                    *per_node.entry(n.as_u64()?).or_insert(0) += 1;
+                }
+            }
+            if per_node.get(&id) != Some(&3) || per_node.values().any(|l| *l != 3) {
+                return None;
+            }
+            let led = leaders(&c, &all).await;
+            let follow = groups
+                .iter()
+                .filter(|(g, _)| *g != "0")
+                .all(|(g, r)| g.parse::<u64>().ok().and_then(|gid| led.get(&gid)).is_some_and(|l| &l["replicas"] == r));
+            follow.then_some(())
+        })
+        .await?;
+        assert_eq!(increment(&c, id, "joined").await?, 1);
         Ok(())
     }
 
@@ -990,16 +967,7 @@ async fn a_follower_behind_a_compacted_log_catches_up_by_snapshot() -> Result<()
         .ok_or_else(|| anyhow!("last_log_index"))?;
     c.kill(lagger)?;
     for i in 1..=350u64 {
-        let v = wait_for_result("an increment", FORM, || async {
-            let r = c.http.post(c.node(leader).url("/v1/counters/compacted/increment")).send().await?;
-            if r.status().as_u16() == 503 {
-                return Ok(None);
-            }
-            anyhow::ensure!(r.status().is_success(), "status {}", r.status());
-            Ok(Some(r.json::<serde_json::Value>().await?["value"].as_u64().unwrap_or(0)))
-        })
-        .await?;
-        assert_eq!(v, i);
+        assert_eq!(counters::increment(&c, leader, "compacted").await?, i);
     }
     // The leader has snapshotted and purged past everything node 3 has.
     let purged = wait_for("the leader to purge its log", FORM, || async {

@@ -291,11 +291,10 @@ pub async fn failover(args: &Args) -> Result<Report> {
     cluster.wait_ready(&ids, Duration::from_secs(30)).await?;
     let http = http_client(args)?;
     let token = sign_up(&http, &format!("http://{}", cluster.node(1).http)).await?;
-    let partitions: u64 = args
-        .settings
-        .iter()
-        .find_map(|s| s.strip_prefix("raft.partitions=").and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(shoal::config::RaftSection::default().partitions);
+    // The partition count as the cluster has it (`--set raft.partitions=…` may change it).
+    let view = cluster.get_json(1, "/v1/cluster").await.ok_or_else(|| anyhow!("no cluster view"))?;
+    let partitions = view["partitions"].as_array().map_or(0, Vec::len) as u64;
+    anyhow::ensure!(partitions > 0, "the cluster reports no partitions: {view}");
     let group = shoal::placement::partition_of(NAME, partitions);
     let mut times = Vec::new();
     for round in 0..args.rounds {

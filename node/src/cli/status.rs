@@ -56,6 +56,8 @@ struct Partition {
     leader: Option<u64>,
     term: u64,
     commit_index: u64,
+    #[serde(default)]
+    applied_index: u64,
     /// `leader`, `follower`, …, or `none` when the answering node does not host the group.
     #[serde(default)]
     role: String,
@@ -210,8 +212,8 @@ fn render(endpoint: &str, v: &ClusterView, color: bool) -> String {
         out.push_str("\npartitions: none yet\n");
     } else {
         out.push_str(&format!(
-            "\n{bold}{:<11}{:<14}{:<8}{:<7}{:<9}{:<22}STATUS{reset}\n",
-            "PARTITION", "REPLICAS", "LEADER", "TERM", "COMMIT", "LAG (node:entries)"
+            "\n{bold}{:<11}{:<14}{:<8}{:<7}{:<9}{:<9}{:<22}STATUS{reset}\n",
+            "PARTITION", "REPLICAS", "LEADER", "TERM", "COMMIT", "APPLIED", "LAG (node:entries)"
         ));
         let down = |id: &u64| v.members.iter().any(|m| m.id == *id && m.state != "up");
         for p in &v.partitions {
@@ -237,8 +239,8 @@ fn render(endpoint: &str, v: &ClusterView, color: bool) -> String {
                 format!("{green}ok{reset}")
             };
             out.push_str(&format!(
-                "{:<11}{replicas:<14}{leader:<8}{:<7}{:<9}{lag:<22}{status}\n",
-                p.id, p.term, p.commit_index
+                "{:<11}{replicas:<14}{leader:<8}{:<7}{:<9}{:<9}{lag:<22}{status}\n",
+                p.id, p.term, p.commit_index, p.applied_index
             ));
         }
     }
@@ -274,13 +276,13 @@ mod tests {
         let mut v: ClusterView = serde_json::from_str(body).expect("parses");
         let other: ClusterView = serde_json::from_str(
             r#"{"node_id":2,"members":[],"meta":{"leader":1,"term":2,"commit_index":9},"partitions":[
-            {"id":1,"replicas":[1,2,3],"leader":2,"term":3,"commit_index":41,"role":"leader",
+            {"id":1,"replicas":[1,2,3],"leader":2,"term":3,"commit_index":41,"applied_index":39,"role":"leader",
              "replication":[{"node":1,"lag":0},{"node":2,"lag":0},{"node":3,"lag":17}]}]}"#,
         )
         .expect("parses");
         merge_leader_rows(&mut v, &[other]);
         let text = render("http://a", &v, false);
-        assert!(text.contains("41"), "commit index from the leader's row: {text}");
+        assert!(text.contains("41       39"), "commit and applied index from the leader's row: {text}");
         assert!(text.contains("1:0 3:17"), "lag per follower: {text}");
         assert!(text.contains("UNDER-REPLICATED"), "{text}");
         assert!(text.contains("UNAVAILABLE"), "{text}");

@@ -215,6 +215,50 @@ fn info_of(m: &MemberRec) -> NodeInfo {
     NodeInfo { peer_addr: m.peer_addr.clone(), http_addr: m.http_addr.clone() }
 }
 
+/// A group's log progress as one node's Raft metrics show it.
+struct Progress {
+    last_log_index: u64,
+    applied_index: u64,
+    /// On the leader: the highest index a quorum of voters has matched; elsewhere the applied
+    /// index (openraft 0.9 reports no commit index to followers).
+    commit_index: u64,
+    /// On the leader: every replica's matched index and lag.
+    replicas: Option<Vec<ReplicaView>>,
+}
+
+fn progress(m: &openraft::RaftMetrics<NodeId, NodeInfo>, me: NodeId) -> Progress {
+    let last = m.last_log_index.unwrap_or(0);
+    let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+    let Some(r) = m.replication.as_ref() else {
+        return Progress { last_log_index: last, applied_index: applied, commit_index: applied, replicas: None };
+    };
+    let replicas: Vec<ReplicaView> = r
+        .iter()
+        .map(|(node, matched)| {
+            let matched_index = matched.map(|l| l.index);
+            ReplicaView { node: *node, matched_index, lag: last.saturating_sub(matched_index.unwrap_or(0)) }
+        })
+        .collect();
+    let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+    let mut matched: Vec<u64> = voters
+        .iter()
+        .map(|v| match r.get(v) {
+            Some(matched) => matched.map(|l| l.index).unwrap_or(0),
+            // The leader itself, when openraft does not list it.
+            None if *v == me => last,
+            None => 0,
+        })
+        .collect();
+    matched.sort_unstable_by(|a, b| b.cmp(a));
+    let quorum = matched.get(voters.len() / 2).copied().unwrap_or(0);
+    Progress {
+        last_log_index: last,
+        applied_index: applied,
+        commit_index: quorum.max(applied),
+        replicas: Some(replicas),
+    }
+}
+
 impl RaftHost {
     /// Starts the groups this node replicates: the meta group always; as a founder, the groups of
     /// the initial layout (initialised exactly once: an initialised store is never initialised
@@ -326,7 +370,7 @@ impl RaftHost {
         {
             warn!(group, error = %e, "group initialisation skipped");
         }
-        let watcher = AbortOnDrop::spawn(watch_group(group, raft.clone(), self.metrics.clone()));
+        let watcher = AbortOnDrop::spawn(watch_group(group, self.node_id, raft.clone(), self.metrics.clone()));
         let duplicate = {
             let mut groups = self.groups.write().unwrap_or_else(|e| e.into_inner());
             match groups.entry(group) {
@@ -406,42 +450,16 @@ impl RaftHost {
             .iter()
             .map(|(id, g)| {
                 let m = g.raft.metrics().borrow().clone();
-                let last = m.last_log_index.unwrap_or(0);
-                let replication = m.replication.as_ref().map(|r| {
-                    r.iter()
-                        .map(|(node, matched)| ReplicaView {
-                            node: *node,
-                            matched_index: matched.map(|l| l.index),
-                            lag: last.saturating_sub(matched.map(|l| l.index).unwrap_or(0)),
-                        })
-                        .collect()
-                });
-                let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
-                let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
-                let quorum_index = m.replication.as_ref().map(|r| {
-                    let mut matched: Vec<u64> = voters
-                        .iter()
-                        .map(|v| {
-                            match r.get(v) {
-                                Some(matched) => matched.map(|l| l.index).unwrap_or(0),
-                                // The leader itself, when openraft does not list it.
-                                None if *v == self.node_id => last,
-                                None => 0,
-                            }
-                        })
-                        .collect();
-                    matched.sort_unstable_by(|a, b| b.cmp(a));
-                    matched.get(voters.len() / 2).copied().unwrap_or(0)
-                });
+                let p = progress(&m, self.node_id);
                 GroupView {
                     id: *id,
-                    replicas: voters.clone(),
+                    replicas: m.membership_config.membership().voter_ids().collect(),
                     learners: m.membership_config.membership().learner_ids().collect(),
                     leader: m.current_leader,
                     term: m.current_term,
-                    commit_index: quorum_index.unwrap_or(applied).max(applied),
-                    applied_index: applied,
-                    last_log_index: last,
+                    commit_index: p.commit_index,
+                    applied_index: p.applied_index,
+                    last_log_index: p.last_log_index,
                     snapshot_index: m.snapshot.map(|l| l.index),
                     purged_index: m.purged.map(|l| l.index),
                     role: match m.state {
@@ -451,7 +469,7 @@ impl RaftHost {
                         ServerState::Learner => "learner",
                         ServerState::Shutdown => "shutdown",
                     },
-                    replication,
+                    replication: p.replicas,
                 }
             })
             .collect();
@@ -813,10 +831,10 @@ impl RaftHost {
 }
 
 /// The placement driver's memory between rounds (it runs only on the meta leader and forgets
-/// everything when leadership moves: a new leader starts the `dead_after` clock afresh).
+/// everything when leadership moves).
 #[derive(Default)]
 struct Driver {
-    /// Since when each member has been unreachable.
+    /// Since when each member that never answered this node's heartbeats has been unreachable.
     down_since: HashMap<NodeId, Instant>,
     /// Per group, the reconfiguration its leader confirmed as done.
     converged: HashMap<GroupId, (Vec<NodeId>, Vec<NodeId>)>,
@@ -849,13 +867,19 @@ impl Driver {
         }
         let mut health = BTreeMap::new();
         for (id, member) in &p.members {
-            let up = *id == host.node_id || view.iter().any(|v| v.id == *id && v.state == PeerState::Up);
+            let seen = view.iter().find(|v| v.id == *id);
+            let up = *id == host.node_id || seen.is_some_and(|v| v.state == PeerState::Up);
             let h = if up {
                 self.down_since.remove(id);
                 Health::Up
             } else {
-                let since = *self.down_since.entry(*id).or_insert(now);
-                if now.duration_since(since) >= host.cfg.placement.dead_after { Health::Dead } else { Health::Down }
+                // Unreachable since its last answered heartbeat, as the failure detector saw it;
+                // a member that never answered this node is timed from when the driver noticed.
+                let unreachable = match seen.and_then(|v| v.last_seen_ms) {
+                    Some(ms) => Duration::from_millis(ms),
+                    None => now.duration_since(*self.down_since.entry(*id).or_insert(now)),
+                };
+                if unreachable >= host.cfg.placement.dead_after { Health::Dead } else { Health::Down }
             };
             if (h == Health::Dead) != member.dead && h != Health::Down {
                 let member = MemberRec { dead: h == Health::Dead, ..member.clone() };
@@ -1035,7 +1059,7 @@ async fn send_batch(host: &RaftHost, group: GroupId, batch: Vec<Proposal>) {
 }
 
 /// Mirrors a group's Raft metrics into Prometheus and logs leader changes.
-async fn watch_group(group: GroupId, raft: Raft<TypeConfig>, metrics: RaftMetrics) {
+async fn watch_group(group: GroupId, me: NodeId, raft: Raft<TypeConfig>, metrics: RaftMetrics) {
     /// Raft metrics change several times per log entry; mirroring them at most this often keeps
     /// the watcher cheap (Prometheus scrapes every few seconds).
     const MIRROR_EVERY: Duration = Duration::from_millis(50);
@@ -1043,6 +1067,7 @@ async fn watch_group(group: GroupId, raft: Raft<TypeConfig>, metrics: RaftMetric
     let term = metrics.term.with_label_values(&[&label]);
     let is_leader = metrics.leader.with_label_values(&[&label]);
     let applied = metrics.applied_index.with_label_values(&[&label]);
+    let commit = metrics.commit_index.with_label_values(&[&label]);
     let last_log = metrics.last_log_index.with_label_values(&[&label]);
     let leader_changes = metrics.leader_changes.with_label_values(&[&label]);
     let mut rx = raft.metrics();
@@ -1050,34 +1075,28 @@ async fn watch_group(group: GroupId, raft: Raft<TypeConfig>, metrics: RaftMetric
     // Lag gauges of the peers this node exports (only while it leads the group).
     let mut lag_gauges: BTreeMap<NodeId, prometheus::IntGauge> = BTreeMap::new();
     loop {
-        let (current_leader, current_term, state, last, applied_index, replication) = {
+        let (current_leader, current_term, state, p) = {
             let m = rx.borrow_and_update();
-            let replication: Vec<(NodeId, u64)> = m
-                .replication
-                .iter()
-                .flatten()
-                .map(|(peer, matched)| (*peer, matched.map(|l| l.index).unwrap_or(0)))
-                .collect();
-            let applied_index = m.last_applied.map(|l| l.index).unwrap_or(0);
-            (m.current_leader, m.current_term, m.state, m.last_log_index.unwrap_or(0), applied_index, replication)
+            (m.current_leader, m.current_term, m.state, progress(&m, me))
         };
-        let mut seen = BTreeSet::new();
-        for (peer, matched) in replication {
+        let replicas = p.replicas.unwrap_or_default();
+        for r in &replicas {
             let gauge = lag_gauges
-                .entry(peer)
-                .or_insert_with(|| metrics.replica_lag.with_label_values(&[label.as_str(), &peer.to_string()]));
-            gauge.set(last.saturating_sub(matched) as i64);
-            seen.insert(peer);
+                .entry(r.node)
+                .or_insert_with(|| metrics.replica_lag.with_label_values(&[label.as_str(), &r.node.to_string()]));
+            gauge.set(r.lag as i64);
         }
-        let gone: Vec<NodeId> = lag_gauges.keys().copied().filter(|p| !seen.contains(p)).collect();
+        let gone: Vec<NodeId> =
+            lag_gauges.keys().copied().filter(|peer| !replicas.iter().any(|r| r.node == *peer)).collect();
         for peer in gone {
             lag_gauges.remove(&peer);
             let _ = metrics.replica_lag.remove_label_values(&[label.as_str(), &peer.to_string()]);
         }
         term.set(current_term as i64);
         is_leader.set(i64::from(state == ServerState::Leader));
-        applied.set(applied_index as i64);
-        last_log.set(last as i64);
+        applied.set(p.applied_index as i64);
+        commit.set(p.commit_index as i64);
+        last_log.set(p.last_log_index as i64);
         if current_leader != leader {
             leader = current_leader;
             leader_changes.inc();

@@ -11,6 +11,8 @@ pub struct RaftMetrics {
     pub leader: IntGaugeVec,
     /// Highest applied entry (committed entries are applied promptly).
     pub applied_index: IntGaugeVec,
+    /// Commit index: quorum-matched on the leader, applied elsewhere.
+    pub commit_index: IntGaugeVec,
     /// Last entry in the local log.
     pub last_log_index: IntGaugeVec,
     /// Leader changes seen.
@@ -40,6 +42,13 @@ impl RaftMetrics {
             leader: IntGaugeVec::new(Opts::new("shoal_raft_leader", "1 while this node leads the group."), g)?,
             applied_index: IntGaugeVec::new(
                 Opts::new("shoal_raft_applied_index", "Highest log index applied to the group's state machine here."),
+                g,
+            )?,
+            commit_index: IntGaugeVec::new(
+                Opts::new(
+                    "shoal_raft_commit_index",
+                    "Commit index of the group: the quorum-matched index on the leader, the applied index elsewhere.",
+                ),
                 g,
             )?,
             last_log_index: IntGaugeVec::new(
@@ -98,6 +107,7 @@ impl RaftMetrics {
         registry.register(Box::new(m.leader.clone()))?;
         registry.register(Box::new(m.applied_index.clone()))?;
         registry.register(Box::new(m.last_log_index.clone()))?;
+        registry.register(Box::new(m.commit_index.clone()))?;
         registry.register(Box::new(m.leader_changes.clone()))?;
         registry.register(Box::new(m.proposals.clone()))?;
         registry.register(Box::new(m.proposal_seconds.clone()))?;

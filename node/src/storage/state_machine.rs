@@ -89,15 +89,19 @@ fn applied_state(txn: &redb::ReadTransaction, group: GroupId) -> Result<AppliedS
 /// State-machine rows applied but not written to the database yet.
 #[derive(Default)]
 pub(crate) struct Rows {
-    counters: HashMap<(GroupId, String), u64>,
-    users: HashMap<(GroupId, String), Vec<u8>>,
+    /// Per group (so lookups by `&str` need no allocation): name → value.
+    counters: HashMap<GroupId, HashMap<String, u64>>,
+    /// Per group: token hash → encoded user.
+    users: HashMap<GroupId, HashMap<String, Vec<u8>>>,
     placement: HashMap<GroupId, Vec<u8>>,
     meta: HashMap<(GroupId, &'static str), Vec<u8>>,
 }
 
 impl Rows {
     fn len(&self) -> usize {
-        self.counters.len() + self.users.len() + self.placement.len() + self.meta.len()
+        let counters: usize = self.counters.values().map(HashMap::len).sum();
+        let users: usize = self.users.values().map(HashMap::len).sum();
+        counters + users + self.placement.len() + self.meta.len()
     }
 
     /// Writes every row into `txn`'s tables.
@@ -106,12 +110,16 @@ impl Rows {
             return Ok(());
         }
         let mut counters = txn.open_table(COUNTERS)?;
-        for ((group, name), value) in &self.counters {
-            counters.insert((*group, name.as_str()), *value)?;
+        for (group, rows) in &self.counters {
+            for (name, value) in rows {
+                counters.insert((*group, name.as_str()), *value)?;
+            }
         }
         let mut users = txn.open_table(USERS)?;
-        for ((group, hash), rec) in &self.users {
-            users.insert((*group, hash.as_str()), rec.as_slice())?;
+        for (group, rows) in &self.users {
+            for (hash, rec) in rows {
+                users.insert((*group, hash.as_str()), rec.as_slice())?;
+            }
         }
         let mut placement = txn.open_table(PLACEMENT)?;
         for (group, rec) in &self.placement {
@@ -126,8 +134,12 @@ impl Rows {
 
     /// Rows of `newer` replace these.
     fn absorb(&mut self, newer: Rows) {
-        self.counters.extend(newer.counters);
-        self.users.extend(newer.users);
+        for (group, rows) in newer.counters {
+            self.counters.entry(group).or_default().extend(rows);
+        }
+        for (group, rows) in newer.users {
+            self.users.entry(group).or_default().extend(rows);
+        }
         self.placement.extend(newer.placement);
         self.meta.extend(newer.meta);
     }
@@ -157,13 +169,11 @@ impl Overlay {
     }
 
     pub(crate) fn counter(&self, group: GroupId, name: &str) -> Option<u64> {
-        let key = (group, name.to_string());
-        self.layers().find_map(|r| r.counters.get(&key).copied())
+        self.layers().find_map(|r| r.counters.get(&group)?.get(name).copied())
     }
 
     pub(crate) fn user(&self, group: GroupId, token_hash: &str) -> Option<Vec<u8>> {
-        let key = (group, token_hash.to_string());
-        self.layers().find_map(|r| r.users.get(&key).cloned())
+        self.layers().find_map(|r| r.users.get(&group)?.get(token_hash).cloned())
     }
 
     pub(crate) fn placement(&self, group: GroupId) -> Option<Vec<u8>> {
@@ -266,7 +276,7 @@ impl<'a> SmView<'a> {
                     CommandResult::Rejected { reason: "token already in use".into() }
                 } else {
                     let rec = records::encode(&records::UserRec { id: id.clone(), name: name.clone() })?;
-                    self.overlay.dirty.users.insert((group, token_hash.clone()), rec);
+                    self.overlay.dirty.users.entry(group).or_default().insert(token_hash.clone(), rec);
                     CommandResult::Value(1)
                 }
             }
@@ -274,7 +284,7 @@ impl<'a> SmView<'a> {
                 let current = self.counter(group, name)?;
                 match current.checked_add(*by) {
                     Some(next) => {
-                        self.overlay.dirty.counters.insert((group, name.clone()), next);
+                        self.overlay.dirty.counters.entry(group).or_default().insert(name.clone(), next);
                         CommandResult::Value(next)
                     }
                     None => CommandResult::Rejected { reason: format!("counter {name} would overflow") },
@@ -284,7 +294,7 @@ impl<'a> SmView<'a> {
                 let current = self.counter(group, name)?;
                 match current.checked_add(*count) {
                     Some(next) if *count > 0 => {
-                        self.overlay.dirty.counters.insert((group, name.clone()), next);
+                        self.overlay.dirty.counters.entry(group).or_default().insert(name.clone(), next);
                         CommandResult::Value(current + 1)
                     }
                     _ => CommandResult::Rejected { reason: format!("cannot reserve {count} values of counter {name}") },

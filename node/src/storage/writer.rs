@@ -95,11 +95,11 @@ impl Writer {
                 match rx.recv_timeout(FLUSH_AFTER) {
                     Ok(op) => op,
                     Err(RecvTimeoutError::Timeout) => {
-                        self.commit(&mut [], false);
+                        self.commit(Vec::new(), false);
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => {
-                        self.commit(&mut [], false);
+                        self.commit(Vec::new(), false);
                         return;
                     }
                 }
@@ -117,7 +117,7 @@ impl Writer {
                 }
             }
             // Applies first, in order, in memory; their callers are answered at once.
-            let (applies, mut rest): (Vec<WriteOp>, Vec<WriteOp>) =
+            let (applies, rest): (Vec<WriteOp>, Vec<WriteOp>) =
                 batch.into_iter().partition(|op| matches!(op, WriteOp::Apply { .. }));
             if !applies.is_empty() {
                 self.apply(applies);
@@ -125,7 +125,7 @@ impl Writer {
             let too_dirty = lock(&self.overlay).len() > MAX_DIRTY;
             if !rest.is_empty() || too_dirty {
                 let durable = rest.iter().any(WriteOp::needs_fsync);
-                self.commit(&mut rest, durable);
+                self.commit(rest, durable);
             }
         }
     }
@@ -153,7 +153,7 @@ impl Writer {
     }
 
     /// One transaction: `ops`, the committed indexes noted meanwhile and the dirty rows.
-    fn commit(&self, ops: &mut [WriteOp], durable: bool) {
+    fn commit(&self, ops: Vec<WriteOp>, durable: bool) {
         let commits: Vec<(GroupId, Vec<u8>)> =
             self.committed.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
         let appended: usize =
@@ -161,7 +161,7 @@ impl Writer {
         let start = Instant::now();
         // Readers keep seeing the rows (as "being written") until the database has them.
         let rows = lock(&self.overlay).start_flush();
-        let result = write_batch(&self.db, ops, durable, &commits, &rows);
+        let result = write_batch(&self.db, &ops, durable, &commits, &rows);
         drop(rows);
         lock(&self.overlay).finish_flush(result.is_ok());
         if durable {
@@ -172,9 +172,9 @@ impl Writer {
         if let Err(e) = &result {
             error!(error = %e, "log write failed");
         }
-        for op in ops.iter_mut() {
+        for op in ops {
             let r = result.clone();
-            match std::mem::replace(op, WriteOp::Flush { done: oneshot::channel().0 }) {
+            match op {
                 WriteOp::Append { done, .. } => done.log_io_completed(r.map_err(std::io::Error::other)),
                 WriteOp::Meta { done, .. }
                 | WriteOp::Truncate { done, .. }
@@ -192,7 +192,7 @@ impl Writer {
 
 fn write_batch(
     db: &Database,
-    batch: &mut [WriteOp],
+    batch: &[WriteOp],
     durable: bool,
     commits: &[(GroupId, Vec<u8>)],
     rows: &Rows,
