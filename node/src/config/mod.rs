@@ -383,11 +383,14 @@ pub struct PlacementSection {
     /// A member unreachable this long is dead: its replicas move to spare nodes, if any.
     #[serde(with = "humantime_serde")]
     pub dead_after: Duration,
+    /// Hand partition leadership back to each partition's preferred leader (spread over the
+    /// nodes) when it is up and caught up, e.g. after a restarted node has caught up.
+    pub balance_leaders: bool,
 }
 
 impl Default for PlacementSection {
     fn default() -> Self {
-        Self { interval: Duration::from_secs(1), dead_after: Duration::from_secs(60) }
+        Self { interval: Duration::from_secs(1), dead_after: Duration::from_secs(60), balance_leaders: true }
     }
 }
 

@@ -205,6 +205,35 @@ pub fn preferred_leader(founders: &[NodeId], group: GroupId) -> Option<NodeId> {
     Some(nodes[((group - 1) % nodes.len() as u64) as usize])
 }
 
+/// The node that should lead each partition of `layout`, spread so every node that holds
+/// replicas leads about as many partitions as any other. Groups are assigned in order, each to
+/// its voter that leads the fewest so far; ties go to the voter that comes first in a rotation
+/// starting at the group's turn, which for [`initial_layout`] gives exactly [`preferred_leader`]
+/// (so the cluster starts balanced and nothing moves). Meta is left out: its leader runs the
+/// placement driver wherever it is. Every node computes the same answer from the same layout.
+pub fn preferred_leaders(layout: &Layout) -> BTreeMap<GroupId, NodeId> {
+    let mut nodes: Vec<NodeId> =
+        layout.groups.iter().filter(|(g, _)| **g > 0).flat_map(|(_, r)| r.iter().copied()).collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    let mut leads: BTreeMap<NodeId, usize> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    if nodes.is_empty() {
+        return out;
+    }
+    for (group, voters) in layout.groups.iter().filter(|(g, _)| **g > 0) {
+        let turn = ((group - 1) % nodes.len() as u64) as usize;
+        // A voter's place in the rotation that starts at this group's turn.
+        let rank = |id: &NodeId| (nodes.iter().position(|n| n == id).unwrap_or(0) + nodes.len() - turn) % nodes.len();
+        let best = voters.iter().min_by_key(|id| (leads.get(id).copied().unwrap_or(0), rank(id)));
+        if let Some(best) = best {
+            *leads.entry(*best).or_insert(0) += 1;
+            out.insert(*group, *best);
+        }
+    }
+    out
+}
+
 /// The partition a key belongs to: FNV-1a of the key, modulo `partitions`, plus one (group 0 is
 /// meta). Every node computes the same answer.
 pub fn partition_of(key: &str, partitions: u64) -> GroupId {
@@ -238,6 +267,51 @@ mod tests {
             *per.entry(*n).or_insert(0) += 1;
         }
         per
+    }
+
+    fn leads(l: &BTreeMap<GroupId, NodeId>) -> BTreeMap<NodeId, usize> {
+        let mut per = BTreeMap::new();
+        for n in l.values() {
+            *per.entry(*n).or_insert(0) += 1;
+        }
+        per
+    }
+
+    #[test]
+    fn preferred_leaders_of_the_initial_layout_are_the_bootstrap_ones() {
+        for (founders, partitions, r) in [(vec![1, 2, 3], 16, 3), (vec![1, 2, 3, 4, 5], 10, 3), (vec![3, 1], 5, 3)] {
+            let l = layout(initial_layout(&founders, partitions, r));
+            let preferred = preferred_leaders(&l);
+            assert_eq!(preferred.len() as u64, partitions, "every partition, no meta");
+            for (group, leader) in &preferred {
+                assert_eq!(Some(*leader), preferred_leader(&founders, *group), "group {group}");
+                assert!(l.groups[group].contains(leader), "group {group}: the leader is a voter");
+            }
+        }
+    }
+
+    #[test]
+    fn preferred_leaders_spread_over_the_nodes_after_moves() {
+        // Node 5 died and its replicas went to 6: 6 must lead its share, nobody more than one
+        // partition more than anybody else.
+        let mut l = layout(initial_layout(&[1, 2, 3, 4, 5], 10, 3));
+        for voters in l.groups.values_mut() {
+            for v in voters.iter_mut() {
+                if *v == 5 {
+                    *v = 6;
+                }
+            }
+            voters.sort_unstable();
+        }
+        let per = leads(&preferred_leaders(&l));
+        assert_eq!(per.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3, 4, 6]);
+        assert!(per.values().all(|n| *n == 2), "{per:?}");
+        // A lopsided layout: 1 holds every partition, 2..=4 one each; each of those leads its own.
+        let mut groups = BTreeMap::from([(0, vec![1])]);
+        groups.extend((1..=6).map(|g| (g, vec![1, 1 + (g % 3) + 1])));
+        let per = leads(&preferred_leaders(&layout(groups)));
+        assert_eq!(per.values().sum::<usize>(), 6);
+        assert!(per.values().max() <= Some(&2), "{per:?}");
     }
 
     #[test]

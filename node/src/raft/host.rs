@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Raft, ServerState, SnapshotPolicy};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::metrics::RaftMetrics;
@@ -29,7 +29,7 @@ use super::{Command, CommandBatch, CommandResult, GroupId, NodeInfo, TypeConfig}
 use crate::NodeId;
 use crate::config::Config;
 use crate::membership::{Membership, PeerState};
-use crate::placement::{Health, Layout, MemberRec, Placement, plan};
+use crate::placement::{Health, Layout, MemberRec, Placement, plan, preferred_leaders};
 use crate::storage::Store;
 use crate::storage::records::UserRec;
 use crate::transport::Transport;
@@ -38,9 +38,16 @@ use crate::util::AbortOnDrop;
 
 /// Longest wait for a new replica to catch up, or for a membership change to commit.
 const RECONFIGURE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for each step of a leader hand-over (and for requests held meanwhile).
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deadline of a request forwarded to a leader. Short, so that a leader that just died costs a
 /// client one quick 503 instead of a long hang while the group elects a new one.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a forwarded request waits for a leader hand-over on this node before it is answered
+/// "no leader" (safe to retry), well inside the forwarder's [`FORWARD_TIMEOUT`].
+const TRANSFER_HOLD_FORWARDED: Duration = Duration::from_millis(500);
+/// Pause before a forwarder asks a leader that is handing over again.
+const TRANSFER_RETRY: Duration = Duration::from_millis(100);
 
 /// Why a proposal or read did not complete.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -161,6 +168,11 @@ pub struct RaftHost {
     hints: Mutex<HashMap<GroupId, NodeId>>,
     /// Groups whose membership change runs on this node right now.
     reconfiguring: Mutex<HashSet<GroupId>>,
+    /// Groups this node is handing leadership away from right now; the receiver turns true when
+    /// the hand-over ended. Requests for them wait (see [`RaftHost::hand_over`]).
+    transfers: Mutex<HashMap<GroupId, watch::Receiver<bool>>>,
+    /// `transfers.len()`, read without the lock on every request.
+    transferring: std::sync::atomic::AtomicUsize,
     me: Weak<RaftHost>,
     tasks: Mutex<Vec<AbortOnDrop<()>>>,
 }
@@ -285,6 +297,8 @@ impl RaftHost {
             queues: Mutex::new(HashMap::new()),
             hints: Mutex::new(HashMap::new()),
             reconfiguring: Mutex::new(HashSet::new()),
+            transfers: Mutex::new(HashMap::new()),
+            transferring: std::sync::atomic::AtomicUsize::new(0),
             me: me.clone(),
             tasks: Mutex::new(Vec::new()),
         });
@@ -561,8 +575,14 @@ impl RaftHost {
     /// The router: serves `body` here when this node leads `group`, forwards it to the leader
     /// otherwise, and follows one "not leader, try N" answer.
     async fn ask_leader(&self, group: GroupId, body: RaftRequestBody) -> Result<RaftResponse, ProposeError> {
+        if body.is_client_request() {
+            // A hand-over running here ends within a few seconds; then the new leader serves.
+            self.wait_transfer(group, TRANSFER_TIMEOUT).await;
+        }
+        let handing_over_until = Instant::now() + TRANSFER_TIMEOUT;
         let mut target = self.leader_of(group);
-        for _ in 0..2 {
+        let mut followed = false;
+        loop {
             let leader = target.ok_or(ProposeError::NoLeader { group })?;
             let answer = if leader == self.node_id {
                 self.serve(group, body.clone()).await
@@ -571,10 +591,21 @@ impl RaftHost {
             };
             match answer {
                 // Never retry ourselves: our own view just proved stale.
-                RaftResponse::NotLeader { leader: next } => {
+                RaftResponse::NotLeader { leader: next } if !followed => {
                     self.note_leader(group, next);
                     target = next.filter(|l| *l != leader);
+                    followed = true;
                 }
+                RaftResponse::NotLeader { leader: next } => {
+                    self.note_leader(group, next);
+                    return Err(ProposeError::NoLeader { group });
+                }
+                // The leader is handing over (it held the request a while already): ask it again
+                // shortly; once done it names the new leader.
+                RaftResponse::HandingOver if Instant::now() < handing_over_until => {
+                    tokio::time::sleep(TRANSFER_RETRY).await;
+                }
+                RaftResponse::HandingOver => return Err(ProposeError::NoLeader { group }),
                 RaftResponse::Unavailable { reason } => return Err(ProposeError::Unavailable { group, reason }),
                 other => {
                     self.note_leader(group, Some(leader));
@@ -582,7 +613,6 @@ impl RaftHost {
                 }
             }
         }
-        Err(ProposeError::NoLeader { group })
     }
 
     async fn forward(
@@ -648,6 +678,7 @@ impl RaftHost {
             RaftRequestBody::Reconfigure { layout_version, voters, learners } => {
                 self.reconfigure(group, layout_version, voters, learners)
             }
+            RaftRequestBody::TransferLeader { to } => self.transfer_leader(group, to),
             other => RaftResponse::Unavailable { reason: format!("not a routed request: {other:?}") },
         }
     }
@@ -678,6 +709,8 @@ impl RaftHost {
                 Ok(Ok(v)) => results.push(v),
                 Ok(Err(ProposeError::Rejected { reason })) => results.push(CommandResult::Rejected { reason }),
                 Ok(Err(ProposeError::NotLeader { leader, .. })) => return RaftResponse::NotLeader { leader },
+                // Nothing was proposed: the forwarder may retry safely.
+                Ok(Err(ProposeError::NoLeader { .. })) => return RaftResponse::NotLeader { leader: None },
                 Ok(Err(e)) => return unavailable(e),
                 Err(_) => return unavailable(ProposeError::Unavailable { group, reason: "proposer stopped".into() }),
             }
@@ -708,7 +741,7 @@ impl RaftHost {
         if have_voters == want_voters && have_learners == want_learners && membership.get_joint_config().len() == 1 {
             return RaftResponse::Reconfigured { done: true };
         }
-        if !lock(&self.reconfiguring).insert(group) {
+        if lock(&self.transfers).contains_key(&group) || !lock(&self.reconfiguring).insert(group) {
             return RaftResponse::Reconfigured { done: false };
         }
         let raft = g.raft.clone();
@@ -734,10 +767,120 @@ impl RaftHost {
         RaftResponse::Reconfigured { done: false }
     }
 
+    /// Waits until no leader hand-over of `group` runs on this node, at most `limit`; true when
+    /// none runs (any more).
+    async fn wait_transfer(&self, group: GroupId, limit: Duration) -> bool {
+        if self.transferring.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            return true;
+        }
+        let Some(mut rx) = lock(&self.transfers).get(&group).cloned() else { return true };
+        matches!(tokio::time::timeout(limit, rx.wait_for(|done| *done)).await, Ok(Ok(_)) | Ok(Err(_)))
+    }
+
+    /// Hands leadership of `group` (led here) to the voter `to`. Answers `done` when `to` leads
+    /// already (this node is not the leader: the caller is redirected), otherwise starts
+    /// [`RaftHost::hand_over`] in the background and answers not done.
+    fn transfer_leader(&self, group: GroupId, to: NodeId) -> RaftResponse {
+        let Some(g) = self.group(group) else { return unavailable(not_hosted(group)) };
+        let m = g.raft.metrics().borrow().clone();
+        if m.current_leader == Some(to) {
+            return RaftResponse::Transferred { done: true };
+        }
+        if m.state != ServerState::Leader {
+            return RaftResponse::NotLeader { leader: m.current_leader };
+        }
+        let membership = m.membership_config.membership();
+        let is_voter = membership.voter_ids().any(|v| v == to) && membership.get_joint_config().len() == 1;
+        if !is_voter || group == 0 || lock(&self.reconfiguring).contains(&group) {
+            // Not until the group's membership follows the layout.
+            return RaftResponse::Transferred { done: false };
+        }
+        let (done, rx) = watch::channel(false);
+        {
+            let mut transfers = lock(&self.transfers);
+            if transfers.contains_key(&group) {
+                return RaftResponse::Transferred { done: false };
+            }
+            transfers.insert(group, rx);
+            self.transferring.store(transfers.len(), std::sync::atomic::Ordering::Release);
+        }
+        let me = self.me.clone();
+        let raft = g.raft.clone();
+        tokio::spawn(async move {
+            let Some(host) = me.upgrade() else { return };
+            let outcome = host.hand_over(group, &raft, to).await;
+            match &outcome {
+                Ok(()) => info!(group, to, "leadership handed over"),
+                Err(e) => warn!(group, to, error = %e, "leadership hand-over did not finish"),
+            }
+            let label = if outcome.is_ok() { "done" } else { "failed" };
+            host.metrics.leader_transfers.with_label_values(&[label]).inc();
+            let mut transfers = lock(&host.transfers);
+            transfers.remove(&group);
+            host.transferring.store(transfers.len(), std::sync::atomic::Ordering::Release);
+            let _ = done.send(true);
+        });
+        RaftResponse::Transferred { done: false }
+    }
+
+    /// The hand-over (openraft 0.9 has no leader transfer, so it is built from what it has): new
+    /// requests for the group wait here, heartbeats stop, and once `to` holds every entry this
+    /// node stays quiet for one `election_timeout_max`, the lease in which voters refuse other
+    /// candidates. Then `to` campaigns: its log is as long as anyone's, the voters' leases have
+    /// run out, and their own election timers fire only `election_timeout_min` later, so it
+    /// wins. Heartbeats resume whatever happened; waiting requests go to the new leader.
+    async fn hand_over(&self, group: GroupId, raft: &Raft<TypeConfig>, to: NodeId) -> Result<(), String> {
+        raft.runtime_config().heartbeat(false);
+        let result = async {
+            let mut rx = raft.metrics();
+            let caught_up = rx.wait_for(|m| {
+                m.state != ServerState::Leader
+                    || m.replication.as_ref().and_then(|r| r.get(&to).cloned()).flatten().map(|l| l.index)
+                        == m.last_log_index
+            });
+            tokio::time::timeout(TRANSFER_TIMEOUT, caught_up)
+                .await
+                .map_err(|_| format!("node {to} did not catch up"))?
+                .map_err(|e| e.to_string())?;
+            if raft.metrics().borrow().state != ServerState::Leader {
+                return Err("lost leadership before handing it over".to_string());
+            }
+            let r = &self.cfg.raft;
+            tokio::time::sleep(r.election_timeout_max + r.election_timeout_min / 4).await;
+            let asked = self.transport.call_with_timeout(
+                to,
+                RaftRequest { group, body: RaftRequestBody::Campaign },
+                FORWARD_TIMEOUT,
+            );
+            match asked.await {
+                Ok(RaftResponse::Transferred { done: true }) => {}
+                Ok(other) => return Err(format!("node {to} did not campaign: {other:?}")),
+                Err(e) => return Err(format!("node {to} did not campaign: {e}")),
+            }
+            // Done once this node follows a new leader (not merely voted for one), so the
+            // requests held here go straight to it.
+            let me = self.node_id;
+            let stepped_down =
+                rx.wait_for(|m| m.state != ServerState::Leader && m.current_leader.is_some_and(|l| l != me));
+            tokio::time::timeout(r.election_timeout_max * 2, stepped_down)
+                .await
+                .map_err(|_| format!("node {to} did not win its election"))?
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        }
+        .await;
+        raft.runtime_config().heartbeat(true);
+        result
+    }
+
     /// Serves a Raft message from peer `from`.
     pub async fn handle(&self, _from: NodeId, request: RaftRequest) -> RaftResponse {
         let group = request.group;
         let Some(g) = self.group(group) else { return unavailable(not_hosted(group)) };
+        if request.body.is_client_request() && !self.wait_transfer(group, TRANSFER_HOLD_FORWARDED).await {
+            // Still handing over: the forwarder asks again shortly (nothing was proposed).
+            return RaftResponse::HandingOver;
+        }
         match request.body {
             RaftRequestBody::Append { vote, prev_log_id, entries, leader_commit } => {
                 match g.raft.append_entries(wire::to_append(vote, prev_log_id, entries, leader_commit)).await {
@@ -754,9 +897,14 @@ impl RaftHost {
                 wire::snapshot_response(g.raft.install_snapshot(rpc).await)
             }
             RaftRequestBody::Propose { commands } => self.serve_forwarded(group, commands).await,
+            RaftRequestBody::Campaign => match g.raft.trigger().elect().await {
+                Ok(()) => RaftResponse::Transferred { done: true },
+                Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
+            },
             body @ (RaftRequestBody::ReadCounter { .. }
             | RaftRequestBody::ReadUser { .. }
-            | RaftRequestBody::Reconfigure { .. }) => self.serve(group, body).await,
+            | RaftRequestBody::Reconfigure { .. }
+            | RaftRequestBody::TransferLeader { .. }) => self.serve(group, body).await,
         }
     }
 
@@ -933,6 +1081,21 @@ impl Driver {
                 .await?;
             host.metrics.placement_moves.with_label_values(&["rebalance"]).inc();
             info!(group = m.group, from = ?m.from, to = m.to, version = next.version, "replica moved to balance load");
+            return Ok(());
+        }
+        // Then leaders: each partition's leader hands over to its preferred leader when that
+        // node is up; one hand-over at a time in the cluster.
+        if all_follow && host.cfg.placement.balance_leaders {
+            for (group, to) in preferred_leaders(&p.layout) {
+                if health.get(&to) != Some(&Health::Up) {
+                    continue;
+                }
+                match host.ask_leader(group, RaftRequestBody::TransferLeader { to }).await {
+                    Ok(RaftResponse::Transferred { done: true }) => {}
+                    Ok(_) => break,
+                    Err(e) => debug!(group, error = %e, "group leader not reachable for a hand-over"),
+                }
+            }
         }
         Ok(())
     }

@@ -29,6 +29,8 @@ pub struct RaftMetrics {
     pub layout_version: prometheus::IntGauge,
     /// Membership changes this node ran as a group leader, by outcome.
     pub reconfigurations: IntCounterVec,
+    /// Leader hand-overs this node ran as a group leader, by outcome.
+    pub leader_transfers: IntCounterVec,
     /// Entries a replica's log is behind the leader (set on the leader only), by group and peer.
     pub replica_lag: IntGaugeVec,
 }
@@ -91,6 +93,13 @@ impl RaftMetrics {
                 ),
                 &["outcome"],
             )?,
+            leader_transfers: IntCounterVec::new(
+                Opts::new(
+                    "shoal_raft_leader_transfers_total",
+                    "Leader hand-overs run on this node as the group's leader, by outcome.",
+                ),
+                &["outcome"],
+            )?,
             replica_lag: IntGaugeVec::new(
                 Opts::new(
                     "shoal_raft_replica_lag_entries",
@@ -103,6 +112,7 @@ impl RaftMetrics {
         registry.register(Box::new(m.layout_version.clone()))?;
         registry.register(Box::new(m.reconfigurations.clone()))?;
         registry.register(Box::new(m.replica_lag.clone()))?;
+        registry.register(Box::new(m.leader_transfers.clone()))?;
         registry.register(Box::new(m.term.clone()))?;
         registry.register(Box::new(m.leader.clone()))?;
         registry.register(Box::new(m.applied_index.clone()))?;

@@ -85,6 +85,23 @@ pub enum RaftRequestBody {
         /// The learners wanted (meta group: every other live member), with their addresses.
         learners: Vec<(NodeId, NodeInfo)>,
     },
+    /// Placement driver → group leader: hand leadership to `to` (a caught-up voter). Answered
+    /// at once; the hand-over runs on the leader in the background.
+    TransferLeader {
+        /// The node that should lead.
+        to: NodeId,
+    },
+    /// Leader handing over → its chosen successor: start an election now (the leader has gone
+    /// quiet long enough for the other voters to grant it).
+    Campaign,
+}
+
+impl RaftRequestBody {
+    /// Proposals and reads, which a leader hand-over holds back (they would keep the leader's
+    /// lease alive).
+    pub fn is_client_request(&self) -> bool {
+        matches!(self, Self::Propose { .. } | Self::ReadCounter { .. } | Self::ReadUser { .. })
+    }
 }
 
 /// Answers to [`RaftRequestBody`].
@@ -134,6 +151,14 @@ pub enum RaftResponse {
         /// True when voters and learners already match; false while the change is under way.
         done: bool,
     },
+    /// Answer to `TransferLeader` and `Campaign`: whether the wanted node leads already (or, for
+    /// `Campaign`, whether the election was started).
+    Transferred {
+        /// True when done.
+        done: bool,
+    },
+    /// This node is handing the group's leadership over right now: ask again shortly.
+    HandingOver,
     /// This node does not lead the group; `leader` may.
     NotLeader {
         /// The leader this node knows of.

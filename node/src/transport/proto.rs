@@ -80,6 +80,7 @@ impl Request {
                     B::Propose { .. } => "raft_propose",
                     B::ReadCounter { .. } | B::ReadUser { .. } => "raft_read",
                     B::Reconfigure { .. } => "raft_reconfigure",
+                    B::TransferLeader { .. } | B::Campaign => "raft_transfer_leader",
                 }
             }
         }
