@@ -273,6 +273,19 @@ async fn leader_of(cluster: &Cluster, ids: &[u64], group: u64) -> Option<u64> {
     None
 }
 
+/// Whether partition leadership is spread over `ids` (each leads as many partitions as any other,
+/// within one), as the leaders report it.
+async fn leaders_spread(cluster: &Cluster, ids: &[u64]) -> Option<()> {
+    let mut per_node: std::collections::BTreeMap<u64, usize> = ids.iter().map(|id| (*id, 0)).collect();
+    for id in ids {
+        let v = cluster.get_json(*id, "/v1/cluster").await?;
+        let leads = v["partitions"].as_array()?.iter().filter(|p| p["role"] == "leader").count();
+        per_node.insert(*id, leads);
+    }
+    let (min, max) = (per_node.values().min()?, per_node.values().max()?);
+    (max - min <= 1).then_some(())
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -299,6 +312,15 @@ pub async fn failover(args: &Args) -> Result<Report> {
     let mut times = Vec::new();
     for round in 0..args.rounds {
         cluster.wait_ready(&ids, Duration::from_secs(30)).await?;
+        // Each round starts from a settled cluster: the restarted node took its leaders back
+        // (hand-overs pause partitions; one during the round would count as failover time).
+        let spread = Duration::from_secs(60);
+        if cluster_tests::harness::wait_for("leaders to spread", spread, || leaders_spread(&cluster, &ids))
+            .await
+            .is_err()
+        {
+            eprintln!("round {}: leaders are not spread over the nodes after {spread:?}; going on", round + 1);
+        }
         let leader = cluster_tests::harness::wait_for("a partition leader", Duration::from_secs(30), || {
             leader_of(&cluster, &ids, group)
         })
