@@ -823,6 +823,36 @@ mod counters {
         })
         .await?;
         assert_eq!(increment(&c, id, "joined").await?, 1);
+        // Each founder gave one replica away: once the group's committed membership leaves it
+        // out, it stops hosting the group and deletes its data.
+        wait_for("founders to stop hosting the groups they gave away", Duration::from_secs(60), || async {
+            for n in [1, 2, 3] {
+                let v = c.get_json(n, "/v1/cluster").await?;
+                let layout = v["layout"]["groups"].as_object()?.clone();
+                for p in v["partitions"].as_array()? {
+                    let listed =
+                        layout.get(&p["id"].as_u64()?.to_string())?.as_array()?.contains(&serde_json::json!(n));
+                    if (p["role"] != "none") != listed {
+                        return None;
+                    }
+                }
+                if c.metric(n, "shoal_raft_groups_removed_total").await? < 1.0 {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await?;
+        // Every node still serves every partition (through the leaders of those it left).
+        for i in 0..8u64 {
+            for n in [1, 2, 3, id] {
+                increment(&c, n, &format!("after-join-{i}")).await?;
+            }
+            let name = format!("after-join-{i}");
+            // A hand-over may pause the partition for a moment: reads are retried until they answer.
+            let v = wait_for("a read", FORM, || async { read(&c, i % 3 + 1, &name).await.ok() }).await?;
+            assert_eq!(v, 4, "{name}");
+        }
         Ok(())
     }
 

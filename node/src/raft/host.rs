@@ -43,11 +43,9 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deadline of a request forwarded to a leader. Short, so that a leader that just died costs a
 /// client one quick 503 instead of a long hang while the group elects a new one.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a forwarded request waits for a leader hand-over on this node before it is answered
-/// "no leader" (safe to retry), well inside the forwarder's [`FORWARD_TIMEOUT`].
-const TRANSFER_HOLD_FORWARDED: Duration = Duration::from_millis(500);
-/// Pause before a forwarder asks a leader that is handing over again.
-const TRANSFER_RETRY: Duration = Duration::from_millis(100);
+/// How long a request waits for a leader hand-over on this node before it is answered "no
+/// leader" (nothing proposed: safe to retry); well inside the forwarder's [`FORWARD_TIMEOUT`].
+const TRANSFER_HOLD: Duration = Duration::from_millis(500);
 
 /// Why a proposal or read did not complete.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -575,11 +573,11 @@ impl RaftHost {
     /// The router: serves `body` here when this node leads `group`, forwards it to the leader
     /// otherwise, and follows one "not leader, try N" answer.
     async fn ask_leader(&self, group: GroupId, body: RaftRequestBody) -> Result<RaftResponse, ProposeError> {
-        if body.is_client_request() {
-            // A hand-over running here ends within a few seconds; then the new leader serves.
-            self.wait_transfer(group, TRANSFER_TIMEOUT).await;
+        // A hand-over running here: wait a little for the new leader, else "no leader" (serving
+        // now would keep the old leader's lease alive and spoil the hand-over).
+        if body.is_client_request() && !self.wait_transfer(group, TRANSFER_HOLD).await {
+            return Err(ProposeError::NoLeader { group });
         }
-        let handing_over_until = Instant::now() + TRANSFER_TIMEOUT;
         let mut target = self.leader_of(group);
         let mut followed = false;
         loop {
@@ -600,11 +598,7 @@ impl RaftHost {
                     self.note_leader(group, next);
                     return Err(ProposeError::NoLeader { group });
                 }
-                // The leader is handing over (it held the request a while already): ask it again
-                // shortly; once done it names the new leader.
-                RaftResponse::HandingOver if Instant::now() < handing_over_until => {
-                    tokio::time::sleep(TRANSFER_RETRY).await;
-                }
+                // The leader is handing over (it held the request a while already).
                 RaftResponse::HandingOver => return Err(ProposeError::NoLeader { group }),
                 RaftResponse::Unavailable { reason } => return Err(ProposeError::Unavailable { group, reason }),
                 other => {
@@ -679,6 +673,7 @@ impl RaftHost {
                 self.reconfigure(group, layout_version, voters, learners)
             }
             RaftRequestBody::TransferLeader { to } => self.transfer_leader(group, to),
+            RaftRequestBody::MemberOf { node } => self.member_of(group, node),
             other => RaftResponse::Unavailable { reason: format!("not a routed request: {other:?}") },
         }
     }
@@ -765,6 +760,69 @@ impl RaftHost {
             }
         });
         RaftResponse::Reconfigured { done: false }
+    }
+
+    /// Whether `node` is in `group`'s membership as this node, its leader, has it. Only a
+    /// committed membership (applied here) that leaves the node out answers false.
+    fn member_of(&self, group: GroupId, node: NodeId) -> RaftResponse {
+        let Some(g) = self.group(group) else { return unavailable(not_hosted(group)) };
+        let m = g.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            return RaftResponse::NotLeader { leader: m.current_leader };
+        }
+        let stored = &m.membership_config;
+        let committed = stored.log_id().as_ref().map(|l| l.index) <= m.last_applied.map(|l| l.index);
+        let listed = stored.membership().get_node(&node).is_some();
+        RaftResponse::Member { member: listed || !committed }
+    }
+
+    /// Stops hosting the partitions this node no longer replicates and deletes their data: those
+    /// the layout does not give it and whose leader's committed membership leaves it out (until
+    /// then it may still count for a quorum). Should the layout give one back later, the node
+    /// joins it afresh, as a learner fed by a snapshot.
+    async fn drop_moved_groups(&self, p: &Placement) {
+        let hosted: Vec<GroupId> = self.read_groups().keys().copied().filter(|g| *g > 0).collect();
+        for group in hosted {
+            if p.layout.groups.get(&group).is_none_or(|r| r.contains(&self.node_id)) {
+                continue;
+            }
+            // Asked of the layout's replicas (they redirect to their leader): this node's own
+            // view of the group may be stuck on elections it can no longer win.
+            let replicas = p.layout.groups.get(&group).cloned().unwrap_or_default();
+            if !self.left_group(group, &replicas).await {
+                continue;
+            }
+            let removed = self.groups.write().unwrap_or_else(|e| e.into_inner()).remove(&group);
+            let Some(g) = removed else { continue };
+            if let Err(e) = g.raft.shutdown().await {
+                warn!(group, error = %e, "raft group did not shut down cleanly");
+            }
+            drop(g);
+            self.metrics.forget_group(group);
+            match self.store.drop_group(group).await {
+                Ok(()) => {
+                    self.metrics.groups_removed.inc();
+                    info!(group, "no longer a replica of the group: stopped hosting it and deleted its data");
+                }
+                Err(e) => warn!(group, error = %e, "cannot delete the data of a group this node left"),
+            }
+        }
+    }
+
+    /// Whether `group`'s leader, found through `replicas`, says this node left the group.
+    async fn left_group(&self, group: GroupId, replicas: &[NodeId]) -> bool {
+        let body = RaftRequestBody::MemberOf { node: self.node_id };
+        let mut target = replicas.first().copied();
+        for _ in 0..=replicas.len() {
+            let Some(to) = target.filter(|t| *t != self.node_id) else { return false };
+            match self.forward(group, to, body.clone()).await {
+                Ok(RaftResponse::Member { member }) => return !member,
+                Ok(RaftResponse::NotLeader { leader: Some(next) }) => target = Some(next),
+                // No leader known there: try the next replica.
+                Ok(_) | Err(_) => target = replicas.iter().copied().skip_while(|r| *r != to).nth(1),
+            }
+        }
+        false
     }
 
     /// Waits until no leader hand-over of `group` runs on this node, at most `limit`; true when
@@ -877,8 +935,8 @@ impl RaftHost {
     pub async fn handle(&self, _from: NodeId, request: RaftRequest) -> RaftResponse {
         let group = request.group;
         let Some(g) = self.group(group) else { return unavailable(not_hosted(group)) };
-        if request.body.is_client_request() && !self.wait_transfer(group, TRANSFER_HOLD_FORWARDED).await {
-            // Still handing over: the forwarder asks again shortly (nothing was proposed).
+        if request.body.is_client_request() && !self.wait_transfer(group, TRANSFER_HOLD).await {
+            // Still handing over: nothing was proposed, the client may retry.
             return RaftResponse::HandingOver;
         }
         match request.body {
@@ -904,7 +962,8 @@ impl RaftHost {
             body @ (RaftRequestBody::ReadCounter { .. }
             | RaftRequestBody::ReadUser { .. }
             | RaftRequestBody::Reconfigure { .. }
-            | RaftRequestBody::TransferLeader { .. }) => self.serve(group, body).await,
+            | RaftRequestBody::TransferLeader { .. }
+            | RaftRequestBody::MemberOf { .. }) => self.serve(group, body).await,
         }
     }
 
@@ -956,6 +1015,7 @@ impl RaftHost {
                 .map(|m| MemberRecord { id: m.id, peer_addr: m.peer_addr.clone(), http_addr: m.http_addr.clone() })
                 .collect();
             membership.merge(&records);
+            self.drop_moved_groups(p).await;
         }
         let leads_meta = self.group(0).is_some_and(|g| g.raft.metrics().borrow().state == ServerState::Leader);
         if !leads_meta {

@@ -31,6 +31,8 @@ pub struct RaftMetrics {
     pub reconfigurations: IntCounterVec,
     /// Leader hand-overs this node ran as a group leader, by outcome.
     pub leader_transfers: IntCounterVec,
+    /// Groups this node stopped hosting (and deleted) after its replica moved elsewhere.
+    pub groups_removed: prometheus::IntCounter,
     /// Entries a replica's log is behind the leader (set on the leader only), by group and peer.
     pub replica_lag: IntGaugeVec,
 }
@@ -100,6 +102,10 @@ impl RaftMetrics {
                 ),
                 &["outcome"],
             )?,
+            groups_removed: prometheus::IntCounter::new(
+                "shoal_raft_groups_removed_total",
+                "Groups this node stopped hosting, their data deleted, after its replica moved elsewhere.",
+            )?,
             replica_lag: IntGaugeVec::new(
                 Opts::new(
                     "shoal_raft_replica_lag_entries",
@@ -113,6 +119,7 @@ impl RaftMetrics {
         registry.register(Box::new(m.reconfigurations.clone()))?;
         registry.register(Box::new(m.replica_lag.clone()))?;
         registry.register(Box::new(m.leader_transfers.clone()))?;
+        registry.register(Box::new(m.groups_removed.clone()))?;
         registry.register(Box::new(m.term.clone()))?;
         registry.register(Box::new(m.leader.clone()))?;
         registry.register(Box::new(m.applied_index.clone()))?;
@@ -123,5 +130,13 @@ impl RaftMetrics {
         registry.register(Box::new(m.proposal_seconds.clone()))?;
         registry.register(Box::new(m.batch_size.clone()))?;
         Ok(m)
+    }
+
+    /// Removes the per-group gauges of a group this node no longer hosts.
+    pub fn forget_group(&self, group: super::GroupId) {
+        let label = group.to_string();
+        for gauge in [&self.term, &self.leader, &self.applied_index, &self.commit_index, &self.last_log_index] {
+            let _ = gauge.remove_label_values(&[&label]);
+        }
     }
 }

@@ -94,6 +94,12 @@ pub enum RaftRequestBody {
     /// Leader handing over → its chosen successor: start an election now (the leader has gone
     /// quiet long enough for the other voters to grant it).
     Campaign,
+    /// A node whose layout no longer lists it for the group → the group's leader: is `node`
+    /// still in the group's membership (or may it be again: a change not yet committed)?
+    MemberOf {
+        /// The node asking about itself.
+        node: NodeId,
+    },
 }
 
 impl RaftRequestBody {
@@ -159,6 +165,11 @@ pub enum RaftResponse {
     },
     /// This node is handing the group's leadership over right now: ask again shortly.
     HandingOver,
+    /// Answer to `MemberOf`: false only when the leader's committed membership leaves the node out.
+    Member {
+        /// Whether the node is (or may still be) a member.
+        member: bool,
+    },
     /// This node does not lead the group; `leader` may.
     NotLeader {
         /// The leader this node knows of.

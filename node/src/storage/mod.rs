@@ -221,6 +221,22 @@ impl Store {
         }
     }
 
+    /// Deletes everything stored for `group` (log, metadata, state machine, snapshots). Only for a
+    /// group whose Raft instance has stopped and that this node no longer replicates.
+    pub async fn drop_group(&self, group: GroupId) -> Result<(), StoreError> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        self.send(WriteOp::DropGroup { group, done })?;
+        match rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(StoreError::Db(e)),
+            Err(_) => return Err(StoreError::WriterStopped),
+        }
+        match std::fs::remove_dir_all(self.group_snapshot_dir(group)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) fn db(&self) -> &Arc<Database> {
         &self.db
     }

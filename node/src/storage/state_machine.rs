@@ -180,6 +180,14 @@ impl Overlay {
         self.layers().find_map(|r| r.placement.get(&group).cloned())
     }
 
+    /// Forgets every row of `group` not written yet (the group's data is being deleted).
+    pub(crate) fn forget_group(&mut self, group: GroupId) {
+        self.dirty.counters.remove(&group);
+        self.dirty.users.remove(&group);
+        self.dirty.placement.remove(&group);
+        self.dirty.meta.retain(|(g, _), _| *g != group);
+    }
+
     /// Moves the dirty rows to the "being written" layer and returns them.
     pub(crate) fn start_flush(&mut self) -> Arc<Rows> {
         let rows = Arc::new(std::mem::take(&mut self.dirty));

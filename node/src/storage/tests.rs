@@ -91,3 +91,46 @@ async fn applied_rows_are_readable_at_once_and_in_snapshots() {
     let (applied, _) = target.applied_state().await.expect("applied");
     assert_eq!(applied.map(|l| l.index), Some(1));
 }
+
+#[tokio::test]
+async fn a_dropped_group_leaves_nothing_and_other_groups_untouched() {
+    use openraft::RaftSnapshotBuilder;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), StorageMetrics::unregistered().expect("m")).expect("open");
+    let inc = || Command::CounterIncrement { name: "x".into(), by: 1 };
+    for group in [4, 5] {
+        let mut log = store.log_store(group);
+        log.save_vote(&openraft::Vote::new(1, 1)).await.expect("vote");
+        // Log entries written as the writer writes them (openraft's flush callback cannot be
+        // made outside openraft).
+        let txn = store.db().begin_write().expect("txn");
+        {
+            let mut logs = txn.open_table(LOGS).expect("logs");
+            for index in [1, 2] {
+                let bytes = records::encode(&records::EntryRec::from(&entry(index, vec![inc()]))).expect("encode");
+                logs.insert((group, index), bytes.as_slice()).expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+        let mut sm = store.state_machine(group).expect("sm");
+        sm.apply(vec![entry(1, vec![inc()]), entry(2, vec![inc()])]).await.expect("apply");
+        sm.get_snapshot_builder().await.build_snapshot().await.expect("snapshot");
+        // One more row only in the overlay: dropping must not write it back.
+        sm.apply(vec![entry(3, vec![inc()])]).await.expect("apply");
+    }
+    assert!(store.group_snapshot_dir(4).exists());
+    store.drop_group(4).await.expect("drop");
+    assert!(!store.group_snapshot_dir(4).exists(), "snapshots deleted");
+    store.log_store(5).save_vote(&openraft::Vote::new(2, 1)).await.expect("a later commit");
+    assert_eq!(store.counter(4, "x").expect("read"), 0);
+    assert_eq!(store.counter(5, "x").expect("read"), 3);
+    assert!(!store.stored_groups().expect("groups").contains(&4));
+    assert!(store.stored_groups().expect("groups").contains(&5));
+    let mut dropped = store.log_store(4);
+    assert!(dropped.try_get_log_entries(0..10).await.expect("read").is_empty());
+    assert!(dropped.read_vote().await.expect("vote").is_none());
+    let (applied, _) = store.state_machine(4).expect("sm").applied_state().await.expect("applied");
+    assert_eq!(applied, None);
+    let mut kept = store.log_store(5);
+    assert_eq!(kept.try_get_log_entries(0..10).await.expect("read").len(), 2);
+}

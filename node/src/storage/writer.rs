@@ -50,6 +50,9 @@ pub(crate) enum WriteOp {
     /// Write every dirty state-machine row to the database (before a snapshot is built or
     /// installed, which work on the database directly).
     Flush { done: oneshot::Sender<Result<(), String>> },
+    /// Delete everything stored for a group this node no longer replicates (its Raft instance
+    /// has stopped): log, vote and other metadata, and state-machine rows.
+    DropGroup { group: GroupId, done: oneshot::Sender<Result<(), String>> },
 }
 
 impl WriteOp {
@@ -122,6 +125,12 @@ impl Writer {
             if !applies.is_empty() {
                 self.apply(applies);
             }
+            for op in &rest {
+                if let WriteOp::DropGroup { group, .. } = op {
+                    lock(&self.overlay).forget_group(*group);
+                    self.committed.lock().unwrap_or_else(|e| e.into_inner()).remove(group);
+                }
+            }
             let too_dirty = lock(&self.overlay).len() > MAX_DIRTY;
             if !rest.is_empty() || too_dirty {
                 let durable = rest.iter().any(WriteOp::needs_fsync);
@@ -179,6 +188,7 @@ impl Writer {
                 WriteOp::Meta { done, .. }
                 | WriteOp::Truncate { done, .. }
                 | WriteOp::Purge { done, .. }
+                | WriteOp::DropGroup { done, .. }
                 | WriteOp::Flush { done } => {
                     let _ = done.send(r);
                 }
@@ -227,6 +237,15 @@ fn write_batch(
                     WriteOp::Purge { group, upto, purged, .. } => {
                         logs.retain_in((*group, 0)..=(*group, *upto), |_, _| false)?;
                         meta.insert((*group, super::meta_key::PURGED), purged.as_slice())?;
+                    }
+                    WriteOp::DropGroup { group, .. } => {
+                        let g = *group;
+                        logs.retain_in((g, 0)..=(g, u64::MAX), |_, _| false)?;
+                        meta.retain_in((g, "")..(g + 1, ""), |_, _| false)?;
+                        txn.open_table(super::SM_META)?.retain_in((g, "")..(g + 1, ""), |_, _| false)?;
+                        txn.open_table(super::COUNTERS)?.retain_in((g, "")..(g + 1, ""), |_, _| false)?;
+                        txn.open_table(super::USERS)?.retain_in((g, "")..(g + 1, ""), |_, _| false)?;
+                        txn.open_table(super::PLACEMENT)?.remove(g)?;
                     }
                     WriteOp::Apply { .. } | WriteOp::Flush { .. } => {}
                 }

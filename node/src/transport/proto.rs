@@ -81,6 +81,7 @@ impl Request {
                     B::ReadCounter { .. } | B::ReadUser { .. } => "raft_read",
                     B::Reconfigure { .. } => "raft_reconfigure",
                     B::TransferLeader { .. } | B::Campaign => "raft_transfer_leader",
+                    B::MemberOf { .. } => "raft_member_of",
                 }
             }
         }
