@@ -652,7 +652,14 @@ mod counters {
             let followers: Vec<_> = replicas.iter().filter(|r| r["node"] != g["leader"]).collect();
             let caught_up = followers.len() == 2 && followers.iter().all(|r| r["lag"] == 0);
             let committed = g["commit_index"] == g["last_log_index"] && g["applied_index"] == g["commit_index"];
-            (caught_up && committed).then_some(())
+            // Each follower reports the commit index the leader told it.
+            let mut followers_know = true;
+            for r in &followers {
+                let v = c.get_json(r["node"].as_u64()?, "/v1/cluster").await?;
+                let row = v["partitions"].as_array()?.iter().find(|p| p["id"].as_u64() == Some(group))?.clone();
+                followers_know &= row["role"] == "follower" && row["commit_index"] == g["commit_index"];
+            }
+            (caught_up && committed && followers_know).then_some(())
         })
         .await?;
         Ok(())

@@ -132,7 +132,7 @@ pub struct GroupView {
     /// Current term.
     pub term: u64,
     /// Highest committed entry: on the leader, the highest entry a quorum of voters has; elsewhere
-    /// the highest applied (openraft 0.9 reports no commit index to followers).
+    /// the highest the leader told this node (at least the applied index).
     pub commit_index: u64,
     /// Highest entry applied to this node's state machine.
     pub applied_index: u64,
@@ -236,11 +236,14 @@ struct Progress {
     replicas: Option<Vec<ReplicaView>>,
 }
 
-fn progress(m: &openraft::RaftMetrics<NodeId, NodeInfo>, me: NodeId) -> Progress {
+/// `committed`: what openraft last reported committed to this node's log store (followers learn
+/// it from the leader; openraft's metrics do not carry it).
+fn progress(m: &openraft::RaftMetrics<NodeId, NodeInfo>, me: NodeId, committed: Option<u64>) -> Progress {
     let last = m.last_log_index.unwrap_or(0);
     let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
     let Some(r) = m.replication.as_ref() else {
-        return Progress { last_log_index: last, applied_index: applied, commit_index: applied, replicas: None };
+        let commit_index = committed.unwrap_or(0).max(applied);
+        return Progress { last_log_index: last, applied_index: applied, commit_index, replicas: None };
     };
     let replicas: Vec<ReplicaView> = r
         .iter()
@@ -382,7 +385,13 @@ impl RaftHost {
         {
             warn!(group, error = %e, "group initialisation skipped");
         }
-        let watcher = AbortOnDrop::spawn(watch_group(group, self.node_id, raft.clone(), self.metrics.clone()));
+        let watcher = AbortOnDrop::spawn(watch_group(
+            group,
+            self.node_id,
+            raft.clone(),
+            self.metrics.clone(),
+            Arc::clone(&self.store),
+        ));
         let duplicate = {
             let mut groups = self.groups.write().unwrap_or_else(|e| e.into_inner());
             match groups.entry(group) {
@@ -462,7 +471,7 @@ impl RaftHost {
             .iter()
             .map(|(id, g)| {
                 let m = g.raft.metrics().borrow().clone();
-                let p = progress(&m, self.node_id);
+                let p = progress(&m, self.node_id, self.store.committed_index(*id));
                 GroupView {
                     id: *id,
                     replicas: m.membership_config.membership().voter_ids().collect(),
@@ -1282,7 +1291,7 @@ async fn send_batch(host: &RaftHost, group: GroupId, batch: Vec<Proposal>) {
 }
 
 /// Mirrors a group's Raft metrics into Prometheus and logs leader changes.
-async fn watch_group(group: GroupId, me: NodeId, raft: Raft<TypeConfig>, metrics: RaftMetrics) {
+async fn watch_group(group: GroupId, me: NodeId, raft: Raft<TypeConfig>, metrics: RaftMetrics, store: Arc<Store>) {
     /// Raft metrics change several times per log entry; mirroring them at most this often keeps
     /// the watcher cheap (Prometheus scrapes every few seconds).
     const MIRROR_EVERY: Duration = Duration::from_millis(50);
@@ -1300,7 +1309,7 @@ async fn watch_group(group: GroupId, me: NodeId, raft: Raft<TypeConfig>, metrics
     loop {
         let (current_leader, current_term, state, p) = {
             let m = rx.borrow_and_update();
-            (m.current_leader, m.current_term, m.state, progress(&m, me))
+            (m.current_leader, m.current_term, m.state, progress(&m, me, store.committed_index(group)))
         };
         let replicas = p.replicas.unwrap_or_default();
         for r in &replicas {

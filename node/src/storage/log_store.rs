@@ -139,7 +139,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
         // No transaction of its own: it rides along with the next write (see `Store::note_committed`).
         if let Some(c) = committed {
-            self.store.note_committed(self.group, records::encode(&LogIdRec::from(&c)).map_err(write_err)?);
+            let bytes = records::encode(&LogIdRec::from(&c)).map_err(write_err)?;
+            self.store.note_committed(self.group, c.index, bytes);
         }
         Ok(())
     }

@@ -99,6 +99,8 @@ pub struct Store {
     snapshot_dir: PathBuf,
     /// Committed indexes not written yet: they ride along with the next write transaction.
     committed: writer::PendingCommitted,
+    /// The last committed index openraft reported per group since this process started.
+    committed_index: std::sync::Mutex<std::collections::HashMap<GroupId, u64>>,
     /// Applied state-machine rows not written yet (see [`writer`]).
     overlay: Arc<std::sync::Mutex<state_machine::Overlay>>,
 }
@@ -143,7 +145,15 @@ impl Store {
         let committed = writer::PendingCommitted::default();
         let overlay = Arc::new(std::sync::Mutex::new(state_machine::Overlay::default()));
         let (writer, thread) = writer::spawn(Arc::clone(&db), metrics, Arc::clone(&committed), Arc::clone(&overlay))?;
-        Ok(Arc::new(Self { db, writer: Some(writer), writer_thread: Some(thread), snapshot_dir, committed, overlay }))
+        Ok(Arc::new(Self {
+            db,
+            writer: Some(writer),
+            writer_thread: Some(thread),
+            snapshot_dir,
+            committed,
+            committed_index: Default::default(),
+            overlay,
+        }))
     }
 
     /// The log storage of one group.
@@ -231,6 +241,7 @@ impl Store {
             Ok(Err(e)) => return Err(StoreError::Db(e)),
             Err(_) => return Err(StoreError::WriterStopped),
         }
+        self.committed_index.lock().unwrap_or_else(|e| e.into_inner()).remove(&group);
         match std::fs::remove_dir_all(self.group_snapshot_dir(group)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
@@ -243,8 +254,15 @@ impl Store {
 
     /// Records a group's committed index (an encoded log id) without a transaction of its own:
     /// the next write carries it. openraft treats it as a hint (losing the latest is harmless).
-    pub(crate) fn note_committed(&self, group: GroupId, bytes: Vec<u8>) {
+    pub(crate) fn note_committed(&self, group: GroupId, index: u64, bytes: Vec<u8>) {
         self.committed.lock().unwrap_or_else(|e| e.into_inner()).insert(group, bytes);
+        self.committed_index.lock().unwrap_or_else(|e| e.into_inner()).insert(group, index);
+    }
+
+    /// The last committed index openraft reported for `group` since this process started (on a
+    /// follower too, where openraft's metrics show none).
+    pub fn committed_index(&self, group: GroupId) -> Option<u64> {
+        self.committed_index.lock().unwrap_or_else(|e| e.into_inner()).get(&group).copied()
     }
 
     /// The committed index noted for `group` but not written yet.
