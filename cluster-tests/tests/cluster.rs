@@ -864,6 +864,52 @@ mod counters {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_stopped_by_a_storage_fault_restarts_alone_from_storage() -> Result<()> {
+        let c = led(&ClusterSpec::new(3).set("testing", "fault_injection = true")).await?;
+        let name = "fatal-write";
+        assert_eq!(increment(&c, 1, name).await?, 1);
+        let group = shoal::placement::partition_of(name, 4);
+        let leader = wait_for("the partition's leader", FORM, || leader_of(&c, 1, group)).await?;
+        let raft_restarts = r#"shoal_actor_restarts_total{actor="raft"}"#;
+        let actor_restarts_before = c.metric(leader, raft_restarts).await.ok_or_else(|| anyhow!("metrics"))?;
+        let r = c.http.post(c.node(leader).url(&format!("/v1/testing/faults/storage/{group}"))).send().await?;
+        assert_eq!(r.status().as_u16(), 202);
+        // The leader's next write of that group fails: openraft stops the group with a fatal
+        // storage error, and the Raft actor restarts that group, and only it, from storage. The
+        // increment that hit the fault has an unknown outcome (it may reach the followers).
+        let hit = c
+            .http
+            .post(c.node(leader).url(&format!("/v1/counters/{name}/increment")))
+            .json(&serde_json::json!({"by": 1}))
+            .send()
+            .await?;
+        let hit_ok = hit.status().is_success();
+        let series = format!(r#"shoal_raft_group_restarts_total{{group="{group}"}}"#);
+        wait_for("the group to restart from storage", FORM, || async {
+            (c.metric(leader, &series).await? >= 1.0).then_some(())
+        })
+        .await?;
+        assert!(c.log(leader).contains("injected storage fault"), "the fault was hit");
+        let metrics = c.metrics(leader).await.ok_or_else(|| anyhow!("metrics"))?;
+        let restarted: Vec<&str> =
+            metrics.lines().filter(|l| l.starts_with("shoal_raft_group_restarts_total{")).collect();
+        assert_eq!(restarted.len(), 1, "only the failed group restarted: {restarted:?}");
+        assert_eq!(c.metric(leader, raft_restarts).await, Some(actor_restarts_before), "the raft actor kept running");
+        assert_eq!(c.status_of(leader, "/healthz").await, Some(200));
+        // The group serves again, with every acknowledged increment (and maybe the unknown one).
+        let v = increment(&c, leader, name).await?;
+        if hit_ok {
+            assert_eq!(v, 3);
+        } else {
+            assert!(v == 2 || v == 3, "value {v} after one acknowledged and one unknown increment");
+        }
+        for node in [1, 2, 3] {
+            assert_eq!(increment(&c, node, "fatal-elsewhere").await?, node, "other counters");
+        }
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn partition_leaders_start_spread_over_the_founders() -> Result<()> {
         let c = led(&ClusterSpec::new(3).set("raft", "partitions = 6")).await?;
         let per_node = leads_per_node(&c, &[1, 2, 3]).await;

@@ -62,6 +62,7 @@ pub fn router(state: AppState, body_limit: usize, max_in_flight: usize) -> Route
         .route("/v1/counters/{name}", get(counters::get))
         .route("/v1/counters/{name}/increment", post(counters::increment))
         .route("/v1/testing/faults/{actor}", post(inject_fault))
+        .route("/v1/testing/faults/storage/{group}", post(inject_storage_fault))
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(body_limit))
@@ -170,13 +171,7 @@ async fn cluster(State(state): State<AppState>) -> Json<Value> {
 }
 
 async fn inject_fault(State(state): State<AppState>, Path(actor): Path<String>) -> Result<Response, ApiError> {
-    if !state.fault_injection {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "fault_injection_disabled",
-            "fault injection is off; set testing.fault_injection = true to use it",
-        ));
-    }
+    fault_injection_enabled(&state)?;
     let child = ChildKind::from_name(&actor).ok_or_else(|| {
         ApiError::not_found(format!(
             "no actor named `{actor}`; known actors: {}",
@@ -188,6 +183,32 @@ async fn inject_fault(State(state): State<AppState>, Path(actor): Path<String>) 
         .send_message(SupervisorMsg::InjectFault(child))
         .map_err(|_| ApiError::unavailable("shutting_down", "the supervisor is not accepting messages", 1))?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "actor": child.name(), "injected": true }))).into_response())
+}
+
+fn fault_injection_enabled(state: &AppState) -> Result<(), ApiError> {
+    if state.fault_injection {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "fault_injection_disabled",
+        "fault injection is off; set testing.fault_injection = true to use it",
+    ))
+}
+
+/// Makes this node's next write for one Raft group fail, as a broken disk would; the group's
+/// Raft core stops with a fatal error and the Raft actor restarts that group from storage.
+async fn inject_storage_fault(State(state): State<AppState>, Path(group): Path<String>) -> Result<Response, ApiError> {
+    fault_injection_enabled(&state)?;
+    let group: u64 = group.parse().map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_group", format!("`{group}` is not a group id (0 is meta)"))
+    })?;
+    let host = state.raft.get().ok_or_else(|| ApiError::unavailable("starting", "raft groups are starting", 1))?;
+    if !host.hosts(group) {
+        return Err(ApiError::not_found(format!("group {group} is not hosted on this node")));
+    }
+    host.inject_storage_fault(group);
+    Ok((StatusCode::ACCEPTED, Json(json!({ "group": group, "injected": true }))).into_response())
 }
 
 async fn fallback() -> ApiError {

@@ -1,14 +1,15 @@
 //! The Raft actor: owns the lifecycle of this node's [`RaftHost`] under supervision.
 //!
-//! Starting it starts every hosted group from storage; a failure (for instance a fatal openraft
-//! error reported by a group) restarts all groups from their durable state without taking the
-//! node down. Other subsystems reach the current host through the shared [`RaftSlot`].
+//! Starting it starts every hosted group from storage. A group whose Raft core stops with a
+//! fatal error (a storage failure, say) is restarted on its own from its durable state; only if
+//! that fails does the actor fail, and the supervisor restarts every group. Other subsystems
+//! reach the current host through the shared [`RaftSlot`].
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::RaftHost;
 use crate::config::Config;
@@ -34,7 +35,7 @@ impl RaftSlot {
 /// Messages of the Raft actor.
 #[derive(Debug)]
 pub enum RaftMsg {
-    /// Check every group for a fatal error; fail (and so restart) if one stopped.
+    /// Check every group for a fatal error and restart those that stopped.
     Check,
     /// Test-only (`testing.fault_injection`): fail now, so the supervisor restarts the actor.
     InjectFault,
@@ -91,11 +92,13 @@ impl Actor for RaftActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             RaftMsg::Check => {
-                if let Some(host) = state.slot.get()
-                    && let Some((group, error)) = host.fatal_error()
-                {
-                    warn!(group, error = %error, "raft group stopped; restarting the raft subsystem");
-                    return Err(format!("raft group {group} failed: {error}").into());
+                let Some(host) = state.slot.get() else { return Ok(()) };
+                for (group, error) in host.fatal_errors() {
+                    warn!(group, error = %error, "raft group stopped; restarting it from storage");
+                    if let Err(e) = host.restart_group(group).await {
+                        return Err(format!("raft group {group} failed ({error}) and cannot restart: {e}").into());
+                    }
+                    info!(group, "raft group restarted from storage");
                 }
                 Ok(())
             }

@@ -976,12 +976,38 @@ impl RaftHost {
         }
     }
 
-    /// The first group whose Raft core stopped with a fatal error.
-    pub fn fatal_error(&self) -> Option<(GroupId, String)> {
-        self.read_groups().iter().find_map(|(id, g)| match &g.raft.metrics().borrow().running_state {
-            Ok(()) => None,
-            Err(e) => Some((*id, e.to_string())),
-        })
+    /// The groups whose Raft core stopped with a fatal error, with the error.
+    pub fn fatal_errors(&self) -> Vec<(GroupId, String)> {
+        self.read_groups()
+            .iter()
+            .filter_map(|(id, g)| match &g.raft.metrics().borrow().running_state {
+                Ok(()) => None,
+                Err(e) => Some((*id, e.to_string())),
+            })
+            .collect()
+    }
+
+    /// Restarts one group from its durable state (after a fatal error); the others keep running.
+    pub async fn restart_group(&self, group: GroupId) -> Result<(), RaftHostError> {
+        let old = self.groups.write().unwrap_or_else(|e| e.into_inner()).remove(&group);
+        if let Some(g) = old
+            && let Err(e) = g.raft.shutdown().await
+        {
+            debug!(group, error = %e, "stopped group did not shut down cleanly");
+        }
+        self.open_group(group, None).await?;
+        self.metrics.group_restarts.with_label_values(&[&group.to_string()]).inc();
+        Ok(())
+    }
+
+    /// Whether this node hosts `group`.
+    pub fn hosts(&self, group: GroupId) -> bool {
+        self.group(group).is_some()
+    }
+
+    /// Test-only (`testing.fault_injection`): this node's next write for `group` fails.
+    pub fn inject_storage_fault(&self, group: GroupId) {
+        self.store.inject_write_failure(group);
     }
 
     /// Stops the placement loop and every group (their logs are already durable).

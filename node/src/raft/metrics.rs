@@ -31,6 +31,8 @@ pub struct RaftMetrics {
     pub reconfigurations: IntCounterVec,
     /// Leader hand-overs this node ran as a group leader, by outcome.
     pub leader_transfers: IntCounterVec,
+    /// Groups restarted from storage after a fatal error, by group.
+    pub group_restarts: IntCounterVec,
     /// Groups this node stopped hosting (and deleted) after its replica moved elsewhere.
     pub groups_removed: prometheus::IntCounter,
     /// Entries a replica's log is behind the leader (set on the leader only), by group and peer.
@@ -102,6 +104,13 @@ impl RaftMetrics {
                 ),
                 &["outcome"],
             )?,
+            group_restarts: IntCounterVec::new(
+                Opts::new(
+                    "shoal_raft_group_restarts_total",
+                    "Groups restarted from their durable state after a fatal error, by group.",
+                ),
+                g,
+            )?,
             groups_removed: prometheus::IntCounter::new(
                 "shoal_raft_groups_removed_total",
                 "Groups this node stopped hosting, their data deleted, after its replica moved elsewhere.",
@@ -120,6 +129,7 @@ impl RaftMetrics {
         registry.register(Box::new(m.replica_lag.clone()))?;
         registry.register(Box::new(m.leader_transfers.clone()))?;
         registry.register(Box::new(m.groups_removed.clone()))?;
+        registry.register(Box::new(m.group_restarts.clone()))?;
         registry.register(Box::new(m.term.clone()))?;
         registry.register(Box::new(m.leader.clone()))?;
         registry.register(Box::new(m.applied_index.clone()))?;

@@ -99,6 +99,8 @@ pub struct Store {
     snapshot_dir: PathBuf,
     /// Committed indexes not written yet: they ride along with the next write transaction.
     committed: writer::PendingCommitted,
+    /// Groups whose next write fails (test-only fault injection).
+    failing: writer::FailingGroups,
     /// The last committed index openraft reported per group since this process started.
     committed_index: std::sync::Mutex<std::collections::HashMap<GroupId, u64>>,
     /// Applied state-machine rows not written yet (see [`writer`]).
@@ -144,7 +146,14 @@ impl Store {
         std::fs::create_dir_all(&snapshot_dir)?;
         let committed = writer::PendingCommitted::default();
         let overlay = Arc::new(std::sync::Mutex::new(state_machine::Overlay::default()));
-        let (writer, thread) = writer::spawn(Arc::clone(&db), metrics, Arc::clone(&committed), Arc::clone(&overlay))?;
+        let failing = writer::FailingGroups::default();
+        let (writer, thread) = writer::spawn(
+            Arc::clone(&db),
+            metrics,
+            Arc::clone(&committed),
+            Arc::clone(&overlay),
+            Arc::clone(&failing),
+        )?;
         Ok(Arc::new(Self {
             db,
             writer: Some(writer),
@@ -152,6 +161,7 @@ impl Store {
             snapshot_dir,
             committed,
             committed_index: Default::default(),
+            failing,
             overlay,
         }))
     }
@@ -257,6 +267,12 @@ impl Store {
     pub(crate) fn note_committed(&self, group: GroupId, index: u64, bytes: Vec<u8>) {
         self.committed.lock().unwrap_or_else(|e| e.into_inner()).insert(group, bytes);
         self.committed_index.lock().unwrap_or_else(|e| e.into_inner()).insert(group, index);
+    }
+
+    /// Test-only (`testing.fault_injection`): the next write of `group` fails, as a broken disk
+    /// would fail it; openraft then stops the group with a fatal storage error.
+    pub fn inject_write_failure(&self, group: GroupId) {
+        self.failing.lock().unwrap_or_else(|e| e.into_inner()).insert(group);
     }
 
     /// The last committed index openraft reported for `group` since this process started (on a

@@ -27,6 +27,9 @@ const FLUSH_AFTER: Duration = Duration::from_millis(2);
 /// More dirty rows than this are written at once.
 const MAX_DIRTY: usize = 8192;
 
+/// Groups whose next write fails (test-only storage fault injection).
+pub(crate) type FailingGroups = Arc<Mutex<std::collections::HashSet<GroupId>>>;
+
 /// Committed indexes waiting to ride along with the next transaction, per group.
 pub(crate) type PendingCommitted = Arc<Mutex<std::collections::HashMap<GroupId, Vec<u8>>>>;
 
@@ -56,6 +59,36 @@ pub(crate) enum WriteOp {
 }
 
 impl WriteOp {
+    /// The group the operation belongs to (`Flush` belongs to none).
+    fn group(&self) -> Option<GroupId> {
+        match self {
+            WriteOp::Append { group, .. }
+            | WriteOp::Meta { group, .. }
+            | WriteOp::Truncate { group, .. }
+            | WriteOp::Purge { group, .. }
+            | WriteOp::Apply { group, .. }
+            | WriteOp::DropGroup { group, .. } => Some(*group),
+            WriteOp::Flush { .. } => None,
+        }
+    }
+
+    /// Completes the operation with `error`, unwritten.
+    fn fail(self, error: String) {
+        match self {
+            WriteOp::Append { done, .. } => done.log_io_completed(Err(std::io::Error::other(error))),
+            WriteOp::Meta { done, .. }
+            | WriteOp::Truncate { done, .. }
+            | WriteOp::Purge { done, .. }
+            | WriteOp::DropGroup { done, .. }
+            | WriteOp::Flush { done } => {
+                let _ = done.send(Err(error));
+            }
+            WriteOp::Apply { done, .. } => {
+                let _ = done.send(Err(error));
+            }
+        }
+    }
+
     /// Whether this operation must be on disk before it completes. Log writes, votes and purges
     /// must; state-machine rows need not: after a crash they are re-derived from the durable log,
     /// and every durable commit also persists the non-durable ones before it (so nothing is
@@ -71,11 +104,12 @@ pub(crate) fn spawn(
     metrics: StorageMetrics,
     committed: PendingCommitted,
     overlay: Arc<Mutex<Overlay>>,
+    failing: FailingGroups,
 ) -> Result<(Sender<WriteOp>, std::thread::JoinHandle<()>), StoreError> {
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("shoal-log-writer".into())
-        .spawn(move || Writer { db, metrics, committed, overlay }.run(rx))?;
+        .spawn(move || Writer { db, metrics, committed, overlay, failing }.run(rx))?;
     Ok((tx, thread))
 }
 
@@ -84,6 +118,7 @@ struct Writer {
     metrics: StorageMetrics,
     committed: PendingCommitted,
     overlay: Arc<Mutex<Overlay>>,
+    failing: FailingGroups,
 }
 
 fn lock(m: &Mutex<Overlay>) -> std::sync::MutexGuard<'_, Overlay> {
@@ -119,6 +154,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let batch = self.fail_injected(batch);
             // Applies first, in order, in memory; their callers are answered at once.
             let (applies, rest): (Vec<WriteOp>, Vec<WriteOp>) =
                 batch.into_iter().partition(|op| matches!(op, WriteOp::Apply { .. }));
@@ -137,6 +173,25 @@ impl Writer {
                 self.commit(rest, durable);
             }
         }
+    }
+
+    /// Fails, unwritten, the operations of groups given a storage fault to inject (each fault
+    /// fails one batch of its group); returns the others.
+    fn fail_injected(&self, batch: Vec<WriteOp>) -> Vec<WriteOp> {
+        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        if failing.is_empty() {
+            return batch;
+        }
+        let (hit, rest): (Vec<WriteOp>, Vec<WriteOp>) =
+            batch.into_iter().partition(|op| op.group().is_some_and(|g| failing.contains(&g)));
+        for op in hit {
+            if let Some(group) = op.group() {
+                failing.remove(&group);
+                error!(group, "injected storage fault: failing a write");
+            }
+            op.fail("injected storage fault".into());
+        }
+        rest
     }
 
     fn apply(&self, applies: Vec<WriteOp>) {
