@@ -575,16 +575,20 @@ mod counters {
     use cluster_tests::history::{Kind, Op, Outcome, check_counter};
     use std::sync::{Arc, Mutex};
 
+    /// `POST /v1/counters/{name}/increment` by 1 on `node`, once.
+    async fn post_increment(c: &Cluster, node: u64, name: &str) -> reqwest::Result<reqwest::Response> {
+        c.http
+            .post(c.node(node).url(&format!("/v1/counters/{name}/increment")))
+            .json(&serde_json::json!({"by": 1}))
+            .send()
+            .await
+    }
+
     /// One increment by 1. A 503 `no_leader` answer means nothing was proposed, so it is
     /// retried; any other failure is returned.
     pub(super) async fn increment(c: &Cluster, node: u64, name: &str) -> Result<u64> {
         wait_for_result("an increment", FORM, || async {
-            let r = c
-                .http
-                .post(c.node(node).url(&format!("/v1/counters/{name}/increment")))
-                .json(&serde_json::json!({"by": 1}))
-                .send()
-                .await?;
+            let r = post_increment(c, node, name).await?;
             let status = r.status();
             let v: serde_json::Value = r.json().await?;
             if status.as_u16() == 503 && v["error"]["code"] == "no_leader" {
@@ -877,12 +881,7 @@ mod counters {
         // The leader's next write of that group fails: openraft stops the group with a fatal
         // storage error, and the Raft actor restarts that group, and only it, from storage. The
         // increment that hit the fault has an unknown outcome (it may reach the followers).
-        let hit = c
-            .http
-            .post(c.node(leader).url(&format!("/v1/counters/{name}/increment")))
-            .json(&serde_json::json!({"by": 1}))
-            .send()
-            .await?;
+        let hit = post_increment(&c, leader, name).await?;
         let hit_ok = hit.status().is_success();
         let series = format!(r#"shoal_raft_group_restarts_total{{group="{group}"}}"#);
         wait_for("the group to restart from storage", FORM, || async {
