@@ -169,8 +169,6 @@ pub struct RaftHost {
     /// Groups this node is handing leadership away from right now; the receiver turns true when
     /// the hand-over ended. Requests for them wait (see [`RaftHost::hand_over`]).
     transfers: Mutex<HashMap<GroupId, watch::Receiver<bool>>>,
-    /// `transfers.len()`, read without the lock on every request.
-    transferring: std::sync::atomic::AtomicUsize,
     me: Weak<RaftHost>,
     tasks: Mutex<Vec<AbortOnDrop<()>>>,
 }
@@ -229,8 +227,8 @@ fn info_of(m: &MemberRec) -> NodeInfo {
 struct Progress {
     last_log_index: u64,
     applied_index: u64,
-    /// On the leader: the highest index a quorum of voters has matched; elsewhere the applied
-    /// index (openraft 0.9 reports no commit index to followers).
+    /// On the leader: the highest index a quorum of voters has matched; elsewhere the committed
+    /// index the leader told this node (at least the applied index).
     commit_index: u64,
     /// On the leader: every replica's matched index and lag.
     replicas: Option<Vec<ReplicaView>>,
@@ -299,7 +297,6 @@ impl RaftHost {
             hints: Mutex::new(HashMap::new()),
             reconfiguring: Mutex::new(HashSet::new()),
             transfers: Mutex::new(HashMap::new()),
-            transferring: std::sync::atomic::AtomicUsize::new(0),
             me: me.clone(),
             tasks: Mutex::new(Vec::new()),
         });
@@ -837,11 +834,9 @@ impl RaftHost {
     /// Waits until no leader hand-over of `group` runs on this node, at most `limit`; true when
     /// none runs (any more).
     async fn wait_transfer(&self, group: GroupId, limit: Duration) -> bool {
-        if self.transferring.load(std::sync::atomic::Ordering::Acquire) == 0 {
-            return true;
-        }
         let Some(mut rx) = lock(&self.transfers).get(&group).cloned() else { return true };
-        matches!(tokio::time::timeout(limit, rx.wait_for(|done| *done)).await, Ok(Ok(_)) | Ok(Err(_)))
+        // A closed channel (the hand-over task is gone) counts as ended too.
+        tokio::time::timeout(limit, rx.wait_for(|done| *done)).await.is_ok()
     }
 
     /// Hands leadership of `group` (led here) to the voter `to`. Answers `done` when `to` leads
@@ -863,13 +858,11 @@ impl RaftHost {
             return RaftResponse::Transferred { done: false };
         }
         let (done, rx) = watch::channel(false);
-        {
-            let mut transfers = lock(&self.transfers);
-            if transfers.contains_key(&group) {
-                return RaftResponse::Transferred { done: false };
+        match lock(&self.transfers).entry(group) {
+            std::collections::hash_map::Entry::Occupied(_) => return RaftResponse::Transferred { done: false },
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(rx);
             }
-            transfers.insert(group, rx);
-            self.transferring.store(transfers.len(), std::sync::atomic::Ordering::Release);
         }
         let me = self.me.clone();
         let raft = g.raft.clone();
@@ -882,9 +875,7 @@ impl RaftHost {
             }
             let label = if outcome.is_ok() { "done" } else { "failed" };
             host.metrics.leader_transfers.with_label_values(&[label]).inc();
-            let mut transfers = lock(&host.transfers);
-            transfers.remove(&group);
-            host.transferring.store(transfers.len(), std::sync::atomic::Ordering::Release);
+            lock(&host.transfers).remove(&group);
             let _ = done.send(true);
         });
         RaftResponse::Transferred { done: false }

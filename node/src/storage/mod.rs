@@ -97,12 +97,10 @@ pub struct Store {
     writer: Option<std::sync::mpsc::Sender<WriteOp>>,
     writer_thread: Option<std::thread::JoinHandle<()>>,
     snapshot_dir: PathBuf,
-    /// Committed indexes not written yet: they ride along with the next write transaction.
-    committed: writer::PendingCommitted,
+    /// The committed index openraft last reported per group; written with the next transaction.
+    committed: writer::Committed,
     /// Groups whose next write fails (test-only fault injection).
     failing: writer::FailingGroups,
-    /// The last committed index openraft reported per group since this process started.
-    committed_index: std::sync::Mutex<std::collections::HashMap<GroupId, u64>>,
     /// Applied state-machine rows not written yet (see [`writer`]).
     overlay: Arc<std::sync::Mutex<state_machine::Overlay>>,
 }
@@ -144,7 +142,7 @@ impl Store {
         let db = Arc::new(db);
         let snapshot_dir = data_dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir)?;
-        let committed = writer::PendingCommitted::default();
+        let committed = writer::Committed::default();
         let overlay = Arc::new(std::sync::Mutex::new(state_machine::Overlay::default()));
         let failing = writer::FailingGroups::default();
         let (writer, thread) = writer::spawn(
@@ -160,7 +158,6 @@ impl Store {
             writer_thread: Some(thread),
             snapshot_dir,
             committed,
-            committed_index: Default::default(),
             failing,
             overlay,
         }))
@@ -251,7 +248,6 @@ impl Store {
             Ok(Err(e)) => return Err(StoreError::Db(e)),
             Err(_) => return Err(StoreError::WriterStopped),
         }
-        self.committed_index.lock().unwrap_or_else(|e| e.into_inner()).remove(&group);
         match std::fs::remove_dir_all(self.group_snapshot_dir(group)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
@@ -265,8 +261,8 @@ impl Store {
     /// Records a group's committed index (an encoded log id) without a transaction of its own:
     /// the next write carries it. openraft treats it as a hint (losing the latest is harmless).
     pub(crate) fn note_committed(&self, group: GroupId, index: u64, bytes: Vec<u8>) {
-        self.committed.lock().unwrap_or_else(|e| e.into_inner()).insert(group, bytes);
-        self.committed_index.lock().unwrap_or_else(|e| e.into_inner()).insert(group, index);
+        let noted = writer::NotedCommit { index, unwritten: Some(bytes) };
+        self.committed.lock().unwrap_or_else(|e| e.into_inner()).insert(group, noted);
     }
 
     /// Test-only (`testing.fault_injection`): the next write of `group` fails, as a broken disk
@@ -278,12 +274,12 @@ impl Store {
     /// The last committed index openraft reported for `group` since this process started (on a
     /// follower too, where openraft's metrics show none).
     pub fn committed_index(&self, group: GroupId) -> Option<u64> {
-        self.committed_index.lock().unwrap_or_else(|e| e.into_inner()).get(&group).copied()
+        self.committed.lock().unwrap_or_else(|e| e.into_inner()).get(&group).map(|n| n.index)
     }
 
     /// The committed index noted for `group` but not written yet.
     pub(crate) fn noted_committed(&self, group: GroupId) -> Option<Vec<u8>> {
-        self.committed.lock().unwrap_or_else(|e| e.into_inner()).get(&group).cloned()
+        self.committed.lock().unwrap_or_else(|e| e.into_inner()).get(&group)?.unwritten.clone()
     }
 
     pub(crate) fn send(&self, op: WriteOp) -> Result<(), StoreError> {

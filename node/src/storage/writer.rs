@@ -30,8 +30,16 @@ const MAX_DIRTY: usize = 8192;
 /// Groups whose next write fails (test-only storage fault injection).
 pub(crate) type FailingGroups = Arc<Mutex<std::collections::HashSet<GroupId>>>;
 
-/// Committed indexes waiting to ride along with the next transaction, per group.
-pub(crate) type PendingCommitted = Arc<Mutex<std::collections::HashMap<GroupId, Vec<u8>>>>;
+/// The committed index openraft last reported for a group.
+pub(crate) struct NotedCommit {
+    /// Its index (what `/v1/cluster` shows, on followers too).
+    pub(crate) index: u64,
+    /// The encoded log id, until a transaction has written it (it rides along with the next).
+    pub(crate) unwritten: Option<Vec<u8>>,
+}
+
+/// Committed indexes per group, shared by the log stores and the writer.
+pub(crate) type Committed = Arc<Mutex<std::collections::HashMap<GroupId, NotedCommit>>>;
 
 /// A durable log operation.
 pub(crate) enum WriteOp {
@@ -72,19 +80,20 @@ impl WriteOp {
         }
     }
 
-    /// Completes the operation with `error`, unwritten.
-    fn fail(self, error: String) {
+    /// Completes the operation with the outcome of the transaction that carried it (applies are
+    /// answered when applied and never carried: they only ever complete here with an error).
+    fn complete(self, result: Result<(), String>) {
         match self {
-            WriteOp::Append { done, .. } => done.log_io_completed(Err(std::io::Error::other(error))),
+            WriteOp::Append { done, .. } => done.log_io_completed(result.map_err(std::io::Error::other)),
             WriteOp::Meta { done, .. }
             | WriteOp::Truncate { done, .. }
             | WriteOp::Purge { done, .. }
             | WriteOp::DropGroup { done, .. }
             | WriteOp::Flush { done } => {
-                let _ = done.send(Err(error));
+                let _ = done.send(result);
             }
             WriteOp::Apply { done, .. } => {
-                let _ = done.send(Err(error));
+                let _ = done.send(Err(result.err().unwrap_or_else(|| "apply reached the commit path".into())));
             }
         }
     }
@@ -102,7 +111,7 @@ impl WriteOp {
 pub(crate) fn spawn(
     db: Arc<Database>,
     metrics: StorageMetrics,
-    committed: PendingCommitted,
+    committed: Committed,
     overlay: Arc<Mutex<Overlay>>,
     failing: FailingGroups,
 ) -> Result<(Sender<WriteOp>, std::thread::JoinHandle<()>), StoreError> {
@@ -116,7 +125,7 @@ pub(crate) fn spawn(
 struct Writer {
     db: Arc<Database>,
     metrics: StorageMetrics,
-    committed: PendingCommitted,
+    committed: Committed,
     overlay: Arc<Mutex<Overlay>>,
     failing: FailingGroups,
 }
@@ -189,7 +198,7 @@ impl Writer {
                 failing.remove(&group);
                 error!(group, "injected storage fault: failing a write");
             }
-            op.fail("injected storage fault".into());
+            op.complete(Err("injected storage fault".into()));
         }
         rest
     }
@@ -218,8 +227,13 @@ impl Writer {
 
     /// One transaction: `ops`, the committed indexes noted meanwhile and the dirty rows.
     fn commit(&self, ops: Vec<WriteOp>, durable: bool) {
-        let commits: Vec<(GroupId, Vec<u8>)> =
-            self.committed.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
+        let commits: Vec<(GroupId, Vec<u8>)> = self
+            .committed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter_mut()
+            .filter_map(|(group, noted)| Some((*group, noted.unwritten.take()?)))
+            .collect();
         let appended: usize =
             ops.iter().map(|op| if let WriteOp::Append { entries, .. } = op { entries.len() } else { 0 }).sum();
         let start = Instant::now();
@@ -237,20 +251,7 @@ impl Writer {
             error!(error = %e, "log write failed");
         }
         for op in ops {
-            let r = result.clone();
-            match op {
-                WriteOp::Append { done, .. } => done.log_io_completed(r.map_err(std::io::Error::other)),
-                WriteOp::Meta { done, .. }
-                | WriteOp::Truncate { done, .. }
-                | WriteOp::Purge { done, .. }
-                | WriteOp::DropGroup { done, .. }
-                | WriteOp::Flush { done } => {
-                    let _ = done.send(r);
-                }
-                WriteOp::Apply { done, .. } => {
-                    let _ = done.send(Err("apply reached the commit path".into()));
-                }
-            }
+            op.complete(result.clone());
         }
     }
 }
