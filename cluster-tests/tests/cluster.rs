@@ -889,6 +889,8 @@ mod counters {
         })
         .await?;
         assert!(c.log(leader).contains("injected storage fault"), "the fault was hit");
+        // The group's own actor failed, and the Raft actor (its supervisor) restarted that group.
+        assert!(c.log(leader).contains(&format!("raft group {group} stopped")), "the group actor failed");
         let metrics = c.metrics(leader).await.ok_or_else(|| anyhow!("metrics"))?;
         let restarted: Vec<&str> =
             metrics.lines().filter(|l| l.starts_with("shoal_raft_group_restarts_total{")).collect();

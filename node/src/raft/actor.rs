@@ -1,14 +1,14 @@
 //! The Raft actor: owns the lifecycle of this node's [`RaftHost`] under supervision.
 //!
-//! Starting it starts every hosted group from storage. A group whose Raft core stops with a
-//! fatal error (a storage failure, say) is restarted on its own from its durable state; only if
-//! that fails does the actor fail, and the supervisor restarts every group. Other subsystems
-//! reach the current host through the shared [`RaftSlot`].
+//! Starting it starts every hosted group from storage, each under its own group actor linked
+//! under this one ([`super::group`]). A group actor fails when its Raft core stops with a fatal
+//! error (a storage failure, say); this actor then restarts that group alone from its durable
+//! state. Only if that fails does this actor fail, and the node supervisor restarts every group.
+//! Other subsystems reach the current host through the shared [`RaftSlot`].
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::{info, warn};
 
 use super::RaftHost;
@@ -35,8 +35,6 @@ impl RaftSlot {
 /// Messages of the Raft actor.
 #[derive(Debug)]
 pub enum RaftMsg {
-    /// Check every group for a fatal error and restart those that stopped.
-    Check,
     /// Test-only (`testing.fault_injection`): fail now, so the supervisor restarts the actor.
     InjectFault,
 }
@@ -77,10 +75,10 @@ impl Actor for RaftActor {
             Arc::clone(&args.transport),
             args.metrics.clone(),
             Arc::clone(&args.membership),
+            myself.get_cell(),
         )
         .await?;
         args.slot.replace(Some(host));
-        myself.send_interval(Duration::from_secs(1), || RaftMsg::Check);
         Ok(args)
     }
 
@@ -88,22 +86,35 @@ impl Actor for RaftActor {
         &self,
         _myself: ActorRef<RaftMsg>,
         msg: RaftMsg,
-        state: &mut RaftArgs,
+        _state: &mut RaftArgs,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            RaftMsg::Check => {
-                let Some(host) = state.slot.get() else { return Ok(()) };
-                for (group, error) in host.fatal_errors() {
-                    warn!(group, error = %error, "raft group stopped; restarting it from storage");
-                    if let Err(e) = host.restart_group(group).await {
-                        return Err(format!("raft group {group} failed ({error}) and cannot restart: {e}").into());
-                    }
-                    info!(group, "raft group restarted from storage");
-                }
-                Ok(())
-            }
             RaftMsg::InjectFault => Err(Box::new(InjectedFault("raft"))),
         }
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<RaftMsg>,
+        event: SupervisionEvent,
+        state: &mut RaftArgs,
+    ) -> Result<(), ActorProcessingErr> {
+        let (actor, reason) = match event {
+            SupervisionEvent::ActorFailed(cell, error) => (cell, error.to_string()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.unwrap_or_else(|| "stopped unexpectedly".into()))
+            }
+            _ => return Ok(()),
+        };
+        // Groups stopped on purpose have left the host's map first: only failures are found.
+        let Some(host) = state.slot.get() else { return Ok(()) };
+        let Some(group) = host.group_of_actor(actor.get_id()) else { return Ok(()) };
+        warn!(group, error = %reason, "raft group stopped; restarting it from storage");
+        if let Err(e) = host.restart_group(group).await {
+            return Err(format!("raft group {group} failed ({reason}) and cannot restart: {e}").into());
+        }
+        info!(group, "raft group restarted from storage");
+        Ok(())
     }
 
     async fn post_stop(&self, _myself: ActorRef<RaftMsg>, state: &mut RaftArgs) -> Result<(), ActorProcessingErr> {

@@ -18,10 +18,12 @@ use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Raft, ServerState, SnapshotPolicy};
+use ractor::{ActorCell, ActorId, ActorRef, ActorStatus};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
+use super::group::{GroupActor, GroupArgs, GroupMsg};
 use super::metrics::RaftMetrics;
 use super::network::GroupNetworkFactory;
 use super::wire::{self, RaftRequest, RaftRequestBody, RaftResponse};
@@ -101,10 +103,24 @@ struct Proposal {
     reply: oneshot::Sender<Result<CommandResult, ProposeError>>,
 }
 
-/// A group hosted here: its Raft instance and the task mirroring its metrics.
+/// A group hosted here: its Raft instance (requests use it directly) and its actor (which owns
+/// the instance's lifecycle; see [`super::group`]).
 struct Group {
     raft: Raft<TypeConfig>,
-    _watcher: AbortOnDrop<()>,
+    actor: ActorRef<GroupMsg>,
+}
+
+impl Group {
+    /// Stops the group's actor (which shuts the Raft core down) and makes sure the core is down
+    /// even when the actor had already failed.
+    async fn stop(&self, group: GroupId) {
+        if self.actor.get_status() < ActorStatus::Stopping {
+            let _ = self.actor.stop_and_wait(None, Some(TRANSFER_TIMEOUT)).await;
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            debug!(group, error = %e, "raft group did not shut down cleanly");
+        }
+    }
 }
 
 /// One replica of a group as its leader sees it.
@@ -171,6 +187,8 @@ pub struct RaftHost {
     transfers: Mutex<HashMap<GroupId, watch::Receiver<bool>>>,
     me: Weak<RaftHost>,
     tasks: Mutex<Vec<AbortOnDrop<()>>>,
+    /// The Raft actor: every group actor is linked under it.
+    supervisor: ActorCell,
 }
 
 impl std::fmt::Debug for RaftHost {
@@ -224,19 +242,19 @@ fn info_of(m: &MemberRec) -> NodeInfo {
 }
 
 /// A group's log progress as one node's Raft metrics show it.
-struct Progress {
-    last_log_index: u64,
-    applied_index: u64,
+pub(super) struct Progress {
+    pub(super) last_log_index: u64,
+    pub(super) applied_index: u64,
     /// On the leader: the highest index a quorum of voters has matched; elsewhere the committed
     /// index the leader told this node (at least the applied index).
-    commit_index: u64,
+    pub(super) commit_index: u64,
     /// On the leader: every replica's matched index and lag.
-    replicas: Option<Vec<ReplicaView>>,
+    pub(super) replicas: Option<Vec<ReplicaView>>,
 }
 
 /// `committed`: what openraft last reported committed to this node's log store (followers learn
 /// it from the leader; openraft's metrics do not carry it).
-fn progress(m: &openraft::RaftMetrics<NodeId, NodeInfo>, me: NodeId, committed: Option<u64>) -> Progress {
+pub(super) fn progress(m: &openraft::RaftMetrics<NodeId, NodeInfo>, me: NodeId, committed: Option<u64>) -> Progress {
     let last = m.last_log_index.unwrap_or(0);
     let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
     let Some(r) = m.replication.as_ref() else {
@@ -281,6 +299,7 @@ impl RaftHost {
         transport: Arc<Transport>,
         metrics: RaftMetrics,
         membership: Arc<Membership>,
+        supervisor: ActorCell,
     ) -> Result<Arc<Self>, RaftHostError> {
         let node_id = cfg.node.id;
         let raft_config = raft_config(cfg)?;
@@ -299,6 +318,7 @@ impl RaftHost {
             transfers: Mutex::new(HashMap::new()),
             me: me.clone(),
             tasks: Mutex::new(Vec::new()),
+            supervisor,
         });
         let initial = initial_placement(cfg);
         let store_err = |e: crate::storage::StoreError| RaftHostError::Group { group: 0, reason: e.to_string() };
@@ -382,26 +402,34 @@ impl RaftHost {
         {
             warn!(group, error = %e, "group initialisation skipped");
         }
-        let watcher = AbortOnDrop::spawn(watch_group(
+        let args = GroupArgs {
             group,
-            self.node_id,
-            raft.clone(),
-            self.metrics.clone(),
-            Arc::clone(&self.store),
-        ));
+            me: self.node_id,
+            raft: raft.clone(),
+            metrics: self.metrics.clone(),
+            store: Arc::clone(&self.store),
+        };
+        let actor = match GroupActor::start(args, self.supervisor.clone()).await {
+            Ok(actor) => actor,
+            Err(e) => {
+                let _ = raft.shutdown().await;
+                return Err(err(&e));
+            }
+        };
+        let opened = Arc::new(Group { raft, actor });
         let duplicate = {
             let mut groups = self.groups.write().unwrap_or_else(|e| e.into_inner());
             match groups.entry(group) {
                 std::collections::hash_map::Entry::Occupied(_) => true,
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(Arc::new(Group { raft: raft.clone(), _watcher: watcher }));
+                    v.insert(Arc::clone(&opened));
                     false
                 }
             }
         };
         if duplicate {
             // Opened concurrently; keep the first.
-            let _ = raft.shutdown().await;
+            opened.stop(group).await;
         } else {
             info!(group, "hosting raft group");
         }
@@ -800,9 +828,7 @@ impl RaftHost {
             }
             let removed = self.groups.write().unwrap_or_else(|e| e.into_inner()).remove(&group);
             let Some(g) = removed else { continue };
-            if let Err(e) = g.raft.shutdown().await {
-                warn!(group, error = %e, "raft group did not shut down cleanly");
-            }
+            g.stop(group).await;
             drop(g);
             self.metrics.forget_group(group);
             match self.store.drop_group(group).await {
@@ -967,24 +993,18 @@ impl RaftHost {
         }
     }
 
-    /// The groups whose Raft core stopped with a fatal error, with the error.
-    pub fn fatal_errors(&self) -> Vec<(GroupId, String)> {
-        self.read_groups()
-            .iter()
-            .filter_map(|(id, g)| match &g.raft.metrics().borrow().running_state {
-                Ok(()) => None,
-                Err(e) => Some((*id, e.to_string())),
-            })
-            .collect()
+    /// The group whose actor is `actor`, while that actor is the group's current one (a group
+    /// removed on purpose is no longer found).
+    pub fn group_of_actor(&self, actor: ActorId) -> Option<GroupId> {
+        self.read_groups().iter().find(|(_, g)| g.actor.get_id() == actor).map(|(id, _)| *id)
     }
 
-    /// Restarts one group from its durable state (after a fatal error); the others keep running.
+    /// Restarts one group from its durable state (its actor failed: the Raft core stopped with a
+    /// fatal error); the others keep running.
     pub async fn restart_group(&self, group: GroupId) -> Result<(), RaftHostError> {
         let old = self.groups.write().unwrap_or_else(|e| e.into_inner()).remove(&group);
-        if let Some(g) = old
-            && let Err(e) = g.raft.shutdown().await
-        {
-            debug!(group, error = %e, "stopped group did not shut down cleanly");
+        if let Some(g) = old {
+            g.stop(group).await;
         }
         self.open_group(group, None).await?;
         self.metrics.group_restarts.with_label_values(&[&group.to_string()]).inc();
@@ -1006,9 +1026,7 @@ impl RaftHost {
         lock(&self.tasks).clear();
         let groups: Vec<(GroupId, Arc<Group>)> = self.read_groups().iter().map(|(k, v)| (*k, Arc::clone(v))).collect();
         for (group, g) in groups {
-            if let Err(e) = g.raft.shutdown().await {
-                warn!(group, error = %e, "raft group did not shut down cleanly");
-            }
+            g.stop(group).await;
         }
     }
 
@@ -1072,12 +1090,19 @@ struct Driver {
     down_since: HashMap<NodeId, Instant>,
     /// Per group, the reconfiguration its leader confirmed as done.
     converged: HashMap<GroupId, (Vec<NodeId>, Vec<NodeId>)>,
+    /// Per partition, when its preferred leader last confirmed it leads (see [`RECHECK_LEADER`]).
+    preferred_leads: HashMap<GroupId, (NodeId, Instant)>,
 }
+
+/// Rounds after which a partition whose preferred leader confirmed it leads is asked again,
+/// even though this node saw no leader change (it sees none for groups it does not host).
+const RECHECK_LEADER: u32 = 10;
 
 impl Driver {
     fn reset(&mut self) {
         self.down_since.clear();
         self.converged.clear();
+        self.preferred_leads.clear();
     }
 
     /// Registers new members, judges health, commits layout changes ([`plan`]) and asks group
@@ -1172,12 +1197,23 @@ impl Driver {
         // Then leaders: each partition's leader hands over to its preferred leader when that
         // node is up; one hand-over at a time in the cluster.
         if all_follow && host.cfg.placement.balance_leaders {
+            let recheck = host.cfg.placement.interval * RECHECK_LEADER;
             for (group, to) in preferred_leaders(&p.layout) {
                 if health.get(&to) != Some(&Health::Up) {
                     continue;
                 }
+                // Confirmed lately and, as far as this node sees, still so: nothing to ask.
+                let confirmed = self.preferred_leads.get(&group);
+                if confirmed.is_some_and(|(l, at)| *l == to && now.duration_since(*at) < recheck)
+                    && host.leader_of(group) == Some(to)
+                {
+                    continue;
+                }
+                self.preferred_leads.remove(&group);
                 match host.ask_leader(group, RaftRequestBody::TransferLeader { to }).await {
-                    Ok(RaftResponse::Transferred { done: true }) => {}
+                    Ok(RaftResponse::Transferred { done: true }) => {
+                        self.preferred_leads.insert(group, (to, Instant::now()));
+                    }
                     Ok(_) => break,
                     Err(e) => debug!(group, error = %e, "group leader not reachable for a hand-over"),
                 }
@@ -1304,56 +1340,5 @@ async fn send_batch(host: &RaftHost, group: GroupId, batch: Vec<Proposal>) {
                 let _ = reply.send(Err(error.clone()));
             }
         }
-    }
-}
-
-/// Mirrors a group's Raft metrics into Prometheus and logs leader changes.
-async fn watch_group(group: GroupId, me: NodeId, raft: Raft<TypeConfig>, metrics: RaftMetrics, store: Arc<Store>) {
-    /// Raft metrics change several times per log entry; mirroring them at most this often keeps
-    /// the watcher cheap (Prometheus scrapes every few seconds).
-    const MIRROR_EVERY: Duration = Duration::from_millis(50);
-    let label = group.to_string();
-    let term = metrics.term.with_label_values(&[&label]);
-    let is_leader = metrics.leader.with_label_values(&[&label]);
-    let applied = metrics.applied_index.with_label_values(&[&label]);
-    let commit = metrics.commit_index.with_label_values(&[&label]);
-    let last_log = metrics.last_log_index.with_label_values(&[&label]);
-    let leader_changes = metrics.leader_changes.with_label_values(&[&label]);
-    let mut rx = raft.metrics();
-    let mut leader = None;
-    // Lag gauges of the peers this node exports (only while it leads the group).
-    let mut lag_gauges: BTreeMap<NodeId, prometheus::IntGauge> = BTreeMap::new();
-    loop {
-        let (current_leader, current_term, state, p) = {
-            let m = rx.borrow_and_update();
-            (m.current_leader, m.current_term, m.state, progress(&m, me, store.committed_index(group)))
-        };
-        let replicas = p.replicas.unwrap_or_default();
-        for r in &replicas {
-            let gauge = lag_gauges
-                .entry(r.node)
-                .or_insert_with(|| metrics.replica_lag.with_label_values(&[label.as_str(), &r.node.to_string()]));
-            gauge.set(r.lag as i64);
-        }
-        let gone: Vec<NodeId> =
-            lag_gauges.keys().copied().filter(|peer| !replicas.iter().any(|r| r.node == *peer)).collect();
-        for peer in gone {
-            lag_gauges.remove(&peer);
-            let _ = metrics.replica_lag.remove_label_values(&[label.as_str(), &peer.to_string()]);
-        }
-        term.set(current_term as i64);
-        is_leader.set(i64::from(state == ServerState::Leader));
-        applied.set(p.applied_index as i64);
-        commit.set(p.commit_index as i64);
-        last_log.set(p.last_log_index as i64);
-        if current_leader != leader {
-            leader = current_leader;
-            leader_changes.inc();
-            info!(group, leader = ?leader, term = current_term, "group leader changed");
-        }
-        if rx.changed().await.is_err() {
-            return;
-        }
-        tokio::time::sleep(MIRROR_EVERY).await;
     }
 }

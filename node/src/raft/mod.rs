@@ -2,6 +2,7 @@
 //! batching proposer and the router in front of them. Durable state is in [`crate::storage`].
 
 pub mod actor;
+pub mod group;
 pub mod host;
 pub mod metrics;
 pub mod network;
