@@ -175,40 +175,20 @@ impl Store {
 
     /// Reads one counter as this node's state machine has it (not linearizable).
     pub fn counter(&self, group: GroupId, name: &str) -> Result<u64, StoreError> {
-        if let Some(v) = self.overlay().counter(group, name) {
-            return Ok(v);
-        }
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(COUNTERS)?;
-        Ok(table.get((group, name))?.map(|v| v.value()).unwrap_or(0))
+        let overlay = self.overlay();
+        overlay.counter(&self.db.begin_read()?, group, name)
     }
 
     /// The user whose token hashes to `token_hash`, as this node's state machine has it.
     pub fn user_by_token(&self, group: GroupId, token_hash: &str) -> Result<Option<records::UserRec>, StoreError> {
-        if let Some(bytes) = self.overlay().user(group, token_hash) {
-            return Ok(Some(records::decode(&bytes)?));
-        }
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(USERS)?;
-        let value = table.get((group, token_hash))?;
-        Ok(match value {
-            Some(v) => Some(records::decode::<records::UserRec>(v.value())?),
-            None => None,
-        })
+        let overlay = self.overlay();
+        overlay.user(&self.db.begin_read()?, group, token_hash)
     }
 
     /// The members and layout in this node's copy of meta state (`None` before bootstrap).
     pub fn placement(&self, group: GroupId) -> Result<Option<crate::placement::Placement>, StoreError> {
-        if let Some(bytes) = self.overlay().placement(group) {
-            return Ok(Some(records::decode(&bytes)?));
-        }
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(PLACEMENT)?;
-        let value = table.get(group)?;
-        Ok(match value {
-            Some(v) => Some(records::decode(v.value())?),
-            None => None,
-        })
+        let overlay = self.overlay();
+        overlay.placement(&self.db.begin_read()?, group)
     }
 
     /// Groups with durable Raft state on this node (they were hosted here before).

@@ -13,7 +13,7 @@ use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
     EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError, StorageIOError, StoredMembership,
 };
-use redb::{Durability, ReadableDatabase, WriteTransaction};
+use redb::{Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
 use tokio::io::AsyncSeekExt;
 
 use super::records::{self, LogIdRec, SnapshotHeader, SnapshotRow, StoredMembershipRec};
@@ -168,16 +168,39 @@ impl Overlay {
         std::iter::once(&self.dirty).chain(self.flushing.as_deref())
     }
 
-    pub(crate) fn counter(&self, group: GroupId, name: &str) -> Option<u64> {
-        self.layers().find_map(|r| r.counters.get(&group)?.get(name).copied())
+    /// Counter `name` of `group`: the overlay's value, else `db`'s. Read with the overlay locked
+    /// and `db` begun after the lock was taken, so a row flushed meanwhile cannot be missed.
+    pub(crate) fn counter(&self, db: &ReadTransaction, group: GroupId, name: &str) -> Result<u64, StoreError> {
+        if let Some(v) = self.layers().find_map(|r| r.counters.get(&group)?.get(name).copied()) {
+            return Ok(v);
+        }
+        let table = db.open_table(COUNTERS)?;
+        Ok(table.get((group, name))?.map(|v| v.value()).unwrap_or(0))
     }
 
-    pub(crate) fn user(&self, group: GroupId, token_hash: &str) -> Option<Vec<u8>> {
-        self.layers().find_map(|r| r.users.get(&group)?.get(token_hash).cloned())
+    /// The user record of `token_hash` in `group` (overlay, else `db`; see [`Self::counter`]).
+    pub(crate) fn user(
+        &self,
+        db: &ReadTransaction,
+        group: GroupId,
+        token_hash: &str,
+    ) -> Result<Option<records::UserRec>, StoreError> {
+        if let Some(bytes) = self.layers().find_map(|r| r.users.get(&group)?.get(token_hash)) {
+            return Ok(Some(records::decode(bytes)?));
+        }
+        let table = db.open_table(USERS)?;
+        let value = table.get((group, token_hash))?;
+        Ok(value.map(|v| records::decode(v.value())).transpose()?)
     }
 
-    pub(crate) fn placement(&self, group: GroupId) -> Option<Vec<u8>> {
-        self.layers().find_map(|r| r.placement.get(&group).cloned())
+    /// The placement in `group`'s state (overlay, else `db`; see [`Self::counter`]).
+    pub(crate) fn placement(&self, db: &ReadTransaction, group: GroupId) -> Result<Option<Placement>, StoreError> {
+        if let Some(bytes) = self.layers().find_map(|r| r.placement.get(&group)) {
+            return Ok(Some(records::decode(bytes)?));
+        }
+        let table = db.open_table(PLACEMENT)?;
+        let value = table.get(group)?;
+        Ok(value.map(|v| records::decode(v.value())).transpose()?)
     }
 
     /// Forgets every row of `group` not written yet (the group's data is being deleted).
@@ -219,31 +242,15 @@ impl<'a> SmView<'a> {
     }
 
     fn counter(&self, group: GroupId, name: &str) -> Result<u64, StoreError> {
-        if let Some(v) = self.overlay.counter(group, name) {
-            return Ok(v);
-        }
-        let table = self.db.open_table(COUNTERS)?;
-        Ok(table.get((group, name))?.map(|v| v.value()).unwrap_or(0))
+        self.overlay.counter(&self.db, group, name)
     }
 
     fn user_exists(&self, group: GroupId, token_hash: &str) -> Result<bool, StoreError> {
-        if self.overlay.user(group, token_hash).is_some() {
-            return Ok(true);
-        }
-        let table = self.db.open_table(USERS)?;
-        Ok(table.get((group, token_hash))?.is_some())
+        Ok(self.overlay.user(&self.db, group, token_hash)?.is_some())
     }
 
     fn placement(&self, group: GroupId) -> Result<Option<Placement>, StoreError> {
-        if let Some(bytes) = self.overlay.placement(group) {
-            return Ok(Some(records::decode(&bytes)?));
-        }
-        let table = self.db.open_table(PLACEMENT)?;
-        let value = table.get(group)?;
-        Ok(match value {
-            Some(v) => Some(records::decode(v.value())?),
-            None => None,
-        })
+        self.overlay.placement(&self.db, group)
     }
 
     fn set_placement(&mut self, group: GroupId, p: &Placement) -> Result<(), StoreError> {
