@@ -188,10 +188,8 @@ pub async fn counters(args: &Args) -> Result<Report> {
     let keys = args.keys.max(1);
     let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Counters need a bearer token: sign up once (open sign-up is the default).
-    let signup = http.post(format!("{}/v1/users", endpoints[0])).json(&json!({"name": "shoal-bench"})).send().await?;
-    anyhow::ensure!(signup.status().is_success(), "sign-up failed: {}", signup.status());
-    let token: String =
-        signup.json::<serde_json::Value>().await?["token"].as_str().ok_or_else(|| anyhow!("no token"))?.to_string();
+    let token = sign_up(&http, &endpoints[0]).await?;
+    let window = ServerWindow::open(&http, &endpoints, args.warmup);
     let mut report = run_closed_loop("counters", args.clients, args.warmup, args.duration, move |client| {
         let http = http.clone();
         let token = token.clone();
@@ -207,6 +205,7 @@ pub async fn counters(args: &Args) -> Result<Report> {
     })
     .await?;
     report.extra.insert("keys".into(), json!(keys));
+    window.close(&mut report).await?;
     Ok(report)
 }
 
@@ -237,6 +236,7 @@ pub async fn etcd_put(args: &Args) -> Result<Report> {
         }
         out
     };
+    let window = ServerWindow::open(&http, &endpoints, args.warmup);
     let mut report = run_closed_loop("etcd-put", args.clients, args.warmup, args.duration, move |client| {
         let http = http.clone();
         let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -250,7 +250,68 @@ pub async fn etcd_put(args: &Args) -> Result<Report> {
     })
     .await?;
     report.extra.insert("keys".into(), json!(keys));
+    window.close(&mut report).await?;
     Ok(report)
+}
+
+/// Metrics read from every server for the server-side cost of a run.
+const COST_METRICS: [&str; 3] =
+    ["process_cpu_seconds_total", "shoal_raft_batch_commands_sum", "shoal_raft_batch_commands_count"];
+
+/// The servers' own cost over a run's measured window, from their `/metrics` (Shoal nodes and
+/// etcd both export `process_cpu_seconds_total`): CPU per request over all server processes
+/// and, for Shoal, commands per proposed log entry.
+struct ServerWindow {
+    http: reqwest::Client,
+    endpoints: Vec<String>,
+    /// Sums when the measured window opened (taken when the warmup ends).
+    start: tokio::task::JoinHandle<Result<std::collections::HashMap<String, f64>>>,
+}
+
+impl ServerWindow {
+    fn open(http: &reqwest::Client, endpoints: &[String], warmup: Duration) -> Self {
+        let (client, eps) = (http.clone(), endpoints.to_vec());
+        let start = tokio::spawn(async move {
+            tokio::time::sleep(warmup).await;
+            scrape_sums(&client, &eps).await
+        });
+        Self { http: http.clone(), endpoints: endpoints.to_vec(), start }
+    }
+
+    /// Adds `server_cpu_us_per_request` (and `commands_per_entry` where known) to `report`.
+    async fn close(self, report: &mut Report) -> Result<()> {
+        let end = scrape_sums(&self.http, &self.endpoints).await?;
+        let start = self.start.await??;
+        let delta = |name: &str| end.get(name).copied().unwrap_or(0.0) - start.get(name).copied().unwrap_or(0.0);
+        if report.requests > 0 {
+            let cpu_us = delta("process_cpu_seconds_total") * 1e6 / report.requests as f64;
+            report.extra.insert("server_cpu_us_per_request".into(), json!(cpu_us.round()));
+        }
+        let entries = delta("shoal_raft_batch_commands_count");
+        if entries > 0.0 {
+            let per_entry = delta("shoal_raft_batch_commands_sum") / entries;
+            report.extra.insert("commands_per_entry".into(), json!((per_entry * 100.0).round() / 100.0));
+        }
+        Ok(())
+    }
+}
+
+/// Each of [`COST_METRICS`] summed over every series of every endpoint.
+async fn scrape_sums(http: &reqwest::Client, endpoints: &[String]) -> Result<std::collections::HashMap<String, f64>> {
+    let mut sums = std::collections::HashMap::new();
+    for endpoint in endpoints {
+        let text = http.get(format!("{endpoint}/metrics")).send().await?.error_for_status()?.text().await?;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            if !COST_METRICS.contains(&name) {
+                continue;
+            }
+            if let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+                *sums.entry(name.to_string()).or_insert(0.0) += v;
+            }
+        }
+    }
+    Ok(sums)
 }
 
 /// Signs up a bench user on `endpoint` and returns its bearer token.
