@@ -35,12 +35,14 @@ pub struct Report {
 }
 
 /// Runs `clients` loops of `op` for `warmup + duration`; only operations that start after the
-/// warmup and finish before the end are counted.
+/// warmup and finish before the end are counted. `window_opened`, if given, is told when the
+/// measured window opens (for readings of the servers over the same window).
 pub async fn run_closed_loop<F, Fut>(
     workload: &str,
     clients: usize,
     warmup: Duration,
     duration: Duration,
+    window_opened: Option<tokio::sync::oneshot::Sender<()>>,
     op: F,
 ) -> Result<Report>
 where
@@ -74,6 +76,11 @@ where
             }
             anyhow::Ok((hist, errors))
         }));
+    }
+    if let Some(opened) = window_opened {
+        // The window is defined by this clock: the clients count from `measure_from` too.
+        tokio::time::sleep_until(measure_from.into()).await;
+        let _ = opened.send(());
     }
     let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut errors = 0;

@@ -57,7 +57,7 @@ pub async fn echo(args: &Args) -> Result<Report> {
     // Connect once before the clock starts.
     a.call(2, Echo { payload: payload.clone() }).await.context("first echo")?;
     let caller = Arc::clone(&a);
-    let mut report = run_closed_loop("echo", args.clients, args.warmup, args.duration, move |_| {
+    let mut report = run_closed_loop("echo", args.clients, args.warmup, args.duration, None, move |_| {
         let caller = Arc::clone(&caller);
         let payload = payload.clone();
         async move {
@@ -189,21 +189,22 @@ pub async fn counters(args: &Args) -> Result<Report> {
     let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Counters need a bearer token: sign up once (open sign-up is the default).
     let token = sign_up(&http, &endpoints[0]).await?;
-    let window = ServerWindow::open(&http, &endpoints, args.warmup);
-    let mut report = run_closed_loop("counters", args.clients, args.warmup, args.duration, move |client| {
-        let http = http.clone();
-        let token = token.clone();
-        let url = {
-            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            format!("{}/v1/counters/bench-{}/increment", endpoints[client % endpoints.len()], n % keys)
-        };
-        async move {
-            let r = http.post(url).bearer_auth(token).json(&json!({"by": 1})).send().await?;
-            anyhow::ensure!(r.status().is_success(), "status {}", r.status());
-            Ok(())
-        }
-    })
-    .await?;
+    let (window, opened) = ServerWindow::open(&http, &endpoints);
+    let mut report =
+        run_closed_loop("counters", args.clients, args.warmup, args.duration, Some(opened), move |client| {
+            let http = http.clone();
+            let token = token.clone();
+            let url = {
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                format!("{}/v1/counters/bench-{}/increment", endpoints[client % endpoints.len()], n % keys)
+            };
+            async move {
+                let r = http.post(url).bearer_auth(token).json(&json!({"by": 1})).send().await?;
+                anyhow::ensure!(r.status().is_success(), "status {}", r.status());
+                Ok(())
+            }
+        })
+        .await?;
     report.extra.insert("keys".into(), json!(keys));
     window.close(&mut report).await?;
     Ok(report)
@@ -236,19 +237,20 @@ pub async fn etcd_put(args: &Args) -> Result<Report> {
         }
         out
     };
-    let window = ServerWindow::open(&http, &endpoints, args.warmup);
-    let mut report = run_closed_loop("etcd-put", args.clients, args.warmup, args.duration, move |client| {
-        let http = http.clone();
-        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let url = format!("{}/v3/kv/put", endpoints[client % endpoints.len()]);
-        let body = json!({ "key": b64(&format!("bench-{}", n % keys)), "value": b64(&n.to_string()) });
-        async move {
-            let r = http.post(url).json(&body).send().await?;
-            anyhow::ensure!(r.status().is_success(), "status {}", r.status());
-            Ok(())
-        }
-    })
-    .await?;
+    let (window, opened) = ServerWindow::open(&http, &endpoints);
+    let mut report =
+        run_closed_loop("etcd-put", args.clients, args.warmup, args.duration, Some(opened), move |client| {
+            let http = http.clone();
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let url = format!("{}/v3/kv/put", endpoints[client % endpoints.len()]);
+            let body = json!({ "key": b64(&format!("bench-{}", n % keys)), "value": b64(&n.to_string()) });
+            async move {
+                let r = http.post(url).json(&body).send().await?;
+                anyhow::ensure!(r.status().is_success(), "status {}", r.status());
+                Ok(())
+            }
+        })
+        .await?;
     report.extra.insert("keys".into(), json!(keys));
     window.close(&mut report).await?;
     Ok(report)
@@ -264,18 +266,20 @@ const COST_METRICS: [&str; 3] =
 struct ServerWindow {
     http: reqwest::Client,
     endpoints: Vec<String>,
-    /// Sums when the measured window opened (taken when the warmup ends).
+    /// Sums when the measured window opened (read once the load driver says so).
     start: tokio::task::JoinHandle<Result<std::collections::HashMap<String, f64>>>,
 }
 
 impl ServerWindow {
-    fn open(http: &reqwest::Client, endpoints: &[String], warmup: Duration) -> Self {
+    /// Reads the servers when the returned sender fires (give it to [`run_closed_loop`]).
+    fn open(http: &reqwest::Client, endpoints: &[String]) -> (Self, tokio::sync::oneshot::Sender<()>) {
+        let (opened, window_open) = tokio::sync::oneshot::channel();
         let (client, eps) = (http.clone(), endpoints.to_vec());
         let start = tokio::spawn(async move {
-            tokio::time::sleep(warmup).await;
+            window_open.await.map_err(|_| anyhow!("the load driver never opened the measured window"))?;
             scrape_sums(&client, &eps).await
         });
-        Self { http: http.clone(), endpoints: endpoints.to_vec(), start }
+        (Self { http: http.clone(), endpoints: endpoints.to_vec(), start }, opened)
     }
 
     /// Adds `server_cpu_us_per_request` (and `commands_per_entry` where known) to `report`.

@@ -203,7 +203,7 @@ async fn inject_storage_fault(State(state): State<AppState>, Path(group): Path<S
     let group: u64 = group.parse().map_err(|_| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_group", format!("`{group}` is not a group id (0 is meta)"))
     })?;
-    let host = state.raft.get().ok_or_else(|| ApiError::unavailable("starting", "raft groups are starting", 1))?;
+    let host = counters::raft(&state)?;
     if !host.hosts(group) {
         return Err(ApiError::not_found(format!("group {group} is not hosted on this node")));
     }

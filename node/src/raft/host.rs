@@ -111,11 +111,13 @@ struct Group {
 }
 
 impl Group {
-    /// Stops the group's actor (which shuts the Raft core down) and makes sure the core is down
-    /// even when the actor had already failed.
+    /// Stops the group's actor, whose `post_stop` shuts the Raft core down; shuts the core down
+    /// here only when the actor cannot (it failed already: ractor skips `post_stop` then, or
+    /// it did not stop in time).
     async fn stop(&self, group: GroupId) {
-        if self.actor.get_status() < ActorStatus::Stopping {
-            let _ = self.actor.stop_and_wait(None, Some(TRANSFER_TIMEOUT)).await;
+        let running = self.actor.get_status() < ActorStatus::Stopping;
+        if running && self.actor.stop_and_wait(None, Some(TRANSFER_TIMEOUT)).await.is_ok() {
+            return;
         }
         if let Err(e) = self.raft.shutdown().await {
             debug!(group, error = %e, "raft group did not shut down cleanly");
