@@ -15,6 +15,7 @@ pub mod raft;
 pub mod storage;
 pub mod supervisor;
 pub mod transport;
+pub mod urls;
 pub mod util;
 
 /// A node's identity in the cluster. Taken from its certificate, never from a message.

@@ -18,6 +18,11 @@ use crate::supervisor::{Deps, Supervisor, SupervisorMsg};
 use crate::transport::proto::{Request, Response, RpcError, RpcErrorCode};
 use crate::transport::tls::{Identity, TlsError};
 use crate::transport::{RpcHandler, Transport, TransportError};
+use crate::urls::UrlService;
+use crate::util::task::AbortOnDrop;
+
+/// How long a graceful stop waits for the last clicks to reach their partitions.
+const CLICK_FINAL_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why a node could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -157,13 +162,29 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let fatal = Arc::new(Mutex::new(None));
     let http_addr = config.http.listen;
     let peer_addr = config.peer.listen;
-    let deps = Deps { config, metrics, transport, membership, http_listener, store, raft, fatal: Arc::clone(&fatal) };
+    let urls = UrlService::new(config.urls.clone(), metrics.urls.clone());
+    let _click_flusher = AbortOnDrop::spawn(Arc::clone(&urls).run_click_flusher(raft.clone()));
+    let deps = Deps {
+        config,
+        metrics,
+        transport,
+        membership,
+        http_listener,
+        store,
+        raft: raft.clone(),
+        urls: Arc::clone(&urls),
+        fatal: Arc::clone(&fatal),
+    };
     let (supervisor, handle) = Actor::spawn(None, Supervisor, deps).await?;
     info!(%http_addr, %peer_addr, "node started");
     let mut handle = std::pin::pin!(handle);
     tokio::select! {
         _ = shutdown => {
             info!("shutdown requested; draining");
+            // Clicks counted here reach their partitions before the groups stop.
+            if let Some(host) = raft.get() {
+                let _ = tokio::time::timeout(CLICK_FINAL_FLUSH, urls.flush_clicks(&host)).await;
+            }
             let _ = supervisor.call(SupervisorMsg::Shutdown, None).await;
             let _ = handle.await;
         }

@@ -120,6 +120,8 @@ pub struct Deps {
     pub store: Arc<Store>,
     /// Where the Raft actor publishes the running groups.
     pub raft: RaftSlot,
+    /// The URL shortener (its cache outlives HTTP actor restarts).
+    pub urls: Arc<crate::urls::UrlService>,
     /// Set when the supervisor gives up; the node then exits non-zero.
     pub fatal: Arc<Mutex<Option<String>>>,
 }
@@ -208,6 +210,13 @@ impl Supervisor {
                         fault_injection: c.testing.fault_injection,
                         request_timeout: c.http.request_timeout,
                         auth: Arc::new(c.auth.clone()),
+                        urls: Arc::clone(&deps.urls),
+                        short_base: c
+                            .urls
+                            .base_url
+                            .clone()
+                            .unwrap_or_else(|| format!("http://{}", c.advertised_http_addr()))
+                            .into(),
                     },
                     body_limit: c.http.body_limit_bytes,
                     max_in_flight: c.http.max_in_flight,

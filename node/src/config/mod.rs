@@ -76,6 +76,9 @@ pub struct Config {
     /// Users and tokens.
     #[serde(default)]
     pub auth: AuthSection,
+    /// The URL shortener.
+    #[serde(default)]
+    pub urls: UrlsSection,
     /// Restart policy of the actor supervisor.
     #[serde(default)]
     pub supervisor: SupervisorSection,
@@ -300,6 +303,40 @@ pub struct AuthSection {
 impl Default for AuthSection {
     fn default() -> Self {
         Self { open_signup: true, admin_token: None }
+    }
+}
+
+/// `[urls]`: the URL shortener.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UrlsSection {
+    /// Base of the short links this node hands out (`{base_url}/{code}`); unset: this node's
+    /// HTTP address. Links to it are refused as targets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Mappings each node's redirect cache holds.
+    pub cache_capacity: u64,
+    /// A cached mapping older than this is checked against the partition again on its next
+    /// use (and served stale if the partition cannot answer). Bounds how long a deleted link
+    /// may still redirect on another node.
+    #[serde(with = "humantime_serde")]
+    pub cache_fresh_for: Duration,
+    /// Codes a node reserves from the cluster at once (one Raft write per block).
+    pub code_block: u64,
+    /// Lifetime of a link created without `expires_at`.
+    #[serde(with = "humantime_serde")]
+    pub default_retention: Duration,
+}
+
+impl Default for UrlsSection {
+    fn default() -> Self {
+        Self {
+            base_url: None,
+            cache_capacity: 100_000,
+            cache_fresh_for: Duration::from_millis(500),
+            code_block: 1000,
+            default_retention: Duration::from_secs(5 * 365 * 24 * 3600),
+        }
     }
 }
 
@@ -530,6 +567,20 @@ impl Config {
         if self.auth.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(invalid("auth.admin_token", "must be at least 16 characters"));
         }
+        let u = &self.urls;
+        if let Some(base) = &u.base_url
+            && !(base.starts_with("http://") || base.starts_with("https://"))
+        {
+            return Err(invalid("urls.base_url", "must start with http:// or https://"));
+        }
+        if u.cache_capacity == 0 {
+            return Err(invalid("urls.cache_capacity", "must be at least 1"));
+        }
+        nonzero("urls.cache_fresh_for", u.cache_fresh_for)?;
+        if !(1..=1_000_000).contains(&u.code_block) {
+            return Err(invalid("urls.code_block", "must be between 1 and 1000000"));
+        }
+        nonzero("urls.default_retention", u.default_retention)?;
         let s = &self.supervisor;
         nonzero("supervisor.restart_backoff_min", s.restart_backoff_min)?;
         if s.restart_backoff_max < s.restart_backoff_min {

@@ -8,6 +8,7 @@ pub mod actor;
 mod counters;
 pub mod error;
 pub mod metrics;
+mod urls;
 pub mod users;
 
 use std::sync::Arc;
@@ -48,6 +49,10 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// `[auth]`.
     pub auth: Arc<crate::config::AuthSection>,
+    /// The URL shortener.
+    pub urls: Arc<crate::urls::UrlService>,
+    /// Base of the short links this node hands out (`urls.base_url`, else its HTTP address).
+    pub short_base: Arc<str>,
 }
 
 /// Builds the router with its middleware.
@@ -61,6 +66,9 @@ pub fn router(state: AppState, body_limit: usize, max_in_flight: usize) -> Route
         .route("/v1/users/me", get(users::me))
         .route("/v1/counters/{name}", get(counters::get))
         .route("/v1/counters/{name}/increment", post(counters::increment))
+        .route("/v1/urls", post(urls::create))
+        .route("/v1/urls/{code}", get(urls::describe).delete(urls::delete))
+        .route("/{code}", get(urls::redirect))
         .route("/v1/testing/faults/{actor}", post(inject_fault))
         .route("/v1/testing/faults/storage/{group}", post(inject_storage_fault))
         .fallback(fallback)

@@ -11,6 +11,7 @@ use crate::raft::metrics::RaftMetrics;
 use crate::storage::StorageMetrics;
 use crate::supervisor::SupervisorMetrics;
 use crate::transport::TransportMetrics;
+use crate::urls::UrlMetrics;
 
 /// All instruments of one node.
 #[derive(Clone)]
@@ -29,6 +30,8 @@ pub struct NodeMetrics {
     pub storage: StorageMetrics,
     /// Raft groups.
     pub raft: RaftMetrics,
+    /// The URL shortener.
+    pub urls: UrlMetrics,
 }
 
 impl NodeMetrics {
@@ -49,6 +52,7 @@ impl NodeMetrics {
             supervisor: SupervisorMetrics::new(&registry)?,
             storage: StorageMetrics::new(&registry)?,
             raft: RaftMetrics::new(&registry)?,
+            urls: UrlMetrics::new(&registry)?,
             registry,
         })
     }

@@ -606,6 +606,22 @@ impl RaftHost {
         }
     }
 
+    /// The service record under `key` of `group` as this node's replica has it, when this node
+    /// hosts the group (`None` when it does not, or has no such record yet).
+    pub fn local_record(&self, group: GroupId, key: &str) -> Option<Vec<u8>> {
+        self.group(group)?;
+        self.store.record(group, key).ok().flatten()
+    }
+
+    /// A linearizable read of the service record under `key` of `group` (read index on its
+    /// leader, wherever that is).
+    pub async fn read_record(&self, group: GroupId, key: &str) -> Result<Option<Vec<u8>>, ProposeError> {
+        match self.ask_leader(group, RaftRequestBody::ReadRecord { key: key.to_string() }).await? {
+            RaftResponse::Record(r) => Ok(r),
+            other => Err(unexpected(group, &other)),
+        }
+    }
+
     /// The router: serves `body` here when this node leads `group`, forwards it to the leader
     /// otherwise, and follows one "not leader, try N" answer.
     async fn ask_leader(&self, group: GroupId, body: RaftRequestBody) -> Result<RaftResponse, ProposeError> {
@@ -704,6 +720,9 @@ impl RaftHost {
             RaftRequestBody::ReadUser { token_hash } => {
                 self.read_linearizable(group, |store| Ok(RaftResponse::User(store.user_by_token(group, &token_hash)?)))
                     .await
+            }
+            RaftRequestBody::ReadRecord { key } => {
+                self.read_linearizable(group, |store| Ok(RaftResponse::Record(store.record(group, &key)?))).await
             }
             RaftRequestBody::Reconfigure { layout_version, voters, learners } => {
                 self.reconfigure(group, layout_version, voters, learners)
@@ -989,6 +1008,7 @@ impl RaftHost {
             },
             body @ (RaftRequestBody::ReadCounter { .. }
             | RaftRequestBody::ReadUser { .. }
+            | RaftRequestBody::ReadRecord { .. }
             | RaftRequestBody::Reconfigure { .. }
             | RaftRequestBody::TransferLeader { .. }
             | RaftRequestBody::MemberOf { .. }) => self.serve(group, body).await,

@@ -23,6 +23,8 @@ impl std::fmt::Display for NodeInfo {
 }
 
 /// One state-machine command. Each service adds its variants; a log entry carries a batch.
+/// New variants go at the end and stay no larger than the largest one (a compile-time check
+/// below), so logs written by earlier builds still decode.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Adds `by` to counter `name` (absent counters are 0); answers the new value.
@@ -67,7 +69,38 @@ pub enum Command {
         /// The new replicas of every group.
         groups: BTreeMap<GroupId, Vec<NodeId>>,
     },
+    /// Stores service record `value` under `key` unless the key exists; answers 1, or rejects.
+    RecordCreate {
+        /// Namespaced key (`url/{code}`, …).
+        key: String,
+        /// Encoded record.
+        value: Vec<u8>,
+    },
+    /// Replaces the service record under `key` if it still is `expected` (compare-and-set);
+    /// answers 1, or rejects a missing or changed record.
+    RecordReplace {
+        /// Namespaced key.
+        key: String,
+        /// The encoded record the proposer read.
+        expected: Vec<u8>,
+        /// The new encoded record.
+        value: Vec<u8>,
+    },
+    /// Shortener: adds clicks of link `code` (counted on one node) to its click record; answers
+    /// the new total.
+    ClicksAdd {
+        /// The link's code.
+        code: String,
+        /// Clicks per day (days since the Unix epoch, UTC).
+        days: Vec<(u32, u64)>,
+        /// Clicks per referrer host.
+        referrers: Vec<(String, u64)>,
+    },
 }
+
+// Logs hold commands in archived vectors: a larger archived `Command` would misplace the
+// elements of every entry written before. Keep new variants within this size.
+const _: () = assert!(std::mem::size_of::<ArchivedCommand>() == 40);
 
 /// The answer to one [`Command`].
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

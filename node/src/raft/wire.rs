@@ -100,13 +100,21 @@ pub enum RaftRequestBody {
         /// The node asking about itself.
         node: NodeId,
     },
+    /// A linearizable read of a service record, forwarded to the group's leader.
+    ReadRecord {
+        /// Namespaced key.
+        key: String,
+    },
 }
 
 impl RaftRequestBody {
     /// Proposals and reads, which a leader hand-over holds back (they would keep the leader's
     /// lease alive).
     pub fn is_client_request(&self) -> bool {
-        matches!(self, Self::Propose { .. } | Self::ReadCounter { .. } | Self::ReadUser { .. })
+        matches!(
+            self,
+            Self::Propose { .. } | Self::ReadCounter { .. } | Self::ReadUser { .. } | Self::ReadRecord { .. }
+        )
     }
 }
 
@@ -180,6 +188,8 @@ pub enum RaftResponse {
         /// Why.
         reason: String,
     },
+    /// A service record read on the leader (`None`: no such key).
+    Record(Option<Vec<u8>>),
 }
 
 fn vote(v: &VoteRec) -> Vote<NodeId> {

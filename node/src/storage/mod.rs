@@ -37,6 +37,9 @@ pub(crate) const USERS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::n
 
 /// `group` → encoded [`crate::placement::Placement`] (meta group).
 pub(crate) const PLACEMENT: TableDefinition<u64, &[u8]> = TableDefinition::new("sm_placement");
+/// Services' records: `(group, key)` → encoded record. Keys are namespaced by service
+/// (`url/{code}`, …), so every service shares one table, one snapshot row kind and one cleanup.
+pub(crate) const RECORDS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("sm_records");
 
 /// Keys of the per-group metadata tables.
 pub(crate) mod meta_key {
@@ -137,6 +140,7 @@ impl Store {
             txn.open_table(COUNTERS)?;
             txn.open_table(USERS)?;
             txn.open_table(PLACEMENT)?;
+            txn.open_table(RECORDS)?;
             txn.commit()?;
         }
         let db = Arc::new(db);
@@ -189,6 +193,12 @@ impl Store {
     pub fn placement(&self, group: GroupId) -> Result<Option<crate::placement::Placement>, StoreError> {
         let overlay = self.overlay();
         overlay.placement(&self.db.begin_read()?, group)
+    }
+
+    /// The service record under `key` in this node's copy of `group` (not linearizable).
+    pub fn record(&self, group: GroupId, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let overlay = self.overlay();
+        overlay.record(&self.db.begin_read()?, group, key)
     }
 
     /// Groups with durable Raft state on this node (they were hosted here before).

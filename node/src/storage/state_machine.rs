@@ -17,7 +17,7 @@ use redb::{Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
 use tokio::io::AsyncSeekExt;
 
 use super::records::{self, LogIdRec, SnapshotHeader, SnapshotRow, StoredMembershipRec};
-use super::{COUNTERS, PLACEMENT, SM_META, Store, StoreError, USERS, meta_key};
+use super::{COUNTERS, PLACEMENT, RECORDS, SM_META, Store, StoreError, USERS, meta_key};
 use crate::NodeId;
 use crate::placement::{Layout, Placement};
 use crate::raft::{BatchResult, Command, CommandResult, GroupId, NodeInfo, SnapshotData, TypeConfig};
@@ -95,13 +95,16 @@ pub(crate) struct Rows {
     users: HashMap<GroupId, HashMap<String, Vec<u8>>>,
     placement: HashMap<GroupId, Vec<u8>>,
     meta: HashMap<(GroupId, &'static str), Vec<u8>>,
+    /// Per group: key → encoded service record.
+    records: HashMap<GroupId, HashMap<String, Vec<u8>>>,
 }
 
 impl Rows {
     fn len(&self) -> usize {
         let counters: usize = self.counters.values().map(HashMap::len).sum();
         let users: usize = self.users.values().map(HashMap::len).sum();
-        counters + users + self.placement.len() + self.meta.len()
+        let records: usize = self.records.values().map(HashMap::len).sum();
+        counters + users + records + self.placement.len() + self.meta.len()
     }
 
     /// Writes every row into `txn`'s tables.
@@ -129,6 +132,12 @@ impl Rows {
         for ((group, key), rec) in &self.meta {
             meta.insert((*group, *key), rec.as_slice())?;
         }
+        let mut records = txn.open_table(RECORDS)?;
+        for (group, rows) in &self.records {
+            for (key, rec) in rows {
+                records.insert((*group, key.as_str()), rec.as_slice())?;
+            }
+        }
         Ok(())
     }
 
@@ -142,6 +151,9 @@ impl Rows {
         }
         self.placement.extend(newer.placement);
         self.meta.extend(newer.meta);
+        for (group, rows) in newer.records {
+            self.records.entry(group).or_default().extend(rows);
+        }
     }
 }
 
@@ -203,11 +215,26 @@ impl Overlay {
         Ok(value.map(|v| records::decode(v.value())).transpose()?)
     }
 
+    /// The service record under `key` in `group` (overlay, else `db`; see [`Self::counter`]).
+    pub(crate) fn record(
+        &self,
+        db: &ReadTransaction,
+        group: GroupId,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(bytes) = self.layers().find_map(|r| r.records.get(&group)?.get(key)) {
+            return Ok(Some(bytes.clone()));
+        }
+        let table = db.open_table(RECORDS)?;
+        Ok(table.get((group, key))?.map(|v| v.value().to_vec()))
+    }
+
     /// Forgets every row of `group` not written yet (the group's data is being deleted).
     pub(crate) fn forget_group(&mut self, group: GroupId) {
         self.dirty.counters.remove(&group);
         self.dirty.users.remove(&group);
         self.dirty.placement.remove(&group);
+        self.dirty.records.remove(&group);
         self.dirty.meta.retain(|(g, _), _| *g != group);
     }
 
@@ -253,6 +280,14 @@ impl<'a> SmView<'a> {
         self.overlay.placement(&self.db, group)
     }
 
+    fn record(&self, group: GroupId, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.overlay.record(&self.db, group, key)
+    }
+
+    fn set_record(&mut self, group: GroupId, key: &str, value: &[u8]) {
+        self.overlay.dirty.records.entry(group).or_default().insert(key.to_string(), value.to_vec());
+    }
+
     fn set_placement(&mut self, group: GroupId, p: &Placement) -> Result<(), StoreError> {
         self.overlay.dirty.placement.insert(group, records::encode(p)?);
         Ok(())
@@ -294,6 +329,32 @@ impl<'a> SmView<'a> {
                     self.overlay.dirty.users.entry(group).or_default().insert(token_hash.clone(), rec);
                     CommandResult::Value(1)
                 }
+            }
+            Command::RecordCreate { key, value } => {
+                if self.record(group, key)?.is_some() {
+                    CommandResult::Rejected { reason: format!("{key} exists") }
+                } else {
+                    self.set_record(group, key, value);
+                    CommandResult::Value(1)
+                }
+            }
+            Command::RecordReplace { key, expected, value } => match self.record(group, key)? {
+                Some(current) if current == *expected => {
+                    self.set_record(group, key, value);
+                    CommandResult::Value(1)
+                }
+                Some(_) => CommandResult::Rejected { reason: format!("{key} changed meanwhile") },
+                None => CommandResult::Rejected { reason: format!("{key} does not exist") },
+            },
+            Command::ClicksAdd { code, days, referrers } => {
+                let key = format!("clicks/{code}");
+                let mut rec = match self.record(group, &key)? {
+                    Some(bytes) => records::decode::<records::ClickRec>(&bytes)?,
+                    None => records::ClickRec::default(),
+                };
+                rec.add(days, referrers);
+                self.set_record(group, &key, &records::encode(&rec)?);
+                CommandResult::Value(rec.total)
             }
             Command::CounterIncrement { name, by } => {
                 let current = self.counter(group, name)?;
@@ -446,6 +507,12 @@ fn build_blocking(store: &Store, group: GroupId) -> Result<SnapshotHeader, Store
         if let Some(v) = placement.get(group)? {
             write_record(&mut out, &records::encode(&SnapshotRow::Placement { record: v.value().to_vec() })?)?;
         }
+        let table = txn.open_table(RECORDS)?;
+        for item in table.range((group, "")..(group.saturating_add(1), ""))? {
+            let (k, v) = item?;
+            let row = SnapshotRow::Record { key: k.value().1.to_string(), value: v.value().to_vec() };
+            write_record(&mut out, &records::encode(&row)?)?;
+        }
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
     }
@@ -483,6 +550,8 @@ fn install_blocking(
         users.retain_in((group, "")..(group.saturating_add(1), ""), |_, _| false)?;
         let mut placement = txn.open_table(PLACEMENT)?;
         placement.remove(group)?;
+        let mut service_records = txn.open_table(RECORDS)?;
+        service_records.retain_in((group, "")..(group.saturating_add(1), ""), |_, _| false)?;
         while let Some(bytes) = read_record(&mut input)? {
             match records::decode::<SnapshotRow>(&bytes)? {
                 SnapshotRow::Counter { name, value } => {
@@ -495,6 +564,9 @@ fn install_blocking(
                     // Validated before it is stored.
                     records::decode::<Placement>(&record)?;
                     placement.insert(group, record.as_slice())?;
+                }
+                SnapshotRow::Record { key, value } => {
+                    service_records.insert((group, key.as_str()), value.as_slice())?;
                 }
             }
         }

@@ -93,6 +93,53 @@ async fn applied_rows_are_readable_at_once_and_in_snapshots() {
 }
 
 #[tokio::test]
+async fn service_records_are_created_once_replaced_by_compare_and_set_and_travel_in_snapshots() {
+    use openraft::RaftSnapshotBuilder;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), StorageMetrics::unregistered().expect("m")).expect("open");
+    let mut sm = store.state_machine(2).expect("sm");
+    let create = |v: &[u8]| Command::RecordCreate { key: "url/abc".into(), value: v.to_vec() };
+    let replace = |expected: &[u8], v: &[u8]| Command::RecordReplace {
+        key: "url/abc".into(),
+        expected: expected.to_vec(),
+        value: v.to_vec(),
+    };
+    let clicks = |n| Command::ClicksAdd { code: "abc".into(), days: vec![(20_000, n)], referrers: vec![] };
+    let r = sm
+        .apply(vec![entry(1, vec![create(b"one"), create(b"two"), replace(b"two", b"x"), replace(b"one", b"three")])])
+        .await
+        .expect("apply");
+    let results = &r[0].0;
+    assert_eq!(results[0], CommandResult::Value(1));
+    assert!(matches!(results[1], CommandResult::Rejected { .. }), "create-if-absent refuses an existing key");
+    assert!(matches!(results[2], CommandResult::Rejected { .. }), "a stale compare-and-set is refused");
+    assert_eq!(results[3], CommandResult::Value(1));
+    assert!(matches!(
+        sm.apply(vec![entry(
+            2,
+            vec![Command::RecordReplace { key: "url/none".into(), expected: vec![], value: vec![1] }]
+        )])
+        .await
+        .expect("apply")[0]
+            .0[0],
+        CommandResult::Rejected { .. }
+    ));
+    let r = sm.apply(vec![entry(3, vec![clicks(2), clicks(3)])]).await.expect("apply");
+    assert_eq!(r[0].0, vec![CommandResult::Value(2), CommandResult::Value(5)]);
+    assert_eq!(store.record(2, "url/abc").expect("read"), Some(b"three".to_vec()));
+    assert_eq!(store.record(1, "url/abc").expect("read"), None, "records are per group");
+    let snap = sm.get_snapshot_builder().await.build_snapshot().await.expect("snapshot");
+    let other = tempfile::tempdir().expect("tempdir");
+    let fresh = Store::open(other.path(), StorageMetrics::unregistered().expect("m")).expect("open");
+    fresh.state_machine(2).expect("sm").install_snapshot(&snap.meta, snap.snapshot).await.expect("install");
+    assert_eq!(fresh.record(2, "url/abc").expect("read"), Some(b"three".to_vec()));
+    let clicked = fresh.record(2, "clicks/abc").expect("read").expect("clicks");
+    assert_eq!(records::decode::<records::ClickRec>(&clicked).expect("decode").total, 5);
+    store.drop_group(2).await.expect("drop");
+    assert_eq!(store.record(2, "url/abc").expect("read"), None, "a dropped group's records are gone");
+}
+
+#[tokio::test]
 async fn a_dropped_group_leaves_nothing_and_other_groups_untouched() {
     use openraft::RaftSnapshotBuilder;
     let dir = tempfile::tempdir().expect("tempdir");

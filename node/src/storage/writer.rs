@@ -302,6 +302,7 @@ fn write_batch(
                         txn.open_table(super::COUNTERS)?.retain_in((g, "")..(g + 1, ""), |_, _| false)?;
                         txn.open_table(super::USERS)?.retain_in((g, "")..(g + 1, ""), |_, _| false)?;
                         txn.open_table(super::PLACEMENT)?.remove(g)?;
+                        txn.open_table(super::RECORDS)?.retain_in((g, "")..(g + 1, ""), |_, _| false)?;
                     }
                     WriteOp::Apply { .. } | WriteOp::Flush { .. } => {}
                 }

@@ -78,7 +78,7 @@ impl Request {
                     B::Vote { .. } => "raft_vote",
                     B::Snapshot { .. } => "raft_snapshot",
                     B::Propose { .. } => "raft_propose",
-                    B::ReadCounter { .. } | B::ReadUser { .. } => "raft_read",
+                    B::ReadCounter { .. } | B::ReadUser { .. } | B::ReadRecord { .. } => "raft_read",
                     B::Reconfigure { .. } => "raft_reconfigure",
                     B::TransferLeader { .. } | B::Campaign => "raft_transfer_leader",
                     B::MemberOf { .. } => "raft_member_of",

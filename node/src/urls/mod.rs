@@ -1,0 +1,509 @@
+//! The URL shortener: links live as records in their code's partition; each node keeps a
+//! redirect cache, reserves blocks of codes, and counts clicks in memory.
+//!
+//! - **Shorten**: a code comes from a block of counter values this node reserved through Raft
+//!   (one Raft write per block, none per shorten), through the cluster's keyed permutation. The
+//!   link is created with create-if-absent in the code's partition, so a code never overwrites
+//!   an alias or another code (a clash takes the next value).
+//! - **Redirect**: from the cache (moka, W-TinyLFU). A mapping older than `cache_fresh_for` is
+//!   checked again on use; loads are coalesced per code (one load per node however many wait),
+//!   read from this node's replica of the partition when it has one, else from the leader. When
+//!   the partition cannot answer, a cached mapping is served stale.
+//! - **Clicks**: counted here, flushed to the partitions every second.
+
+pub mod code;
+pub mod metrics;
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use moka::future::Cache;
+use moka::ops::compute::{CompResult, Op};
+use tracing::warn;
+
+pub use self::code::Permutation;
+pub use self::metrics::UrlMetrics;
+use crate::config::UrlsSection;
+use crate::raft::{Command, CommandResult, ProposeError, RaftHost};
+use crate::storage::records::{self, ClickRec, UrlRec};
+
+/// Generated codes tried before giving up when each clashes with an existing link.
+const CODE_ATTEMPTS: usize = 8;
+/// A click flush round runs this often.
+pub const CLICK_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why a shortener operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    /// The request is malformed; the message says why.
+    #[error("{0}")]
+    Invalid(String),
+    /// The alias is in use.
+    #[error("the alias `{0}` is taken")]
+    Taken(String),
+    /// No such link.
+    #[error("no link has the code `{0}`")]
+    NotFound(String),
+    /// The caller does not own the link.
+    #[error("the link `{0}` belongs to another user")]
+    NotOwner(String),
+    /// The cluster could not answer (see the inner error for whether anything happened).
+    #[error(transparent)]
+    Cluster(#[from] ProposeError),
+    /// Something that should not happen (a corrupt record, an exhausted code space).
+    #[error("{0}")]
+    Internal(String),
+}
+
+fn corrupt(e: records::RecordError) -> UrlError {
+    UrlError::Internal(format!("a stored link could not be read: {e}"))
+}
+
+/// What a cached code maps to, and when it was read.
+#[derive(Debug)]
+struct Cached {
+    link: Option<UrlRec>,
+    fetched: Instant,
+}
+
+/// How a redirect lookup was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    /// Fresh in the cache.
+    Hit,
+    /// Loaded by this request.
+    Miss,
+    /// Loaded by a concurrent request this one waited for.
+    Coalesced,
+    /// The partition could not answer; a stale mapping was served.
+    Stale,
+}
+
+impl CacheResult {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Coalesced => "coalesced",
+            Self::Stale => "stale",
+        }
+    }
+}
+
+/// Clicks of one code counted on this node since the last flush.
+#[derive(Debug, Default)]
+struct PendingClicks {
+    days: HashMap<u32, u64>,
+    referrers: HashMap<String, u64>,
+    count: u64,
+}
+
+#[derive(Debug, Default)]
+struct ClickBuffer {
+    codes: HashMap<String, PendingClicks>,
+    oldest: Option<Instant>,
+}
+
+/// A new link as the API asks for it.
+#[derive(Debug, Clone)]
+pub struct NewLink {
+    /// Target URL (already checked).
+    pub url: String,
+    /// Requested alias (already checked), else a generated code.
+    pub alias: Option<String>,
+    /// Expiry, Unix milliseconds.
+    pub expires_ms: u64,
+}
+
+/// The shortener of one node. Shared by HTTP actor restarts, so its cache and reserved codes
+/// outlive them.
+pub struct UrlService {
+    cfg: UrlsSection,
+    metrics: UrlMetrics,
+    cache: Cache<String, Arc<Cached>>,
+    codes: Mutex<Vec<Range<u64>>>,
+    /// Held while a block of codes is being reserved (one reservation at a time).
+    reserving: tokio::sync::Mutex<()>,
+    permutation: OnceLock<Permutation>,
+    clicks: Mutex<ClickBuffer>,
+}
+
+impl std::fmt::Debug for UrlService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UrlService").field("cached", &self.cache.entry_count()).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Whether `link` redirects at `now_ms`: `Err("deleted" | "expired")` when it no longer does.
+pub fn live(link: &UrlRec, now_ms: u64) -> Result<(), &'static str> {
+    if link.deleted_ms != 0 {
+        Err("deleted")
+    } else if link.expires_ms <= now_ms {
+        Err("expired")
+    } else {
+        Ok(())
+    }
+}
+
+impl UrlService {
+    /// A shortener with an empty cache.
+    pub fn new(cfg: UrlsSection, metrics: UrlMetrics) -> Arc<Self> {
+        Arc::new(Self {
+            cache: Cache::builder().max_capacity(cfg.cache_capacity).build(),
+            cfg,
+            metrics,
+            codes: Mutex::new(Vec::new()),
+            reserving: tokio::sync::Mutex::new(()),
+            permutation: OnceLock::new(),
+            clicks: Mutex::new(ClickBuffer::default()),
+        })
+    }
+
+    /// The instruments.
+    pub fn metrics(&self) -> &UrlMetrics {
+        &self.metrics
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &UrlsSection {
+        &self.cfg
+    }
+
+    /// Creates a link owned by `owner`; answers its code.
+    pub async fn create(self: &Arc<Self>, raft: &Arc<RaftHost>, owner: &str, new: NewLink) -> Result<String, UrlError> {
+        let rec = UrlRec {
+            url: new.url,
+            owner: owner.to_string(),
+            created_ms: now_ms(),
+            expires_ms: new.expires_ms,
+            deleted_ms: 0,
+        };
+        let value = records::encode(&rec).map_err(|e| UrlError::Internal(e.to_string()))?;
+        if let Some(alias) = new.alias {
+            return match self.create_at(raft, &alias, value).await? {
+                true => Ok(alias),
+                false => Err(UrlError::Taken(alias)),
+            };
+        }
+        for _ in 0..CODE_ATTEMPTS {
+            let code = self.next_code(raft).await?;
+            if self.create_at(raft, &code, value.clone()).await? {
+                return Ok(code);
+            }
+            // An alias (or, after a key change, a code) holds it already: take the next one.
+        }
+        Err(UrlError::Internal(format!("{CODE_ATTEMPTS} generated codes in a row were taken")))
+    }
+
+    /// Create-if-absent of `code` in its partition: false when the code exists.
+    async fn create_at(&self, raft: &Arc<RaftHost>, code: &str, value: Vec<u8>) -> Result<bool, UrlError> {
+        let group = raft.partition_of(code);
+        match raft.propose(group, Command::RecordCreate { key: code::record_key(code), value }).await {
+            Ok(_) => {
+                // A cached "no such code" must not outlive the creation here.
+                self.cache.invalidate(code).await;
+                Ok(true)
+            }
+            Err(ProposeError::Rejected { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The next generated code (not reserved, not yet created).
+    async fn next_code(self: &Arc<Self>, raft: &Arc<RaftHost>) -> Result<String, UrlError> {
+        let permutation = self.permutation(raft).await?;
+        loop {
+            let value = self.next_value(raft).await?;
+            let code = permutation
+                .code(value)
+                .ok_or_else(|| UrlError::Internal("every 7-character code has been handed out".into()))?;
+            if !code::is_reserved(&code) {
+                return Ok(code);
+            }
+        }
+    }
+
+    /// The next value of a reserved block; reserves a block when none is left, and the next
+    /// one in the background once half of the last is used.
+    async fn next_value(self: &Arc<Self>, raft: &Arc<RaftHost>) -> Result<u64, UrlError> {
+        loop {
+            {
+                let mut blocks = lock(&self.codes);
+                if let Some(block) = blocks.first_mut() {
+                    let value = block.start;
+                    block.start += 1;
+                    if block.is_empty() {
+                        blocks.remove(0);
+                    }
+                    let left: u64 = blocks.iter().map(|b| b.end - b.start).sum();
+                    if left < self.cfg.code_block / 2 {
+                        let me = Arc::clone(self);
+                        let raft = Arc::clone(raft);
+                        tokio::spawn(async move {
+                            if let Ok(_guard) = me.reserving.try_lock()
+                                && let Err(e) = me.reserve(&raft).await
+                            {
+                                warn!(error = %e, "cannot reserve a block of short codes ahead");
+                            }
+                        });
+                    }
+                    return Ok(value);
+                }
+            }
+            let _guard = self.reserving.lock().await;
+            if lock(&self.codes).is_empty() {
+                self.reserve(raft).await?;
+            }
+        }
+    }
+
+    /// Reserves one block of values (caller holds `reserving`), unless enough are left.
+    async fn reserve(&self, raft: &Arc<RaftHost>) -> Result<(), UrlError> {
+        let left: u64 = lock(&self.codes).iter().map(|b| b.end - b.start).sum();
+        if left >= self.cfg.code_block / 2 && left > 0 {
+            return Ok(());
+        }
+        let count = self.cfg.code_block;
+        let group = raft.partition_of(code::CODE_COUNTER);
+        let command = Command::CounterReserve { name: code::CODE_COUNTER.into(), count };
+        let first = match raft.propose(group, command).await? {
+            CommandResult::Value(first) => first,
+            CommandResult::Rejected { reason } => return Err(UrlError::Internal(reason)),
+        };
+        self.metrics.code_blocks.inc();
+        lock(&self.codes).push(first..first + count);
+        Ok(())
+    }
+
+    /// The cluster's code permutation: its key is a meta record, created once by whichever
+    /// node needs it first.
+    async fn permutation(&self, raft: &Arc<RaftHost>) -> Result<&Permutation, UrlError> {
+        if let Some(p) = self.permutation.get() {
+            return Ok(p);
+        }
+        let key = match raft.local_record(0, code::KEY_RECORD) {
+            Some(key) => key,
+            None => match raft.read_record(0, code::KEY_RECORD).await? {
+                Some(key) => key,
+                None => {
+                    let fresh: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
+                    let create = Command::RecordCreate { key: code::KEY_RECORD.into(), value: fresh };
+                    match raft.propose(0, create).await {
+                        // Another node created it first: read theirs.
+                        Ok(_) | Err(ProposeError::Rejected { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    raft.read_record(0, code::KEY_RECORD)
+                        .await?
+                        .ok_or_else(|| UrlError::Internal("the code key vanished".into()))?
+                }
+            },
+        };
+        Ok(self.permutation.get_or_init(|| Permutation::new(&key)))
+    }
+
+    /// The link of `code` for a redirect, through the cache.
+    pub async fn resolve(&self, raft: &Arc<RaftHost>, code: &str) -> Result<Option<UrlRec>, UrlError> {
+        let fresh_for = self.cfg.cache_fresh_for;
+        if let Some(c) = self.cache.get(code).await
+            && c.fetched.elapsed() < fresh_for
+        {
+            self.metrics.cache.with_label_values(&[CacheResult::Hit.label()]).inc();
+            return Ok(c.link.clone());
+        }
+        // Loads of one code are serialised per key: whoever waited behind a load finds it fresh.
+        let mut loaded = false;
+        let computed = self
+            .cache
+            .entry_by_ref(code)
+            .and_try_compute_with(|existing| {
+                let loaded = &mut loaded;
+                async move {
+                    if let Some(e) = &existing
+                        && e.value().fetched.elapsed() < fresh_for
+                    {
+                        return Ok(Op::Nop);
+                    }
+                    *loaded = true;
+                    match self.load(raft, code).await {
+                        Ok(link) => {
+                            self.metrics.loads.with_label_values(&["ok"]).inc();
+                            Ok(Op::Put(Arc::new(Cached { link, fetched: Instant::now() })))
+                        }
+                        Err(e) => {
+                            self.metrics.loads.with_label_values(&["error"]).inc();
+                            match existing {
+                                Some(_) => Ok(Op::Nop),
+                                None => Err(e),
+                            }
+                        }
+                    }
+                }
+            })
+            .await;
+        let (entry, result) = match computed {
+            Ok(CompResult::Inserted(e) | CompResult::ReplacedWith(e)) => (e, CacheResult::Miss),
+            Ok(CompResult::Unchanged(e)) if loaded => (e, CacheResult::Stale),
+            Ok(CompResult::Unchanged(e)) => (e, CacheResult::Coalesced),
+            Ok(other) => return Err(UrlError::Internal(format!("unexpected cache outcome {other:?}"))),
+            Err(e) => return Err(e),
+        };
+        self.metrics.cache.with_label_values(&[result.label()]).inc();
+        Ok(entry.into_value().link.clone())
+    }
+
+    /// Reads `code` from this node's replica when it hosts the partition and has the link;
+    /// otherwise (not hosted, or perhaps not applied here yet) from the partition's leader.
+    async fn load(&self, raft: &Arc<RaftHost>, code: &str) -> Result<Option<UrlRec>, UrlError> {
+        let group = raft.partition_of(code);
+        let key = code::record_key(code);
+        let bytes = match raft.local_record(group, &key) {
+            Some(bytes) => Some(bytes),
+            None => raft.read_record(group, &key).await?,
+        };
+        bytes.map(|b| records::decode::<UrlRec>(&b)).transpose().map_err(corrupt)
+    }
+
+    /// The link of `code` as its partition's leader has it (linearizable), with its raw record.
+    async fn read(&self, raft: &Arc<RaftHost>, code: &str) -> Result<(UrlRec, Vec<u8>), UrlError> {
+        let group = raft.partition_of(code);
+        let bytes =
+            raft.read_record(group, &code::record_key(code)).await?.ok_or_else(|| UrlError::NotFound(code.into()))?;
+        Ok((records::decode::<UrlRec>(&bytes).map_err(corrupt)?, bytes))
+    }
+
+    /// The link of `code` and its clicks, for its owner (`None` owner: an admin).
+    pub async fn describe(
+        &self,
+        raft: &Arc<RaftHost>,
+        code: &str,
+        owner: Option<&str>,
+    ) -> Result<(UrlRec, ClickRec), UrlError> {
+        let (link, _) = self.read(raft, code).await?;
+        if owner.is_some_and(|o| o != link.owner) {
+            return Err(UrlError::NotOwner(code.into()));
+        }
+        let group = raft.partition_of(code);
+        let clicks = match raft.read_record(group, &format!("clicks/{code}")).await? {
+            Some(bytes) => records::decode::<ClickRec>(&bytes).map_err(corrupt)?,
+            None => ClickRec::default(),
+        };
+        Ok((link, clicks))
+    }
+
+    /// Deletes the link of `code` for its owner (`None` owner: an admin). The code keeps a
+    /// tombstone (410, never handed out again). Other nodes stop redirecting within
+    /// `cache_fresh_for`.
+    pub async fn delete(&self, raft: &Arc<RaftHost>, code: &str, owner: Option<&str>) -> Result<(), UrlError> {
+        let group = raft.partition_of(code);
+        for _ in 0..CODE_ATTEMPTS {
+            let (mut link, expected) = self.read(raft, code).await?;
+            if owner.is_some_and(|o| o != link.owner) {
+                return Err(UrlError::NotOwner(code.into()));
+            }
+            if link.deleted_ms != 0 {
+                break;
+            }
+            link.deleted_ms = now_ms();
+            let value = records::encode(&link).map_err(|e| UrlError::Internal(e.to_string()))?;
+            let key = code::record_key(code);
+            match raft.propose(group, Command::RecordReplace { key, expected, value }).await {
+                Ok(_) => break,
+                // Changed between the read and the write: read again.
+                Err(ProposeError::Rejected { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.cache.invalidate(code).await;
+        Ok(())
+    }
+
+    /// Counts one click of `code` (flushed within [`CLICK_FLUSH_INTERVAL`]).
+    pub fn click(&self, code: &str, referrer_host: Option<String>) {
+        let day = (now_ms() / 86_400_000) as u32;
+        let mut buf = lock(&self.clicks);
+        buf.oldest.get_or_insert_with(Instant::now);
+        let pending = buf.codes.entry(code.to_string()).or_default();
+        pending.count += 1;
+        *pending.days.entry(day).or_default() += 1;
+        if let Some(host) = referrer_host {
+            *pending.referrers.entry(host).or_default() += 1;
+        }
+        self.metrics.clicks_unflushed.inc();
+    }
+
+    /// Sends every click counted so far to the links' partitions, one command per code (the
+    /// partitions' proposers batch them into log entries). Clicks whose command was not
+    /// proposed are kept for the next round; a command with an unknown outcome is not retried
+    /// (it may have been applied), so its clicks may be lost, never counted twice.
+    pub async fn flush_clicks(&self, raft: &Arc<RaftHost>) {
+        let (codes, oldest) = {
+            let mut buf = lock(&self.clicks);
+            (std::mem::take(&mut buf.codes), buf.oldest.take())
+        };
+        if codes.is_empty() {
+            return;
+        }
+        if let Some(oldest) = oldest {
+            self.metrics.click_flush_lag.set(oldest.elapsed().as_secs_f64());
+        }
+        self.metrics.click_flush_codes.observe(codes.len() as f64);
+        let sends = codes.into_iter().map(|(code, pending)| async move {
+            let command = Command::ClicksAdd {
+                code: code.clone(),
+                days: pending.days.iter().map(|(d, n)| (*d, *n)).collect(),
+                referrers: pending.referrers.iter().map(|(h, n)| (h.clone(), *n)).collect(),
+            };
+            let result = raft.propose(raft.partition_of(&code), command).await;
+            (code, pending, result)
+        });
+        for (code, pending, result) in futures::future::join_all(sends).await {
+            let outcome = match result {
+                Ok(_) | Err(ProposeError::Rejected { .. }) => "ok",
+                Err(ProposeError::NoLeader { .. } | ProposeError::NotLeader { .. }) => {
+                    let mut buf = lock(&self.clicks);
+                    buf.oldest.get_or_insert_with(Instant::now);
+                    let back = buf.codes.entry(code).or_default();
+                    back.count += pending.count;
+                    for (d, n) in pending.days {
+                        *back.days.entry(d).or_default() += n;
+                    }
+                    for (h, n) in pending.referrers {
+                        *back.referrers.entry(h).or_default() += n;
+                    }
+                    self.metrics.click_flushes.with_label_values(&["retried"]).inc();
+                    continue;
+                }
+                Err(e) => {
+                    warn!(code, clicks = pending.count, error = %e, "clicks may be lost: their flush had an unknown outcome");
+                    "lost"
+                }
+            };
+            self.metrics.click_flushes.with_label_values(&[outcome]).inc();
+            self.metrics.clicks_unflushed.sub(pending.count as i64);
+        }
+    }
+
+    /// Flushes clicks every [`CLICK_FLUSH_INTERVAL`] while the node runs.
+    pub async fn run_click_flusher(self: Arc<Self>, raft: crate::raft::actor::RaftSlot) {
+        let mut tick = tokio::time::interval(CLICK_FLUSH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Some(raft) = raft.get() {
+                self.flush_clicks(&raft).await;
+            }
+        }
+    }
+}
