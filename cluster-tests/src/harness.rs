@@ -50,12 +50,18 @@ where
     }
 }
 
-/// A loopback port free for both TCP and UDP right now.
+/// A loopback port free for both TCP and UDP right now, and never handed out before by this
+/// process (the OS may offer a just-released port again; two nodes, or two tests running in
+/// parallel, must not get the same one).
 pub fn free_port() -> Result<u16> {
-    for _ in 0..100 {
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    for _ in 0..1000 {
         let tcp = TcpListener::bind("127.0.0.1:0")?;
         let port = tcp.local_addr()?.port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner()).insert(port)
+        {
             return Ok(port);
         }
     }
@@ -108,6 +114,9 @@ impl ClusterSpec {
                 ("membership", "down_after_missed = 5".into()),
                 ("shutdown", "drain_timeout = \"5s\"".into()),
                 ("auth", format!("admin_token = \"{ADMIN_TOKEN}\"")),
+                // Tests and benchmarks send far more than 100 requests a minute as one user; the
+                // rate-limit tests switch it on.
+                ("ratelimit", "enabled = false".into()),
                 // Fewer groups than the default keep a debug-build cluster light on 2 cores, and
                 // longer election timeouts keep two test clusters on 2 cores from electing
                 // needlessly.

@@ -1321,7 +1321,7 @@ mod urls {
         assert_eq!(r.status().as_u16(), 200);
         let v: Value = r.json().await?;
         assert_eq!((v["status"].as_str(), v["url"].as_str()), (Some("active"), Some("https://example.com/doomed")));
-        // Deleted on node 3: every node answers 410 within a second (their caches revalidate).
+        // Deleted on node 3: every node answers 410 within a second (node 3 tells the others).
         let r = user.delete(c.node(3).url(&path)).bearer_auth(&token).send().await?;
         assert_eq!(r.status().as_u16(), 204);
         let deleted = Instant::now();
@@ -1432,6 +1432,212 @@ mod urls {
         c.wait_ready(&[leader], FORM).await?;
         wait_for("the restarted node to redirect the new link", FORM, || async {
             (visit(&client, &c, leader, &fresh).await.ok()?.0 == 302).then_some(())
+        })
+        .await?;
+        Ok(())
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_without_a_replica_serves_cached_links_stale_when_their_partition_is_down() -> Result<()> {
+        // Cached links are revalidated after a second here, so the stale path comes soon.
+        let mut c = led(&ClusterSpec::new(5).set("urls", "cache_fresh_for = \"1s\"")).await?;
+        let client = no_follow()?;
+        // Two links in one partition: one to cache on a node that holds no replica of it, one
+        // left uncached there.
+        let first = created(&c, 1, json!({"url": "https://example.com/cached"})).await?;
+        let group = shoal::placement::partition_of(&first, 4);
+        let mut second = None;
+        for i in 0..40 {
+            let alias = format!("same-partition-{i}");
+            if shoal::placement::partition_of(&alias, 4) == group {
+                second = Some(created(&c, 1, json!({"url": "https://example.com/uncached", "alias": alias})).await?);
+                break;
+            }
+        }
+        let second = second.context("no alias landed in the partition")?;
+        let view = c.get_json(1, "/v1/cluster").await.context("cluster view")?;
+        let replicas: Vec<u64> = view["partitions"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["id"].as_u64() == Some(group)))
+            .and_then(|p| p["replicas"].as_array())
+            .map(|r| r.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        assert_eq!(replicas.len(), 3, "{view}");
+        let outsider = (1..=5).find(|n| !replicas.contains(n)).context("a node outside the partition")?;
+        assert_eq!(visit(&client, &c, outsider, &first).await?, (302, Some("https://example.com/cached".into())));
+        // The partition loses its majority.
+        c.kill(replicas[0])?;
+        c.kill(replicas[1])?;
+        // The cached link keeps redirecting, served stale once it is due for revalidation.
+        wait_for_result("a stale redirect", FORM, || async {
+            let (status, _) = visit(&client, &c, outsider, &first).await?;
+            assert_eq!(status, 302, "a cached link is served while its partition is down");
+            let stale = c.metric(outsider, "shoal_urls_cache_requests_total{result=\"stale\"}").await.unwrap_or(0.0);
+            Ok((stale > 0.0).then_some(()))
+        })
+        .await?;
+        // The uncached one cannot be looked up: 503 with Retry-After.
+        let r = client.get(c.node(outsider).url(&format!("/{second}"))).send().await?;
+        assert_eq!(r.status().as_u16(), 503);
+        assert!(r.headers().get("retry-after").is_some());
+        Ok(())
+    }
+}
+
+mod ratelimit {
+    use super::counters::{leader_of, led};
+    use super::*;
+    use serde_json::{Value, json};
+
+    /// A cluster whose limiter runs with `policies` (a TOML array of inline tables).
+    async fn limited(policies: &str) -> Result<Cluster> {
+        led(&ClusterSpec::new(3)
+            .set("ratelimit", "enabled = true")
+            .set("ratelimit", "owner_timeout = \"300ms\"")
+            .set("ratelimit", &format!("policies = {policies}")))
+        .await
+    }
+
+    /// Signs a user up (retrying while the limiter's owners are not all known yet); answers
+    /// its id and token.
+    async fn user(c: &Cluster, name: &str) -> Result<(String, String)> {
+        let plain = reqwest::Client::new();
+        let v = wait_for_result("a sign-up", FORM, || async {
+            let r = plain.post(c.node(1).url("/v1/users")).json(&json!({ "name": name })).send().await?;
+            Ok(if r.status().as_u16() == 201 { Some(r.json::<Value>().await?) } else { None })
+        })
+        .await?;
+        let field = |f: &str| v[f].as_str().map(str::to_string).ok_or_else(|| anyhow!("no {f} in {v}"));
+        Ok((field("id")?, field("token")?))
+    }
+
+    fn header(r: &reqwest::Response, name: &str) -> Option<String> {
+        r.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn limits_hold_across_nodes_with_their_headers() -> Result<()> {
+        let c = limited(
+            r#"[{ name = "api", limit = 6, window = "60s", algorithm = "token_bucket", routes = ["/v1/*"], key = "user" },
+                { name = "redirects", limit = 4, window = "60s", algorithm = "sliding_window", routes = ["GET /{code}"], key = "ip" }]"#,
+        )
+        .await?;
+        let (_, token) = user(&c, "busy").await?;
+        let (_, other) = user(&c, "calm").await?;
+        let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+        // Six requests spread over the three nodes share one quota.
+        for (i, node) in [1, 2, 3, 1, 2, 3].into_iter().enumerate() {
+            let r = plain.get(c.node(node).url("/v1/users/me")).bearer_auth(&token).send().await?;
+            assert_eq!(r.status().as_u16(), 200, "request {i} on node {node}");
+            assert_eq!(header(&r, "x-ratelimit-limit").as_deref(), Some("6"));
+            assert_eq!(header(&r, "x-ratelimit-remaining"), Some((5 - i).to_string()), "request {i}");
+            let reset: u64 = header(&r, "x-ratelimit-reset").unwrap_or_default().parse()?;
+            assert!((1..=60).contains(&reset), "reset {reset}");
+            assert_eq!(header(&r, "ratelimit-policy").as_deref(), Some("\"api\";q=6;w=60"));
+            assert_eq!(header(&r, "ratelimit"), Some(format!("\"api\";r={};t={reset}", 5 - i)));
+        }
+        // The seventh is refused on every node, with Retry-After (one token per 10 s).
+        for node in [2, 3, 1] {
+            let r = plain.get(c.node(node).url("/v1/users/me")).bearer_auth(&token).send().await?;
+            assert_eq!(r.status().as_u16(), 429, "node {node}");
+            let retry: u64 = header(&r, "retry-after").unwrap_or_default().parse()?;
+            assert!((1..=10).contains(&retry), "retry-after {retry}");
+            assert_eq!(header(&r, "x-ratelimit-remaining").as_deref(), Some("0"));
+            assert_eq!(r.json::<Value>().await?["error"]["code"], "rate_limited");
+        }
+        // Another user has a quota of their own.
+        let r = plain.get(c.node(3).url("/v1/users/me")).bearer_auth(&other).send().await?;
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(header(&r, "x-ratelimit-remaining").as_deref(), Some("5"));
+        let r = plain.get(c.node(2).url("/v1/ratelimit")).bearer_auth(&other).send().await?;
+        let v: Value = r.json().await?;
+        let api = v["policies"].as_array().and_then(|p| p.iter().find(|p| p["policy"] == "api")).cloned();
+        assert_eq!(api.map(|a| a["remaining"].clone()), Some(json!(4)), "{v}");
+        // Redirects: four per client IP in any 60 s, whichever node serves them.
+        let code = wait_for_result("a shorten", FORM, || async {
+            let r = plain
+                .post(c.node(1).url("/v1/urls"))
+                .bearer_auth(&other)
+                .json(&json!({"url": "https://example.com/"}))
+                .send()
+                .await?;
+            Ok(if r.status().as_u16() == 201 {
+                r.json::<Value>().await?["code"].as_str().map(str::to_string)
+            } else {
+                None
+            })
+        })
+        .await?;
+        let mut statuses = Vec::new();
+        for node in [1, 2, 3, 1, 2, 3] {
+            statuses.push(plain.get(c.node(node).url(&format!("/{code}"))).send().await?.status().as_u16());
+        }
+        assert_eq!(statuses, vec![302, 302, 302, 302, 429, 429]);
+        // Health, readiness and metrics are not limited.
+        let r = plain.get(c.node(1).url("/healthz")).send().await?;
+        assert!(r.headers().get("x-ratelimit-limit").is_none());
+        let metrics = c.metrics(1).await.unwrap_or_default();
+        assert!(metrics.contains("shoal_ratelimit_decisions_total{decision=\"limited\",policy=\"api\"}"));
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreachable_owner_fails_open_or_closed_as_the_policy_says() -> Result<()> {
+        let c = limited(
+            r#"[{ name = "soft", limit = 1000, window = "60s", algorithm = "token_bucket", routes = ["GET /v1/users/me"], key = "user", on_unavailable = "open" },
+                { name = "strict", limit = 1000, window = "60s", algorithm = "token_bucket", routes = ["GET /v1/ratelimit"], key = "user", on_unavailable = "closed" }]"#,
+        )
+        .await?;
+        let mut c = c;
+        // Users whose keys node 3 owns: "soft" for one, "strict" for another.
+        let owner_of = |key: String| {
+            let c = &c;
+            async move { leader_of(c, 1, shoal::placement::partition_of(&key, 4)).await }
+        };
+        let (mut soft, mut strict) = (None, None);
+        for i in 0..60 {
+            let (id, token) = user(&c, &format!("u{i}")).await?;
+            if soft.is_none() && owner_of(format!("soft/user:{id}")).await == Some(3) {
+                soft = Some(token.clone());
+            }
+            if strict.is_none() && owner_of(format!("strict/user:{id}")).await == Some(3) {
+                strict = Some(token);
+            }
+            if soft.is_some() && strict.is_some() {
+                break;
+            }
+        }
+        let (soft, strict) =
+            (soft.context("no user owned by node 3 (soft)")?, strict.context("no user owned by node 3 (strict)")?);
+        let plain = reqwest::Client::new();
+        assert_eq!(plain.get(c.node(1).url("/v1/users/me")).bearer_auth(&soft).send().await?.status().as_u16(), 200);
+        assert_eq!(plain.get(c.node(1).url("/v1/ratelimit")).bearer_auth(&strict).send().await?.status().as_u16(), 200);
+        c.kill(3)?;
+        // Until the partitions elect new leaders, node 3's keys have no owner that answers.
+        wait_for_result("a fail-open and a fail-closed decision", FORM, || async {
+            let r = plain.get(c.node(1).url("/v1/users/me")).bearer_auth(&soft).send().await?;
+            assert_eq!(r.status().as_u16(), 200, "a fail-open policy admits");
+            let r = plain.get(c.node(1).url("/v1/ratelimit")).bearer_auth(&strict).send().await?;
+            let status = r.status().as_u16();
+            if status == 503 {
+                assert_eq!(r.json::<Value>().await?["error"]["code"], "rate_limiter_unavailable");
+            } else {
+                assert_eq!(status, 200);
+            }
+            let m = c.metrics(1).await.unwrap_or_default();
+            let opened = sample(&m, "shoal_ratelimit_decisions_total{decision=\"unavailable_open\",policy=\"soft\"}")
+                .unwrap_or(0.0)
+                > 0.0;
+            let closed =
+                sample(&m, "shoal_ratelimit_decisions_total{decision=\"unavailable_closed\",policy=\"strict\"}")
+                    .unwrap_or(0.0)
+                    > 0.0;
+            Ok((opened && closed).then_some(()))
+        })
+        .await?;
+        // Once a new owner leads the partition, the strict policy decides again (a fresh bucket).
+        wait_for_result("the strict policy to decide again", FORM, || async {
+            let r = plain.get(c.node(2).url("/v1/ratelimit")).bearer_auth(&strict).send().await?;
+            Ok((r.status().as_u16() == 200 && header(&r, "x-ratelimit-remaining").is_some()).then_some(()))
         })
         .await?;
         Ok(())

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod node;
 pub mod placement;
 pub mod raft;
+pub mod ratelimit;
 pub mod storage;
 pub mod supervisor;
 pub mod transport;

@@ -13,6 +13,7 @@ use crate::membership::{Membership, MembershipMetrics};
 use crate::metrics::NodeMetrics;
 use crate::raft::actor::RaftSlot;
 use crate::raft::wire::RaftRequest;
+use crate::ratelimit::Limiter;
 use crate::storage::Store;
 use crate::supervisor::{Deps, Supervisor, SupervisorMsg};
 use crate::transport::proto::{Request, Response, RpcError, RpcErrorCode};
@@ -77,6 +78,8 @@ pub enum NodeError {
 struct NodeRpc {
     membership: Arc<Membership>,
     raft: RaftSlot,
+    limiter: Arc<Limiter>,
+    urls: Arc<UrlService>,
 }
 
 impl RpcHandler for NodeRpc {
@@ -85,6 +88,14 @@ impl RpcHandler for NodeRpc {
             Request::Raft(r) => return self.raft(from, r),
             Request::Ping(ping) => Response::Pong(self.membership.on_ping(ping)),
             Request::Echo(echo) => Response::Echo(echo),
+            Request::RateLimit(checks) => Response::RateLimit(self.limiter.serve(checks)),
+            Request::UrlDeleted(deleted) => {
+                let urls = Arc::clone(&self.urls);
+                return Box::pin(async move {
+                    urls.on_deleted(deleted).await;
+                    Response::Done
+                });
+            }
             Request::Join(join) => match self.membership.on_join(from, join) {
                 Ok(joined) => Response::Joined(joined),
                 Err(message) => Response::Error(RpcError { code: RpcErrorCode::Refused, message }),
@@ -156,13 +167,27 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> Result
         MembershipMetrics::clone(&metrics.membership),
     );
     let raft = RaftSlot::default();
-    transport.set_handler(Arc::new(NodeRpc { membership: Arc::clone(&membership), raft: raft.clone() }));
+    let limiter = Limiter::new(
+        config.ratelimit.clone(),
+        config.node.id,
+        Arc::clone(&transport),
+        raft.clone(),
+        metrics.ratelimit.clone(),
+    );
+    let _sweeper = AbortOnDrop::spawn(Arc::clone(&limiter).run_sweeper());
+    let urls =
+        UrlService::new(config.urls.clone(), metrics.urls.clone(), Arc::clone(&transport), Arc::clone(&membership));
+    transport.set_handler(Arc::new(NodeRpc {
+        membership: Arc::clone(&membership),
+        raft: raft.clone(),
+        limiter: Arc::clone(&limiter),
+        urls: Arc::clone(&urls),
+    }));
     let http_listener = std::net::TcpListener::bind(config.http.listen)
         .map_err(|source| NodeError::HttpBind { addr: config.http.listen, source })?;
     let fatal = Arc::new(Mutex::new(None));
     let http_addr = config.http.listen;
     let peer_addr = config.peer.listen;
-    let urls = UrlService::new(config.urls.clone(), metrics.urls.clone());
     let _click_flusher = AbortOnDrop::spawn(Arc::clone(&urls).run_click_flusher(raft.clone()));
     let deps = Deps {
         config,
@@ -173,6 +198,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> Result
         store,
         raft: raft.clone(),
         urls: Arc::clone(&urls),
+        limiter,
         fatal: Arc::clone(&fatal),
     };
     let (supervisor, handle) = Actor::spawn(None, Supervisor, deps).await?;

@@ -122,6 +122,8 @@ pub struct Deps {
     pub raft: RaftSlot,
     /// The URL shortener (its cache outlives HTTP actor restarts).
     pub urls: Arc<crate::urls::UrlService>,
+    /// The rate limiter (the keys it owns outlive HTTP actor restarts).
+    pub limiter: Arc<crate::ratelimit::Limiter>,
     /// Set when the supervisor gives up; the node then exits non-zero.
     pub fatal: Arc<Mutex<Option<String>>>,
 }
@@ -211,6 +213,7 @@ impl Supervisor {
                         request_timeout: c.http.request_timeout,
                         auth: Arc::new(c.auth.clone()),
                         urls: Arc::clone(&deps.urls),
+                        limiter: Arc::clone(&deps.limiter),
                         short_base: c
                             .urls
                             .base_url

@@ -8,6 +8,9 @@
 //! shoal-bench counters --set raft.batching=false        # the same without the batching proposer
 //! shoal-bench failover --rounds 5                       # SIGKILL a partition leader under load
 //! shoal-bench restart --entries 100000                  # restart a node with a long log behind it
+//! shoal-bench shorten --clients 64                      # URL shortens on a local 3-node cluster
+//! shoal-bench redirect --clients 64                     # cached redirects, spread over the nodes
+//! shoal-bench ratelimited --clients 64                  # requests whose limiter key another node owns
 //! ```
 //!
 //! Closed-loop load: each client issues its next request as soon as the previous one answered.
@@ -15,6 +18,7 @@
 //! HDR histograms (microseconds) and merged at the end, so recording never contends.
 
 mod driver;
+mod services;
 mod workloads;
 
 use std::path::PathBuf;
@@ -40,6 +44,13 @@ enum Workload {
     /// Fill one partition's log with `--entries` entries (no snapshot), SIGKILL a node, restart
     /// it: time until it serves again.
     Restart,
+    /// URL shortens over HTTP, spread over the nodes.
+    Shorten,
+    /// Redirects of `--keys` (at most 1,000) cached links, spread over the nodes.
+    Redirect,
+    /// Authenticated requests through the rate limiter, each key owned by another node than
+    /// the one asked (`--set ratelimit.enabled=false` for the baseline).
+    Ratelimited,
 }
 
 #[derive(Parser, Debug)]
@@ -98,6 +109,9 @@ fn main() -> Result<()> {
             Workload::EtcdPut => workloads::etcd_put(&args).await,
             Workload::Failover => workloads::failover(&args).await,
             Workload::Restart => workloads::restart(&args).await,
+            Workload::Shorten => services::shorten(&args).await,
+            Workload::Redirect => services::redirect(&args).await,
+            Workload::Ratelimited => services::ratelimited(&args).await,
         }
     })?;
     if args.json {

@@ -131,7 +131,7 @@ fn normalized(endpoints: &[String]) -> Vec<String> {
 }
 
 /// One pooled HTTP client for all bench clients.
-fn http_client(args: &Args) -> Result<reqwest::Client> {
+pub(super) fn http_client(args: &Args) -> Result<reqwest::Client> {
     Ok(reqwest::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(args.clients).build()?)
 }
 
@@ -150,7 +150,10 @@ fn settings(args: &Args) -> Result<Vec<(&'static str, String)>> {
 
 /// A local 3-node cluster with production defaults, quiet logs, `extra` and `--set` settings.
 fn start_cluster(args: &Args, extra: &[(&'static str, &str)]) -> Result<Cluster> {
-    let mut spec = ClusterSpec { nodes: 3, settings: vec![("log", "filter = \"warn\"".to_string())] };
+    // The limiter is off unless a workload (or --set) turns it on, as `dev up --set
+    // ratelimit.enabled=false` would for a benchmark.
+    let base = vec![("log", "filter = \"warn\"".to_string()), ("ratelimit", "enabled = false".to_string())];
+    let mut spec = ClusterSpec { nodes: 3, settings: base };
     for (section, line) in extra {
         spec = spec.set(section, line);
     }
@@ -162,10 +165,18 @@ fn start_cluster(args: &Args, extra: &[(&'static str, &str)]) -> Result<Cluster>
 
 /// Starts a local 3-node cluster with production defaults unless `--endpoints` names one.
 async fn target_cluster(args: &Args) -> Result<(Option<Cluster>, Vec<String>)> {
+    target_cluster_with(args, &[]).await
+}
+
+/// [`target_cluster`] with `extra` settings (before `--set` ones) for a cluster it starts.
+pub(super) async fn target_cluster_with(
+    args: &Args,
+    extra: &[(&'static str, &str)],
+) -> Result<(Option<Cluster>, Vec<String>)> {
     if !args.endpoints.is_empty() {
         return Ok((None, normalized(&args.endpoints)));
     }
-    let cluster = start_cluster(args, &[])?;
+    let cluster = start_cluster(args, extra)?;
     let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
     cluster.wait_all_see_up(&ids, &ids, Duration::from_secs(30)).await?;
     cluster.wait_ready(&ids, Duration::from_secs(30)).await?;
@@ -263,7 +274,7 @@ const COST_METRICS: [&str; 3] =
 /// The servers' own cost over a run's measured window, from their `/metrics` (Shoal nodes and
 /// etcd both export `process_cpu_seconds_total`): CPU per request over all server processes
 /// and, for Shoal, commands per proposed log entry.
-struct ServerWindow {
+pub(super) struct ServerWindow {
     http: reqwest::Client,
     endpoints: Vec<String>,
     /// Sums when the measured window opened (read once the load driver says so).
@@ -272,7 +283,7 @@ struct ServerWindow {
 
 impl ServerWindow {
     /// Reads the servers when the returned sender fires (give it to [`run_closed_loop`]).
-    fn open(http: &reqwest::Client, endpoints: &[String]) -> (Self, tokio::sync::oneshot::Sender<()>) {
+    pub(super) fn open(http: &reqwest::Client, endpoints: &[String]) -> (Self, tokio::sync::oneshot::Sender<()>) {
         let (opened, window_open) = tokio::sync::oneshot::channel();
         let (client, eps) = (http.clone(), endpoints.to_vec());
         let start = tokio::spawn(async move {
@@ -283,7 +294,7 @@ impl ServerWindow {
     }
 
     /// Adds `server_cpu_us_per_request` (and `commands_per_entry` where known) to `report`.
-    async fn close(self, report: &mut Report) -> Result<()> {
+    pub(super) async fn close(self, report: &mut Report) -> Result<()> {
         let end = scrape_sums(&self.http, &self.endpoints).await?;
         let start = self.start.await??;
         let delta = |name: &str| end.get(name).copied().unwrap_or(0.0) - start.get(name).copied().unwrap_or(0.0);
@@ -319,7 +330,7 @@ async fn scrape_sums(http: &reqwest::Client, endpoints: &[String]) -> Result<std
 }
 
 /// Signs up a bench user on `endpoint` and returns its bearer token.
-async fn sign_up(http: &reqwest::Client, endpoint: &str) -> Result<String> {
+pub(super) async fn sign_up(http: &reqwest::Client, endpoint: &str) -> Result<String> {
     let signup = http.post(format!("{endpoint}/v1/users")).json(&json!({"name": "shoal-bench"})).send().await?;
     anyhow::ensure!(signup.status().is_success(), "sign-up failed: {}", signup.status());
     let v: serde_json::Value = signup.json().await?;

@@ -79,6 +79,9 @@ pub struct Config {
     /// The URL shortener.
     #[serde(default)]
     pub urls: UrlsSection,
+    /// The rate limiter.
+    #[serde(default)]
+    pub ratelimit: RateLimitSection,
     /// Restart policy of the actor supervisor.
     #[serde(default)]
     pub supervisor: SupervisorSection,
@@ -316,9 +319,9 @@ pub struct UrlsSection {
     pub base_url: Option<String>,
     /// Mappings each node's redirect cache holds.
     pub cache_capacity: u64,
-    /// A cached mapping older than this is checked against the partition again on its next
-    /// use (and served stale if the partition cannot answer). Bounds how long a deleted link
-    /// may still redirect on another node.
+    /// A cached link older than this is checked against its partition again on its next use
+    /// (and served stale if the partition cannot answer). Deletions are pushed to every member
+    /// at once; this bounds how long a member that missed one may still redirect.
     #[serde(with = "humantime_serde")]
     pub cache_fresh_for: Duration,
     /// Codes a node reserves from the cluster at once (one Raft write per block).
@@ -333,11 +336,117 @@ impl Default for UrlsSection {
         Self {
             base_url: None,
             cache_capacity: 100_000,
-            cache_fresh_for: Duration::from_millis(500),
+            cache_fresh_for: Duration::from_secs(10),
             code_block: 1000,
             default_retention: Duration::from_secs(5 * 365 * 24 * 3600),
         }
     }
+}
+
+/// `[ratelimit]`: the cluster-wide rate limiter every `/v1/*` request and redirect passes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSection {
+    /// false: no request is limited (benchmarks).
+    pub enabled: bool,
+    /// How long a node waits for a key's owner (the leader of the key's partition) before the
+    /// policy's `on_unavailable` decides.
+    #[serde(with = "humantime_serde")]
+    pub owner_timeout: Duration,
+    /// The policies; a request passes every policy whose routes cover it.
+    pub policies: Vec<RatePolicy>,
+}
+
+impl Default for RateLimitSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            owner_timeout: Duration::from_millis(100),
+            policies: vec![
+                RatePolicy {
+                    name: "api".into(),
+                    limit: 100,
+                    window: Duration::from_secs(60),
+                    algorithm: crate::ratelimit::Algorithm::TokenBucket,
+                    routes: vec!["/v1/*".into()],
+                    except: vec!["GET /v1/cluster".into()],
+                    key: RateKey::User,
+                    on_unavailable: OnUnavailable::Open,
+                },
+                // `shoal status --watch` asks every node every second.
+                RatePolicy {
+                    name: "cluster_view".into(),
+                    limit: 1200,
+                    window: Duration::from_secs(60),
+                    algorithm: crate::ratelimit::Algorithm::TokenBucket,
+                    routes: vec!["GET /v1/cluster".into()],
+                    except: Vec::new(),
+                    key: RateKey::Ip,
+                    on_unavailable: OnUnavailable::Open,
+                },
+                RatePolicy {
+                    name: "redirects".into(),
+                    limit: 1200,
+                    window: Duration::from_secs(60),
+                    algorithm: crate::ratelimit::Algorithm::TokenBucket,
+                    routes: vec!["GET /{code}".into()],
+                    except: Vec::new(),
+                    key: RateKey::Ip,
+                    on_unavailable: OnUnavailable::Open,
+                },
+            ],
+        }
+    }
+}
+
+/// One `[[ratelimit.policies]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RatePolicy {
+    /// Name, in headers and metrics: `[a-z0-9_-]`, unique.
+    pub name: String,
+    /// Requests allowed per window.
+    pub limit: u64,
+    /// The window.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// `token_bucket` (GCRA: bursts up to `limit`, refilled evenly) or `sliding_window` (never
+    /// more than `limit` in any window; at most 10,000).
+    pub algorithm: crate::ratelimit::Algorithm,
+    /// Route templates covered, optionally after a method: `/v1/*` (a prefix), `POST /v1/urls`,
+    /// `GET /{code}` (the redirect).
+    pub routes: Vec<String>,
+    /// Routes left out of `routes` (same syntax), e.g. a route with a policy of its own.
+    #[serde(default)]
+    pub except: Vec<String>,
+    /// `user` (the authenticated user, else the client IP) or `ip`.
+    #[serde(default)]
+    pub key: RateKey,
+    /// When the key's owner cannot answer in time: `open` admits, `closed` refuses (503).
+    #[serde(default)]
+    pub on_unavailable: OnUnavailable,
+}
+
+/// What a policy counts requests by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateKey {
+    /// The authenticated user; the client IP for requests without a valid token.
+    #[default]
+    User,
+    /// The client IP.
+    Ip,
+}
+
+/// What a policy decides when the key's owner cannot answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnavailable {
+    /// Admit the request.
+    #[default]
+    Open,
+    /// Refuse it with 503.
+    Closed,
 }
 
 /// `[supervisor]`: restarts of failed actors.
@@ -581,6 +690,7 @@ impl Config {
             return Err(invalid("urls.code_block", "must be between 1 and 1000000"));
         }
         nonzero("urls.default_retention", u.default_retention)?;
+        self.validate_ratelimit()?;
         let s = &self.supervisor;
         nonzero("supervisor.restart_backoff_min", s.restart_backoff_min)?;
         if s.restart_backoff_max < s.restart_backoff_min {
@@ -592,6 +702,47 @@ impl Config {
             return Err(invalid("log.filter", format!("not a valid filter: {e}")));
         }
         self.validate_cluster()
+    }
+
+    fn validate_ratelimit(&self) -> Result<(), ConfigError> {
+        let r = &self.ratelimit;
+        nonzero("ratelimit.owner_timeout", r.owner_timeout)?;
+        let mut names = BTreeSet::new();
+        for (i, p) in r.policies.iter().enumerate() {
+            let field = |f: &str| format!("ratelimit.policies[{i}].{f}");
+            let name_ok = !p.name.is_empty()
+                && p.name.len() <= 32
+                && p.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+            if !name_ok {
+                return Err(invalid(&field("name"), "must be 1 to 32 characters of a-z, 0-9, '_' and '-'"));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(invalid(&field("name"), format!("policy `{}` is defined twice", p.name)));
+            }
+            if p.limit == 0 {
+                return Err(invalid(&field("limit"), "must be at least 1"));
+            }
+            if p.window < Duration::from_millis(1) {
+                return Err(invalid(&field("window"), "must be at least 1ms"));
+            }
+            if p.algorithm == crate::ratelimit::Algorithm::SlidingWindow && p.limit > 10_000 {
+                return Err(invalid(
+                    &field("limit"),
+                    "a sliding_window policy keeps every admission of its window: at most 10000 (use token_bucket)",
+                ));
+            }
+            if p.routes.is_empty() {
+                return Err(invalid(&field("routes"), "must list at least one route"));
+            }
+            for (list, routes) in [("routes", &p.routes), ("except", &p.except)] {
+                for route in routes {
+                    if let Err(why) = crate::ratelimit::RoutePattern::parse(route) {
+                        return Err(invalid(&field(list), why));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn validate_cluster(&self) -> Result<(), ConfigError> {

@@ -142,3 +142,39 @@ fn every_file_in_config_dir_parses() {
         Config::load(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
     }
 }
+
+#[test]
+fn rate_limit_policies_are_validated_and_the_defaults_cover_the_api() {
+    let c = Config::from_toml(GOOD).expect("valid");
+    assert!(c.ratelimit.enabled);
+    let api = c.ratelimit.policies.iter().find(|p| p.name == "api").expect("api policy");
+    assert_eq!((api.limit, api.window), (100, Duration::from_secs(60)));
+    let policy = |routes: &str| {
+        format!("ratelimit.policies=[{{name=\"p\",limit=5,window=\"1s\",algorithm=\"token_bucket\",routes={routes}}}]")
+    };
+    assert!(with(&policy("[\"/v1/*\"]")).is_ok());
+    assert_eq!(bad_field(&policy("[]")), "ratelimit.policies[0].routes");
+    assert_eq!(bad_field(&policy("[\"v1/*\"]")), "ratelimit.policies[0].routes");
+    assert_eq!(
+        bad_field("ratelimit.policies=[{name=\"p\",limit=0,window=\"1s\",algorithm=\"token_bucket\",routes=[\"/x\"]}]"),
+        "ratelimit.policies[0].limit"
+    );
+    assert_eq!(
+        bad_field(
+            "ratelimit.policies=[{name=\"p\",limit=20000,window=\"1s\",algorithm=\"sliding_window\",routes=[\"/x\"]}]"
+        ),
+        "ratelimit.policies[0].limit"
+    );
+    assert_eq!(
+        bad_field(
+            "ratelimit.policies=[{name=\"Bad Name\",limit=1,window=\"1s\",algorithm=\"token_bucket\",routes=[\"/x\"]}]"
+        ),
+        "ratelimit.policies[0].name"
+    );
+    let twice = "{name=\"p\",limit=1,window=\"1s\",algorithm=\"token_bucket\",routes=[\"/x\"]}";
+    assert_eq!(bad_field(&format!("ratelimit.policies=[{twice},{twice}]")), "ratelimit.policies[1].name");
+    assert!(
+        with("ratelimit.policies=[{name=\"p\",limit=1,window=\"1s\",algorithm=\"leaky\",routes=[\"/x\"]}]").is_err()
+    );
+    assert_eq!(bad_field("ratelimit.owner_timeout=\"0s\""), "ratelimit.owner_timeout");
+}

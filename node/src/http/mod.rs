@@ -8,6 +8,7 @@ pub mod actor;
 mod counters;
 pub mod error;
 pub mod metrics;
+mod ratelimit;
 mod urls;
 pub mod users;
 
@@ -51,6 +52,8 @@ pub struct AppState {
     pub auth: Arc<crate::config::AuthSection>,
     /// The URL shortener.
     pub urls: Arc<crate::urls::UrlService>,
+    /// The rate limiter.
+    pub limiter: Arc<crate::ratelimit::Limiter>,
     /// Base of the short links this node hands out (`urls.base_url`, else its HTTP address).
     pub short_base: Arc<str>,
 }
@@ -69,9 +72,11 @@ pub fn router(state: AppState, body_limit: usize, max_in_flight: usize) -> Route
         .route("/v1/urls", post(urls::create))
         .route("/v1/urls/{code}", get(urls::describe).delete(urls::delete))
         .route("/{code}", get(urls::redirect))
+        .route("/v1/ratelimit", get(ratelimit::quota))
         .route("/v1/testing/faults/{actor}", post(inject_fault))
         .route("/v1/testing/faults/storage/{group}", post(inject_storage_fault))
         .fallback(fallback)
+        .layer(middleware::from_fn_with_state(state.clone(), ratelimit::limit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))

@@ -42,25 +42,40 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            unauthorized("missing_token", "this endpoint needs an Authorization: Bearer <token> header")
-        })?;
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| unauthorized("invalid_token", "expected Authorization: Bearer <token>"))?;
-        let hash = sha256_hex(token);
-        // Compare hashes, so the comparison time says nothing about the admin token.
-        if state.auth.admin_token.as_deref().is_some_and(|admin| sha256_hex(admin) == hash) {
-            return Ok(Caller::Admin);
+        identify(state, &parts.headers).await
+    }
+}
+
+impl Caller {
+    /// A stable id: the user's, or `admin`.
+    pub fn id(&self) -> &str {
+        match self {
+            Caller::Admin => "admin",
+            Caller::User(u) => &u.id,
         }
-        match raft(state)?.user_by_token(&hash).await.map_err(propose_error)? {
-            Some(user) => Ok(Caller::User(user)),
-            None => Err(unauthorized("invalid_token", "the bearer token is not valid")),
-        }
+    }
+}
+
+/// The caller a request's bearer token names.
+pub(super) async fn identify(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Caller, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("missing_token", "this endpoint needs an Authorization: Bearer <token> header"))?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| unauthorized("invalid_token", "expected Authorization: Bearer <token>"))?;
+    let hash = sha256_hex(token);
+    // Compare hashes, so the comparison time says nothing about the admin token.
+    if state.auth.admin_token.as_deref().is_some_and(|admin| sha256_hex(admin) == hash) {
+        return Ok(Caller::Admin);
+    }
+    match raft(state)?.user_by_token(&hash).await.map_err(propose_error)? {
+        Some(user) => Ok(Caller::User(user)),
+        None => Err(unauthorized("invalid_token", "the bearer token is not valid")),
     }
 }
 

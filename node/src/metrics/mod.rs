@@ -8,6 +8,7 @@ use crate::NodeId;
 use crate::http::metrics::HttpMetrics;
 use crate::membership::MembershipMetrics;
 use crate::raft::metrics::RaftMetrics;
+use crate::ratelimit::RateLimitMetrics;
 use crate::storage::StorageMetrics;
 use crate::supervisor::SupervisorMetrics;
 use crate::transport::TransportMetrics;
@@ -32,6 +33,8 @@ pub struct NodeMetrics {
     pub raft: RaftMetrics,
     /// The URL shortener.
     pub urls: UrlMetrics,
+    /// The rate limiter.
+    pub ratelimit: RateLimitMetrics,
 }
 
 impl NodeMetrics {
@@ -53,6 +56,7 @@ impl NodeMetrics {
             storage: StorageMetrics::new(&registry)?,
             raft: RaftMetrics::new(&registry)?,
             urls: UrlMetrics::new(&registry)?,
+            ratelimit: RateLimitMetrics::new(&registry)?,
             registry,
         })
     }

@@ -448,7 +448,8 @@ impl RaftHost {
     /// electing a new one. For a group not hosted here (or only just opened here): the last
     /// leader seen in an answer, else another replica from the layout (it redirects to its
     /// leader).
-    fn leader_of(&self, group: GroupId) -> Option<NodeId> {
+    /// The leader of `group` as this node knows it (itself only while its quorum lease holds).
+    pub fn leader_of(&self, group: GroupId) -> Option<NodeId> {
         if let Some(g) = self.group(group) {
             let rx = g.raft.metrics();
             let m = rx.borrow();

@@ -62,6 +62,10 @@ pub enum Request {
     Join(Join),
     /// A Raft group's message.
     Raft(crate::raft::wire::RaftRequest),
+    /// Rate-limit checks for keys the callee owns.
+    RateLimit(crate::ratelimit::RateChecks),
+    /// A short link was deleted: answer 410 from now on.
+    UrlDeleted(crate::urls::UrlDeleted),
 }
 
 impl Request {
@@ -71,6 +75,8 @@ impl Request {
             Request::Ping(_) => Ping::METHOD,
             Request::Echo(_) => Echo::METHOD,
             Request::Join(_) => Join::METHOD,
+            Request::RateLimit(_) => <crate::ratelimit::RateChecks as Rpc>::METHOD,
+            Request::UrlDeleted(_) => <crate::urls::UrlDeleted as Rpc>::METHOD,
             Request::Raft(r) => {
                 use crate::raft::wire::RaftRequestBody as B;
                 match r.body {
@@ -123,6 +129,10 @@ pub enum Response {
     Joined(Joined),
     /// To [`Request::Raft`].
     Raft(crate::raft::wire::RaftResponse),
+    /// To [`Request::RateLimit`].
+    RateLimit(crate::ratelimit::RateAnswers),
+    /// Done, nothing to report (to [`Request::UrlDeleted`]).
+    Done,
     /// The call failed at the callee.
     Error(RpcError),
 }

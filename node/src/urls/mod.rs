@@ -21,18 +21,27 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use moka::future::Cache;
 use moka::ops::compute::{CompResult, Op};
+use rkyv::{Archive, Deserialize, Serialize};
 use tracing::warn;
 
 pub use self::code::Permutation;
 pub use self::metrics::UrlMetrics;
+use crate::NodeId;
 use crate::config::UrlsSection;
+use crate::membership::Membership;
 use crate::raft::{Command, CommandResult, ProposeError, RaftHost};
 use crate::storage::records::{self, ClickRec, UrlRec};
+use crate::transport::Transport;
+use crate::transport::proto::{Request, Response, Rpc};
 
 /// Generated codes tried before giving up when each clashes with an existing link.
 const CODE_ATTEMPTS: usize = 8;
 /// A click flush round runs this often.
 pub const CLICK_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a cached "no such code" is trusted.
+const MISSING_FRESH_FOR: Duration = Duration::from_secs(1);
+/// How long a deletion broadcast waits for each member.
+const BROADCAST_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why a shortener operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +75,38 @@ fn corrupt(e: records::RecordError) -> UrlError {
 struct Cached {
     link: Option<UrlRec>,
     fetched: Instant,
+}
+
+impl Cached {
+    /// Links are fresh for `fresh_for`; "no such code" for at most [`MISSING_FRESH_FOR`], so a
+    /// code created elsewhere right after a lookup here is found soon.
+    fn is_fresh(&self, fresh_for: Duration) -> bool {
+        let limit = if self.link.is_some() { fresh_for } else { fresh_for.min(MISSING_FRESH_FOR) };
+        self.fetched.elapsed() < limit
+    }
+}
+
+/// A deletion, told to every member by the node that made it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct UrlDeleted {
+    /// The code.
+    pub code: String,
+    /// Its tombstone record, as stored.
+    pub record: Vec<u8>,
+}
+
+impl From<UrlDeleted> for Request {
+    fn from(m: UrlDeleted) -> Self {
+        Request::UrlDeleted(m)
+    }
+}
+
+impl Rpc for UrlDeleted {
+    type Reply = ();
+    const METHOD: &'static str = "url_deleted";
+    fn reply(response: Response) -> Option<()> {
+        matches!(response, Response::Done).then_some(())
+    }
 }
 
 /// How a redirect lookup was served.
@@ -122,6 +163,8 @@ pub struct NewLink {
 pub struct UrlService {
     cfg: UrlsSection,
     metrics: UrlMetrics,
+    transport: Arc<Transport>,
+    membership: Arc<Membership>,
     cache: Cache<String, Arc<Cached>>,
     codes: Mutex<Vec<Range<u64>>>,
     /// Held while a block of codes is being reserved (one reservation at a time).
@@ -158,8 +201,15 @@ pub fn live(link: &UrlRec, now_ms: u64) -> Result<(), &'static str> {
 
 impl UrlService {
     /// A shortener with an empty cache.
-    pub fn new(cfg: UrlsSection, metrics: UrlMetrics) -> Arc<Self> {
+    pub fn new(
+        cfg: UrlsSection,
+        metrics: UrlMetrics,
+        transport: Arc<Transport>,
+        membership: Arc<Membership>,
+    ) -> Arc<Self> {
         Arc::new(Self {
+            transport,
+            membership,
             cache: Cache::builder().max_capacity(cfg.cache_capacity).build(),
             cfg,
             metrics,
@@ -317,7 +367,7 @@ impl UrlService {
     pub async fn resolve(&self, raft: &Arc<RaftHost>, code: &str) -> Result<Option<UrlRec>, UrlError> {
         let fresh_for = self.cfg.cache_fresh_for;
         if let Some(c) = self.cache.get(code).await
-            && c.fetched.elapsed() < fresh_for
+            && c.is_fresh(fresh_for)
         {
             self.metrics.cache.with_label_values(&[CacheResult::Hit.label()]).inc();
             return Ok(c.link.clone());
@@ -331,7 +381,7 @@ impl UrlService {
                 let loaded = &mut loaded;
                 async move {
                     if let Some(e) = &existing
-                        && e.value().fetched.elapsed() < fresh_for
+                        && e.value().is_fresh(fresh_for)
                     {
                         return Ok(Op::Nop);
                     }
@@ -407,26 +457,67 @@ impl UrlService {
     /// `cache_fresh_for`.
     pub async fn delete(&self, raft: &Arc<RaftHost>, code: &str, owner: Option<&str>) -> Result<(), UrlError> {
         let group = raft.partition_of(code);
+        let mut tombstone = None;
         for _ in 0..CODE_ATTEMPTS {
             let (mut link, expected) = self.read(raft, code).await?;
             if owner.is_some_and(|o| o != link.owner) {
                 return Err(UrlError::NotOwner(code.into()));
             }
             if link.deleted_ms != 0 {
+                tombstone = Some(link);
                 break;
             }
             link.deleted_ms = now_ms();
             let value = records::encode(&link).map_err(|e| UrlError::Internal(e.to_string()))?;
             let key = code::record_key(code);
             match raft.propose(group, Command::RecordReplace { key, expected, value }).await {
-                Ok(_) => break,
+                Ok(_) => {
+                    tombstone = Some(link);
+                    break;
+                }
                 // Changed between the read and the write: read again.
                 Err(ProposeError::Rejected { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
-        self.cache.invalidate(code).await;
+        let tombstone = tombstone.ok_or_else(|| UrlError::Internal(format!("{code} kept changing")))?;
+        self.cache_deleted(code, tombstone.clone()).await;
+        self.broadcast_deleted(code, &tombstone).await;
         Ok(())
+    }
+
+    /// Caches the tombstone of a deleted link. Deletion is final, so the tombstone never goes
+    /// stale; it goes through the per-code compute lock, so a load in flight cannot put the
+    /// live link back over it.
+    pub async fn cache_deleted(&self, code: &str, tombstone: UrlRec) {
+        let cached = Arc::new(Cached { link: Some(tombstone), fetched: Instant::now() });
+        self.cache.entry_by_ref(code).and_compute_with(|_| async move { Op::Put(cached) }).await;
+    }
+
+    /// Tells every other member that `code` is deleted, so their caches answer 410 at once
+    /// rather than after `cache_fresh_for`. A member that misses it (unreachable now) learns on
+    /// its next revalidation.
+    async fn broadcast_deleted(&self, code: &str, tombstone: &UrlRec) {
+        let Ok(record) = records::encode(tombstone) else { return };
+        let me = self.membership.node_id();
+        let peers: Vec<NodeId> = self.membership.view().into_iter().map(|m| m.id).filter(|id| *id != me).collect();
+        let sends = peers.into_iter().map(|peer| {
+            let message = UrlDeleted { code: code.to_string(), record: record.clone() };
+            async move {
+                if let Err(e) = self.transport.call_with_timeout(peer, message, BROADCAST_TIMEOUT).await {
+                    warn!(peer, code, error = %e, "could not tell a member that a link was deleted; it revalidates later");
+                }
+            }
+        });
+        futures::future::join_all(sends).await;
+    }
+
+    /// A deletion another node broadcast.
+    pub async fn on_deleted(&self, message: UrlDeleted) {
+        match records::decode::<UrlRec>(&message.record) {
+            Ok(tombstone) if tombstone.deleted_ms != 0 => self.cache_deleted(&message.code, tombstone).await,
+            _ => self.cache.invalidate(&message.code).await,
+        }
     }
 
     /// Counts one click of `code` (flushed within [`CLICK_FLUSH_INTERVAL`]).

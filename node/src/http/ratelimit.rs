@@ -1,0 +1,140 @@
+//! The rate limiter on the HTTP path: the middleware every request passes, and
+//! `GET /v1/ratelimit`.
+//!
+//! Responses covered by a policy carry `X-RateLimit-Limit`, `X-RateLimit-Remaining`,
+//! `X-RateLimit-Reset` (seconds until the quota is whole again) and the IETF draft's
+//! `RateLimit-Policy` and `RateLimit`, from the policy closest to refusing; a refusal (429)
+//! adds `Retry-After`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::Json;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::users::{Caller, identify};
+use super::{ApiError, AppState};
+use crate::ratelimit::{Decision, Outcome, Policy, Requester};
+
+fn secs_ceil(ns: u64) -> u64 {
+    ns.div_ceil(1_000_000_000)
+}
+
+fn client_ip(request: &Request) -> IpAddr {
+    request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// The user a request authenticates as, if its token is valid (else it is keyed by IP).
+async fn user_of(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    headers.get(axum::http::header::AUTHORIZATION)?;
+    identify(state, headers).await.ok().map(|c| c.id().to_string())
+}
+
+/// Checks the request against every policy covering it, refuses it (429, or 503 when a
+/// fail-closed policy's owner cannot answer) or passes it on, and adds the headers.
+pub(super) async fn limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = match request.extensions().get::<MatchedPath>() {
+        Some(p) => p.as_str().to_string(),
+        None => request.uri().path().to_string(),
+    };
+    let policies = state.limiter.covering(request.method().as_str(), &route);
+    if policies.is_empty() {
+        return next.run(request).await;
+    }
+    let who = Requester { user: user_of(&state, request.headers()).await, ip: client_ip(&request) };
+    let outcomes = state.limiter.check(&policies, &who, true).await;
+    let decided: Vec<(&Policy, Decision)> = policies
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(p, o)| match o {
+            Outcome::Decided(d) => Some((*p, *d)),
+            Outcome::Unavailable { .. } => None,
+        })
+        .collect();
+    // The policy closest to refusing: a refusal (the longest wait), else the fewest left.
+    let headline = decided
+        .iter()
+        .filter(|(_, d)| !d.allowed)
+        .max_by_key(|(_, d)| d.retry_after_ns)
+        .or_else(|| decided.iter().min_by_key(|(_, d)| d.remaining))
+        .copied();
+    let mut response = if let Some((p, d)) = headline.filter(|(_, d)| !d.allowed) {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "rate limit `{}` ({} requests per {:?}) exceeded; retry in {} s",
+                p.cfg.name,
+                p.cfg.limit,
+                p.cfg.window,
+                secs_ceil(d.retry_after_ns).max(1)
+            ),
+        );
+        e.retry_after = Some(secs_ceil(d.retry_after_ns).max(1));
+        e.into_response()
+    } else if outcomes.iter().any(|o| !o.admitted()) {
+        ApiError::unavailable(
+            "rate_limiter_unavailable",
+            "the rate limiter cannot decide right now and this policy fails closed",
+            1,
+        )
+        .into_response()
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    let policy_header: Vec<String> = policies.iter().map(|p| p.header_item()).collect();
+    insert(headers, "ratelimit-policy", &policy_header.join(", "));
+    match headline {
+        Some((p, d)) => {
+            insert(headers, "x-ratelimit-limit", &p.cfg.limit.to_string());
+            insert(headers, "x-ratelimit-remaining", &d.remaining.to_string());
+            insert(headers, "x-ratelimit-reset", &secs_ceil(d.reset_ns).to_string());
+            let item = format!("\"{}\";r={};t={}", p.cfg.name, d.remaining, secs_ceil(d.reset_ns));
+            insert(headers, "ratelimit", &item);
+        }
+        // No owner answered: the limit is known, what is left is not.
+        None => insert(headers, "x-ratelimit-limit", &policies[0].cfg.limit.to_string()),
+    }
+    response
+}
+
+fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), v);
+    }
+}
+
+/// `GET /v1/ratelimit`: the caller's quota under every policy, without using any.
+pub(super) async fn quota(State(state): State<AppState>, caller: Caller, request: Request) -> Json<Value> {
+    let who = Requester { user: Some(caller.id().to_string()), ip: client_ip(&request) };
+    let policies: Vec<&Policy> =
+        if state.limiter.enabled() { state.limiter.policies().iter().collect() } else { Vec::new() };
+    let outcomes = state.limiter.check(&policies, &who, false).await;
+    let rows: Vec<Value> = policies
+        .iter()
+        .zip(outcomes)
+        .map(|(p, o)| {
+            let mut row = json!({
+                "policy": p.cfg.name,
+                "algorithm": p.cfg.algorithm,
+                "limit": p.cfg.limit,
+                "window_seconds": p.cfg.window.as_secs_f64(),
+                "routes": p.cfg.routes,
+                "key": p.cfg.key,
+            });
+            match o {
+                Outcome::Decided(d) => {
+                    row["remaining"] = json!(d.remaining);
+                    row["reset_seconds"] = json!(secs_ceil(d.reset_ns));
+                }
+                Outcome::Unavailable { .. } => row["unavailable"] = json!(true),
+            }
+            row
+        })
+        .collect();
+    Json(json!({ "enabled": state.limiter.enabled(), "policies": rows }))
+}

@@ -1,0 +1,487 @@
+//! The cluster-wide rate limiter.
+//!
+//! Each key (`policy:user` or `policy:ip`) is owned, in memory, by the leader of the key's
+//! partition, and decided there on the owner's monotonic clock, so the limit holds across every
+//! node and clock skew cannot widen a window. Other nodes ask the owner over QUIC: checks bound
+//! for one owner queue up while a call to it is in flight and go out together as the next call.
+//! When the owner does not answer within `ratelimit.owner_timeout` (or no owner is known), the
+//! policy's `on_unavailable` decides. A new owner after a failover starts with fresh state.
+
+pub mod math;
+pub mod metrics;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rkyv::{Archive, Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+pub use self::math::{Algorithm, Decision, Limit, State};
+pub use self::metrics::RateLimitMetrics;
+use crate::NodeId;
+use crate::config::{OnUnavailable, RateKey, RateLimitSection, RatePolicy};
+use crate::raft::actor::RaftSlot;
+use crate::transport::Transport;
+use crate::transport::proto::{Request, Response, Rpc};
+
+/// Checks one call to an owner carries at most.
+const MAX_BATCH: usize = 512;
+/// Idle keys are forgotten this often.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// A route a policy covers: an optional method and a route template, or a prefix of one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePattern {
+    method: Option<String>,
+    path: String,
+    prefix: bool,
+}
+
+impl RoutePattern {
+    /// Parses `[METHOD ]/path[*]`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (method, path) = match text.split_once(' ') {
+            Some((m, p)) => (Some(m.trim()), p.trim()),
+            None => (None, text.trim()),
+        };
+        if let Some(m) = method
+            && !m.bytes().all(|b| b.is_ascii_uppercase())
+        {
+            return Err(format!("`{text}`: the method must be upper-case, like GET"));
+        }
+        if !path.starts_with('/') {
+            return Err(format!("`{text}`: a route starts with /"));
+        }
+        let (path, prefix) = match path.strip_suffix('*') {
+            Some(p) => (p, true),
+            None => (path, false),
+        };
+        if path.contains('*') {
+            return Err(format!("`{text}`: * may only end a route"));
+        }
+        Ok(Self { method: method.map(str::to_string), path: path.to_string(), prefix })
+    }
+
+    /// Whether a request with `method` to route template (or raw path) `route` is covered.
+    pub fn matches(&self, method: &str, route: &str) -> bool {
+        self.method.as_deref().is_none_or(|m| m == method)
+            && if self.prefix { route.starts_with(&self.path) } else { route == self.path }
+    }
+}
+
+/// One configured policy, ready to use.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Its configuration.
+    pub cfg: RatePolicy,
+    /// Its arithmetic.
+    pub limit: Limit,
+    routes: Vec<RoutePattern>,
+    except: Vec<RoutePattern>,
+}
+
+impl Policy {
+    fn new(cfg: &RatePolicy) -> Self {
+        Self {
+            limit: Limit {
+                limit: cfg.limit,
+                window_ns: cfg.window.as_nanos().min(u128::from(u64::MAX)) as u64,
+                algorithm: cfg.algorithm,
+            },
+            routes: cfg.routes.iter().filter_map(|r| RoutePattern::parse(r).ok()).collect(),
+            except: cfg.except.iter().filter_map(|r| RoutePattern::parse(r).ok()).collect(),
+            cfg: cfg.clone(),
+        }
+    }
+
+    /// Whether the policy covers a request with `method` to `route`.
+    pub fn covers(&self, method: &str, route: &str) -> bool {
+        self.routes.iter().any(|r| r.matches(method, route)) && !self.except.iter().any(|r| r.matches(method, route))
+    }
+
+    /// `RateLimit-Policy` item: `"name";q=limit;w=seconds`.
+    pub fn header_item(&self) -> String {
+        format!("\"{}\";q={};w={}", self.cfg.name, self.cfg.limit, self.cfg.window.as_secs().max(1))
+    }
+}
+
+/// Who is asking, as the policies key requests.
+#[derive(Debug, Clone)]
+pub struct Requester {
+    /// The authenticated user's id, if any.
+    pub user: Option<String>,
+    /// The client's IP.
+    pub ip: IpAddr,
+}
+
+impl Requester {
+    fn key(&self, policy: &Policy) -> String {
+        let who = match (policy.cfg.key, &self.user) {
+            (RateKey::User, Some(user)) => format!("user:{user}"),
+            _ => format!("ip:{}", self.ip),
+        };
+        format!("{}/{who}", policy.cfg.name)
+    }
+}
+
+/// One policy's outcome for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The owner decided.
+    Decided(Decision),
+    /// The owner could not answer; `admitted` is the policy's `on_unavailable`.
+    Unavailable {
+        /// Whether the request is admitted anyway.
+        admitted: bool,
+    },
+}
+
+impl Outcome {
+    /// Whether the request may go on.
+    pub fn admitted(&self) -> bool {
+        match self {
+            Outcome::Decided(d) => d.allowed,
+            Outcome::Unavailable { admitted } => *admitted,
+        }
+    }
+}
+
+/// A check sent to a key's owner.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RateCheck {
+    /// Policy name.
+    pub policy: String,
+    /// The key (`policy/user:…` or `policy/ip:…`).
+    pub key: String,
+    /// false: only look.
+    pub consume: bool,
+}
+
+/// Checks for one owner, decided in order.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RateChecks {
+    /// The checks.
+    pub checks: Vec<RateCheck>,
+}
+
+/// An owner's answer to one [`RateCheck`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum RateAnswer {
+    /// Decided on the owner's clock.
+    Decided {
+        /// Admitted.
+        allowed: bool,
+        /// Requests left now.
+        remaining: u64,
+        /// Nanoseconds until the quota is full again.
+        reset_ns: u64,
+        /// When refused: nanoseconds until a request would be admitted.
+        retry_after_ns: u64,
+    },
+    /// The callee does not lead the key's partition (any more).
+    NotOwner,
+    /// The callee has no such policy.
+    UnknownPolicy,
+}
+
+/// Answers to [`RateChecks`], in order.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RateAnswers {
+    /// The answers.
+    pub answers: Vec<RateAnswer>,
+}
+
+impl From<RateChecks> for Request {
+    fn from(r: RateChecks) -> Self {
+        Request::RateLimit(r)
+    }
+}
+
+impl Rpc for RateChecks {
+    type Reply = RateAnswers;
+    const METHOD: &'static str = "ratelimit";
+    fn reply(response: Response) -> Option<RateAnswers> {
+        match response {
+            Response::RateLimit(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+struct Pending {
+    check: RateCheck,
+    reply: oneshot::Sender<Option<RateAnswer>>,
+}
+
+/// The limiter of one node: the policies, the keys this node owns, and the queues to other
+/// owners.
+pub struct Limiter {
+    cfg: RateLimitSection,
+    policies: Vec<Policy>,
+    node_id: NodeId,
+    transport: Arc<Transport>,
+    raft: RaftSlot,
+    origin: Instant,
+    owned: Mutex<HashMap<String, State>>,
+    queues: Mutex<HashMap<NodeId, mpsc::Sender<Pending>>>,
+    metrics: RateLimitMetrics,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter").field("policies", &self.policies.len()).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Limiter {
+    /// A limiter with the configured policies.
+    pub fn new(
+        cfg: RateLimitSection,
+        node_id: NodeId,
+        transport: Arc<Transport>,
+        raft: RaftSlot,
+        metrics: RateLimitMetrics,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            policies: cfg.policies.iter().map(Policy::new).collect(),
+            cfg,
+            node_id,
+            transport,
+            raft,
+            origin: Instant::now(),
+            owned: Mutex::new(HashMap::new()),
+            queues: Mutex::new(HashMap::new()),
+            metrics,
+        })
+    }
+
+    /// Whether the limiter is on.
+    pub fn enabled(&self) -> bool {
+        self.cfg.enabled
+    }
+
+    /// Every policy.
+    pub fn policies(&self) -> &[Policy] {
+        &self.policies
+    }
+
+    /// The policies covering a request (`route`: its template, else its path).
+    pub fn covering(&self, method: &str, route: &str) -> Vec<&Policy> {
+        if !self.cfg.enabled {
+            return Vec::new();
+        }
+        self.policies.iter().filter(|p| p.covers(method, route)).collect()
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.origin.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64
+    }
+
+    /// Checks (and with `consume`, counts) a request against each of `policies`.
+    pub async fn check(&self, policies: &[&Policy], who: &Requester, consume: bool) -> Vec<Outcome> {
+        let checks = policies.iter().map(|p| async move {
+            let start = Instant::now();
+            let key = who.key(p);
+            let (answer, place) = self.ask_owner(p, key, consume).await;
+            self.metrics.check_seconds.with_label_values(&[place]).observe(start.elapsed().as_secs_f64());
+            let outcome = match answer {
+                Some(RateAnswer::Decided { allowed, remaining, reset_ns, retry_after_ns }) => {
+                    Outcome::Decided(Decision { allowed, remaining, reset_ns, retry_after_ns })
+                }
+                _ => Outcome::Unavailable { admitted: p.cfg.on_unavailable == OnUnavailable::Open },
+            };
+            if consume {
+                let label = match outcome {
+                    Outcome::Decided(d) if d.allowed => "allowed",
+                    Outcome::Decided(_) => "limited",
+                    Outcome::Unavailable { admitted: true } => "unavailable_open",
+                    Outcome::Unavailable { admitted: false } => "unavailable_closed",
+                };
+                self.metrics.decisions.with_label_values(&[&p.cfg.name, label]).inc();
+            }
+            outcome
+        });
+        futures::future::join_all(checks).await
+    }
+
+    /// Decides here when this node owns the key, else asks the owner; `None` when nobody
+    /// answered in time. Also says where it was decided (for metrics).
+    async fn ask_owner(&self, policy: &Policy, key: String, consume: bool) -> (Option<RateAnswer>, &'static str) {
+        let Some(host) = self.raft.get() else { return (None, "none") };
+        let group = host.partition_of(&key);
+        match host.leader_of(group) {
+            Some(owner) if owner == self.node_id => (Some(self.decide(policy, &key, consume)), "local"),
+            Some(owner) => {
+                let (reply, rx) = oneshot::channel();
+                let check = RateCheck { policy: policy.cfg.name.clone(), key, consume };
+                if self.queue(owner).try_send(Pending { check, reply }).is_err() {
+                    return (None, "remote");
+                }
+                match tokio::time::timeout(self.cfg.owner_timeout, rx).await {
+                    Ok(Ok(answer)) => (answer, "remote"),
+                    _ => (None, "remote"),
+                }
+            }
+            None => (None, "none"),
+        }
+    }
+
+    /// Decides `key` on this node's clock.
+    fn decide(&self, policy: &Policy, key: &str, consume: bool) -> RateAnswer {
+        let now = self.now_ns();
+        let mut owned = lock(&self.owned);
+        let d = match owned.get_mut(key) {
+            Some(state) => policy.limit.check(state, now, consume),
+            None => {
+                let mut state = policy.limit.fresh();
+                let d = policy.limit.check(&mut state, now, consume);
+                if consume {
+                    owned.insert(key.to_string(), state);
+                    self.metrics.keys.set(owned.len() as i64);
+                }
+                d
+            }
+        };
+        RateAnswer::Decided {
+            allowed: d.allowed,
+            remaining: d.remaining,
+            reset_ns: d.reset_ns,
+            retry_after_ns: d.retry_after_ns,
+        }
+    }
+
+    /// Serves checks sent by another node: decided here while this node leads each key's
+    /// partition.
+    pub fn serve(&self, checks: RateChecks) -> RateAnswers {
+        let host = self.raft.get();
+        let answers = checks
+            .checks
+            .into_iter()
+            .map(|c| {
+                let Some(policy) = self.policies.iter().find(|p| p.cfg.name == c.policy) else {
+                    return RateAnswer::UnknownPolicy;
+                };
+                let owner = host.as_ref().and_then(|h| h.leader_of(h.partition_of(&c.key)));
+                if owner != Some(self.node_id) {
+                    return RateAnswer::NotOwner;
+                }
+                self.decide(policy, &c.key, c.consume)
+            })
+            .collect();
+        RateAnswers { answers }
+    }
+
+    /// The queue of checks bound for `owner`, with its sender task.
+    fn queue(&self, owner: NodeId) -> mpsc::Sender<Pending> {
+        let mut queues = lock(&self.queues);
+        if let Some(q) = queues.get(&owner)
+            && !q.is_closed()
+        {
+            return q.clone();
+        }
+        let (tx, rx) = mpsc::channel(MAX_BATCH * 8);
+        tokio::spawn(send_batches(
+            Arc::clone(&self.transport),
+            owner,
+            rx,
+            self.cfg.owner_timeout,
+            self.metrics.clone(),
+        ));
+        queues.insert(owner, tx.clone());
+        tx
+    }
+
+    /// Forgets keys whose state is as good as fresh, every [`SWEEP_EVERY`].
+    pub async fn run_sweeper(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            tick.tick().await;
+            let now = self.now_ns();
+            let mut owned = lock(&self.owned);
+            owned.retain(|key, state| {
+                let policy =
+                    key.split_once('/').and_then(|(name, _)| self.policies.iter().find(|p| p.cfg.name == name));
+                policy.is_some_and(|p| !p.limit.is_idle(state, now))
+            });
+            self.metrics.keys.set(owned.len() as i64);
+        }
+    }
+}
+
+/// Sends the checks queued for one owner: one call at a time, each carrying everything queued
+/// meanwhile (up to [`MAX_BATCH`]).
+async fn send_batches(
+    transport: Arc<Transport>,
+    owner: NodeId,
+    mut rx: mpsc::Receiver<Pending>,
+    timeout: Duration,
+    metrics: RateLimitMetrics,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH
+            && let Ok(p) = rx.try_recv()
+        {
+            batch.push(p);
+        }
+        // Callers that gave up meanwhile need no answer.
+        batch.retain(|p| !p.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        metrics.batch_checks.observe(batch.len() as f64);
+        let checks = RateChecks { checks: batch.iter().map(|p| p.check.clone()).collect() };
+        let answers = match transport.call_with_timeout(owner, checks, timeout).await {
+            Ok(r) if r.answers.len() == batch.len() => r.answers.into_iter().map(Some).collect(),
+            _ => vec![None; batch.len()],
+        };
+        for (p, answer) in batch.into_iter().zip(answers) {
+            let _ = p.reply.send(answer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_patterns_match_templates_prefixes_and_methods() {
+        let all = RoutePattern::parse("/v1/*").expect("parse");
+        assert!(all.matches("GET", "/v1/counters/{name}"));
+        assert!(all.matches("POST", "/v1/urls"));
+        assert!(!all.matches("GET", "/healthz"));
+        assert!(!all.matches("GET", "/{code}"));
+        let redirect = RoutePattern::parse("GET /{code}").expect("parse");
+        assert!(redirect.matches("GET", "/{code}"));
+        assert!(!redirect.matches("POST", "/{code}"));
+        assert!(!redirect.matches("GET", "/v1/urls"));
+        let shorten = RoutePattern::parse("POST /v1/urls").expect("parse");
+        assert!(shorten.matches("POST", "/v1/urls"));
+        assert!(!shorten.matches("POST", "/v1/urls/{code}"));
+        assert!(RoutePattern::parse("v1/*").is_err());
+        assert!(RoutePattern::parse("get /v1").is_err());
+        assert!(RoutePattern::parse("/v1/*/x").is_err());
+    }
+
+    #[test]
+    fn the_default_policies_cover_the_api_redirects_and_the_cluster_view_apart() {
+        let cfg = RateLimitSection::default();
+        let policies: Vec<Policy> = cfg.policies.iter().map(Policy::new).collect();
+        let names = |method: &str, route: &str| -> Vec<String> {
+            policies.iter().filter(|p| p.covers(method, route)).map(|p| p.cfg.name.clone()).collect()
+        };
+        assert_eq!(names("POST", "/v1/urls"), vec!["api"]);
+        assert_eq!(names("GET", "/v1/counters/{name}"), vec!["api"]);
+        assert_eq!(names("GET", "/v1/cluster"), vec!["cluster_view"]);
+        assert_eq!(names("GET", "/{code}"), vec!["redirects"]);
+        assert!(names("GET", "/metrics").is_empty());
+        assert!(names("GET", "/healthz").is_empty());
+    }
+}
