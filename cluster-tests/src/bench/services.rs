@@ -65,10 +65,7 @@ pub async fn redirect(args: &Args) -> Result<Report> {
         let v: Value = r.json().await?;
         codes.push(v["code"].as_str().ok_or_else(|| anyhow!("no code in {v}"))?.to_string());
     }
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(args.clients)
-        .build()?;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
     // Every node caches every link before the clock starts.
     for e in &endpoints {
         for code in &codes {
@@ -76,22 +73,39 @@ pub async fn redirect(args: &Args) -> Result<Report> {
             anyhow::ensure!(r.status().as_u16() == 302, "warm-up redirect answered {}", r.status());
         }
     }
+    // One keep-alive connection per client, spoken by a minimal HTTP/1.1 client: reqwest costs
+    // as much CPU per request as the server, and this machine runs both.
+    let conns: Arc<Vec<tokio::sync::Mutex<Option<RawConn>>>> =
+        Arc::new((0..args.clients).map(|_| tokio::sync::Mutex::new(None)).collect());
+    let addrs: Arc<Vec<String>> =
+        Arc::new(endpoints.iter().map(|e| e.trim_start_matches("http://").to_string()).collect());
     let hits = "shoal_urls_cache_requests_total{result=\"hit\"}";
     let misses = "shoal_urls_cache_requests_total{result=\"miss\"}";
     let hits_before = metric_sum(&http, &endpoints, hits).await?;
     let misses_before = metric_sum(&http, &endpoints, misses).await?;
     let codes = Arc::new(codes);
-    let eps = Arc::new(endpoints.clone());
     let n = Arc::new(AtomicUsize::new(0));
     let (window, opened) = ServerWindow::open(&http, &endpoints);
     let mut report = run_closed_loop("redirect", args.clients, args.warmup, args.duration, Some(opened), move |c| {
-        let client = client.clone();
         let i = n.fetch_add(1, Ordering::Relaxed);
-        let url = format!("{}/{}", eps[c % eps.len()], codes[i % codes.len()]);
+        let path = format!("/{}", codes[i % codes.len()]);
+        let (conns, addrs) = (Arc::clone(&conns), Arc::clone(&addrs));
         async move {
-            let r = client.get(url).send().await?;
-            anyhow::ensure!(r.status().as_u16() == 302, "status {}", r.status());
-            Ok(())
+            let addr = &addrs[c % addrs.len()];
+            let mut slot = conns[c].lock().await;
+            if slot.is_none() {
+                *slot = Some(RawConn::connect(addr).await?);
+            }
+            let conn = slot.as_mut().ok_or_else(|| anyhow!("no connection"))?;
+            match conn.get(addr, &path).await {
+                Ok(302) => Ok(()),
+                Ok(status) => Err(anyhow!("status {status}")),
+                Err(e) => {
+                    // A broken connection is replaced on the next request.
+                    *slot = None;
+                    Err(e)
+                }
+            }
         }
     })
     .await?;
@@ -103,6 +117,52 @@ pub async fn redirect(args: &Args) -> Result<Report> {
         report.extra.insert("cache_hit_ratio".into(), json!(((hit / (hit + miss)) * 1000.0).round() / 1000.0));
     }
     Ok(report)
+}
+
+/// A keep-alive HTTP/1.1 connection that sends GETs and reads `Content-Length` responses.
+struct RawConn {
+    stream: tokio::io::BufStream<tokio::net::TcpStream>,
+}
+
+impl RawConn {
+    async fn connect(addr: &str) -> Result<Self> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self { stream: tokio::io::BufStream::new(stream) })
+    }
+
+    /// GET `path`; answers the status (the body is read and dropped).
+    async fn get(&mut self, host: &str, path: &str) -> Result<u16> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        self.stream.write_all(request.as_bytes()).await?;
+        self.stream.flush().await?;
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await?;
+        let status: u16 =
+            line.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| anyhow!("bad status line {line:?}"))?;
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            if self.stream.read_line(&mut line).await? == 0 {
+                anyhow::bail!("connection closed");
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse()?;
+                } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                    anyhow::bail!("chunked responses are not supported here");
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        self.stream.read_exact(&mut body).await?;
+        Ok(status)
+    }
 }
 
 /// One histogram's bucket counts (`le` → cumulative count) summed over every endpoint.
