@@ -1244,6 +1244,11 @@ mod urls {
         }
         let distinct: std::collections::BTreeSet<_> = codes.iter().map(|(c, _)| c.clone()).collect();
         assert_eq!(distinct.len(), 3, "codes are unique: {codes:?}");
+        // Write affinity: each node handed out a code of a partition it leads.
+        for (i, (code, _)) in codes.iter().enumerate() {
+            let group = shoal::placement::partition_of(code, 4);
+            assert_eq!(leader_of(&c, 1, group).await, Some(i as u64 + 1), "{code} (group {group})");
+        }
         // Right after creation, from every node (a replica that has not applied the link yet asks
         // the leader).
         for (code, target) in &codes {

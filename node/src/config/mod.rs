@@ -337,7 +337,7 @@ impl Default for UrlsSection {
             base_url: None,
             cache_capacity: 100_000,
             cache_fresh_for: Duration::from_secs(10),
-            code_block: 1000,
+            code_block: 10_000,
             default_retention: Duration::from_secs(5 * 365 * 24 * 3600),
         }
     }

@@ -1039,6 +1039,14 @@ impl RaftHost {
         self.group(group).is_some()
     }
 
+    /// The partitions (not meta) this node leads now, in ascending order.
+    pub fn led_partitions(&self) -> Vec<GroupId> {
+        let mut led: Vec<GroupId> =
+            self.read_groups().keys().copied().filter(|g| *g > 0 && self.leader_of(*g) == Some(self.node_id)).collect();
+        led.sort_unstable();
+        led
+    }
+
     /// Test-only (`testing.fault_injection`): this node's next write for `group` fails.
     pub fn inject_storage_fault(&self, group: GroupId) {
         self.store.inject_write_failure(group);

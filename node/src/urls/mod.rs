@@ -38,8 +38,10 @@ use crate::transport::proto::{Request, Response, Rpc};
 const CODE_ATTEMPTS: usize = 8;
 /// A click flush round runs this often.
 pub const CLICK_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
-/// Generated values looked at for a code whose partition this node leads.
-const LOCAL_CODE_TRIES: usize = 8;
+/// Generated values looked at for a code of the partition a node writes to now.
+const CODE_SEARCH: usize = 256;
+/// How long a node hands out codes of one partition before the next it leads.
+const AFFINITY_PERIOD: Duration = Duration::from_secs(1);
 /// How long a cached "no such code" is trusted.
 const MISSING_FRESH_FOR: Duration = Duration::from_secs(1);
 /// How long a deletion broadcast waits for each member.
@@ -273,12 +275,17 @@ impl UrlService {
     }
 
     /// The next generated code (not reserved, not yet created).
-    /// Prefers a code whose partition this node leads (the create then needs no forwarding
-    /// hop): up to [`LOCAL_CODE_TRIES`] values are looked at, the others skipped (the code space
-    /// is 3.5 × 10^12; skipping a few per link costs nothing that matters).
+    /// Write affinity: a node hands out codes of one partition it leads at a time, moving to
+    /// the next one it leads every [`AFFINITY_PERIOD`]. Its creates then need no forwarding hop,
+    /// and concurrent ones share log entries of that one partition, where spreading them over
+    /// every partition left about two per entry. Other values are skipped (the code space is
+    /// 3.5 × 10^12; a node that leads nothing, or a search longer than [`CODE_SEARCH`] values,
+    /// takes whatever comes).
     async fn next_code(self: &Arc<Self>, raft: &Arc<RaftHost>) -> Result<String, UrlError> {
         let permutation = self.permutation(raft).await?;
-        let me = self.membership.node_id();
+        let led = raft.led_partitions();
+        let period = AFFINITY_PERIOD.as_millis() as u64;
+        let target = (!led.is_empty()).then(|| led[((now_ms() / period) as usize) % led.len()]);
         let mut tries = 0;
         loop {
             let value = self.next_value(raft).await?;
@@ -289,7 +296,7 @@ impl UrlService {
                 continue;
             }
             tries += 1;
-            if tries >= LOCAL_CODE_TRIES || raft.leader_of(raft.partition_of(&code)) == Some(me) {
+            if tries >= CODE_SEARCH || target.is_none_or(|t| raft.partition_of(&code) == t) {
                 return Ok(code);
             }
         }
