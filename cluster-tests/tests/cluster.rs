@@ -337,6 +337,84 @@ async fn metrics_pass_promtool_check() -> Result<()> {
     Ok(())
 }
 
+/// `deploy/prometheus`: the scrape config and alert rules pass `promtool check`, the alert unit
+/// tests pass `promtool test rules`, and every Shoal metric the rules use is exported by a
+/// running node (so renaming a metric cannot silently break an alert).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_rules_pass_promtool_and_use_only_exported_metrics() -> Result<()> {
+    let Some(promtool) = tool("promtool") else {
+        return Ok(());
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
+    for args in [
+        vec!["check", "config", "prometheus.yml"],
+        vec!["check", "rules", "alerts.yml"],
+        vec!["test", "rules", "alerts_test.yml"],
+    ] {
+        let out = std::process::Command::new(&promtool).args(&args).current_dir(&dir).output()?;
+        let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "promtool {}:\n{report}", args.join(" "));
+    }
+    let rules = std::fs::read_to_string(dir.join("alerts.yml"))?;
+    let mut used: Vec<String> = Vec::new();
+    for (i, _) in rules.match_indices("shoal_") {
+        let name: String =
+            rules[i..].chars().take_while(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || *ch == '_').collect();
+        if !used.contains(&name) {
+            used.push(name);
+        }
+    }
+    assert!(used.len() >= 5, "expected the rules to use Shoal metrics: {used:?}");
+    // A cluster with every series the rules use: a served request, a restarted actor, a leader
+    // with followers.
+    let c = formed(&ClusterSpec::new(3).set("testing", "fault_injection = true")).await?;
+    let _ = c.status_of(1, "/v1/cluster").await;
+    let r = c.http.post(c.node(1).url("/v1/testing/faults/membership")).send().await?;
+    assert_eq!(r.status().as_u16(), 202);
+    let series = "shoal_actor_restarts_total{actor=\"membership\"}";
+    wait_for("the actor restart to be counted", Duration::from_secs(10), || async {
+        (c.metric(1, series).await? >= 1.0).then_some(())
+    })
+    .await?;
+    let exported = wait_for("every metric the rules use to be exported", FORM, || async {
+        let mut all = String::new();
+        for id in [1, 2, 3] {
+            all.push_str(&c.metrics(id).await?);
+        }
+        let families: std::collections::BTreeSet<&str> =
+            all.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+        let missing: Vec<&String> = used
+            .iter()
+            .filter(|name| {
+                let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+                !families.contains(name.as_str()) && !families.contains(base)
+            })
+            .collect();
+        missing.is_empty().then_some(families.len())
+    })
+    .await?;
+    assert!(exported > 20);
+    Ok(())
+}
+
+/// `deploy/systemd/shoal.service` passes `systemd-analyze verify` without a warning (every
+/// directive known, every value parsed), with its binary path pointed at the built node.
+#[test]
+fn the_systemd_unit_verifies_cleanly() -> Result<()> {
+    let Some(analyze) = tool("systemd-analyze") else {
+        return Ok(());
+    };
+    let unit = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd/shoal.service"))?;
+    assert!(unit.contains("ExecStart=/usr/local/bin/shoal start --config /etc/shoal/shoal.toml"));
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("shoal.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/shoal", BIN))?;
+    let out = std::process::Command::new(analyze).arg("verify").arg(&path).output()?;
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && report.trim().is_empty(), "systemd-analyze verify:\n{report}");
+    Ok(())
+}
+
 /// Finds an external tool; absent: skip with a printed reason, except under CI=true.
 fn tool(name: &str) -> Option<std::path::PathBuf> {
     let found = std::env::var_os("PATH")
