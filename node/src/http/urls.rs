@@ -36,7 +36,6 @@ fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
 
 fn url_error(e: UrlError) -> ApiError {
     match e {
-        UrlError::Invalid(m) => bad("invalid_request", m),
         e @ UrlError::Taken(_) => ApiError::new(StatusCode::CONFLICT, "alias_taken", e.to_string()),
         e @ UrlError::NotFound(_) => ApiError::not_found(e.to_string()),
         e @ UrlError::NotOwner(_) => ApiError::new(StatusCode::FORBIDDEN, "not_owner", e.to_string()),

@@ -50,9 +50,6 @@ const BROADCAST_TIMEOUT: Duration = Duration::from_secs(1);
 /// Why a shortener operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UrlError {
-    /// The request is malformed; the message says why.
-    #[error("{0}")]
-    Invalid(String),
     /// The alias is in use.
     #[error("the alias `{0}` is taken")]
     Taken(String),
