@@ -27,15 +27,15 @@ fn client_ip(request: &Request) -> IpAddr {
     request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
-/// The user a request authenticates as, if its token is valid (else it is keyed by IP).
-async fn user_of(state: &AppState, headers: &HeaderMap) -> Option<String> {
+/// The caller a request authenticates as, if its token is valid (else it is keyed by IP).
+async fn caller_of(state: &AppState, headers: &HeaderMap) -> Option<Caller> {
     headers.get(axum::http::header::AUTHORIZATION)?;
-    identify(state, headers).await.ok().map(|c| c.id().to_string())
+    identify(state, headers).await.ok()
 }
 
 /// Checks the request against every policy covering it, refuses it (429, or 503 when a
 /// fail-closed policy's owner cannot answer) or passes it on, and adds the headers.
-pub(super) async fn limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(super) async fn limit(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let route = match request.extensions().get::<MatchedPath>() {
         Some(p) => p.as_str().to_string(),
         None => request.uri().path().to_string(),
@@ -44,7 +44,12 @@ pub(super) async fn limit(State(state): State<AppState>, request: Request, next:
     if policies.is_empty() {
         return next.run(request).await;
     }
-    let who = Requester { user: user_of(&state, request.headers()).await, ip: client_ip(&request) };
+    let caller = caller_of(&state, request.headers()).await;
+    let who = Requester { user: caller.as_ref().map(|c| c.id().to_string()), ip: client_ip(&request) };
+    // The handler's `Caller` extractor takes it from here instead of looking the token up again.
+    if let Some(caller) = caller {
+        request.extensions_mut().insert(caller);
+    }
     let outcomes = state.limiter.check(&policies, &who, true).await;
     let decided: Vec<(&Policy, Decision)> = policies
         .iter()

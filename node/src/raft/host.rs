@@ -37,6 +37,7 @@ use crate::storage::records::UserRec;
 use crate::transport::Transport;
 use crate::transport::proto::MemberRecord;
 use crate::util::AbortOnDrop;
+use crate::util::lock;
 
 /// Longest wait for a new replica to catch up, or for a membership change to commit.
 const RECONFIGURE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -212,10 +213,6 @@ fn raft_config(cfg: &Config) -> Result<Arc<openraft::Config>, RaftHostError> {
         ..Default::default()
     };
     Ok(Arc::new(c.validate().map_err(|e| RaftHostError::Config(e.to_string()))?))
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The placement the founders bootstrap with, from `cluster.initial_members`.

@@ -25,6 +25,7 @@ use crate::config::{OnUnavailable, RateKey, RateLimitSection, RatePolicy};
 use crate::raft::actor::RaftSlot;
 use crate::transport::Transport;
 use crate::transport::proto::{Request, Response, Rpc};
+use crate::util::lock;
 
 /// Checks one call to an owner carries at most.
 const MAX_BATCH: usize = 512;
@@ -233,10 +234,6 @@ impl std::fmt::Debug for Limiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Limiter").field("policies", &self.policies.len()).finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Limiter {

@@ -30,6 +30,7 @@ use crate::NodeId;
 use crate::config::PeerSection;
 use crate::util::Backoff;
 use crate::util::backoff::jittered;
+use crate::util::lock;
 use frame::FrameError;
 pub use metrics::TransportMetrics;
 use proto::{Request, Response, Rpc, RpcError, RpcErrorCode};
@@ -194,11 +195,6 @@ impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transport").field("node_id", &self.node_id).finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding one of these short critical sections leaves consistent data.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Transport {

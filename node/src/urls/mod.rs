@@ -33,6 +33,7 @@ use crate::raft::{Command, CommandResult, ProposeError, RaftHost};
 use crate::storage::records::{self, ClickRec, UrlRec};
 use crate::transport::Transport;
 use crate::transport::proto::{Request, Response, Rpc};
+use crate::util::lock;
 
 /// Generated codes tried before giving up when each clashes with an existing link.
 const CODE_ATTEMPTS: usize = 8;
@@ -178,10 +179,6 @@ impl std::fmt::Debug for UrlService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UrlService").field("cached", &self.cache.entry_count()).finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Milliseconds since the Unix epoch.

@@ -1,7 +1,13 @@
-//! Small building blocks shared by every subsystem: retry schedules and task guards.
+//! Small building blocks shared by every subsystem: retry schedules, task guards, mutex access.
 
 pub mod backoff;
 pub mod task;
 
 pub use backoff::Backoff;
 pub use task::AbortOnDrop;
+
+/// Locks `m`, taking over a poisoned lock: every mutex guarded this way holds short critical
+/// sections that leave their data consistent even if a panic interrupts them.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
