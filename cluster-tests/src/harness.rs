@@ -68,6 +68,20 @@ pub fn free_port() -> Result<u16> {
     bail!("no free loopback port found")
 }
 
+/// Finds an external tool on PATH. When it is absent the test skips (prints why and gets `None`),
+/// except under `CI=true`, where a missing tool is a failure: `.ci/run` installs every tool.
+pub fn tool(name: &str, provided_by: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()));
+    if found.is_none() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{name} is required under CI=true ({provided_by}; .ci/run installs it)");
+        }
+        eprintln!("SKIPPED: {name} not installed ({provided_by}; .ci/run installs it)");
+    }
+    found
+}
+
 /// One node of a test cluster.
 pub struct Node {
     /// Node id.

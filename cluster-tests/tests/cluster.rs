@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use cluster_tests::harness::{Cluster, ClusterSpec, sample, wait_for, wait_for_result};
+use cluster_tests::harness::{Cluster, ClusterSpec, sample, tool, wait_for, wait_for_result};
 use nix::sys::signal::Signal;
 use shoal::transport::frame::{self, FRAME_VERSION};
 use shoal::transport::proto::{Echo, Request, Response, RpcErrorCode};
@@ -314,7 +314,7 @@ async fn http_errors_are_json_and_metrics_use_route_templates() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_promtool_check() -> Result<()> {
-    let Some(promtool) = tool("promtool") else {
+    let Some(promtool) = tool("promtool", "Debian package `prometheus`") else {
         return Ok(());
     };
     let c = formed(&ClusterSpec::new(3)).await?;
@@ -343,7 +343,7 @@ async fn metrics_pass_promtool_check() -> Result<()> {
 /// an alert or a panel).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alert_rules_and_dashboard_pass_promtool_and_use_only_exported_metrics() -> Result<()> {
-    let Some(promtool) = tool("promtool") else {
+    let Some(promtool) = tool("promtool", "Debian package `prometheus`") else {
         return Ok(());
     };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
@@ -434,7 +434,7 @@ async fn alert_rules_and_dashboard_pass_promtool_and_use_only_exported_metrics()
 /// directive known, every value parsed), with its binary path pointed at the built node.
 #[test]
 fn the_systemd_unit_verifies_cleanly() -> Result<()> {
-    let Some(analyze) = tool("systemd-analyze") else {
+    let Some(analyze) = tool("systemd-analyze", "Debian package `systemd`") else {
         return Ok(());
     };
     let unit = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd/shoal.service"))?;
@@ -446,19 +446,6 @@ fn the_systemd_unit_verifies_cleanly() -> Result<()> {
     let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && report.trim().is_empty(), "systemd-analyze verify:\n{report}");
     Ok(())
-}
-
-/// Finds an external tool; absent: skip with a printed reason, except under CI=true.
-fn tool(name: &str) -> Option<std::path::PathBuf> {
-    let found = std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()));
-    if found.is_none() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{name} is required under CI=true (.ci/run installs it)");
-        }
-        eprintln!("SKIPPED: {name} not installed (Debian package `prometheus`; .ci/run installs it)");
-    }
-    found
 }
 
 fn tls_files(dir: &Path, id: u64) -> shoal::config::TlsSection {

@@ -91,6 +91,14 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// GET a node URL and exit 0 on a 2xx answer, 1 otherwise (container health checks).
+    Probe {
+        /// The URL, e.g. http://127.0.0.1:7000/healthz.
+        url: String,
+        /// Give up after this long, e.g. 3s.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -207,6 +215,7 @@ fn dispatch(command: Command) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Command::Probe { url, timeout } => runtime()?.block_on(probe(&url, timeout)),
         Command::Config { command: ConfigCommand::Check { file } } => {
             let config = Config::load(&file)?;
             println!(
@@ -218,5 +227,29 @@ fn dispatch(command: Command) -> Result<(), CliError> {
             );
             Ok(())
         }
+    }
+}
+
+/// `shoal probe URL`: one GET; a 2xx answer is success. Lets an image without curl carry a
+/// Docker `HEALTHCHECK`.
+async fn probe(url: &str, timeout: std::time::Duration) -> Result<(), CliError> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| CliError::Usage { message: format!("{url} is not a URL: {e}") })?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(CliError::Usage { message: format!("{url} is not an http(s) URL") });
+    }
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| CliError::failed(format!("cannot build an HTTP client: {e}")))?;
+    let response =
+        client.get(parsed).send().await.map_err(|e| CliError::failed(format!("{url} did not answer: {e}")))?;
+    let status = response.status();
+    if status.is_success() {
+        println!("{url}: {status}");
+        Ok(())
+    } else {
+        Err(CliError::failed(format!("{url} answered {status}")))
     }
 }
