@@ -1,4 +1,4 @@
-//! The closed-loop load driver and the report it produces.
+//! The load driver (closed loop, or open loop at a fixed rate) and the report it produces.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,6 +24,9 @@ pub struct Latency {
 pub struct Report {
     pub workload: String,
     pub clients: usize,
+    /// The open-loop rate asked for (requests per second), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_per_s: Option<f64>,
     pub duration_s: f64,
     pub requests: u64,
     pub errors: u64,
@@ -34,14 +37,28 @@ pub struct Report {
     pub extra: serde_json::Map<String, Value>,
 }
 
-/// Runs `clients` loops of `op` for `warmup + duration`; only operations that start after the
-/// warmup and finish before the end are counted. `window_opened`, if given, is told when the
+/// How a run drives its clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Load before the measured window, not counted.
+    pub warmup: Duration,
+    /// The measured window.
+    pub duration: Duration,
+    /// `None`: closed loop, each client sends its next request when the previous one answered.
+    /// `Some(r)`: open loop, `r` requests per second over all clients, each client on a fixed
+    /// schedule, and every latency counted from when the request was due (so a stalled server
+    /// shows as latency, not as fewer samples).
+    pub rate: Option<f64>,
+}
+
+/// Runs `load.clients` loops of `op` for `warmup + duration`; only operations that start after
+/// the warmup and finish before the end are counted. `window_opened`, if given, is told when the
 /// measured window opens (for readings of the servers over the same window).
 pub async fn run_closed_loop<F, Fut>(
     workload: &str,
-    clients: usize,
-    warmup: Duration,
-    duration: Duration,
+    load: Load,
     window_opened: Option<tokio::sync::oneshot::Sender<()>>,
     op: F,
 ) -> Result<Report>
@@ -49,6 +66,13 @@ where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<()>> + Send,
 {
+    let Load { clients, warmup, duration, rate } = load;
+    anyhow::ensure!(clients > 0, "--clients must be at least 1");
+    let interval = match rate {
+        Some(r) if r.is_finite() && r > 0.0 => Some(Duration::from_secs_f64(clients as f64 / r)),
+        Some(r) => anyhow::bail!("--rate must be a positive number of requests per second, not {r}"),
+        None => None,
+    };
     let op = Arc::new(op);
     let start = Instant::now();
     let measure_from = start + warmup;
@@ -59,8 +83,17 @@ where
         tasks.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
             let mut errors = 0u64;
+            // Open loop: client c's k-th request is due at start + (k + c/clients)·interval.
+            let mut due = interval.map(|i| start + i.mul_f64(client as f64 / clients as f64));
             loop {
-                let t0 = Instant::now();
+                let t0 = match (due, interval) {
+                    (Some(at), Some(i)) => {
+                        tokio::time::sleep_until(at.into()).await;
+                        due = Some(at + i);
+                        at
+                    }
+                    _ => Instant::now(),
+                };
                 if t0 >= end {
                     break;
                 }
@@ -94,6 +127,7 @@ where
     Ok(Report {
         workload: workload.to_string(),
         clients,
+        rate_per_s: rate,
         duration_s: secs,
         requests: all.len(),
         errors,
@@ -114,8 +148,13 @@ pub fn render(r: &Report) -> String {
     let mut out = format!("workload: {}\n", r.workload);
     if r.requests > 0 || r.errors > 0 {
         out.push_str(&format!(
-            "clients: {}   duration: {:.1} s   requests: {}   errors: {}\nthroughput: {:.0} req/s\n",
-            r.clients, r.duration_s, r.requests, r.errors, r.throughput_per_s
+            "clients: {}   duration: {:.1} s   requests: {}   errors: {}\nthroughput: {:.0} req/s{}\n",
+            r.clients,
+            r.duration_s,
+            r.requests,
+            r.errors,
+            r.throughput_per_s,
+            r.rate_per_s.map(|rate| format!(" (open loop at {rate:.0} req/s)")).unwrap_or_default()
         ));
     }
     if let Some(l) = &r.latency_ms {

@@ -14,6 +14,9 @@
 //! ```
 //!
 //! Closed-loop load: each client issues its next request as soon as the previous one answered.
+//! `--rate R` makes it open loop instead: R requests per second over all clients on a fixed
+//! schedule, each latency counted from when the request was due (`--clients` must be enough to
+//! keep up), which measures what a request costs at a given load rather than at saturation.
 //! Requests completing during `--warmup` are not counted. Latencies are recorded per client in
 //! HDR histograms (microseconds) and merged at the end, so recording never contends.
 
@@ -65,6 +68,9 @@ struct Args {
     /// How long to measure (for idle-memory: how long to idle).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// Open loop: this many requests per second over all clients (default: closed loop).
+    #[arg(long)]
+    rate: Option<f64>,
     /// Load before measuring starts, not counted.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     warmup: Duration,
@@ -96,6 +102,12 @@ struct Args {
     /// restart: kill the node before the log is filled, so it must catch up on every entry.
     #[arg(long)]
     while_down: bool,
+}
+
+impl Args {
+    fn load(&self) -> driver::Load {
+        driver::Load { clients: self.clients, warmup: self.warmup, duration: self.duration, rate: self.rate }
+    }
 }
 
 fn main() -> Result<()> {

@@ -19,19 +19,18 @@ pub async fn shorten(args: &Args) -> Result<Report> {
     let endpoints = Arc::new(endpoints);
     let n = Arc::new(AtomicUsize::new(0));
     let (window, opened) = ServerWindow::open(&http, &endpoints);
-    let mut report =
-        run_closed_loop("shorten", args.clients, args.warmup, args.duration, Some(opened), move |client| {
-            let http = http.clone();
-            let token = token.clone();
-            let url = format!("{}/v1/urls", endpoints[client % endpoints.len()]);
-            let body = json!({ "url": format!("https://example.com/article/{}", n.fetch_add(1, Ordering::Relaxed)) });
-            async move {
-                let r = http.post(url).bearer_auth(token).json(&body).send().await?;
-                anyhow::ensure!(r.status().as_u16() == 201, "status {}", r.status());
-                Ok(())
-            }
-        })
-        .await?;
+    let mut report = run_closed_loop("shorten", args.load(), Some(opened), move |client| {
+        let http = http.clone();
+        let token = token.clone();
+        let url = format!("{}/v1/urls", endpoints[client % endpoints.len()]);
+        let body = json!({ "url": format!("https://example.com/article/{}", n.fetch_add(1, Ordering::Relaxed)) });
+        async move {
+            let r = http.post(url).bearer_auth(token).json(&body).send().await?;
+            anyhow::ensure!(r.status().as_u16() == 201, "status {}", r.status());
+            Ok(())
+        }
+    })
+    .await?;
     window.close(&mut report).await?;
     Ok(report)
 }
@@ -86,7 +85,7 @@ pub async fn redirect(args: &Args) -> Result<Report> {
     let codes = Arc::new(codes);
     let n = Arc::new(AtomicUsize::new(0));
     let (window, opened) = ServerWindow::open(&http, &endpoints);
-    let mut report = run_closed_loop("redirect", args.clients, args.warmup, args.duration, Some(opened), move |c| {
+    let mut report = run_closed_loop("redirect", args.load(), Some(opened), move |c| {
         let i = n.fetch_add(1, Ordering::Relaxed);
         let path = format!("/{}", codes[i % codes.len()]);
         let (conns, addrs) = (Arc::clone(&conns), Arc::clone(&addrs));
@@ -243,7 +242,7 @@ pub async fn ratelimited(args: &Args) -> Result<Report> {
     let targets = Arc::new(targets);
     let client = http.clone();
     let (window, opened) = ServerWindow::open(&http, &endpoints);
-    let mut report = run_closed_loop("ratelimited", args.clients, args.warmup, args.duration, Some(opened), move |c| {
+    let mut report = run_closed_loop("ratelimited", args.load(), Some(opened), move |c| {
         let (url, token) = targets[c % targets.len()].clone();
         let client = client.clone();
         async move {

@@ -57,7 +57,7 @@ pub async fn echo(args: &Args) -> Result<Report> {
     // Connect once before the clock starts.
     a.call(2, Echo { payload: payload.clone() }).await.context("first echo")?;
     let caller = Arc::clone(&a);
-    let mut report = run_closed_loop("echo", args.clients, args.warmup, args.duration, None, move |_| {
+    let mut report = run_closed_loop("echo", args.load(), None, move |_| {
         let caller = Arc::clone(&caller);
         let payload = payload.clone();
         async move {
@@ -113,6 +113,7 @@ pub async fn idle_memory(args: &Args) -> Result<Report> {
     Ok(Report {
         workload: "idle-memory".into(),
         clients: 0,
+        rate_per_s: None,
         duration_s: args.duration.as_secs_f64(),
         requests: 0,
         errors: 0,
@@ -201,21 +202,20 @@ pub async fn counters(args: &Args) -> Result<Report> {
     // Counters need a bearer token: sign up once (open sign-up is the default).
     let token = sign_up(&http, &endpoints[0]).await?;
     let (window, opened) = ServerWindow::open(&http, &endpoints);
-    let mut report =
-        run_closed_loop("counters", args.clients, args.warmup, args.duration, Some(opened), move |client| {
-            let http = http.clone();
-            let token = token.clone();
-            let url = {
-                let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                format!("{}/v1/counters/bench-{}/increment", endpoints[client % endpoints.len()], n % keys)
-            };
-            async move {
-                let r = http.post(url).bearer_auth(token).json(&json!({"by": 1})).send().await?;
-                anyhow::ensure!(r.status().is_success(), "status {}", r.status());
-                Ok(())
-            }
-        })
-        .await?;
+    let mut report = run_closed_loop("counters", args.load(), Some(opened), move |client| {
+        let http = http.clone();
+        let token = token.clone();
+        let url = {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("{}/v1/counters/bench-{}/increment", endpoints[client % endpoints.len()], n % keys)
+        };
+        async move {
+            let r = http.post(url).bearer_auth(token).json(&json!({"by": 1})).send().await?;
+            anyhow::ensure!(r.status().is_success(), "status {}", r.status());
+            Ok(())
+        }
+    })
+    .await?;
     report.extra.insert("keys".into(), json!(keys));
     window.close(&mut report).await?;
     Ok(report)
@@ -249,19 +249,18 @@ pub async fn etcd_put(args: &Args) -> Result<Report> {
         out
     };
     let (window, opened) = ServerWindow::open(&http, &endpoints);
-    let mut report =
-        run_closed_loop("etcd-put", args.clients, args.warmup, args.duration, Some(opened), move |client| {
-            let http = http.clone();
-            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let url = format!("{}/v3/kv/put", endpoints[client % endpoints.len()]);
-            let body = json!({ "key": b64(&format!("bench-{}", n % keys)), "value": b64(&n.to_string()) });
-            async move {
-                let r = http.post(url).json(&body).send().await?;
-                anyhow::ensure!(r.status().is_success(), "status {}", r.status());
-                Ok(())
-            }
-        })
-        .await?;
+    let mut report = run_closed_loop("etcd-put", args.load(), Some(opened), move |client| {
+        let http = http.clone();
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let url = format!("{}/v3/kv/put", endpoints[client % endpoints.len()]);
+        let body = json!({ "key": b64(&format!("bench-{}", n % keys)), "value": b64(&n.to_string()) });
+        async move {
+            let r = http.post(url).json(&body).send().await?;
+            anyhow::ensure!(r.status().is_success(), "status {}", r.status());
+            Ok(())
+        }
+    })
+    .await?;
     report.extra.insert("keys".into(), json!(keys));
     window.close(&mut report).await?;
     Ok(report)
@@ -462,6 +461,7 @@ pub async fn failover(args: &Args) -> Result<Report> {
     Ok(Report {
         workload: "failover".into(),
         clients: args.clients,
+        rate_per_s: None,
         duration_s: 0.0,
         requests: times.len() as u64,
         errors: 0,
@@ -560,6 +560,7 @@ pub async fn restart(args: &Args) -> Result<Report> {
     Ok(Report {
         workload: "restart".into(),
         clients: args.clients,
+        rate_per_s: None,
         duration_s: 0.0,
         requests: behind,
         errors: 0,
