@@ -407,6 +407,15 @@ pub fn admin_client() -> Result<reqwest::Client> {
     Ok(reqwest::Client::builder().timeout(Duration::from_secs(2)).default_headers(headers).build()?)
 }
 
+/// A client without a token that does not follow redirects (a 302 is seen as one, and nothing
+/// leaves loopback), with a 15 s timeout.
+pub fn plain_client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?)
+}
+
 /// Writes a node's config file from its addresses, `[cluster]` lines and extra settings.
 fn write_config(n: &Node, cluster: &[String], settings: &[(&'static str, String)]) -> Result<()> {
     let mut sections: BTreeMap<&str, Vec<String>> = BTreeMap::new();

@@ -397,7 +397,7 @@ async fn alert_rules_and_dashboard_pass_promtool_and_use_only_exported_metrics()
     })
     .await?;
     // Not followed: tests send traffic to loopback only.
-    let no_follow = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let no_follow = cluster_tests::harness::plain_client()?;
     for id in [1, 2, 3] {
         let r = no_follow.get(c.node(id).url(&format!("/{code}"))).send().await?;
         assert_eq!(r.status().as_u16(), 302);
@@ -1400,7 +1400,7 @@ mod urls {
         let token = r.json::<Value>().await?["token"].as_str().unwrap_or_default().to_string();
         let r = reqwest::Client::new().post(c.node(1).url("/v1/users")).json(&json!({"name": "other"})).send().await?;
         let other = r.json::<Value>().await?["token"].as_str().unwrap_or_default().to_string();
-        let user = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+        let user = cluster_tests::harness::plain_client()?;
         let r = user
             .post(c.node(2).url("/v1/urls"))
             .bearer_auth(&token)
@@ -1634,7 +1634,7 @@ mod ratelimit {
         .await?;
         let (_, token) = user(&c, "busy").await?;
         let (_, other) = user(&c, "calm").await?;
-        let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+        let plain = cluster_tests::harness::plain_client()?;
         // Six requests spread over the three nodes share one quota.
         for (i, node) in [1, 2, 3, 1, 2, 3].into_iter().enumerate() {
             let r = plain.get(c.node(node).url("/v1/users/me")).bearer_auth(&token).send().await?;

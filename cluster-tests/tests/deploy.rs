@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use cluster_tests::harness::{Cluster, ClusterSpec, free_port, tool, wait_for, wait_for_result};
+use cluster_tests::harness::{Cluster, ClusterSpec, free_port, plain_client, tool, wait_for, wait_for_result};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shoal-node");
@@ -28,13 +28,6 @@ impl Drop for Reaped {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn plain_client() -> Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?)
 }
 
 async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
@@ -229,8 +222,9 @@ impl Published {
         v["token"].as_str().map(str::to_string).ok_or_else(|| anyhow!("no token in {v}"))
     }
 
-    /// One increment through node `id`: the status and, on success, the new value.
-    async fn increment(&self, id: u64, token: &str, counter: &str) -> Result<(u16, Option<i64>)> {
+    /// One increment through node `id`: the status, on success the new value, and whether the
+    /// answer carries `Retry-After`.
+    async fn increment(&self, id: u64, token: &str, counter: &str) -> Result<(u16, Option<i64>, bool)> {
         let resp = self
             .http
             .post(self.url(id, &format!("/v1/counters/{counter}/increment")))
@@ -239,8 +233,9 @@ impl Published {
             .send()
             .await?;
         let status = resp.status().as_u16();
+        let retry_after = resp.headers().contains_key(reqwest::header::RETRY_AFTER);
         let v: Value = resp.json().await.unwrap_or(Value::Null);
-        Ok((status, v["value"].as_i64()))
+        Ok((status, v["value"].as_i64(), retry_after))
     }
 
     async fn read(&self, id: u64, token: &str, counter: &str) -> Result<i64> {
@@ -365,7 +360,7 @@ async fn compose_cluster_keeps_writing_through_a_killed_node_and_a_partitioned_o
     let mut acked = 0;
     for round in 0..3 {
         for id in 1..=3 {
-            let (status, value) = nodes.increment(id, &writer, "docker").await?;
+            let (status, value, _) = nodes.increment(id, &writer, "docker").await?;
             assert_eq!(status, 200, "write {round} through node {id}");
             acked += 1;
             assert_eq!(value, Some(acked));
@@ -381,7 +376,7 @@ async fn compose_cluster_keeps_writing_through_a_killed_node_and_a_partitioned_o
     nodes.led_among(&[1, 2], "nodes 1 and 2 to lead every group after the kill").await?;
     for i in 0..6 {
         let id = 1 + i % 2;
-        let (status, value) = nodes.increment(id, &during_kill, "docker").await?;
+        let (status, value, _) = nodes.increment(id, &during_kill, "docker").await?;
         assert_eq!(status, 200, "write {i} through node {id} with node 3 killed");
         acked += 1;
         assert_eq!(value, Some(acked));
@@ -403,17 +398,17 @@ async fn compose_cluster_keeps_writing_through_a_killed_node_and_a_partitioned_o
     run(Command::new("docker").args(["network", "disconnect", &peers, &node3]))?;
     let partition = nodes.sign_up("compose-partition").await?;
     let refused = wait_for_result("node 3 to refuse writes with 503", Duration::from_secs(60), || async {
-        let (status, _) = nodes.increment(3, &partition, "minority").await?;
-        Ok((status == 503).then_some(status))
+        let (status, _, retry_after) = nodes.increment(3, &partition, "minority").await?;
+        Ok((status == 503).then_some((status, retry_after)))
     })
     .await?;
-    assert_eq!(refused, 503);
+    assert_eq!(refused, (503, true), "503 with Retry-After");
     nodes.led_among(&[1, 2], "nodes 1 and 2 to lead every group while node 3 is cut off").await?;
     for i in 0..4 {
-        let (status, _) = nodes.increment(3, &partition, "minority").await?;
-        assert_eq!(status, 503, "write {i} through the cut-off node 3");
+        let (status, _, retry_after) = nodes.increment(3, &partition, "minority").await?;
+        assert_eq!((status, retry_after), (503, true), "write {i} through the cut-off node 3: 503 with Retry-After");
         let id = 1 + i % 2;
-        let (status, value) = nodes.increment(id, &partition, "docker").await?;
+        let (status, value, _) = nodes.increment(id, &partition, "docker").await?;
         assert_eq!(status, 200, "write {i} through node {id} while node 3 is cut off");
         acked += 1;
         assert_eq!(value, Some(acked));

@@ -56,7 +56,7 @@ pub struct Load {
 /// Runs `load.clients` loops of `op` for `warmup + duration`; only operations that start after
 /// the warmup and finish before the end are counted. `window_opened`, if given, is told when the
 /// measured window opens (for readings of the servers over the same window).
-pub async fn run_closed_loop<F, Fut>(
+pub async fn run_load<F, Fut>(
     workload: &str,
     load: Load,
     window_opened: Option<tokio::sync::oneshot::Sender<()>>,

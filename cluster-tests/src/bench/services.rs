@@ -8,7 +8,7 @@ use anyhow::{Result, anyhow};
 use serde_json::{Value, json};
 
 use super::Args;
-use super::driver::{Report, run_closed_loop};
+use super::driver::{Report, run_load};
 use super::workloads::{ServerWindow, http_client, sign_up, target_cluster_with};
 
 /// `POST /v1/urls` from `--clients` clients, client `i` talking to node `i mod n`.
@@ -19,7 +19,7 @@ pub async fn shorten(args: &Args) -> Result<Report> {
     let endpoints = Arc::new(endpoints);
     let n = Arc::new(AtomicUsize::new(0));
     let (window, opened) = ServerWindow::open(&http, &endpoints);
-    let mut report = run_closed_loop("shorten", args.load(), Some(opened), move |client| {
+    let mut report = run_load("shorten", args.load(), Some(opened), move |client| {
         let http = http.clone();
         let token = token.clone();
         let url = format!("{}/v1/urls", endpoints[client % endpoints.len()]);
@@ -85,7 +85,7 @@ pub async fn redirect(args: &Args) -> Result<Report> {
     let codes = Arc::new(codes);
     let n = Arc::new(AtomicUsize::new(0));
     let (window, opened) = ServerWindow::open(&http, &endpoints);
-    let mut report = run_closed_loop("redirect", args.load(), Some(opened), move |c| {
+    let mut report = run_load("redirect", args.load(), Some(opened), move |c| {
         let i = n.fetch_add(1, Ordering::Relaxed);
         let path = format!("/{}", codes[i % codes.len()]);
         let (conns, addrs) = (Arc::clone(&conns), Arc::clone(&addrs));
@@ -242,7 +242,7 @@ pub async fn ratelimited(args: &Args) -> Result<Report> {
     let targets = Arc::new(targets);
     let client = http.clone();
     let (window, opened) = ServerWindow::open(&http, &endpoints);
-    let mut report = run_closed_loop("ratelimited", args.load(), Some(opened), move |c| {
+    let mut report = run_load("ratelimited", args.load(), Some(opened), move |c| {
         let (url, token) = targets[c % targets.len()].clone();
         let client = client.clone();
         async move {

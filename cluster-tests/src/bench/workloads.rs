@@ -15,7 +15,7 @@ use shoal::transport::tls::Identity;
 use shoal::transport::{RpcHandler, Transport};
 
 use super::Args;
-use super::driver::{Report, run_closed_loop};
+use super::driver::{Report, run_load};
 
 /// Answers echo requests; the bench's callee.
 struct EchoHandler;
@@ -57,7 +57,7 @@ pub async fn echo(args: &Args) -> Result<Report> {
     // Connect once before the clock starts.
     a.call(2, Echo { payload: payload.clone() }).await.context("first echo")?;
     let caller = Arc::clone(&a);
-    let mut report = run_closed_loop("echo", args.load(), None, move |_| {
+    let mut report = run_load("echo", args.load(), None, move |_| {
         let caller = Arc::clone(&caller);
         let payload = payload.clone();
         async move {
@@ -202,7 +202,7 @@ pub async fn counters(args: &Args) -> Result<Report> {
     // Counters need a bearer token: sign up once (open sign-up is the default).
     let token = sign_up(&http, &endpoints[0]).await?;
     let (window, opened) = ServerWindow::open(&http, &endpoints);
-    let mut report = run_closed_loop("counters", args.load(), Some(opened), move |client| {
+    let mut report = run_load("counters", args.load(), Some(opened), move |client| {
         let http = http.clone();
         let token = token.clone();
         let url = {
@@ -249,7 +249,7 @@ pub async fn etcd_put(args: &Args) -> Result<Report> {
         out
     };
     let (window, opened) = ServerWindow::open(&http, &endpoints);
-    let mut report = run_closed_loop("etcd-put", args.load(), Some(opened), move |client| {
+    let mut report = run_load("etcd-put", args.load(), Some(opened), move |client| {
         let http = http.clone();
         let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let url = format!("{}/v3/kv/put", endpoints[client % endpoints.len()]);
@@ -281,7 +281,7 @@ pub(super) struct ServerWindow {
 }
 
 impl ServerWindow {
-    /// Reads the servers when the returned sender fires (give it to [`run_closed_loop`]).
+    /// Reads the servers when the returned sender fires (give it to [`run_load`]).
     pub(super) fn open(http: &reqwest::Client, endpoints: &[String]) -> (Self, tokio::sync::oneshot::Sender<()>) {
         let (opened, window_open) = tokio::sync::oneshot::channel();
         let (client, eps) = (http.clone(), endpoints.to_vec());
