@@ -1692,6 +1692,70 @@ mod ratelimit {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hot_key_is_admitted_from_leases_and_still_never_beyond_its_limit() -> Result<()> {
+        // 300 per 600 s: one request comes back every 2 s, so the run itself refills only a few.
+        let (limit, window_s) = (300u64, 600u64);
+        let c = limited(&format!(
+            r#"[{{ name = "api", limit = {limit}, window = "{window_s}s", algorithm = "token_bucket", routes = ["GET /v1/users/me"], key = "user" }}]"#
+        ))
+        .await?;
+        // A user whose key node 3 owns, so nodes 1 and 2 must ask it, or spend a lease.
+        let mut hot = None;
+        for i in 0..60 {
+            let (id, token) = user(&c, &format!("u{i}")).await?;
+            if leader_of(&c, 1, shoal::placement::partition_of(&format!("api/user:{id}"), 4)).await == Some(3) {
+                hot = Some(token);
+                break;
+            }
+        }
+        let token = hot.context("no user whose key node 3 owns")?;
+        let plain = cluster_tests::harness::plain_client()?;
+        // Twice the limit, 16 at a time, through nodes 1 and 2.
+        let started = std::time::Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for worker in 0..16u64 {
+            let (plain, token) = (plain.clone(), token.clone());
+            let urls = [c.node(1).url("/v1/users/me"), c.node(2).url("/v1/users/me")];
+            tasks.spawn(async move {
+                let mut seen = Vec::new();
+                for i in 0..(2 * limit / 16) {
+                    let r = plain.get(&urls[((worker + i) % 2) as usize]).bearer_auth(&token).send().await?;
+                    let remaining: Option<u64> = header(&r, "x-ratelimit-remaining").and_then(|v| v.parse().ok());
+                    seen.push((r.status().as_u16(), remaining));
+                }
+                anyhow::Ok(seen)
+            });
+        }
+        let mut seen = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            seen.extend(r??);
+        }
+        let elapsed = started.elapsed();
+        let admitted = seen.iter().filter(|(status, _)| *status == 200).count() as u64;
+        let refused = seen.iter().filter(|(status, _)| *status == 429).count() as u64;
+        assert_eq!(admitted + refused, seen.len() as u64, "only 200 and 429: {seen:?}");
+        // Never beyond the limit plus what refilled during the run.
+        let refilled = elapsed.as_secs() / (window_s / limit) + 1;
+        assert!(admitted <= limit + refilled, "{admitted} admitted: limit {limit}, {refilled} refilled");
+        // Leases left unspent may cost a little quota, never much.
+        assert!(admitted >= limit * 9 / 10, "only {admitted} of {limit} admitted");
+        assert!(
+            seen.iter().all(|(_, remaining)| remaining.is_none_or(|r| r < limit)),
+            "remaining above the limit: {seen:?}"
+        );
+        // Some of them came from leases, on the nodes that do not own the key.
+        let mut from_leases = 0.0;
+        for node in [1, 2] {
+            let m = c.metrics(node).await.context("node metrics")?;
+            from_leases += sample(&m, "shoal_ratelimit_lease_admitted_total").unwrap_or(0.0);
+        }
+        assert!(from_leases > 0.0, "no request was admitted from a lease");
+        let m = c.metrics(3).await.context("node 3 metrics")?;
+        assert_eq!(sample(&m, "shoal_ratelimit_lease_admitted_total"), Some(0.0), "the owner decides itself");
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_unreachable_owner_fails_open_or_closed_as_the_policy_says() -> Result<()> {
         let c = limited(
             r#"[{ name = "soft", limit = 1000, window = "60s", algorithm = "token_bucket", routes = ["GET /v1/users/me"], key = "user", on_unavailable = "open" },

@@ -198,8 +198,9 @@ fn bucket_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Optio
 
 /// `GET /v1/users/me` with the limiter on (one quota per client, far above what the run uses),
 /// each client sending to a node that does not own its key, so every check crosses the mesh.
-/// `--set ratelimit.enabled=false` gives the baseline. Prints the limiter's own check time
-/// (from the servers' histogram) besides the end-to-end latency.
+/// `--set ratelimit.enabled=false` gives the baseline. Prints the limiter's own check time for
+/// the checks that asked the owner (from the servers' histogram) besides the end-to-end latency,
+/// and the share of checks admitted from leases (`--set ratelimit.lease_ttl=0s` turns those off).
 pub async fn ratelimited(args: &Args) -> Result<Report> {
     let policies = r#"policies = [{ name = "api", limit = 1000000000, window = "60s", algorithm = "token_bucket", routes = ["/v1/*"], key = "user" }]"#;
     let extra = [("ratelimit", "enabled = true"), ("ratelimit", policies)];
@@ -239,6 +240,7 @@ pub async fn ratelimited(args: &Args) -> Result<Report> {
     }
     let name = "shoal_ratelimit_check_duration_seconds";
     let before = buckets(&http, &endpoints, name, "owner=\"remote\"").await?;
+    let leased_before = buckets(&http, &endpoints, name, "owner=\"lease\"").await?;
     let targets = Arc::new(targets);
     let client = http.clone();
     let (window, opened) = ServerWindow::open(&http, &endpoints);
@@ -254,6 +256,14 @@ pub async fn ratelimited(args: &Args) -> Result<Report> {
     .await?;
     window.close(&mut report).await?;
     let after = buckets(&http, &endpoints, name, "owner=\"remote\"").await?;
+    let leased_after = buckets(&http, &endpoints, name, "owner=\"lease\"").await?;
+    let total = |b: &[(f64, f64)]| b.last().map(|(_, v)| *v).unwrap_or(0.0);
+    let (remote, leased) = (total(&after) - total(&before), total(&leased_after) - total(&leased_before));
+    if remote + leased > 0.0 {
+        report
+            .extra
+            .insert("limiter_checks_from_leases_pct".into(), json!((leased * 1e4 / (remote + leased)).round() / 100.0));
+    }
     for (label, q) in [("limiter_remote_check_p50_ms_at_most", 0.5), ("limiter_remote_check_p99_ms_at_most", 0.99)] {
         if let Some(le) = bucket_quantile(&before, &after, q) {
             report.extra.insert(label.into(), json!((le * 1e5).round() / 100.0));

@@ -353,6 +353,10 @@ pub struct RateLimitSection {
     /// policy's `on_unavailable` decides.
     #[serde(with = "humantime_serde")]
     pub owner_timeout: Duration,
+    /// How long a node may spend requests a key's owner leased to it (token-bucket keys this
+    /// node sends many requests for); `0s` turns leases off, so every request asks the owner.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
     /// The policies; a request passes every policy whose routes cover it.
     pub policies: Vec<RatePolicy>,
 }
@@ -362,6 +366,7 @@ impl Default for RateLimitSection {
         Self {
             enabled: true,
             owner_timeout: Duration::from_millis(100),
+            lease_ttl: Duration::from_millis(50),
             policies: vec![
                 RatePolicy {
                     name: "api".into(),
@@ -707,6 +712,12 @@ impl Config {
     fn validate_ratelimit(&self) -> Result<(), ConfigError> {
         let r = &self.ratelimit;
         nonzero("ratelimit.owner_timeout", r.owner_timeout)?;
+        if r.lease_ttl > crate::ratelimit::MAX_LEASE_TTL {
+            return Err(invalid(
+                "ratelimit.lease_ttl",
+                format!("must be at most {:?} (0s turns leases off)", crate::ratelimit::MAX_LEASE_TTL),
+            ));
+        }
         let mut names = BTreeSet::new();
         for (i, p) in r.policies.iter().enumerate() {
             let field = |f: &str| format!("ratelimit.policies[{i}].{f}");

@@ -177,4 +177,6 @@ fn rate_limit_policies_are_validated_and_the_defaults_cover_the_api() {
         with("ratelimit.policies=[{name=\"p\",limit=1,window=\"1s\",algorithm=\"leaky\",routes=[\"/x\"]}]").is_err()
     );
     assert_eq!(bad_field("ratelimit.owner_timeout=\"0s\""), "ratelimit.owner_timeout");
+    assert_eq!(bad_field("ratelimit.lease_ttl=\"2s\""), "ratelimit.lease_ttl");
+    assert!(with("ratelimit.lease_ttl=\"0s\"").is_ok(), "0s turns leases off");
 }

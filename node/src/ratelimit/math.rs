@@ -121,6 +121,28 @@ impl Limit {
         }
     }
 
+    /// Leases up to `want` requests to another node, which may then admit them at any moment of
+    /// the next `ttl_ns` without asking; returns how many were leased. Only a token bucket
+    /// leases (a sliding window stays exact, request by request). The lease is checked as if
+    /// its requests all came now and counted as if they all came at the end of the span, so
+    /// however the holder spends them within it, the bucket never admits more than it would
+    /// have admitted request by request. At most `1 / share` of what is left goes into one
+    /// lease, so close to the limit every request is decided by the owner.
+    pub fn lease(&self, state: &mut State, now: u64, want: u64, ttl_ns: u64, share: u64) -> u64 {
+        let State::Gcra { tat } = state else { return 0 };
+        let t = self.interval();
+        let base = (*tat).max(now.saturating_add(ttl_ns));
+        let used = base - now;
+        if used >= self.window_ns {
+            return 0;
+        }
+        let granted = want.min((self.window_ns - used) / t / share.max(1));
+        if granted > 0 {
+            *tat = base + granted * t;
+        }
+        granted
+    }
+
     /// Whether `state` is as good as fresh at `now` (it may be forgotten).
     pub fn is_idle(&self, state: &State, now: u64) -> bool {
         match state {
@@ -225,6 +247,68 @@ mod tests {
                 assert!(inside <= n, "seed {seed}: {inside} admissions within one window, limit {n}");
             }
         }
+    }
+
+    /// Replays admissions (sorted) through a fresh bucket: every one must be admitted.
+    fn conforms(l: &Limit, admitted: &mut [u64]) -> Result<(), String> {
+        admitted.sort_unstable();
+        let mut s = l.fresh();
+        for (i, &at) in admitted.iter().enumerate() {
+            if !l.check(&mut s, at, true).allowed {
+                return Err(format!("admission {i} of {} at {at} ns exceeds the limit", admitted.len()));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn leased_requests_spent_anywhere_within_their_lease_never_exceed_the_limit() {
+        let ttl = SEC / 20;
+        let cases =
+            [(3u64, 100u64, 1u64, 1u64, false), (3, 100, 1, 1, true), (11, 200, 1, 2, false), (5, 1000, 10, 8, true)];
+        for (seed, n, window_s, share, at_the_end) in cases {
+            let l = limit(n, window_s, Algorithm::TokenBucket);
+            let mut s = l.fresh();
+            let mut rng = seed;
+            let mut now = SEC;
+            let (mut admitted, mut leased, mut exact) = (Vec::new(), 0u64, 0u64);
+            for step in 0..20_000 {
+                // Now and then a pause long enough for the bucket to fill up again.
+                now += if step % 500 == 0 { l.window_ns } else { xorshift(&mut rng) % (ttl / 4 + 1) };
+                if xorshift(&mut rng) % 3 == 0 {
+                    let granted = l.lease(&mut s, now, 1 + xorshift(&mut rng) % 64, ttl, share);
+                    leased += granted;
+                    // The holder spends them as adversarially as it likes: all at the last
+                    // moment, or anywhere in the span.
+                    for _ in 0..granted {
+                        admitted.push(if at_the_end { now + ttl } else { now + xorshift(&mut rng) % (ttl + 1) });
+                    }
+                } else if l.check(&mut s, now, true).allowed {
+                    exact += 1;
+                    admitted.push(now);
+                }
+            }
+            assert!(leased > n && exact > n, "seed {seed}: leases {leased} and checks {exact} must both admit");
+            conforms(&l, &mut admitted).unwrap_or_else(|e| panic!("seed {seed}, at the end {at_the_end}: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_lease_is_at_most_a_share_of_what_is_left_and_a_sliding_window_leases_none() {
+        let l = limit(100, 1, Algorithm::TokenBucket);
+        let mut s = l.fresh();
+        // 100 left, less the 5 the lease span costs (50 ms at one per 10 ms): 95 / 4 = 23.
+        assert_eq!(l.lease(&mut s, SEC, 1_000, SEC / 20, 4), 23);
+        assert_eq!(l.check(&mut s, SEC, false).remaining, 100 - 5 - 23);
+        assert_eq!(l.lease(&mut s, SEC, 3, SEC / 20, 4), 3);
+        // Close to the limit nothing more is leased; requests are still decided one by one.
+        for _ in 0..66 {
+            assert!(l.check(&mut s, SEC, true).allowed);
+        }
+        assert_eq!(l.lease(&mut s, SEC, 10, SEC / 20, 4), 0);
+        assert!(l.check(&mut s, SEC, true).allowed);
+        let w = limit(100, 1, Algorithm::SlidingWindow);
+        assert_eq!(w.lease(&mut w.fresh(), SEC, 10, SEC / 20, 1), 0);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Rate limiter instruments.
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Every rate-limiter metric.
 #[derive(Clone)]
@@ -13,6 +13,10 @@ pub struct RateLimitMetrics {
     pub batch_checks: Histogram,
     /// Keys this node owns with live state.
     pub keys: IntGauge,
+    /// Requests other owners leased to this node.
+    pub leased: IntCounter,
+    /// Requests this node admitted from leases.
+    pub leased_admitted: IntCounter,
 }
 
 impl RateLimitMetrics {
@@ -30,7 +34,9 @@ impl RateLimitMetrics {
             check_seconds: HistogramVec::new(
                 HistogramOpts::new(
                     "shoal_ratelimit_check_duration_seconds",
-                    "Time to decide one policy for one request, by where the key's owner is (local, remote, none).",
+                    "Time to decide one policy for one request, by where it was decided (local: this node owns the \
+                     key; remote: its owner was asked; lease: from requests its owner leased to this node; \
+                     none: no owner known).",
                 )
                 .buckets(prometheus::exponential_buckets(0.00002, 2.0, 14)?),
                 &["owner"],
@@ -40,11 +46,21 @@ impl RateLimitMetrics {
                     .buckets(prometheus::exponential_buckets(1.0, 2.0, 10)?),
             )?,
             keys: IntGauge::new("shoal_ratelimit_owned_keys", "Keys this node owns and holds state for.")?,
+            leased: IntCounter::new(
+                "shoal_ratelimit_leased_total",
+                "Requests the owners of keys leased to this node, to admit without asking.",
+            )?,
+            leased_admitted: IntCounter::new(
+                "shoal_ratelimit_lease_admitted_total",
+                "Requests this node admitted from leases.",
+            )?,
         };
         registry.register(Box::new(m.decisions.clone()))?;
         registry.register(Box::new(m.check_seconds.clone()))?;
         registry.register(Box::new(m.batch_checks.clone()))?;
         registry.register(Box::new(m.keys.clone()))?;
+        registry.register(Box::new(m.leased.clone()))?;
+        registry.register(Box::new(m.leased_admitted.clone()))?;
         Ok(m)
     }
 }

@@ -6,11 +6,17 @@
 //! for one owner queue up while a call to it is in flight and go out together as the next call.
 //! When the owner does not answer within `ratelimit.owner_timeout` (or no owner is known), the
 //! policy's `on_unavailable` decides. A new owner after a failover starts with fresh state.
+//!
+//! Leases: a node sending many requests for a token-bucket key asks the owner for a few requests
+//! ahead, sized to its recent demand, and admits them on its own within `ratelimit.lease_ttl`,
+//! asking for more before they run out. The owner counts a lease so that however the holder
+//! spends it within the span, nothing beyond the limit is admitted ([`Limit::lease`]), and leases
+//! at most a share of what is left, so near the limit every request is decided by the owner.
 
 pub mod math;
 pub mod metrics;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,6 +37,14 @@ use crate::util::lock;
 const MAX_BATCH: usize = 512;
 /// Idle keys are forgotten this often.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// Requests one lease carries at most.
+const MAX_LEASE: u64 = 4096;
+/// One lease takes at most this fraction (1/n) of what a key has left.
+const LEASE_SHARE: u64 = 8;
+/// A node asks for a lease once it sends at least this many requests for a key per lease span.
+const LEASE_DEMAND: u64 = 4;
+/// The longest lease span (`ratelimit.lease_ttl`).
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(1);
 
 /// A route a policy covers: an optional method and a route template, or a prefix of one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +172,10 @@ pub struct RateCheck {
     pub key: String,
     /// false: only look.
     pub consume: bool,
+    /// Requests the caller would like leased besides (0: none).
+    pub lease: u64,
+    /// How long the caller may spend a lease, in nanoseconds.
+    pub lease_ttl_ns: u64,
 }
 
 /// Checks for one owner, decided in order.
@@ -180,6 +198,10 @@ pub enum RateAnswer {
         reset_ns: u64,
         /// When refused: nanoseconds until a request would be admitted.
         retry_after_ns: u64,
+        /// Requests leased to the caller, to spend within its lease span (not in `remaining`).
+        leased: u64,
+        /// The owner's clock when it decided, in nanoseconds (orders answers from one owner).
+        at_ns: u64,
     },
     /// The callee does not lead the key's partition (any more).
     NotOwner,
@@ -216,6 +238,108 @@ struct Pending {
     reply: oneshot::Sender<Option<RateAnswer>>,
 }
 
+/// Requests an owner leased to this node, to spend before `expires`.
+#[derive(Debug)]
+struct Grant {
+    left: u64,
+    expires: Instant,
+}
+
+/// What this node holds for one key another node owns: its leases, and the key's recent demand
+/// here, which sizes the next lease.
+#[derive(Debug)]
+struct Held {
+    owner: NodeId,
+    /// Oldest first.
+    grants: VecDeque<Grant>,
+    /// The owner's `remaining` and `reset_ns` at its latest answer (leases not counted), when
+    /// that came, and the owner's clock when it decided.
+    remaining: u64,
+    reset_ns: u64,
+    answered: Instant,
+    decided_ns: u64,
+    /// A call for more is out.
+    refilling: bool,
+    /// Requests in the current lease span (from `span_start`) and in the one before.
+    span_start: Instant,
+    uses: u64,
+    prev_uses: u64,
+}
+
+impl Held {
+    fn new(owner: NodeId, now: Instant) -> Self {
+        Self {
+            owner,
+            grants: VecDeque::new(),
+            remaining: 0,
+            reset_ns: 0,
+            answered: now,
+            decided_ns: 0,
+            refilling: false,
+            span_start: now,
+            uses: 0,
+            prev_uses: 0,
+        }
+    }
+
+    /// Counts one request for the key.
+    fn note(&mut self, now: Instant, ttl: Duration) {
+        let since = now.saturating_duration_since(self.span_start);
+        if since >= ttl {
+            self.prev_uses = if since < ttl * 2 { self.uses } else { 0 };
+            self.uses = 0;
+            self.span_start = now;
+        }
+        self.uses += 1;
+    }
+
+    /// Requests to ask for: about half a span's demand, so a lease is spent well before it
+    /// expires; none for a key this node seldom sends.
+    fn want(&self) -> u64 {
+        let demand = self.uses.max(self.prev_uses);
+        if demand < LEASE_DEMAND { 0 } else { (demand / 2).min(MAX_LEASE) }
+    }
+
+    /// Unexpired leased requests.
+    fn left(&mut self, now: Instant) -> u64 {
+        self.grants.retain(|g| g.expires > now && g.left > 0);
+        self.grants.iter().map(|g| g.left).sum()
+    }
+
+    /// Admits one request from a lease, if one is left.
+    fn take(&mut self, now: Instant) -> Option<RateAnswer> {
+        self.left(now);
+        let grant = self.grants.front_mut()?;
+        grant.left -= 1;
+        let since = now.saturating_duration_since(self.answered).as_nanos().min(u128::from(u64::MAX)) as u64;
+        Some(RateAnswer::Decided {
+            allowed: true,
+            remaining: self.remaining + self.left(now),
+            reset_ns: self.reset_ns.saturating_sub(since),
+            retry_after_ns: 0,
+            leased: 0,
+            at_ns: 0,
+        })
+    }
+
+    /// Takes in the owner's answer to a call sent at `sent`.
+    fn answered(&mut self, answer: &RateAnswer, sent: Instant, ttl: Duration) {
+        if let RateAnswer::Decided { remaining, reset_ns, leased, at_ns, .. } = *answer {
+            // Answers to concurrent calls may be taken in any order; an older one's `remaining`
+            // still counts leases a newer one granted.
+            if at_ns >= self.decided_ns {
+                (self.remaining, self.reset_ns, self.answered, self.decided_ns) =
+                    (remaining, reset_ns, Instant::now(), at_ns);
+            }
+            // The span runs from before the owner granted it, so it ends no later than the
+            // owner counted it to.
+            if leased > 0 {
+                self.grants.push_back(Grant { left: leased, expires: sent + ttl });
+            }
+        }
+    }
+}
+
 /// The limiter of one node: the policies, the keys this node owns, and the queues to other
 /// owners.
 pub struct Limiter {
@@ -226,6 +350,7 @@ pub struct Limiter {
     raft: RaftSlot,
     origin: Instant,
     owned: Mutex<HashMap<String, State>>,
+    held: Arc<Mutex<HashMap<String, Held>>>,
     queues: Mutex<HashMap<NodeId, mpsc::Sender<Pending>>>,
     metrics: RateLimitMetrics,
 }
@@ -253,6 +378,7 @@ impl Limiter {
             raft,
             origin: Instant::now(),
             owned: Mutex::new(HashMap::new()),
+            held: Arc::new(Mutex::new(HashMap::new())),
             queues: Mutex::new(HashMap::new()),
             metrics,
         })
@@ -288,7 +414,7 @@ impl Limiter {
             let (answer, place) = self.ask_owner(p, key, consume).await;
             self.metrics.check_seconds.with_label_values(&[place]).observe(start.elapsed().as_secs_f64());
             let outcome = match answer {
-                Some(RateAnswer::Decided { allowed, remaining, reset_ns, retry_after_ns }) => {
+                Some(RateAnswer::Decided { allowed, remaining, reset_ns, retry_after_ns, .. }) => {
                     Outcome::Decided(Decision { allowed, remaining, reset_ns, retry_after_ns })
                 }
                 _ => Outcome::Unavailable { admitted: p.cfg.on_unavailable == OnUnavailable::Open },
@@ -307,49 +433,125 @@ impl Limiter {
         futures::future::join_all(checks).await
     }
 
-    /// Decides here when this node owns the key, else asks the owner; `None` when nobody
-    /// answered in time. Also says where it was decided (for metrics).
+    /// Decides here when this node owns the key, else from a lease this node holds, else asks
+    /// the owner; `None` when nobody answered in time. Also says where it was decided (for
+    /// metrics).
     async fn ask_owner(&self, policy: &Policy, key: String, consume: bool) -> (Option<RateAnswer>, &'static str) {
         let Some(host) = self.raft.get() else { return (None, "none") };
         let group = host.partition_of(&key);
-        match host.leader_of(group) {
-            Some(owner) if owner == self.node_id => (Some(self.decide(policy, &key, consume)), "local"),
-            Some(owner) => {
-                let (reply, rx) = oneshot::channel();
-                let check = RateCheck { policy: policy.cfg.name.clone(), key, consume };
-                if self.queue(owner).try_send(Pending { check, reply }).is_err() {
-                    return (None, "remote");
+        let owner = match host.leader_of(group) {
+            Some(owner) if owner == self.node_id => return (Some(self.decide(policy, &key, consume, 0, 0)), "local"),
+            Some(owner) => owner,
+            None => return (None, "none"),
+        };
+        let ttl = self.lease_ttl(policy, consume);
+        let mut want = 0;
+        if !ttl.is_zero() {
+            let now = Instant::now();
+            let mut refill = None;
+            let answer = {
+                let mut held = lock(&self.held);
+                let h = held.entry(key.clone()).or_insert_with(|| Held::new(owner, now));
+                if h.owner != owner {
+                    *h = Held::new(owner, now);
                 }
-                match tokio::time::timeout(self.cfg.owner_timeout, rx).await {
-                    Ok(Ok(answer)) => (answer, "remote"),
-                    _ => (None, "remote"),
+                h.note(now, ttl);
+                want = h.want();
+                let answer = h.take(now);
+                if answer.is_some() && !h.refilling && want > 0 && h.left(now) <= want / 4 {
+                    h.refilling = true;
+                    refill = Some(want);
                 }
+                answer
+            };
+            if let Some(answer) = answer {
+                if let Some(want) = refill {
+                    self.refill(owner, policy, key, want, ttl);
+                }
+                self.metrics.leased_admitted.inc();
+                return (Some(answer), "lease");
             }
-            None => (None, "none"),
         }
+        let sent = Instant::now();
+        let check = RateCheck {
+            policy: policy.cfg.name.clone(),
+            key: key.clone(),
+            consume,
+            lease: want,
+            lease_ttl_ns: duration_ns(ttl),
+        };
+        let answer = call_through(&self.queue(owner), check, self.cfg.owner_timeout).await;
+        if !ttl.is_zero()
+            && let Some(a) = &answer
+        {
+            take_lease(&self.held, &self.metrics, owner, &key, a, sent, ttl);
+        }
+        (answer, "remote")
     }
 
-    /// Decides `key` on this node's clock.
-    fn decide(&self, policy: &Policy, key: &str, consume: bool) -> RateAnswer {
+    /// A policy's lease span for a request (zero: no lease).
+    fn lease_ttl(&self, policy: &Policy, consume: bool) -> Duration {
+        if consume && policy.limit.algorithm == Algorithm::TokenBucket { self.cfg.lease_ttl } else { Duration::ZERO }
+    }
+
+    /// Asks `owner` for `want` more requests of `key`, in the background.
+    fn refill(&self, owner: NodeId, policy: &Policy, key: String, want: u64, ttl: Duration) {
+        let queue = self.queue(owner);
+        let (held, metrics, timeout) = (Arc::clone(&self.held), self.metrics.clone(), self.cfg.owner_timeout);
+        let check = RateCheck {
+            policy: policy.cfg.name.clone(),
+            key: key.clone(),
+            consume: false,
+            lease: want,
+            lease_ttl_ns: duration_ns(ttl),
+        };
+        tokio::spawn(async move {
+            let sent = Instant::now();
+            let answer = call_through(&queue, check, timeout).await;
+            if let Some(h) = lock(&held).get_mut(&key) {
+                h.refilling = false;
+            }
+            if let Some(a) = answer {
+                take_lease(&held, &metrics, owner, &key, &a, sent, ttl);
+            }
+        });
+    }
+
+    /// Decides `key` on this node's clock, leasing the caller up to `lease` requests besides
+    /// when the request is admitted.
+    fn decide(&self, policy: &Policy, key: &str, consume: bool, lease: u64, lease_ttl_ns: u64) -> RateAnswer {
         let now = self.now_ns();
         let mut owned = lock(&self.owned);
-        let d = match owned.get_mut(key) {
-            Some(state) => policy.limit.check(state, now, consume),
-            None => {
-                let mut state = policy.limit.fresh();
-                let d = policy.limit.check(&mut state, now, consume);
-                if consume {
-                    owned.insert(key.to_string(), state);
-                    self.metrics.keys.set(owned.len() as i64);
-                }
-                d
-            }
+        let mut fresh = None;
+        let known = owned.contains_key(key);
+        let state = match owned.get_mut(key) {
+            Some(state) => state,
+            None => fresh.insert(policy.limit.fresh()),
         };
+        let mut d = policy.limit.check(state, now, consume);
+        let mut leased = 0;
+        if lease > 0 && d.allowed {
+            let ttl = lease_ttl_ns.min(duration_ns(MAX_LEASE_TTL));
+            leased = policy.limit.lease(state, now, lease.min(MAX_LEASE), ttl, LEASE_SHARE);
+            if leased > 0 {
+                let after = policy.limit.check(state, now, false);
+                (d.remaining, d.reset_ns) = (after.remaining, after.reset_ns);
+            }
+        }
+        if let Some(state) = fresh
+            && !known
+            && (consume || leased > 0)
+        {
+            owned.insert(key.to_string(), state);
+            self.metrics.keys.set(owned.len() as i64);
+        }
         RateAnswer::Decided {
             allowed: d.allowed,
             remaining: d.remaining,
             reset_ns: d.reset_ns,
             retry_after_ns: d.retry_after_ns,
+            leased,
+            at_ns: now,
         }
     }
 
@@ -368,7 +570,7 @@ impl Limiter {
                 if owner != Some(self.node_id) {
                     return RateAnswer::NotOwner;
                 }
-                self.decide(policy, &c.key, c.consume)
+                self.decide(policy, &c.key, c.consume, c.lease, c.lease_ttl_ns)
             })
             .collect();
         RateAnswers { answers }
@@ -407,7 +609,41 @@ impl Limiter {
                 policy.is_some_and(|p| !p.limit.is_idle(state, now))
             });
             self.metrics.keys.set(owned.len() as i64);
+            drop(owned);
+            let mut held = lock(&self.held);
+            held.retain(|_, h| h.refilling || h.span_start.elapsed() < SWEEP_EVERY);
         }
+    }
+}
+
+fn duration_ns(d: Duration) -> u64 {
+    d.as_nanos().min(u128::from(u64::MAX)) as u64
+}
+
+/// Sends one check through an owner's queue; `None` when it did not answer within `timeout`.
+async fn call_through(queue: &mpsc::Sender<Pending>, check: RateCheck, timeout: Duration) -> Option<RateAnswer> {
+    let (reply, rx) = oneshot::channel();
+    queue.try_send(Pending { check, reply }).ok()?;
+    tokio::time::timeout(timeout, rx).await.ok()?.ok()?
+}
+
+/// Keeps what `owner` leased for `key` in its answer to a call sent at `sent`.
+fn take_lease(
+    held: &Mutex<HashMap<String, Held>>,
+    metrics: &RateLimitMetrics,
+    owner: NodeId,
+    key: &str,
+    answer: &RateAnswer,
+    sent: Instant,
+    ttl: Duration,
+) {
+    if let RateAnswer::Decided { leased, .. } = answer {
+        metrics.leased.inc_by(*leased);
+    }
+    if let Some(h) = lock(held).get_mut(key)
+        && h.owner == owner
+    {
+        h.answered(answer, sent, ttl);
     }
 }
 
