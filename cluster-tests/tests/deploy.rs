@@ -147,9 +147,35 @@ async fn prometheus_fires_node_down_for_a_sigkilled_node_and_clears_it_after_res
     Ok(())
 }
 
-/// Runs a command; its stdout on success, else an error with its stderr.
+/// How long one `docker` or `docker-compose` command may take.
+const DOCKER_COMMAND_LIMIT: Duration = Duration::from_secs(180);
+/// How long building the images may take (the first time, on 2 cores: about 10 minutes).
+const IMAGE_BUILD_LIMIT: Duration = Duration::from_secs(45 * 60);
+
+/// Runs a command that must finish within [`DOCKER_COMMAND_LIMIT`].
 fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("running {cmd:?}"))?;
+    run_within(DOCKER_COMMAND_LIMIT, cmd)
+}
+
+/// Runs a command under coreutils' `timeout`, so a hung Docker daemon fails the test instead
+/// of hanging it; its stdout on success, else an error with its stderr.
+fn run_within(limit: Duration, cmd: &mut Command) -> Result<String> {
+    let mut timed = Command::new("timeout");
+    timed.arg("--kill-after=10s").arg(format!("{}s", limit.as_secs())).arg(cmd.get_program()).args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(v) => timed.env(key, v),
+            None => timed.env_remove(key),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        timed.current_dir(dir);
+    }
+    let out = timed.stdin(Stdio::null()).output().with_context(|| format!("running {cmd:?}"))?;
+    // 124: timed out; 137: killed after ignoring the TERM.
+    if matches!(out.status.code(), Some(124 | 137)) {
+        bail!("{cmd:?} did not finish within {limit:?}:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
     if !out.status.success() {
         bail!(
             "{cmd:?} failed ({}):\n{}{}",
@@ -315,7 +341,7 @@ async fn compose_cluster_keeps_writing_through_a_killed_node_and_a_partitioned_o
     let image = match std::env::var("SHOAL_TEST_IMAGE") {
         Ok(image) => image,
         Err(_) => {
-            run(Command::new(repo().join("deploy/docker/build.sh")).arg("shoal:latest"))
+            run_within(IMAGE_BUILD_LIMIT, Command::new(repo().join("deploy/docker/build.sh")).arg("shoal:latest"))
                 .context("building the images")?;
             "shoal:latest".to_string()
         }
@@ -438,5 +464,24 @@ async fn compose_cluster_keeps_writing_through_a_killed_node_and_a_partitioned_o
     for id in 1..=3 {
         assert_eq!(up.get(&format!("node{id}:7000")), Some(&1.0), "{up:?}");
     }
+    Ok(())
+}
+
+/// The deploy test's commands are bounded: one that outlives its limit is killed and reported,
+/// one that finishes passes its output (and the environment it was given) through.
+#[test]
+fn a_command_that_outlives_its_limit_is_killed_and_reported() -> Result<()> {
+    let started = std::time::Instant::now();
+    let err = run_within(Duration::from_secs(1), Command::new("sleep").arg("60")).expect_err("sleep 60 must time out");
+    assert!(err.to_string().contains("did not finish within 1s"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30), "killed late: {:?}", started.elapsed());
+    let out = run_within(
+        Duration::from_secs(30),
+        Command::new("sh").args(["-c", "echo \"$GREETING\""]).env("GREETING", "hi"),
+    )?;
+    assert_eq!(out, "hi");
+    let err = run_within(Duration::from_secs(30), Command::new("sh").args(["-c", "echo oops >&2; exit 3"]))
+        .expect_err("exit 3 must fail");
+    assert!(err.to_string().contains("oops"), "{err}");
     Ok(())
 }
