@@ -48,8 +48,10 @@ pub struct Load {
     pub duration: Duration,
     /// `None`: closed loop, each client sends its next request when the previous one answered.
     /// `Some(r)`: open loop, `r` requests per second over all clients, each client on a fixed
-    /// schedule, and every latency counted from when the request was due (so a stalled server
-    /// shows as latency, not as fewer samples).
+    /// schedule. A request that fell due while its client still waited on the one before is
+    /// timed from when it was due, so a stalled server shows as latency, not as fewer samples;
+    /// one that fell due to an idle client is timed from when it was sent, so the timer's
+    /// 1 ms granularity (a request goes out at the first tick after it is due) is not counted.
     pub rate: Option<f64>,
 }
 
@@ -85,25 +87,31 @@ where
             let mut errors = 0u64;
             // Open loop: client c's k-th request is due at start + (k + c/clients)·interval.
             let mut due = interval.map(|i| start + i.mul_f64(client as f64 / clients as f64));
+            let mut idle_since = start;
             loop {
-                let t0 = match (due, interval) {
+                // When the request is due, and when its latency starts.
+                let (t0, from) = match (due, interval) {
                     (Some(at), Some(i)) => {
                         tokio::time::sleep_until(at.into()).await;
                         due = Some(at + i);
-                        at
+                        (at, if idle_since <= at { Instant::now() } else { at })
                     }
-                    _ => Instant::now(),
+                    _ => {
+                        let now = Instant::now();
+                        (now, now)
+                    }
                 };
                 if t0 >= end {
                     break;
                 }
                 let result = op(client).await;
                 let t1 = Instant::now();
+                idle_since = t1;
                 if t0 < measure_from || t1 > end {
                     continue;
                 }
                 match result {
-                    Ok(()) => hist.saturating_record(t1.duration_since(t0).as_micros() as u64),
+                    Ok(()) => hist.saturating_record(t1.duration_since(from).as_micros() as u64),
                     Err(_) => errors += 1,
                 }
             }

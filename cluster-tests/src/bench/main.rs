@@ -15,8 +15,10 @@
 //!
 //! Closed-loop load: each client issues its next request as soon as the previous one answered.
 //! `--rate R` makes it open loop instead: R requests per second over all clients on a fixed
-//! schedule, each latency counted from when the request was due (`--clients` must be enough to
-//! keep up), which measures what a request costs at a given load rather than at saturation.
+//! schedule (`--clients` must be enough to keep up), which measures what a request costs at a
+//! given load rather than at saturation. A request that fell due while its client was still
+//! waiting is timed from when it was due, so queueing shows; one that fell due to an idle client
+//! is timed from when it went out, so tokio's 1 ms timer granularity is not counted.
 //! Requests completing during `--warmup` are not counted. Latencies are recorded per client in
 //! HDR histograms (microseconds) and merged at the end, so recording never contends.
 
