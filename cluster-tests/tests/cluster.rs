@@ -1737,8 +1737,9 @@ mod ratelimit {
         // Never beyond the limit plus what refilled during the run.
         let refilled = elapsed.as_secs() / (window_s / limit) + 1;
         assert!(admitted <= limit + refilled, "{admitted} admitted: limit {limit}, {refilled} refilled");
-        // Leases left unspent may cost a little quota, never much.
-        assert!(admitted >= limit * 9 / 10, "only {admitted} of {limit} admitted");
+        // A lease left unspent when its span ends costs quota, never much: each is at most an
+        // eighth of what is left and about half a span's demand.
+        assert!(admitted >= limit * 8 / 10, "only {admitted} of {limit} admitted");
         assert!(
             seen.iter().all(|(_, remaining)| remaining.is_none_or(|r| r < limit)),
             "remaining above the limit: {seen:?}"
