@@ -1621,6 +1621,19 @@ mod ratelimit {
         Ok((field("id")?, field("token")?))
     }
 
+    /// The token of a new user whose key under `policy` node `owner` owns (the leader of the
+    /// key's partition).
+    async fn user_owned_by(c: &Cluster, policy: &str, owner: u64) -> Result<String> {
+        for i in 0..60 {
+            let (id, token) = user(c, &format!("{policy}-{i}")).await?;
+            let group = shoal::placement::partition_of(&format!("{policy}/user:{id}"), 4);
+            if leader_of(c, 1, group).await == Some(owner) {
+                return Ok(token);
+            }
+        }
+        Err(anyhow!("no user whose `{policy}` key node {owner} owns"))
+    }
+
     fn header(r: &reqwest::Response, name: &str) -> Option<String> {
         r.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
     }
@@ -1700,15 +1713,7 @@ mod ratelimit {
         ))
         .await?;
         // A user whose key node 3 owns, so nodes 1 and 2 must ask it, or spend a lease.
-        let mut hot = None;
-        for i in 0..60 {
-            let (id, token) = user(&c, &format!("u{i}")).await?;
-            if leader_of(&c, 1, shoal::placement::partition_of(&format!("api/user:{id}"), 4)).await == Some(3) {
-                hot = Some(token);
-                break;
-            }
-        }
-        let token = hot.context("no user whose key node 3 owns")?;
+        let token = user_owned_by(&c, "api", 3).await?;
         let plain = cluster_tests::harness::plain_client()?;
         // Twice the limit, 16 at a time, through nodes 1 and 2.
         let started = std::time::Instant::now();
@@ -1744,15 +1749,18 @@ mod ratelimit {
             seen.iter().all(|(_, remaining)| remaining.is_none_or(|r| r < limit)),
             "remaining above the limit: {seen:?}"
         );
-        // Some of them came from leases, on the nodes that do not own the key.
-        let mut from_leases = 0.0;
+        // Some of them came from leases, on the nodes that do not own the key, which node 3 granted.
+        let from_leases = "shoal_ratelimit_check_duration_seconds_count{owner=\"lease\"}";
+        let mut admitted_from_leases = 0.0;
         for node in [1, 2] {
             let m = c.metrics(node).await.context("node metrics")?;
-            from_leases += sample(&m, "shoal_ratelimit_lease_admitted_total").unwrap_or(0.0);
+            admitted_from_leases += sample(&m, from_leases).unwrap_or(0.0);
         }
-        assert!(from_leases > 0.0, "no request was admitted from a lease");
+        assert!(admitted_from_leases > 0.0, "no request was admitted from a lease");
         let m = c.metrics(3).await.context("node 3 metrics")?;
-        assert_eq!(sample(&m, "shoal_ratelimit_lease_admitted_total"), Some(0.0), "the owner decides itself");
+        assert_eq!(sample(&m, from_leases).unwrap_or(0.0), 0.0, "the owner decides itself");
+        let granted = sample(&m, "shoal_ratelimit_leased_total").unwrap_or(0.0);
+        assert!(granted >= admitted_from_leases, "{admitted_from_leases} admitted from leases, {granted} granted");
         Ok(())
     }
 
@@ -1765,25 +1773,8 @@ mod ratelimit {
         .await?;
         let mut c = c;
         // Users whose keys node 3 owns: "soft" for one, "strict" for another.
-        let owner_of = |key: String| {
-            let c = &c;
-            async move { leader_of(c, 1, shoal::placement::partition_of(&key, 4)).await }
-        };
-        let (mut soft, mut strict) = (None, None);
-        for i in 0..60 {
-            let (id, token) = user(&c, &format!("u{i}")).await?;
-            if soft.is_none() && owner_of(format!("soft/user:{id}")).await == Some(3) {
-                soft = Some(token.clone());
-            }
-            if strict.is_none() && owner_of(format!("strict/user:{id}")).await == Some(3) {
-                strict = Some(token);
-            }
-            if soft.is_some() && strict.is_some() {
-                break;
-            }
-        }
-        let (soft, strict) =
-            (soft.context("no user owned by node 3 (soft)")?, strict.context("no user owned by node 3 (strict)")?);
+        let soft = user_owned_by(&c, "soft", 3).await?;
+        let strict = user_owned_by(&c, "strict", 3).await?;
         let plain = reqwest::Client::new();
         assert_eq!(plain.get(c.node(1).url("/v1/users/me")).bearer_auth(&soft).send().await?.status().as_u16(), 200);
         assert_eq!(plain.get(c.node(1).url("/v1/ratelimit")).bearer_auth(&strict).send().await?.status().as_u16(), 200);

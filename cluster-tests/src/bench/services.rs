@@ -197,10 +197,11 @@ fn bucket_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Optio
 }
 
 /// `GET /v1/users/me` with the limiter on (one quota per client, far above what the run uses),
-/// each client sending to a node that does not own its key, so every check crosses the mesh.
-/// `--set ratelimit.enabled=false` gives the baseline. Prints the limiter's own check time for
-/// the checks that asked the owner (from the servers' histogram) besides the end-to-end latency,
-/// and the share of checks admitted from leases (`--set ratelimit.lease_ttl=0s` turns those off).
+/// each client sending to a node that does not own its key, so every check either crosses the
+/// mesh or spends a lease. `--set ratelimit.enabled=false` gives the baseline. Prints the
+/// limiter's own check time for the checks that asked the owner (from the servers' histogram)
+/// besides the end-to-end latency, and the share of checks admitted from leases
+/// (`--set 'ratelimit.lease_ttl="0s"'` turns those off).
 pub async fn ratelimited(args: &Args) -> Result<Report> {
     let policies = r#"policies = [{ name = "api", limit = 1000000000, window = "60s", algorithm = "token_bucket", routes = ["/v1/*"], key = "user" }]"#;
     let extra = [("ratelimit", "enabled = true"), ("ratelimit", policies)];

@@ -13,10 +13,8 @@ pub struct RateLimitMetrics {
     pub batch_checks: Histogram,
     /// Keys this node owns with live state.
     pub keys: IntGauge,
-    /// Requests other owners leased to this node.
+    /// Requests this node, owning their keys, leased to other nodes.
     pub leased: IntCounter,
-    /// Requests this node admitted from leases.
-    pub leased_admitted: IntCounter,
 }
 
 impl RateLimitMetrics {
@@ -48,11 +46,8 @@ impl RateLimitMetrics {
             keys: IntGauge::new("shoal_ratelimit_owned_keys", "Keys this node owns and holds state for.")?,
             leased: IntCounter::new(
                 "shoal_ratelimit_leased_total",
-                "Requests the owners of keys leased to this node, to admit without asking.",
-            )?,
-            leased_admitted: IntCounter::new(
-                "shoal_ratelimit_lease_admitted_total",
-                "Requests this node admitted from leases.",
+                "Requests this node, owning their keys, leased to other nodes to admit without asking \
+                 (those admitted show in shoal_ratelimit_check_duration_seconds{owner=\"lease\"}).",
             )?,
         };
         registry.register(Box::new(m.decisions.clone()))?;
@@ -60,7 +55,6 @@ impl RateLimitMetrics {
         registry.register(Box::new(m.batch_checks.clone()))?;
         registry.register(Box::new(m.keys.clone()))?;
         registry.register(Box::new(m.leased.clone()))?;
-        registry.register(Box::new(m.leased_admitted.clone()))?;
         Ok(m)
     }
 }

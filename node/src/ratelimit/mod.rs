@@ -100,11 +100,7 @@ pub struct Policy {
 impl Policy {
     fn new(cfg: &RatePolicy) -> Self {
         Self {
-            limit: Limit {
-                limit: cfg.limit,
-                window_ns: cfg.window.as_nanos().min(u128::from(u64::MAX)) as u64,
-                algorithm: cfg.algorithm,
-            },
+            limit: Limit { limit: cfg.limit, window_ns: duration_ns(cfg.window), algorithm: cfg.algorithm },
             routes: cfg.routes.iter().filter_map(|r| RoutePattern::parse(r).ok()).collect(),
             except: cfg.except.iter().filter_map(|r| RoutePattern::parse(r).ok()).collect(),
             cfg: cfg.clone(),
@@ -216,6 +212,18 @@ pub struct RateAnswers {
     pub answers: Vec<RateAnswer>,
 }
 
+impl RateAnswer {
+    /// The decision in an owner's answer, if it decided.
+    fn decision(&self) -> Option<Decision> {
+        match *self {
+            RateAnswer::Decided { allowed, remaining, reset_ns, retry_after_ns, .. } => {
+                Some(Decision { allowed, remaining, reset_ns, retry_after_ns })
+            }
+            RateAnswer::NotOwner | RateAnswer::UnknownPolicy => None,
+        }
+    }
+}
+
 impl From<RateChecks> for Request {
     fn from(r: RateChecks) -> Self {
         Request::RateLimit(r)
@@ -300,26 +308,21 @@ impl Held {
         if demand < LEASE_DEMAND { 0 } else { (demand / 2).min(MAX_LEASE) }
     }
 
-    /// Unexpired leased requests.
-    fn left(&mut self, now: Instant) -> u64 {
+    /// Admits one request from a lease, if one is left; also says how many are left after it.
+    fn take(&mut self, now: Instant) -> Option<(Decision, u64)> {
         self.grants.retain(|g| g.expires > now && g.left > 0);
-        self.grants.iter().map(|g| g.left).sum()
-    }
-
-    /// Admits one request from a lease, if one is left.
-    fn take(&mut self, now: Instant) -> Option<RateAnswer> {
-        self.left(now);
-        let grant = self.grants.front_mut()?;
-        grant.left -= 1;
-        let since = now.saturating_duration_since(self.answered).as_nanos().min(u128::from(u64::MAX)) as u64;
-        Some(RateAnswer::Decided {
+        let left = self.grants.iter().map(|g| g.left).sum::<u64>().checked_sub(1)?;
+        if let Some(grant) = self.grants.front_mut() {
+            grant.left -= 1;
+        }
+        let since = duration_ns(now.saturating_duration_since(self.answered));
+        let decision = Decision {
             allowed: true,
-            remaining: self.remaining + self.left(now),
+            remaining: self.remaining + left,
             reset_ns: self.reset_ns.saturating_sub(since),
             retry_after_ns: 0,
-            leased: 0,
-            at_ns: 0,
-        })
+        };
+        Some((decision, left))
     }
 
     /// Takes in the owner's answer to a call sent at `sent`.
@@ -403,7 +406,7 @@ impl Limiter {
     }
 
     fn now_ns(&self) -> u64 {
-        self.origin.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64
+        duration_ns(self.origin.elapsed())
     }
 
     /// Checks (and with `consume`, counts) a request against each of `policies`.
@@ -411,13 +414,11 @@ impl Limiter {
         let checks = policies.iter().map(|p| async move {
             let start = Instant::now();
             let key = who.key(p);
-            let (answer, place) = self.ask_owner(p, key, consume).await;
+            let (decision, place) = self.ask_owner(p, key, consume).await;
             self.metrics.check_seconds.with_label_values(&[place]).observe(start.elapsed().as_secs_f64());
-            let outcome = match answer {
-                Some(RateAnswer::Decided { allowed, remaining, reset_ns, retry_after_ns, .. }) => {
-                    Outcome::Decided(Decision { allowed, remaining, reset_ns, retry_after_ns })
-                }
-                _ => Outcome::Unavailable { admitted: p.cfg.on_unavailable == OnUnavailable::Open },
+            let outcome = match decision {
+                Some(d) => Outcome::Decided(d),
+                None => Outcome::Unavailable { admitted: p.cfg.on_unavailable == OnUnavailable::Open },
             };
             if consume {
                 let label = match outcome {
@@ -434,13 +435,15 @@ impl Limiter {
     }
 
     /// Decides here when this node owns the key, else from a lease this node holds, else asks
-    /// the owner; `None` when nobody answered in time. Also says where it was decided (for
+    /// the owner; `None` when nobody decided in time. Also says where it was decided (for
     /// metrics).
-    async fn ask_owner(&self, policy: &Policy, key: String, consume: bool) -> (Option<RateAnswer>, &'static str) {
+    async fn ask_owner(&self, policy: &Policy, key: String, consume: bool) -> (Option<Decision>, &'static str) {
         let Some(host) = self.raft.get() else { return (None, "none") };
         let group = host.partition_of(&key);
         let owner = match host.leader_of(group) {
-            Some(owner) if owner == self.node_id => return (Some(self.decide(policy, &key, consume, 0, 0)), "local"),
+            Some(owner) if owner == self.node_id => {
+                return (self.decide(policy, &key, consume, 0, 0).decision(), "local");
+            }
             Some(owner) => owner,
             None => return (None, "none"),
         };
@@ -448,8 +451,7 @@ impl Limiter {
         let mut want = 0;
         if !ttl.is_zero() {
             let now = Instant::now();
-            let mut refill = None;
-            let answer = {
+            let (taken, refill) = {
                 let mut held = lock(&self.held);
                 let h = held.entry(key.clone()).or_insert_with(|| Held::new(owner, now));
                 if h.owner != owner {
@@ -457,19 +459,17 @@ impl Limiter {
                 }
                 h.note(now, ttl);
                 want = h.want();
-                let answer = h.take(now);
-                if answer.is_some() && !h.refilling && want > 0 && h.left(now) <= want / 4 {
-                    h.refilling = true;
-                    refill = Some(want);
-                }
-                answer
+                let taken = h.take(now);
+                // Ask for more once a quarter of what is wanted is left, one call at a time.
+                let refill = taken.is_some_and(|(_, left)| !h.refilling && want > 0 && left <= want / 4);
+                h.refilling |= refill;
+                (taken, refill)
             };
-            if let Some(answer) = answer {
-                if let Some(want) = refill {
+            if let Some((decision, _)) = taken {
+                if refill {
                     self.refill(owner, policy, key, want, ttl);
                 }
-                self.metrics.leased_admitted.inc();
-                return (Some(answer), "lease");
+                return (Some(decision), "lease");
             }
         }
         let sent = Instant::now();
@@ -483,10 +483,12 @@ impl Limiter {
         let answer = call_through(&self.queue(owner), check, self.cfg.owner_timeout).await;
         if !ttl.is_zero()
             && let Some(a) = &answer
+            && let Some(h) = lock(&self.held).get_mut(&key)
+            && h.owner == owner
         {
-            take_lease(&self.held, &self.metrics, owner, &key, a, sent, ttl);
+            h.answered(a, sent, ttl);
         }
-        (answer, "remote")
+        (answer.as_ref().and_then(RateAnswer::decision), "remote")
     }
 
     /// A policy's lease span for a request (zero: no lease).
@@ -497,7 +499,7 @@ impl Limiter {
     /// Asks `owner` for `want` more requests of `key`, in the background.
     fn refill(&self, owner: NodeId, policy: &Policy, key: String, want: u64, ttl: Duration) {
         let queue = self.queue(owner);
-        let (held, metrics, timeout) = (Arc::clone(&self.held), self.metrics.clone(), self.cfg.owner_timeout);
+        let (held, timeout) = (Arc::clone(&self.held), self.cfg.owner_timeout);
         let check = RateCheck {
             policy: policy.cfg.name.clone(),
             key: key.clone(),
@@ -510,9 +512,11 @@ impl Limiter {
             let answer = call_through(&queue, check, timeout).await;
             if let Some(h) = lock(&held).get_mut(&key) {
                 h.refilling = false;
-            }
-            if let Some(a) = answer {
-                take_lease(&held, &metrics, owner, &key, &a, sent, ttl);
+                if let Some(a) = &answer
+                    && h.owner == owner
+                {
+                    h.answered(a, sent, ttl);
+                }
             }
         });
     }
@@ -523,7 +527,6 @@ impl Limiter {
         let now = self.now_ns();
         let mut owned = lock(&self.owned);
         let mut fresh = None;
-        let known = owned.contains_key(key);
         let state = match owned.get_mut(key) {
             Some(state) => state,
             None => fresh.insert(policy.limit.fresh()),
@@ -534,12 +537,12 @@ impl Limiter {
             let ttl = lease_ttl_ns.min(duration_ns(MAX_LEASE_TTL));
             leased = policy.limit.lease(state, now, lease.min(MAX_LEASE), ttl, LEASE_SHARE);
             if leased > 0 {
+                self.metrics.leased.inc_by(leased);
                 let after = policy.limit.check(state, now, false);
                 (d.remaining, d.reset_ns) = (after.remaining, after.reset_ns);
             }
         }
         if let Some(state) = fresh
-            && !known
             && (consume || leased > 0)
         {
             owned.insert(key.to_string(), state);
@@ -616,6 +619,7 @@ impl Limiter {
     }
 }
 
+/// Nanoseconds, saturating.
 fn duration_ns(d: Duration) -> u64 {
     d.as_nanos().min(u128::from(u64::MAX)) as u64
 }
@@ -625,26 +629,6 @@ async fn call_through(queue: &mpsc::Sender<Pending>, check: RateCheck, timeout: 
     let (reply, rx) = oneshot::channel();
     queue.try_send(Pending { check, reply }).ok()?;
     tokio::time::timeout(timeout, rx).await.ok()?.ok()?
-}
-
-/// Keeps what `owner` leased for `key` in its answer to a call sent at `sent`.
-fn take_lease(
-    held: &Mutex<HashMap<String, Held>>,
-    metrics: &RateLimitMetrics,
-    owner: NodeId,
-    key: &str,
-    answer: &RateAnswer,
-    sent: Instant,
-    ttl: Duration,
-) {
-    if let RateAnswer::Decided { leased, .. } = answer {
-        metrics.leased.inc_by(*leased);
-    }
-    if let Some(h) = lock(held).get_mut(key)
-        && h.owner == owner
-    {
-        h.answered(answer, sent, ttl);
-    }
 }
 
 /// Sends the checks queued for one owner: one call at a time, each carrying everything queued
