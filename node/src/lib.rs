@@ -12,11 +12,10 @@ pub mod metrics;
 pub mod node;
 pub mod placement;
 pub mod raft;
-pub mod ratelimit;
+pub mod services;
 pub mod storage;
 pub mod supervisor;
 pub mod transport;
-pub mod urls;
 pub mod util;
 
 /// A node's identity in the cluster. Taken from its certificate, never from a message.

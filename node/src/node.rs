@@ -13,17 +13,16 @@ use crate::membership::{Membership, MembershipMetrics};
 use crate::metrics::NodeMetrics;
 use crate::raft::actor::RaftSlot;
 use crate::raft::wire::RaftRequest;
-use crate::ratelimit::Limiter;
+use crate::services::{Client, Platform, Registry, Services};
 use crate::storage::Store;
 use crate::supervisor::{Deps, Supervisor, SupervisorMsg};
 use crate::transport::proto::{Request, Response, RpcError, RpcErrorCode};
 use crate::transport::tls::{Identity, TlsError};
 use crate::transport::{RpcHandler, Transport, TransportError};
-use crate::urls::UrlService;
-use crate::util::task::AbortOnDrop;
 
-/// How long a graceful stop waits for the last clicks to reach their partitions.
-const CLICK_FINAL_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a graceful stop waits for services to finish (the last clicks to reach their
+/// partitions).
+const SERVICES_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why a node could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -78,8 +77,7 @@ pub enum NodeError {
 struct NodeRpc {
     membership: Arc<Membership>,
     raft: RaftSlot,
-    limiter: Arc<Limiter>,
-    urls: Arc<UrlService>,
+    services: Arc<Services>,
 }
 
 impl RpcHandler for NodeRpc {
@@ -88,14 +86,7 @@ impl RpcHandler for NodeRpc {
             Request::Raft(r) => return self.raft(from, r),
             Request::Ping(ping) => Response::Pong(self.membership.on_ping(ping)),
             Request::Echo(echo) => Response::Echo(echo),
-            Request::RateLimit(checks) => Response::RateLimit(self.limiter.serve(checks)),
-            Request::UrlDeleted(deleted) => {
-                let urls = Arc::clone(&self.urls);
-                return Box::pin(async move {
-                    urls.on_deleted(deleted).await;
-                    Response::Done
-                });
-            }
+            Request::Service(call) => return self.services.on_peer(from, call),
             Request::Join(join) => match self.membership.on_join(from, join) {
                 Ok(joined) => Response::Joined(joined),
                 Err(message) => Response::Error(RpcError { code: RpcErrorCode::Refused, message }),
@@ -152,7 +143,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> Result
     std::fs::create_dir_all(&config.node.data_dir)
         .map_err(|source| NodeError::DataDir { path: config.node.data_dir.display().to_string(), source })?;
     let metrics = NodeMetrics::new(config.node.id)?;
-    let store = Store::open(&config.node.data_dir, metrics.storage.clone())?;
+    let store = Store::open(&config.node.data_dir, metrics.storage.clone(), Registry::dispatch())?;
     let transport = Transport::bind(&identity, &config.peer, metrics.transport.clone())?;
     let membership = Membership::new(
         crate::transport::proto::MemberRecord {
@@ -167,28 +158,23 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> Result
         MembershipMetrics::clone(&metrics.membership),
     );
     let raft = RaftSlot::default();
-    let limiter = Limiter::new(
-        config.ratelimit.clone(),
-        config.node.id,
-        Arc::clone(&transport),
-        raft.clone(),
-        metrics.ratelimit.clone(),
-    );
-    let _sweeper = AbortOnDrop::spawn(Arc::clone(&limiter).run_sweeper());
-    let urls =
-        UrlService::new(config.urls.clone(), metrics.urls.clone(), Arc::clone(&transport), Arc::clone(&membership));
+    let services = Services::new(Platform {
+        config: &config,
+        client: Client::new(raft.clone()),
+        transport: &transport,
+        membership: &membership,
+        registry: &metrics.registry,
+    })?;
     transport.set_handler(Arc::new(NodeRpc {
         membership: Arc::clone(&membership),
         raft: raft.clone(),
-        limiter: Arc::clone(&limiter),
-        urls: Arc::clone(&urls),
+        services: Arc::clone(&services),
     }));
     let http_listener = std::net::TcpListener::bind(config.http.listen)
         .map_err(|source| NodeError::HttpBind { addr: config.http.listen, source })?;
     let fatal = Arc::new(Mutex::new(None));
     let http_addr = config.http.listen;
     let peer_addr = config.peer.listen;
-    let _click_flusher = AbortOnDrop::spawn(Arc::clone(&urls).run_click_flusher(raft.clone()));
     let deps = Deps {
         config,
         metrics,
@@ -197,8 +183,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> Result
         http_listener,
         store,
         raft: raft.clone(),
-        urls: Arc::clone(&urls),
-        limiter,
+        services: Arc::clone(&services),
         fatal: Arc::clone(&fatal),
     };
     let (supervisor, handle) = Actor::spawn(None, Supervisor, deps).await?;
@@ -208,9 +193,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> Result
         _ = shutdown => {
             info!("shutdown requested; draining");
             // Clicks counted here reach their partitions before the groups stop.
-            if let Some(host) = raft.get() {
-                let _ = tokio::time::timeout(CLICK_FINAL_FLUSH, urls.flush_clicks(&host)).await;
-            }
+            let _ = tokio::time::timeout(SERVICES_DRAIN, services.drain()).await;
             let _ = supervisor.call(SupervisorMsg::Shutdown, None).await;
             let _ = handle.await;
         }

@@ -1,6 +1,6 @@
 //! The root supervisor: the one place that starts and wires the node's subsystem actors.
 //!
-//! Children start in dependency order (transport, membership, http). A child that fails is
+//! Children start in dependency order (transport, membership, raft, services, http). A child that fails is
 //! restarted after an exponential backoff and counted in `shoal_actor_restarts_total{actor}`; a
 //! child that fails more than `supervisor.max_restarts` times within `supervisor.restart_window`
 //! stops the node with a fatal error, so the process supervisor (systemd, Kubernetes,
@@ -21,6 +21,8 @@ use crate::membership::Membership;
 use crate::membership::actor::{MembershipActor, MembershipMsg};
 use crate::metrics::NodeMetrics;
 use crate::raft::actor::{RaftActor, RaftArgs, RaftMsg, RaftSlot};
+use crate::services::Services;
+use crate::services::actor::{ServicesActor, ServicesMsg};
 use crate::storage::Store;
 use crate::transport::Transport;
 use crate::transport::actor::{TransportActor, TransportMsg};
@@ -35,13 +37,16 @@ pub enum ChildKind {
     Membership,
     /// The Raft groups hosted here.
     Raft,
+    /// The services' background tasks.
+    Services,
     /// The HTTP API.
     Http,
 }
 
 impl ChildKind {
     /// Every child, in start order.
-    pub const ALL: [ChildKind; 4] = [ChildKind::Transport, ChildKind::Membership, ChildKind::Raft, ChildKind::Http];
+    pub const ALL: [ChildKind; 5] =
+        [ChildKind::Transport, ChildKind::Membership, ChildKind::Raft, ChildKind::Services, ChildKind::Http];
 
     /// The actor's name (metric label, fault-injection path).
     pub fn name(self) -> &'static str {
@@ -49,6 +54,7 @@ impl ChildKind {
             ChildKind::Transport => "transport",
             ChildKind::Membership => "membership",
             ChildKind::Raft => "raft",
+            ChildKind::Services => "services",
             ChildKind::Http => "http",
         }
     }
@@ -58,11 +64,6 @@ impl ChildKind {
         Self::ALL.into_iter().find(|k| k.name() == name)
     }
 }
-
-/// The error an actor fails with when a fault is injected.
-#[derive(Debug, thiserror::Error)]
-#[error("injected fault in the {0} actor")]
-pub struct InjectedFault(pub &'static str);
 
 /// Supervision instruments.
 #[derive(Clone)]
@@ -120,10 +121,8 @@ pub struct Deps {
     pub store: Arc<Store>,
     /// Where the Raft actor publishes the running groups.
     pub raft: RaftSlot,
-    /// The URL shortener (its cache outlives HTTP actor restarts).
-    pub urls: Arc<crate::urls::UrlService>,
-    /// The rate limiter (the keys it owns outlive HTTP actor restarts).
-    pub limiter: Arc<crate::ratelimit::Limiter>,
+    /// Every service (caches, owned keys and reserved codes outlive actor restarts).
+    pub services: Arc<Services>,
     /// Set when the supervisor gives up; the node then exits non-zero.
     pub fatal: Arc<Mutex<Option<String>>>,
 }
@@ -132,6 +131,7 @@ enum Child {
     Transport(ActorRef<TransportMsg>),
     Membership(ActorRef<MembershipMsg>),
     Raft(ActorRef<RaftMsg>),
+    Services(ActorRef<ServicesMsg>),
     Http(ActorRef<HttpMsg>),
 }
 
@@ -141,6 +141,7 @@ impl Child {
             Child::Transport(a) => a.get_cell(),
             Child::Membership(a) => a.get_cell(),
             Child::Raft(a) => a.get_cell(),
+            Child::Services(a) => a.get_cell(),
             Child::Http(a) => a.get_cell(),
         }
     }
@@ -150,6 +151,7 @@ impl Child {
             Child::Transport(a) => a.send_message(TransportMsg::InjectFault).map_err(|_| ()),
             Child::Membership(a) => a.send_message(MembershipMsg::InjectFault).map_err(|_| ()),
             Child::Raft(a) => a.send_message(RaftMsg::InjectFault).map_err(|_| ()),
+            Child::Services(a) => a.send_message(ServicesMsg::InjectFault).map_err(|_| ()),
             Child::Http(a) => a.send_message(HttpMsg::InjectFault).map_err(|_| ()),
         };
     }
@@ -199,6 +201,10 @@ impl Supervisor {
                 let (a, _) = Actor::spawn_linked(name, RaftActor, args, sup).await?;
                 Child::Raft(a)
             }
+            ChildKind::Services => {
+                let (a, _) = Actor::spawn_linked(name, ServicesActor, Arc::clone(&deps.services), sup).await?;
+                Child::Services(a)
+            }
             ChildKind::Http => {
                 let c = &deps.config;
                 let args = HttpArgs {
@@ -211,15 +217,7 @@ impl Supervisor {
                         supervisor: myself.clone(),
                         fault_injection: c.testing.fault_injection,
                         request_timeout: c.http.request_timeout,
-                        auth: Arc::new(c.auth.clone()),
-                        urls: Arc::clone(&deps.urls),
-                        limiter: Arc::clone(&deps.limiter),
-                        short_base: c
-                            .urls
-                            .base_url
-                            .clone()
-                            .unwrap_or_else(|| format!("http://{}", c.advertised_http_addr()))
-                            .into(),
+                        services: Arc::clone(&deps.services),
                     },
                     body_limit: c.http.body_limit_bytes,
                     max_in_flight: c.http.max_in_flight,

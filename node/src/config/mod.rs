@@ -372,7 +372,7 @@ impl Default for RateLimitSection {
                     name: "api".into(),
                     limit: 100,
                     window: Duration::from_secs(60),
-                    algorithm: crate::ratelimit::Algorithm::TokenBucket,
+                    algorithm: crate::services::ratelimit::Algorithm::TokenBucket,
                     routes: vec!["/v1/*".into()],
                     except: vec!["GET /v1/cluster".into()],
                     key: RateKey::User,
@@ -383,7 +383,7 @@ impl Default for RateLimitSection {
                     name: "cluster_view".into(),
                     limit: 1200,
                     window: Duration::from_secs(60),
-                    algorithm: crate::ratelimit::Algorithm::TokenBucket,
+                    algorithm: crate::services::ratelimit::Algorithm::TokenBucket,
                     routes: vec!["GET /v1/cluster".into()],
                     except: Vec::new(),
                     key: RateKey::Ip,
@@ -393,7 +393,7 @@ impl Default for RateLimitSection {
                     name: "redirects".into(),
                     limit: 1200,
                     window: Duration::from_secs(60),
-                    algorithm: crate::ratelimit::Algorithm::TokenBucket,
+                    algorithm: crate::services::ratelimit::Algorithm::TokenBucket,
                     routes: vec!["GET /{code}".into()],
                     except: Vec::new(),
                     key: RateKey::Ip,
@@ -417,7 +417,7 @@ pub struct RatePolicy {
     pub window: Duration,
     /// `token_bucket` (GCRA: bursts up to `limit`, refilled evenly) or `sliding_window` (never
     /// more than `limit` in any window; at most 10,000).
-    pub algorithm: crate::ratelimit::Algorithm,
+    pub algorithm: crate::services::ratelimit::Algorithm,
     /// Route templates covered, optionally after a method: `/v1/*` (a prefix), `POST /v1/urls`,
     /// `GET /{code}` (the redirect).
     pub routes: Vec<String>,
@@ -712,10 +712,10 @@ impl Config {
     fn validate_ratelimit(&self) -> Result<(), ConfigError> {
         let r = &self.ratelimit;
         nonzero("ratelimit.owner_timeout", r.owner_timeout)?;
-        if r.lease_ttl > crate::ratelimit::MAX_LEASE_TTL {
+        if r.lease_ttl > crate::services::ratelimit::MAX_LEASE_TTL {
             return Err(invalid(
                 "ratelimit.lease_ttl",
-                format!("must be at most {:?} (0s turns leases off)", crate::ratelimit::MAX_LEASE_TTL),
+                format!("must be at most {:?} (0s turns leases off)", crate::services::ratelimit::MAX_LEASE_TTL),
             ));
         }
         let mut names = BTreeSet::new();
@@ -736,7 +736,7 @@ impl Config {
             if p.window < Duration::from_millis(1) {
                 return Err(invalid(&field("window"), "must be at least 1ms"));
             }
-            if p.algorithm == crate::ratelimit::Algorithm::SlidingWindow && p.limit > 10_000 {
+            if p.algorithm == crate::services::ratelimit::Algorithm::SlidingWindow && p.limit > 10_000 {
                 return Err(invalid(
                     &field("limit"),
                     "a sliding_window policy keeps every admission of its window: at most 10000 (use token_bucket)",
@@ -747,7 +747,7 @@ impl Config {
             }
             for (list, routes) in [("routes", &p.routes), ("except", &p.except)] {
                 for route in routes {
-                    if let Err(why) = crate::ratelimit::RoutePattern::parse(route) {
+                    if let Err(why) = crate::services::ratelimit::RoutePattern::parse(route) {
                         return Err(invalid(&field(list), why));
                     }
                 }

@@ -10,8 +10,8 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::{AppState, router};
-use crate::supervisor::InjectedFault;
 use crate::util::AbortOnDrop;
+use crate::util::InjectedFault;
 
 /// Messages of the HTTP actor.
 #[derive(Debug)]

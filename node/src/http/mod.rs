@@ -1,16 +1,12 @@
-//! The HTTP API (axum): health, readiness, metrics, cluster view, and the test-only fault switch.
+//! The HTTP server (axum): health, readiness, metrics, cluster view, the test-only fault switch,
+//! and every service's routes (from [`crate::services`]) behind the rate limiter.
 //!
 //! Handlers are thin: they read shared views ([`Membership`], [`NodeMetrics`]) or ask the
 //! supervisor; they never touch storage or peers directly. Every response, errors included, is
 //! counted by route template and status class.
 
 pub mod actor;
-mod counters;
-pub mod error;
 pub mod metrics;
-mod ratelimit;
-mod urls;
-pub mod users;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,8 +24,9 @@ use crate::NodeId;
 use crate::membership::Membership;
 use crate::metrics::NodeMetrics;
 use crate::raft::actor::RaftSlot;
+use crate::services::Ctx;
+pub use crate::services::api::ApiError;
 use crate::supervisor::{ChildKind, SupervisorMsg};
-pub use error::ApiError;
 
 /// What every handler may use.
 #[derive(Clone)]
@@ -48,14 +45,8 @@ pub struct AppState {
     pub fault_injection: bool,
     /// `http.request_timeout`.
     pub request_timeout: Duration,
-    /// `[auth]`.
-    pub auth: Arc<crate::config::AuthSection>,
-    /// The URL shortener.
-    pub urls: Arc<crate::urls::UrlService>,
-    /// The rate limiter.
-    pub limiter: Arc<crate::ratelimit::Limiter>,
-    /// Base of the short links this node hands out (`urls.base_url`, else its HTTP address).
-    pub short_base: Arc<str>,
+    /// Every service (the state of their routes).
+    pub services: Ctx,
 }
 
 /// Builds the router with its middleware.
@@ -65,18 +56,11 @@ pub fn router(state: AppState, body_limit: usize, max_in_flight: usize) -> Route
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/cluster", get(cluster))
-        .route("/v1/users", post(users::create))
-        .route("/v1/users/me", get(users::me))
-        .route("/v1/counters/{name}", get(counters::get))
-        .route("/v1/counters/{name}/increment", post(counters::increment))
-        .route("/v1/urls", post(urls::create))
-        .route("/v1/urls/{code}", get(urls::describe).delete(urls::delete))
-        .route("/{code}", get(urls::redirect))
-        .route("/v1/ratelimit", get(ratelimit::quota))
         .route("/v1/testing/faults/{actor}", post(inject_fault))
         .route("/v1/testing/faults/storage/{group}", post(inject_storage_fault))
+        .merge(state.services.routes().with_state(Arc::clone(&state.services)))
         .fallback(fallback)
-        .layer(middleware::from_fn_with_state(state.clone(), ratelimit::limit))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state.services), crate::services::ratelimit::http::limit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
@@ -216,7 +200,7 @@ async fn inject_storage_fault(State(state): State<AppState>, Path(group): Path<S
     let group: u64 = group.parse().map_err(|_| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_group", format!("`{group}` is not a group id (0 is meta)"))
     })?;
-    let host = counters::raft(&state)?;
+    let host = state.raft.get().ok_or_else(|| ApiError::unavailable("starting", "the raft groups are starting", 1))?;
     if !host.hosts(group) {
         return Err(ApiError::not_found(format!("group {group} is not hosted on this node")));
     }

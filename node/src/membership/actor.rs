@@ -7,7 +7,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::warn;
 
 use super::Membership;
-use crate::supervisor::InjectedFault;
+use crate::util::InjectedFault;
 
 /// Messages of the membership actor.
 #[derive(Debug)]

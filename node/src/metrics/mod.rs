@@ -1,4 +1,5 @@
-//! The node's Prometheus registry: every subsystem registers its instruments here, and
+//! The node's Prometheus registry: every subsystem registers its instruments here (services
+//! register theirs when they are built), and
 //! `GET /metrics` renders it. One registry per node (not the global default), so tests can run
 //! several nodes in one process.
 
@@ -8,11 +9,9 @@ use crate::NodeId;
 use crate::http::metrics::HttpMetrics;
 use crate::membership::MembershipMetrics;
 use crate::raft::metrics::RaftMetrics;
-use crate::ratelimit::RateLimitMetrics;
 use crate::storage::StorageMetrics;
 use crate::supervisor::SupervisorMetrics;
 use crate::transport::TransportMetrics;
-use crate::urls::UrlMetrics;
 
 /// All instruments of one node.
 #[derive(Clone)]
@@ -31,10 +30,6 @@ pub struct NodeMetrics {
     pub storage: StorageMetrics,
     /// Raft groups.
     pub raft: RaftMetrics,
-    /// The URL shortener.
-    pub urls: UrlMetrics,
-    /// The rate limiter.
-    pub ratelimit: RateLimitMetrics,
 }
 
 impl NodeMetrics {
@@ -55,8 +50,6 @@ impl NodeMetrics {
             supervisor: SupervisorMetrics::new(&registry)?,
             storage: StorageMetrics::new(&registry)?,
             raft: RaftMetrics::new(&registry)?,
-            urls: UrlMetrics::new(&registry)?,
-            ratelimit: RateLimitMetrics::new(&registry)?,
             registry,
         })
     }

@@ -14,11 +14,11 @@ use tracing::{info, warn};
 use super::RaftHost;
 use crate::config::Config;
 use crate::storage::Store;
-use crate::supervisor::InjectedFault;
 use crate::transport::Transport;
+use crate::util::InjectedFault;
 
 /// Where the current [`RaftHost`] lives; empty while the Raft actor (re)starts.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RaftSlot(Arc<RwLock<Option<Arc<RaftHost>>>>);
 
 impl RaftSlot {

@@ -27,13 +27,15 @@ use super::group::{GroupActor, GroupArgs, GroupMsg};
 use super::metrics::RaftMetrics;
 use super::network::GroupNetworkFactory;
 use super::wire::{self, RaftRequest, RaftRequestBody, RaftResponse};
-use super::{Command, CommandBatch, CommandResult, GroupId, NodeInfo, TypeConfig};
+use super::{
+    Command, CommandBatch, CommandResult, GroupId, MetaCommand, MetaResult, NodeInfo, Refusal, ServiceId, TypeConfig,
+};
 use crate::NodeId;
 use crate::config::Config;
 use crate::membership::{Membership, PeerState};
 use crate::placement::{Health, Layout, MemberRec, Placement, plan, preferred_leaders};
+use crate::storage::Handled;
 use crate::storage::Store;
-use crate::storage::records::UserRec;
 use crate::transport::Transport;
 use crate::transport::proto::MemberRecord;
 use crate::util::AbortOnDrop;
@@ -75,12 +77,9 @@ pub enum ProposeError {
         /// Why.
         reason: String,
     },
-    /// The state machine refused the command; nothing changed.
-    #[error("{reason}")]
-    Rejected {
-        /// Why.
-        reason: String,
-    },
+    /// The state machine could not hand the command to its service; nothing changed.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
 }
 
 /// Why the host could not start.
@@ -580,42 +579,32 @@ impl RaftHost {
         }
     }
 
-    /// A linearizable read of counter `name` (read index on the leader).
-    pub async fn read_counter(&self, name: &str) -> Result<u64, ProposeError> {
-        let group = self.partition_of(name);
-        match self.ask_leader(group, RaftRequestBody::ReadCounter { name: name.to_string() }).await? {
-            RaftResponse::Counter(v) => Ok(v),
-            other => Err(unexpected(group, &other)),
+    /// Proposes a meta command (placement) to the meta group.
+    pub async fn propose_meta(&self, command: MetaCommand) -> Result<MetaResult, ProposeError> {
+        match self.propose(0, Command::Meta(command)).await? {
+            CommandResult::Meta(result) => Ok(result),
+            other => Err(unexpected(0, &RaftResponse::Proposed(vec![other]))),
         }
     }
 
-    /// The user whose token hashes to `token_hash`: from this node's meta state when present,
-    /// else by a linearizable lookup on the meta leader (a user created a moment ago elsewhere
-    /// may not be applied here yet).
-    pub async fn user_by_token(&self, token_hash: &str) -> Result<Option<UserRec>, ProposeError> {
-        if self.group(0).is_some()
-            && let Ok(Some(user)) = self.store.user_by_token(0, token_hash)
+    /// Answers an encoded query of `service` in `group`: from this node's replica when
+    /// `consistency` allows it and the group is hosted here, else after a read-index round on
+    /// the group's leader, wherever that is (linearizable).
+    pub async fn read(
+        &self,
+        group: GroupId,
+        service: ServiceId,
+        query: Vec<u8>,
+        consistency: Consistency,
+    ) -> Result<Vec<u8>, ProposeError> {
+        if consistency == Consistency::Local
+            && self.group(group).is_some()
+            && let Ok(handled) = self.store.query(group, service, &query)
         {
-            return Ok(Some(user));
+            return answer(service, handled);
         }
-        match self.ask_leader(0, RaftRequestBody::ReadUser { token_hash: token_hash.to_string() }).await? {
-            RaftResponse::User(u) => Ok(u),
-            other => Err(unexpected(0, &other)),
-        }
-    }
-
-    /// The service record under `key` of `group` as this node's replica has it, when this node
-    /// hosts the group (`None` when it does not, or has no such record yet).
-    pub fn local_record(&self, group: GroupId, key: &str) -> Option<Vec<u8>> {
-        self.group(group)?;
-        self.store.record(group, key).ok().flatten()
-    }
-
-    /// A linearizable read of the service record under `key` of `group` (read index on its
-    /// leader, wherever that is).
-    pub async fn read_record(&self, group: GroupId, key: &str) -> Result<Option<Vec<u8>>, ProposeError> {
-        match self.ask_leader(group, RaftRequestBody::ReadRecord { key: key.to_string() }).await? {
-            RaftResponse::Record(r) => Ok(r),
+        match self.ask_leader(group, RaftRequestBody::Read { service, query }).await? {
+            RaftResponse::Answer(bytes) => Ok(bytes),
             other => Err(unexpected(group, &other)),
         }
     }
@@ -692,15 +681,18 @@ impl RaftHost {
         }
     }
 
-    /// Reads local state of `group` after a read-index round on its leader (this node).
-    async fn read_linearizable(
-        &self,
-        group: GroupId,
-        read: impl FnOnce(&Store) -> Result<RaftResponse, crate::storage::StoreError>,
-    ) -> RaftResponse {
+    /// Answers a query of `group` from local state after a read-index round on its leader
+    /// (this node).
+    async fn read_linearizable(&self, group: GroupId, service: ServiceId, query: &[u8]) -> RaftResponse {
         let Some(g) = self.group(group) else { return unavailable(not_hosted(group)) };
         match g.raft.ensure_linearizable().await {
-            Ok(_) => read(&self.store).unwrap_or_else(|e| RaftResponse::Unavailable { reason: e.to_string() }),
+            Ok(_) => match self.store.query(group, service, query).map_err(|e| e.to_string()) {
+                Ok(handled) => match answer(service, handled) {
+                    Ok(bytes) => RaftResponse::Answer(bytes),
+                    Err(e) => unavailable(e),
+                },
+                Err(reason) => RaftResponse::Unavailable { reason },
+            },
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
                 RaftResponse::NotLeader { leader: f.leader_id }
             }
@@ -712,16 +704,7 @@ impl RaftHost {
     async fn serve(&self, group: GroupId, body: RaftRequestBody) -> RaftResponse {
         match body {
             RaftRequestBody::Propose { commands } => self.commit_batch(group, commands).await,
-            RaftRequestBody::ReadCounter { name } => {
-                self.read_linearizable(group, |store| Ok(RaftResponse::Counter(store.counter(group, &name)?))).await
-            }
-            RaftRequestBody::ReadUser { token_hash } => {
-                self.read_linearizable(group, |store| Ok(RaftResponse::User(store.user_by_token(group, &token_hash)?)))
-                    .await
-            }
-            RaftRequestBody::ReadRecord { key } => {
-                self.read_linearizable(group, |store| Ok(RaftResponse::Record(store.record(group, &key)?))).await
-            }
+            RaftRequestBody::Read { service, query } => self.read_linearizable(group, service, &query).await,
             RaftRequestBody::Reconfigure { layout_version, voters, learners } => {
                 self.reconfigure(group, layout_version, voters, learners)
             }
@@ -755,7 +738,7 @@ impl RaftHost {
         for rx in pending {
             match rx.await {
                 Ok(Ok(v)) => results.push(v),
-                Ok(Err(ProposeError::Rejected { reason })) => results.push(CommandResult::Rejected { reason }),
+                Ok(Err(ProposeError::Refused(r))) => results.push(CommandResult::Refused(r)),
                 Ok(Err(ProposeError::NotLeader { leader, .. })) => return RaftResponse::NotLeader { leader },
                 // Nothing was proposed: the forwarder may retry safely.
                 Ok(Err(ProposeError::NoLeader { .. })) => return RaftResponse::NotLeader { leader: None },
@@ -1004,9 +987,7 @@ impl RaftHost {
                 Ok(()) => RaftResponse::Transferred { done: true },
                 Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
             },
-            body @ (RaftRequestBody::ReadCounter { .. }
-            | RaftRequestBody::ReadUser { .. }
-            | RaftRequestBody::ReadRecord { .. }
+            body @ (RaftRequestBody::Read { .. }
             | RaftRequestBody::Reconfigure { .. }
             | RaftRequestBody::TransferLeader { .. }
             | RaftRequestBody::MemberOf { .. }) => self.serve(group, body).await,
@@ -1098,7 +1079,7 @@ impl RaftHost {
             // Bootstrap: the founders' initial placement, proposed once by the first meta leader.
             if self.cfg.cluster.initial_members.iter().any(|m| m.id == self.node_id)
                 && let Err(e) =
-                    self.propose(0, Command::PlacementInit { placement: initial_placement(&self.cfg) }).await
+                    self.propose_meta(MetaCommand::PlacementInit { placement: initial_placement(&self.cfg) }).await
             {
                 warn!(error = %e, "cannot record the initial placement yet");
             }
@@ -1149,7 +1130,7 @@ impl Driver {
                     dead: known.is_some_and(|k| k.dead),
                 };
                 info!(member = m.id, "recording member in meta state");
-                host.propose(0, Command::MemberUpsert { member }).await?;
+                host.propose_meta(MetaCommand::MemberUpsert { member }).await?;
             }
         }
         let mut health = BTreeMap::new();
@@ -1171,13 +1152,16 @@ impl Driver {
             if (h == Health::Dead) != member.dead && h != Health::Down {
                 let member = MemberRec { dead: h == Health::Dead, ..member.clone() };
                 info!(member = id, dead = member.dead, "member state changes");
-                host.propose(0, Command::MemberUpsert { member }).await?;
+                host.propose_meta(MetaCommand::MemberUpsert { member }).await?;
             }
             health.insert(*id, h);
         }
         if let Some((next, moves)) = plan(&p.layout, &health, host.cfg.raft.replication_factor) {
             let expected_version = p.layout.version;
-            host.propose(0, Command::LayoutSet { expected_version, groups: next.groups.clone() }).await?;
+            let set = MetaCommand::LayoutSet { expected_version, groups: next.groups.clone() };
+            if !layout_set(host.propose_meta(set).await?) {
+                return Ok(());
+            }
             for m in &moves {
                 let kind = if m.from.is_some() { "replace" } else { "add" };
                 host.metrics.placement_moves.with_label_values(&[kind]).inc();
@@ -1216,8 +1200,10 @@ impl Driver {
         let all_follow =
             p.layout.groups.iter().all(|(g, voters)| self.converged.get(g).is_some_and(|(v, _)| v == voters));
         if all_follow && let Some((next, m)) = crate::placement::rebalance(&p.layout, &health) {
-            host.propose(0, Command::LayoutSet { expected_version: p.layout.version, groups: next.groups.clone() })
-                .await?;
+            let set = MetaCommand::LayoutSet { expected_version: p.layout.version, groups: next.groups.clone() };
+            if !layout_set(host.propose_meta(set).await?) {
+                return Ok(());
+            }
             host.metrics.placement_moves.with_label_values(&["rebalance"]).inc();
             info!(group = m.group, from = ?m.from, to = m.to, version = next.version, "replica moved to balance load");
             return Ok(());
@@ -1248,6 +1234,18 @@ impl Driver {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether a `LayoutSet` took effect; a stale one (planned from an older layout) is replanned
+/// in the next round.
+fn layout_set(result: MetaResult) -> bool {
+    match result {
+        MetaResult::Version(_) => true,
+        other => {
+            debug!(?other, "layout change not applied; replanning next round");
+            false
+        }
     }
 }
 
@@ -1322,9 +1320,27 @@ fn unavailable(e: ProposeError) -> RaftResponse {
 
 fn into_result(r: CommandResult) -> Result<CommandResult, ProposeError> {
     match r {
-        CommandResult::Rejected { reason } => Err(ProposeError::Rejected { reason }),
+        CommandResult::Refused(refusal) => Err(ProposeError::Refused(refusal)),
         ok => Ok(ok),
     }
+}
+
+/// A query's answer, or why no service answered it.
+fn answer(service: ServiceId, handled: Handled) -> Result<Vec<u8>, ProposeError> {
+    match handled {
+        Handled::Done(bytes) => Ok(bytes),
+        Handled::UnknownService => Err(Refusal::UnknownService { service }.into()),
+        Handled::BadPayload => Err(Refusal::BadPayload { service }.into()),
+    }
+}
+
+/// How current a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// This node's replica when it hosts the group (possibly behind the leader), else the leader.
+    Local,
+    /// Linearizable: on the leader after a read-index round.
+    Linearizable,
 }
 
 /// The batching queue of one group on this node: everything queued while the previous batch

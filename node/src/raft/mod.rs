@@ -10,4 +10,7 @@ pub mod types;
 pub mod wire;
 
 pub use host::{ProposeError, RaftHost};
-pub use types::{BatchResult, Command, CommandBatch, CommandResult, GroupId, NodeInfo, SnapshotData, TypeConfig};
+pub use types::{
+    BatchResult, Command, CommandBatch, CommandResult, GroupId, MetaCommand, MetaResult, NodeInfo, Refusal, ServiceId,
+    SnapshotData, TypeConfig,
+};

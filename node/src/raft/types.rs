@@ -6,6 +6,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::NodeId;
 use crate::placement::{MemberRec, Placement};
+pub use crate::storage::ServiceId;
 
 /// What a Raft group knows about a member node.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
@@ -22,96 +23,83 @@ impl std::fmt::Display for NodeInfo {
     }
 }
 
-/// One state-machine command. Each service adds its variants; a log entry carries a batch.
-/// New variants go at the end and stay no larger than the largest one (a compile-time check
-/// below), so logs written by earlier builds still decode.
+/// One state-machine command: a meta command of the substrate, or a service's command as the
+/// service encoded it. The archived layout does not change when services are added.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Adds `by` to counter `name` (absent counters are 0); answers the new value.
-    CounterIncrement {
-        /// Counter name.
-        name: String,
-        /// Amount, at least 1.
-        by: u64,
+    /// Placement in the meta group.
+    Meta(MetaCommand),
+    /// A service's command, applied by the service registry.
+    Service {
+        /// The service's id.
+        service: ServiceId,
+        /// The command, encoded by the service (`[format version][rkyv]`).
+        payload: Vec<u8>,
     },
-    /// Creates a user (meta group) reachable by the SHA-256 of its bearer token; answers 1, or
-    /// rejects a token hash already in use.
-    UserCreate {
-        /// SHA-256 of the token, hex.
-        token_hash: String,
-        /// New user id.
-        id: String,
-        /// Display name.
-        name: String,
-    },
-    /// Reserves `count` consecutive values of counter `name`; answers the first reserved value.
-    CounterReserve {
-        /// Counter name.
-        name: String,
-        /// How many values.
-        count: u64,
-    },
-    /// Meta: records the bootstrap placement unless one exists; answers the layout version.
+}
+
+/// The substrate's own commands (meta group).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum MetaCommand {
+    /// Records the bootstrap placement unless one exists; answers the layout version.
     PlacementInit {
         /// Members and layout the founders started with.
         placement: Placement,
     },
-    /// Meta: adds a member or updates its addresses and dead flag; answers the layout version.
+    /// Adds a member or updates its addresses and dead flag; answers the layout version.
     MemberUpsert {
         /// The member.
         member: MemberRec,
     },
-    /// Meta: replaces the layout if its version is still `expected_version`; answers the new
-    /// version, or rejects a stale proposal.
+    /// Replaces the layout if its version is still `expected_version`; answers the new version.
     LayoutSet {
         /// The version the proposer planned from.
         expected_version: u64,
         /// The new replicas of every group.
         groups: BTreeMap<GroupId, Vec<NodeId>>,
     },
-    /// Stores service record `value` under `key` unless the key exists; answers 1, or rejects.
-    RecordCreate {
-        /// Namespaced key (`url/{code}`, …).
-        key: String,
-        /// Encoded record.
-        value: Vec<u8>,
-    },
-    /// Replaces the service record under `key` if it still is `expected` (compare-and-set);
-    /// answers 1, or rejects a missing or changed record.
-    RecordReplace {
-        /// Namespaced key.
-        key: String,
-        /// The encoded record the proposer read.
-        expected: Vec<u8>,
-        /// The new encoded record.
-        value: Vec<u8>,
-    },
-    /// Shortener: adds clicks of link `code` (counted on one node) to its click record; answers
-    /// the new total.
-    ClicksAdd {
-        /// The link's code.
-        code: String,
-        /// Clicks per day (days since the Unix epoch, UTC).
-        days: Vec<(u32, u64)>,
-        /// Clicks per referrer host.
-        referrers: Vec<(String, u64)>,
+}
+
+/// The answer to a [`MetaCommand`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaResult {
+    /// The layout version after the command.
+    Version(u64),
+    /// No placement is recorded yet; nothing changed.
+    NotInitialised,
+    /// `LayoutSet` planned from an older layout; nothing changed.
+    StaleLayout {
+        /// The layout version in force.
+        current: u64,
     },
 }
 
-// Logs hold commands in archived vectors: a larger archived `Command` would misplace the
-// elements of every entry written before. Keep new variants within this size.
-const _: () = assert!(std::mem::size_of::<ArchivedCommand>() == 40);
+/// Why the substrate could not hand a service command to its service; nothing changed.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No service has this id in the build that applied it.
+    #[error("no service has id {service}")]
+    UnknownService {
+        /// The id.
+        service: ServiceId,
+    },
+    /// The payload did not decode as the service's command.
+    #[error("the command does not decode as a command of service {service}")]
+    BadPayload {
+        /// The id.
+        service: ServiceId,
+    },
+}
 
 /// The answer to one [`Command`].
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum CommandResult {
-    /// A counter value.
-    Value(u64),
-    /// The command was refused by the state machine (e.g. overflow); nothing changed.
-    Rejected {
-        /// Why.
-        reason: String,
-    },
+    /// A meta command's answer.
+    Meta(MetaResult),
+    /// A service command's answer (its reply or its rejection), encoded by the service.
+    Service(Vec<u8>),
+    /// Not applied.
+    Refused(Refusal),
 }
 
 /// The application data of one log entry: every command the batching proposer packed together.

@@ -8,7 +8,7 @@ use openraft::raft::{
 use openraft::{LogId, SnapshotMeta, SnapshotSegmentId, Vote};
 use rkyv::{Archive, Deserialize, Serialize};
 
-use super::{Command, CommandResult, GroupId, NodeInfo, TypeConfig};
+use super::{Command, CommandResult, GroupId, NodeInfo, ServiceId, TypeConfig};
 use crate::NodeId;
 use crate::storage::records::{EntryRec, LogIdRec, StoredMembershipRec, VoteRec};
 
@@ -64,15 +64,13 @@ pub enum RaftRequestBody {
         /// The commands, answered in order.
         commands: Vec<Command>,
     },
-    /// A linearizable read of a counter, forwarded to the leader.
-    ReadCounter {
-        /// Counter name.
-        name: String,
-    },
-    /// A linearizable lookup of a user by token hash, forwarded to the meta leader.
-    ReadUser {
-        /// SHA-256 of the token, hex.
-        token_hash: String,
+    /// A service query, answered by the group's leader after a read-index round
+    /// (linearizable).
+    Read {
+        /// The service.
+        service: ServiceId,
+        /// The query, encoded by the service.
+        query: Vec<u8>,
     },
     /// Placement driver → group leader: make the group's voters exactly `voters` (new nodes join
     /// as learners first, then the voters are replaced) and its learners exactly `learners`.
@@ -100,21 +98,13 @@ pub enum RaftRequestBody {
         /// The node asking about itself.
         node: NodeId,
     },
-    /// A linearizable read of a service record, forwarded to the group's leader.
-    ReadRecord {
-        /// Namespaced key.
-        key: String,
-    },
 }
 
 impl RaftRequestBody {
     /// Proposals and reads, which a leader hand-over holds back (they would keep the leader's
     /// lease alive).
     pub fn is_client_request(&self) -> bool {
-        matches!(
-            self,
-            Self::Propose { .. } | Self::ReadCounter { .. } | Self::ReadUser { .. } | Self::ReadRecord { .. }
-        )
+        matches!(self, Self::Propose { .. } | Self::Read { .. })
     }
 }
 
@@ -156,10 +146,8 @@ pub enum RaftResponse {
     },
     /// Results of forwarded commands.
     Proposed(Vec<CommandResult>),
-    /// A counter value read on the leader.
-    Counter(u64),
-    /// A user looked up on the meta leader.
-    User(Option<crate::storage::records::UserRec>),
+    /// A service query's answer, encoded by the service.
+    Answer(Vec<u8>),
     /// Answer to `Reconfigure`: whether the group's voters already match.
     Reconfigured {
         /// True when voters and learners already match; false while the change is under way.
@@ -188,8 +176,6 @@ pub enum RaftResponse {
         /// Why.
         reason: String,
     },
-    /// A service record read on the leader (`None`: no such key).
-    Record(Option<Vec<u8>>),
 }
 
 fn vote(v: &VoteRec) -> Vote<NodeId> {

@@ -1,5 +1,7 @@
 //! Durable state: one redb database per node holding every Raft group's log, vote, committed
-//! index and state machine, keyed by group id; snapshot files beside it.
+//! index and state machine, keyed by group id; snapshot files beside it. Services' rows live in
+//! one table keyed by `(group, service id, key)`; storage never knows what a service is beyond
+//! its id (see [`kv`]).
 //!
 //! All writes (log appends, votes, truncations, purges and state-machine applies) go through one
 //! writer thread that group-commits: everything queued when it wakes, from every group, shares one
@@ -7,6 +9,7 @@
 //! results are released only after that commit. redb allows one write transaction at a time, so
 //! one writer that batches is also the fastest way to use it.
 
+pub mod kv;
 mod log_store;
 pub mod metrics;
 pub mod records;
@@ -16,9 +19,10 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, TableDefinition, TableHandle};
 
 use crate::raft::GroupId;
+pub use kv::{Dispatch, Handled, Kv, KvRead, MemKv, ServiceId};
 pub use log_store::LogStore;
 pub use metrics::StorageMetrics;
 pub use state_machine::StateMachineStore;
@@ -30,16 +34,20 @@ pub(crate) const LOGS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new
 pub(crate) const RAFT_META: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("raft_meta");
 /// `(group, key)` → encoded record; keys in [`meta_key`].
 pub(crate) const SM_META: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("sm_meta");
-/// `(group, counter name)` → value.
-pub(crate) const COUNTERS: TableDefinition<(u64, &str), u64> = TableDefinition::new("sm_counters");
-/// `(group, SHA-256 of the bearer token, hex)` → encoded [`records::UserRec`] (meta group).
-pub(crate) const USERS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("sm_users");
-
 /// `group` → encoded [`crate::placement::Placement`] (meta group).
 pub(crate) const PLACEMENT: TableDefinition<u64, &[u8]> = TableDefinition::new("sm_placement");
-/// Services' records: `(group, key)` → encoded record. Keys are namespaced by service
-/// (`url/{code}`, …), so every service shares one table, one snapshot row kind and one cleanup.
-pub(crate) const RECORDS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("sm_records");
+/// Every service's rows: `(group, service id, key)` → value, as the service encoded them. One
+/// table for all services, so snapshots, group removal and the overlay treat them alike.
+pub(crate) const SERVICES: TableDefinition<(u64, u16, &[u8]), &[u8]> = TableDefinition::new("sm_services");
+/// `"data_format"` → the [`DATA_FORMAT`] the database was written in.
+const FORMAT: TableDefinition<&str, u64> = TableDefinition::new("shoal_format");
+
+/// The data format this build writes and reads. Format 1 (Shoal before the service seam) kept
+/// each service's rows in tables of its own and a log entry format that named each service's
+/// commands; it is refused, never misread.
+pub const DATA_FORMAT: u64 = 2;
+/// Tables only a format-1 database has.
+const FORMAT_1_TABLES: [&str; 3] = ["sm_counters", "sm_users", "sm_records"];
 
 /// Keys of the per-group metadata tables.
 pub(crate) mod meta_key {
@@ -74,6 +82,18 @@ pub enum StoreError {
     /// The writer thread is gone (node shutting down).
     #[error("the log writer has stopped")]
     WriterStopped,
+    /// The data directory was written in another data format.
+    #[error(
+        "{path} was written in data format {found} but this build reads data format {DATA_FORMAT} only; there is \
+         no automatic migration: run the build that wrote it, or move the data directory away and start this node \
+         empty (it catches up from its peers)"
+    )]
+    Format {
+        /// The database file.
+        path: PathBuf,
+        /// The format it was written in.
+        found: u64,
+    },
 }
 
 macro_rules! db_err {
@@ -106,6 +126,8 @@ pub struct Store {
     failing: writer::FailingGroups,
     /// Applied state-machine rows not written yet (see [`writer`]).
     overlay: Arc<std::sync::Mutex<state_machine::Overlay>>,
+    /// The service registry.
+    dispatch: Arc<dyn Dispatch>,
 }
 
 impl Drop for Store {
@@ -126,21 +148,26 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (or creates) `data_dir/shoal.redb` and starts the log writer thread.
-    pub fn open(data_dir: &Path, metrics: StorageMetrics) -> Result<Arc<Self>, StoreError> {
+    /// Opens (or creates) `data_dir/shoal.redb` and starts the log writer thread. `dispatch`
+    /// applies and answers service commands and queries (the service registry).
+    pub fn open(
+        data_dir: &Path,
+        metrics: StorageMetrics,
+        dispatch: Arc<dyn Dispatch>,
+    ) -> Result<Arc<Self>, StoreError> {
         std::fs::create_dir_all(data_dir)?;
         let path = data_dir.join("shoal.redb");
         let db = Database::create(&path).map_err(|e| StoreError::Open { path: path.clone(), reason: e.to_string() })?;
+        check_format(&db, &path)?;
         {
             // Create every table once so readers never see a missing table.
             let txn = db.begin_write()?;
             txn.open_table(LOGS)?;
             txn.open_table(RAFT_META)?;
             txn.open_table(SM_META)?;
-            txn.open_table(COUNTERS)?;
-            txn.open_table(USERS)?;
             txn.open_table(PLACEMENT)?;
-            txn.open_table(RECORDS)?;
+            txn.open_table(SERVICES)?;
+            txn.open_table(FORMAT)?.insert("data_format", DATA_FORMAT)?;
             txn.commit()?;
         }
         let db = Arc::new(db);
@@ -155,6 +182,7 @@ impl Store {
             Arc::clone(&committed),
             Arc::clone(&overlay),
             Arc::clone(&failing),
+            Arc::clone(&dispatch),
         )?;
         Ok(Arc::new(Self {
             db,
@@ -164,6 +192,7 @@ impl Store {
             committed,
             failing,
             overlay,
+            dispatch,
         }))
     }
 
@@ -177,28 +206,19 @@ impl Store {
         StateMachineStore::new(Arc::clone(self), group)
     }
 
-    /// Reads one counter as this node's state machine has it (not linearizable).
-    pub fn counter(&self, group: GroupId, name: &str) -> Result<u64, StoreError> {
-        let overlay = self.overlay();
-        overlay.counter(&self.db.begin_read()?, group, name)
-    }
-
-    /// The user whose token hashes to `token_hash`, as this node's state machine has it.
-    pub fn user_by_token(&self, group: GroupId, token_hash: &str) -> Result<Option<records::UserRec>, StoreError> {
-        let overlay = self.overlay();
-        overlay.user(&self.db.begin_read()?, group, token_hash)
-    }
-
     /// The members and layout in this node's copy of meta state (`None` before bootstrap).
     pub fn placement(&self, group: GroupId) -> Result<Option<crate::placement::Placement>, StoreError> {
         let overlay = self.overlay();
         overlay.placement(&self.db.begin_read()?, group)
     }
 
-    /// The service record under `key` in this node's copy of `group` (not linearizable).
-    pub fn record(&self, group: GroupId, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    /// Answers an encoded query of `service` from this node's copy of `group` (not
+    /// linearizable by itself: the router runs it after a read-index round when asked to).
+    pub fn query(&self, group: GroupId, service: ServiceId, query: &[u8]) -> Result<Handled, StoreError> {
         let overlay = self.overlay();
-        overlay.record(&self.db.begin_read()?, group, key)
+        let db = self.db.begin_read()?;
+        let kv = state_machine::ReadKv { overlay: &overlay, db: &db, group, service };
+        self.dispatch.query(service, &kv, query)
     }
 
     /// Groups with durable Raft state on this node (they were hosted here before).
@@ -213,7 +233,7 @@ impl Store {
     }
 
     fn overlay(&self) -> std::sync::MutexGuard<'_, state_machine::Overlay> {
-        self.overlay.lock().unwrap_or_else(|e| e.into_inner())
+        crate::util::lock(&self.overlay)
     }
 
     /// Writes every applied state-machine row to the database (snapshots read and replace the
@@ -252,24 +272,24 @@ impl Store {
     /// the next write carries it. openraft treats it as a hint (losing the latest is harmless).
     pub(crate) fn note_committed(&self, group: GroupId, index: u64, bytes: Vec<u8>) {
         let noted = writer::NotedCommit { index, unwritten: Some(bytes) };
-        self.committed.lock().unwrap_or_else(|e| e.into_inner()).insert(group, noted);
+        crate::util::lock(&self.committed).insert(group, noted);
     }
 
     /// Test-only (`testing.fault_injection`): the next write of `group` fails, as a broken disk
     /// would fail it; openraft then stops the group with a fatal storage error.
     pub fn inject_write_failure(&self, group: GroupId) {
-        self.failing.lock().unwrap_or_else(|e| e.into_inner()).insert(group);
+        crate::util::lock(&self.failing).insert(group);
     }
 
     /// The last committed index openraft reported for `group` since this process started (on a
     /// follower too, where openraft's metrics show none).
     pub fn committed_index(&self, group: GroupId) -> Option<u64> {
-        self.committed.lock().unwrap_or_else(|e| e.into_inner()).get(&group).map(|n| n.index)
+        crate::util::lock(&self.committed).get(&group).map(|n| n.index)
     }
 
     /// The committed index noted for `group` but not written yet.
     pub(crate) fn noted_committed(&self, group: GroupId) -> Option<Vec<u8>> {
-        self.committed.lock().unwrap_or_else(|e| e.into_inner()).get(&group)?.unwritten.clone()
+        crate::util::lock(&self.committed).get(&group)?.unwritten.clone()
     }
 
     pub(crate) fn send(&self, op: WriteOp) -> Result<(), StoreError> {
@@ -280,6 +300,24 @@ impl Store {
     pub(crate) fn group_snapshot_dir(&self, group: GroupId) -> PathBuf {
         self.snapshot_dir.join(format!("group-{group}"))
     }
+}
+
+/// Refuses a database written in another data format (see [`DATA_FORMAT`]).
+fn check_format(db: &Database, path: &Path) -> Result<(), StoreError> {
+    let txn = db.begin_read()?;
+    let tables: Vec<String> = txn.list_tables()?.map(|t| t.name().to_string()).collect();
+    if tables.iter().any(|t| FORMAT_1_TABLES.contains(&t.as_str())) {
+        return Err(StoreError::Format { path: path.to_path_buf(), found: 1 });
+    }
+    if tables.iter().any(|t| t == FORMAT.name()) {
+        let table = txn.open_table(FORMAT)?;
+        if let Some(found) = table.get("data_format")?.map(|v| v.value())
+            && found != DATA_FORMAT
+        {
+            return Err(StoreError::Format { path: path.to_path_buf(), found });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -213,98 +213,23 @@ pub struct SnapshotHeader {
     pub snapshot_id: String,
 }
 
-/// A user, stored in the meta group under the hash of its token.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct UserRec {
-    /// User id.
-    pub id: String,
-    /// Display name.
-    pub name: String,
-}
-
 /// One state-machine row in a snapshot file.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum SnapshotRow {
-    /// A counter.
-    Counter {
-        /// Name.
-        name: String,
-        /// Value.
-        value: u64,
-    },
-    /// A user.
-    User {
-        /// SHA-256 of its token, hex.
-        token_hash: String,
-        /// The user.
-        user: UserRec,
-    },
     /// The meta group's placement record, as stored (an encoded [`crate::placement::Placement`]).
     Placement {
         /// The encoded record.
         record: Vec<u8>,
     },
-    /// A service record, as stored.
-    Record {
-        /// Its key (`url/{code}`, …).
-        key: String,
-        /// The encoded record.
+    /// A service's row, as stored.
+    Service {
+        /// The service's id.
+        service: u16,
+        /// Its key.
+        key: Vec<u8>,
+        /// Its value.
         value: Vec<u8>,
     },
-}
-
-/// Clicks of one short link (`clicks/{code}` in the code's partition).
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClickRec {
-    /// Every click ever counted.
-    pub total: u64,
-    /// Clicks per day (days since the Unix epoch, UTC), ascending; the last [`CLICK_DAYS_KEPT`].
-    pub days: Vec<(u32, u64)>,
-    /// Clicks per referrer host, most first; the top [`CLICK_REFERRERS_KEPT`].
-    pub referrers: Vec<(String, u64)>,
-}
-
-/// Days of per-day clicks kept (twice the 30 the API shows, so a lagging flush still lands).
-pub const CLICK_DAYS_KEPT: u32 = 60;
-/// Referrer hosts kept per link.
-pub const CLICK_REFERRERS_KEPT: usize = 100;
-
-impl ClickRec {
-    /// Adds clicks counted elsewhere. Deterministic (the state machine runs it on every replica).
-    pub fn add(&mut self, days: &[(u32, u64)], referrers: &[(String, u64)]) {
-        let mut by_day: BTreeMap<u32, u64> = self.days.iter().copied().collect();
-        for (day, n) in days {
-            *by_day.entry(*day).or_default() += n;
-            self.total = self.total.saturating_add(*n);
-        }
-        let newest = by_day.keys().next_back().copied().unwrap_or(0);
-        by_day.retain(|d, _| *d + CLICK_DAYS_KEPT > newest);
-        self.days = by_day.into_iter().collect();
-        let mut by_host: BTreeMap<String, u64> = self.referrers.iter().cloned().collect();
-        for (host, n) in referrers {
-            *by_host.entry(host.clone()).or_default() += n;
-        }
-        let mut hosts: Vec<(String, u64)> = by_host.into_iter().collect();
-        hosts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        hosts.truncate(CLICK_REFERRERS_KEPT);
-        self.referrers = hosts;
-    }
-}
-
-/// A short link (`url/{code}` in the code's partition).
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct UrlRec {
-    /// The target.
-    pub url: String,
-    /// Id of the user who created it.
-    pub owner: String,
-    /// Creation time, Unix milliseconds.
-    pub created_ms: u64,
-    /// Expiry, Unix milliseconds.
-    pub expires_ms: u64,
-    /// When it was deleted, Unix milliseconds (0: not deleted). Deleted links stay as
-    /// tombstones, so their code answers 410 and is never handed out again.
-    pub deleted_ms: u64,
 }
 
 #[cfg(test)]
@@ -316,7 +241,7 @@ mod tests {
     fn entry_round_trips_through_a_record() {
         let e = openraft::Entry::<TypeConfig> {
             log_id: LogId::new(CommittedLeaderId::new(3, 2), 17),
-            payload: EntryPayload::Normal(CommandBatch(vec![Command::CounterIncrement { name: "a".into(), by: 2 }])),
+            payload: EntryPayload::Normal(CommandBatch(vec![Command::Service { service: 3, payload: vec![1, 2] }])),
         };
         let bytes = encode(&EntryRec::from(&e)).expect("encode");
         assert_eq!(bytes[0], FORMAT_VERSION);
@@ -332,21 +257,6 @@ mod tests {
         assert!(matches!(decode::<VoteRec>(&bytes), Err(RecordError::UnknownVersion(9))));
         assert!(matches!(decode::<VoteRec>(&[]), Err(RecordError::Empty)));
         assert!(matches!(decode::<EntryRec>(&[FORMAT_VERSION, 1, 2, 3]), Err(RecordError::Corrupt)));
-    }
-
-    #[test]
-    fn clicks_merge_keep_recent_days_and_top_referrers() {
-        let mut c = ClickRec::default();
-        c.add(&[(100, 2), (101, 3)], &[("a.com".into(), 4), ("b.com".into(), 1)]);
-        c.add(&[(101, 1), (170, 1)], &[("b.com".into(), 5)]);
-        assert_eq!(c.total, 7);
-        // Day 100 and 101 fell out of the 60 days ending at day 170.
-        assert_eq!(c.days, vec![(170, 1)]);
-        assert_eq!(c.referrers, vec![("b.com".to_string(), 6), ("a.com".to_string(), 4)]);
-        let many: Vec<(String, u64)> = (0..150).map(|i| (format!("h{i:03}"), 1)).collect();
-        c.add(&[], &many);
-        assert_eq!(c.referrers.len(), CLICK_REFERRERS_KEPT);
-        assert_eq!(c.referrers[0].0, "b.com");
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! openraft's state machine for one group: counters today, each service's tables later.
+//! openraft's state machine for one group: placement (meta group) and every service's rows,
+//! which it hands to the service registry ([`Dispatch`]) by service id.
 //!
 //! Snapshots are files under `data_dir/snapshots/group-G/`: an 8-byte magic, then length-prefixed
 //! records (a [`SnapshotHeader`], then one [`SnapshotRow`] per row). They are written and read
 //! row by row, never held whole in memory.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufReader, BufWriter, Read, Write};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,15 +18,18 @@ use openraft::{
 use redb::{Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
 use tokio::io::AsyncSeekExt;
 
+use super::kv::{self, Dispatch, Handled, Kv, KvRead, ServiceId};
 use super::records::{self, LogIdRec, SnapshotHeader, SnapshotRow, StoredMembershipRec};
-use super::{COUNTERS, PLACEMENT, RECORDS, SM_META, Store, StoreError, USERS, meta_key};
+use super::{PLACEMENT, SERVICES, SM_META, Store, StoreError, meta_key};
 use crate::NodeId;
 use crate::placement::{Layout, Placement};
-use crate::raft::{BatchResult, Command, CommandResult, GroupId, NodeInfo, SnapshotData, TypeConfig};
+use crate::raft::{
+    BatchResult, Command, CommandResult, GroupId, MetaCommand, MetaResult, NodeInfo, Refusal, SnapshotData, TypeConfig,
+};
 
 type Entry = openraft::Entry<TypeConfig>;
 
-const SNAPSHOT_MAGIC: &[u8; 8] = b"SHOALSN1";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"SHOALSN2";
 /// Largest single record accepted in a snapshot file.
 const MAX_SNAPSHOT_RECORD: u32 = 64 * 1024 * 1024;
 
@@ -86,25 +91,22 @@ fn applied_state(txn: &redb::ReadTransaction, group: GroupId) -> Result<AppliedS
     Ok((applied, membership))
 }
 
+/// Rows of one group's services: service → key → value (`None`: deleted).
+type ServiceRows = HashMap<ServiceId, BTreeMap<Vec<u8>, Option<Vec<u8>>>>;
+
 /// State-machine rows applied but not written to the database yet.
 #[derive(Default)]
 pub(crate) struct Rows {
-    /// Per group (so lookups by `&str` need no allocation): name → value.
-    counters: HashMap<GroupId, HashMap<String, u64>>,
-    /// Per group: token hash → encoded user.
-    users: HashMap<GroupId, HashMap<String, Vec<u8>>>,
+    /// Per group: every service's changed keys.
+    services: HashMap<GroupId, ServiceRows>,
     placement: HashMap<GroupId, Vec<u8>>,
     meta: HashMap<(GroupId, &'static str), Vec<u8>>,
-    /// Per group: key → encoded service record.
-    records: HashMap<GroupId, HashMap<String, Vec<u8>>>,
 }
 
 impl Rows {
     fn len(&self) -> usize {
-        let counters: usize = self.counters.values().map(HashMap::len).sum();
-        let users: usize = self.users.values().map(HashMap::len).sum();
-        let records: usize = self.records.values().map(HashMap::len).sum();
-        counters + users + records + self.placement.len() + self.meta.len()
+        let services: usize = self.services.values().flat_map(|s| s.values()).map(BTreeMap::len).sum();
+        services + self.placement.len() + self.meta.len()
     }
 
     /// Writes every row into `txn`'s tables.
@@ -112,16 +114,16 @@ impl Rows {
         if self.len() == 0 {
             return Ok(());
         }
-        let mut counters = txn.open_table(COUNTERS)?;
-        for (group, rows) in &self.counters {
-            for (name, value) in rows {
-                counters.insert((*group, name.as_str()), *value)?;
-            }
-        }
-        let mut users = txn.open_table(USERS)?;
-        for (group, rows) in &self.users {
-            for (hash, rec) in rows {
-                users.insert((*group, hash.as_str()), rec.as_slice())?;
+        let mut table = txn.open_table(SERVICES)?;
+        for (group, services) in &self.services {
+            for (service, rows) in services {
+                for (key, value) in rows {
+                    let k = (*group, *service, key.as_slice());
+                    match value {
+                        Some(v) => table.insert(k, v.as_slice())?,
+                        None => table.remove(k)?,
+                    };
+                }
             }
         }
         let mut placement = txn.open_table(PLACEMENT)?;
@@ -132,28 +134,23 @@ impl Rows {
         for ((group, key), rec) in &self.meta {
             meta.insert((*group, *key), rec.as_slice())?;
         }
-        let mut records = txn.open_table(RECORDS)?;
-        for (group, rows) in &self.records {
-            for (key, rec) in rows {
-                records.insert((*group, key.as_str()), rec.as_slice())?;
-            }
-        }
         Ok(())
     }
 
     /// Rows of `newer` replace these.
     fn absorb(&mut self, newer: Rows) {
-        for (group, rows) in newer.counters {
-            self.counters.entry(group).or_default().extend(rows);
-        }
-        for (group, rows) in newer.users {
-            self.users.entry(group).or_default().extend(rows);
+        for (group, services) in newer.services {
+            let mine = self.services.entry(group).or_default();
+            for (service, rows) in services {
+                mine.entry(service).or_default().extend(rows);
+            }
         }
         self.placement.extend(newer.placement);
         self.meta.extend(newer.meta);
-        for (group, rows) in newer.records {
-            self.records.entry(group).or_default().extend(rows);
-        }
+    }
+
+    fn service(&self, group: GroupId, service: ServiceId) -> Option<&BTreeMap<Vec<u8>, Option<Vec<u8>>>> {
+        self.services.get(&group)?.get(&service)
     }
 }
 
@@ -165,6 +162,23 @@ impl Rows {
 pub(crate) struct Overlay {
     dirty: Rows,
     flushing: Option<Arc<Rows>>,
+}
+
+/// The database keys of `(group, service)` from `start` on.
+/// One end of a range of service rows.
+type RowBound<'a> = Bound<(u64, u16, &'a [u8])>;
+
+fn service_range(group: GroupId, service: ServiceId, start: Bound<&[u8]>) -> (RowBound<'_>, RowBound<'_>) {
+    let lower = match start {
+        Bound::Included(k) => Bound::Included((group, service, k)),
+        Bound::Excluded(k) => Bound::Excluded((group, service, k)),
+        Bound::Unbounded => Bound::Included((group, service, &[][..])),
+    };
+    let upper = match service.checked_add(1) {
+        Some(next) => Bound::Excluded((group, next, &[][..])),
+        None => Bound::Excluded((group.saturating_add(1), 0, &[][..])),
+    };
+    (lower, upper)
 }
 
 impl Overlay {
@@ -180,32 +194,52 @@ impl Overlay {
         std::iter::once(&self.dirty).chain(self.flushing.as_deref())
     }
 
-    /// Counter `name` of `group`: the overlay's value, else `db`'s. Read with the overlay locked
-    /// and `db` begun after the lock was taken, so a row flushed meanwhile cannot be missed.
-    pub(crate) fn counter(&self, db: &ReadTransaction, group: GroupId, name: &str) -> Result<u64, StoreError> {
-        if let Some(v) = self.layers().find_map(|r| r.counters.get(&group)?.get(name).copied()) {
-            return Ok(v);
-        }
-        let table = db.open_table(COUNTERS)?;
-        Ok(table.get((group, name))?.map(|v| v.value()).unwrap_or(0))
-    }
-
-    /// The user record of `token_hash` in `group` (overlay, else `db`; see [`Self::counter`]).
-    pub(crate) fn user(
+    /// The value under `key` of `service` in `group`: the overlay's, else `db`'s. Read with the
+    /// overlay locked and `db` begun after the lock was taken, so a row flushed meanwhile cannot
+    /// be missed.
+    pub(crate) fn service_get(
         &self,
         db: &ReadTransaction,
         group: GroupId,
-        token_hash: &str,
-    ) -> Result<Option<records::UserRec>, StoreError> {
-        if let Some(bytes) = self.layers().find_map(|r| r.users.get(&group)?.get(token_hash)) {
-            return Ok(Some(records::decode(bytes)?));
+        service: ServiceId,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(value) = self.layers().find_map(|r| r.service(group, service)?.get(key)) {
+            return Ok(value.clone());
         }
-        let table = db.open_table(USERS)?;
-        let value = table.get((group, token_hash))?;
-        Ok(value.map(|v| records::decode(v.value())).transpose()?)
+        let table = db.open_table(SERVICES)?;
+        Ok(table.get((group, service, key))?.map(|v| v.value().to_vec()))
     }
 
-    /// The placement in `group`'s state (overlay, else `db`; see [`Self::counter`]).
+    /// A prefix scan of `service` in `group` (overlay over `db`; see [`Self::service_get`]).
+    pub(crate) fn service_scan(
+        &self,
+        db: &ReadTransaction,
+        group: GroupId,
+        service: ServiceId,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<kv::Entries, StoreError> {
+        let start = kv::scan_start(prefix, after);
+        // Older layers first, so newer rows replace them.
+        let mut newer: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        let layers: Vec<&Rows> = self.layers().collect();
+        for rows in layers.into_iter().rev() {
+            if let Some(r) = rows.service(group, service) {
+                for (k, v) in r.range::<[u8], _>((start, Bound::Unbounded)).take_while(|(k, _)| k.starts_with(prefix)) {
+                    newer.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let table = db.open_table(SERVICES)?;
+        let older = table
+            .range(service_range(group, service, start))?
+            .map(|item| item.map(|(k, v)| (k.value().2.to_vec(), v.value().to_vec())).map_err(StoreError::from));
+        kv::merge_scan(newer, older, prefix, limit)
+    }
+
+    /// The placement in `group`'s state (overlay, else `db`; see [`Self::service_get`]).
     pub(crate) fn placement(&self, db: &ReadTransaction, group: GroupId) -> Result<Option<Placement>, StoreError> {
         if let Some(bytes) = self.layers().find_map(|r| r.placement.get(&group)) {
             return Ok(Some(records::decode(bytes)?));
@@ -215,26 +249,10 @@ impl Overlay {
         Ok(value.map(|v| records::decode(v.value())).transpose()?)
     }
 
-    /// The service record under `key` in `group` (overlay, else `db`; see [`Self::counter`]).
-    pub(crate) fn record(
-        &self,
-        db: &ReadTransaction,
-        group: GroupId,
-        key: &str,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(bytes) = self.layers().find_map(|r| r.records.get(&group)?.get(key)) {
-            return Ok(Some(bytes.clone()));
-        }
-        let table = db.open_table(RECORDS)?;
-        Ok(table.get((group, key))?.map(|v| v.value().to_vec()))
-    }
-
     /// Forgets every row of `group` not written yet (the group's data is being deleted).
     pub(crate) fn forget_group(&mut self, group: GroupId) {
-        self.dirty.counters.remove(&group);
-        self.dirty.users.remove(&group);
+        self.dirty.services.remove(&group);
         self.dirty.placement.remove(&group);
-        self.dirty.records.remove(&group);
         self.dirty.meta.retain(|(g, _), _| *g != group);
     }
 
@@ -256,36 +274,73 @@ impl Overlay {
     }
 }
 
+/// One service's keys in one group as readers see them: the overlay over the database.
+pub(crate) struct ReadKv<'a> {
+    pub(crate) overlay: &'a Overlay,
+    pub(crate) db: &'a ReadTransaction,
+    pub(crate) group: GroupId,
+    pub(crate) service: ServiceId,
+}
+
+impl KvRead for ReadKv<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.overlay.service_get(self.db, self.group, self.service, key)
+    }
+
+    fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<kv::Entries, StoreError> {
+        self.overlay.service_scan(self.db, self.group, self.service, prefix, after, limit)
+    }
+}
+
+/// One service's keys in one group as `apply` sees them: writes go to the dirty rows.
+struct ApplyKv<'a> {
+    overlay: &'a mut Overlay,
+    db: &'a ReadTransaction,
+    group: GroupId,
+    service: ServiceId,
+}
+
+impl KvRead for ApplyKv<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.overlay.service_get(self.db, self.group, self.service, key)
+    }
+
+    fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<kv::Entries, StoreError> {
+        self.overlay.service_scan(self.db, self.group, self.service, prefix, after, limit)
+    }
+}
+
+impl Kv for ApplyKv<'_> {
+    fn put(&mut self, key: &[u8], value: Vec<u8>) {
+        self.rows().insert(key.to_vec(), Some(value));
+    }
+
+    fn delete(&mut self, key: &[u8]) {
+        self.rows().insert(key.to_vec(), None);
+    }
+}
+
+impl ApplyKv<'_> {
+    fn rows(&mut self) -> &mut BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+        self.overlay.dirty.services.entry(self.group).or_default().entry(self.service).or_default()
+    }
+}
+
 /// The state machine as the log writer applies to it: the overlay over the last committed
 /// database state.
 pub(crate) struct SmView<'a> {
     overlay: &'a mut Overlay,
     db: redb::ReadTransaction,
+    dispatch: &'a dyn Dispatch,
 }
 
 impl<'a> SmView<'a> {
-    pub(crate) fn new(overlay: &'a mut Overlay, db: redb::ReadTransaction) -> Self {
-        Self { overlay, db }
-    }
-
-    fn counter(&self, group: GroupId, name: &str) -> Result<u64, StoreError> {
-        self.overlay.counter(&self.db, group, name)
-    }
-
-    fn user_exists(&self, group: GroupId, token_hash: &str) -> Result<bool, StoreError> {
-        Ok(self.overlay.user(&self.db, group, token_hash)?.is_some())
+    pub(crate) fn new(overlay: &'a mut Overlay, db: redb::ReadTransaction, dispatch: &'a dyn Dispatch) -> Self {
+        Self { overlay, db, dispatch }
     }
 
     fn placement(&self, group: GroupId) -> Result<Option<Placement>, StoreError> {
         self.overlay.placement(&self.db, group)
-    }
-
-    fn record(&self, group: GroupId, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.overlay.record(&self.db, group, key)
-    }
-
-    fn set_record(&mut self, group: GroupId, key: &str, value: &[u8]) {
-        self.overlay.dirty.records.entry(group).or_default().insert(key.to_string(), value.to_vec());
     }
 
     fn set_placement(&mut self, group: GroupId, p: &Placement) -> Result<(), StoreError> {
@@ -293,90 +348,47 @@ impl<'a> SmView<'a> {
         Ok(())
     }
 
-    fn apply_command(&mut self, group: GroupId, command: &Command) -> Result<CommandResult, StoreError> {
+    fn apply_meta(&mut self, group: GroupId, command: &MetaCommand) -> Result<MetaResult, StoreError> {
         Ok(match command {
-            Command::PlacementInit { placement } => match self.placement(group)? {
-                Some(existing) => CommandResult::Value(existing.layout.version),
+            MetaCommand::PlacementInit { placement } => match self.placement(group)? {
+                Some(existing) => MetaResult::Version(existing.layout.version),
                 None => {
                     self.set_placement(group, placement)?;
-                    CommandResult::Value(placement.layout.version)
+                    MetaResult::Version(placement.layout.version)
                 }
             },
-            Command::MemberUpsert { member } => match self.placement(group)? {
+            MetaCommand::MemberUpsert { member } => match self.placement(group)? {
                 Some(mut p) => {
                     p.members.insert(member.id, member.clone());
                     self.set_placement(group, &p)?;
-                    CommandResult::Value(p.layout.version)
+                    MetaResult::Version(p.layout.version)
                 }
-                None => CommandResult::Rejected { reason: "placement is not initialised yet".into() },
+                None => MetaResult::NotInitialised,
             },
-            Command::LayoutSet { expected_version, groups } => match self.placement(group)? {
+            MetaCommand::LayoutSet { expected_version, groups } => match self.placement(group)? {
                 Some(mut p) if p.layout.version == *expected_version => {
                     p.layout = Layout { version: expected_version + 1, groups: groups.clone() };
                     self.set_placement(group, &p)?;
-                    CommandResult::Value(p.layout.version)
+                    MetaResult::Version(p.layout.version)
                 }
-                Some(p) => CommandResult::Rejected {
-                    reason: format!("layout is at version {}, not {expected_version}", p.layout.version),
-                },
-                None => CommandResult::Rejected { reason: "placement is not initialised yet".into() },
+                Some(p) => MetaResult::StaleLayout { current: p.layout.version },
+                None => MetaResult::NotInitialised,
             },
-            Command::UserCreate { token_hash, id, name } => {
-                if self.user_exists(group, token_hash)? {
-                    CommandResult::Rejected { reason: "token already in use".into() }
-                } else {
-                    let rec = records::encode(&records::UserRec { id: id.clone(), name: name.clone() })?;
-                    self.overlay.dirty.users.entry(group).or_default().insert(token_hash.clone(), rec);
-                    CommandResult::Value(1)
-                }
-            }
-            Command::RecordCreate { key, value } => {
-                if self.record(group, key)?.is_some() {
-                    CommandResult::Rejected { reason: format!("{key} exists") }
-                } else {
-                    self.set_record(group, key, value);
-                    CommandResult::Value(1)
-                }
-            }
-            Command::RecordReplace { key, expected, value } => match self.record(group, key)? {
-                Some(current) if current == *expected => {
-                    self.set_record(group, key, value);
-                    CommandResult::Value(1)
-                }
-                Some(_) => CommandResult::Rejected { reason: format!("{key} changed meanwhile") },
-                None => CommandResult::Rejected { reason: format!("{key} does not exist") },
-            },
-            Command::ClicksAdd { code, days, referrers } => {
-                let key = format!("clicks/{code}");
-                let mut rec = match self.record(group, &key)? {
-                    Some(bytes) => records::decode::<records::ClickRec>(&bytes)?,
-                    None => records::ClickRec::default(),
-                };
-                rec.add(days, referrers);
-                self.set_record(group, &key, &records::encode(&rec)?);
-                CommandResult::Value(rec.total)
-            }
-            Command::CounterIncrement { name, by } => {
-                let current = self.counter(group, name)?;
-                match current.checked_add(*by) {
-                    Some(next) => {
-                        self.overlay.dirty.counters.entry(group).or_default().insert(name.clone(), next);
-                        CommandResult::Value(next)
-                    }
-                    None => CommandResult::Rejected { reason: format!("counter {name} would overflow") },
-                }
-            }
-            Command::CounterReserve { name, count } => {
-                let current = self.counter(group, name)?;
-                match current.checked_add(*count) {
-                    Some(next) if *count > 0 => {
-                        self.overlay.dirty.counters.entry(group).or_default().insert(name.clone(), next);
-                        CommandResult::Value(current + 1)
-                    }
-                    _ => CommandResult::Rejected { reason: format!("cannot reserve {count} values of counter {name}") },
-                }
-            }
         })
+    }
+
+    fn apply_command(&mut self, group: GroupId, command: &Command) -> Result<CommandResult, StoreError> {
+        match command {
+            Command::Meta(meta) => Ok(CommandResult::Meta(self.apply_meta(group, meta)?)),
+            Command::Service { service, payload } => {
+                let mut kv = ApplyKv { overlay: &mut *self.overlay, db: &self.db, group, service: *service };
+                Ok(match self.dispatch.apply(*service, &mut kv, payload)? {
+                    Handled::Done(answer) => CommandResult::Service(answer),
+                    Handled::UnknownService => CommandResult::Refused(Refusal::UnknownService { service: *service }),
+                    Handled::BadPayload => CommandResult::Refused(Refusal::BadPayload { service: *service }),
+                })
+            }
+        }
     }
 
     /// Applies `entries` of `group`; one result per entry.
@@ -491,26 +503,15 @@ fn build_blocking(store: &Store, group: GroupId) -> Result<SnapshotHeader, Store
         let mut out = BufWriter::new(file);
         out.write_all(SNAPSHOT_MAGIC)?;
         write_record(&mut out, &records::encode(&header)?)?;
-        let counters = txn.open_table(COUNTERS)?;
-        for item in counters.range((group, "")..(group.saturating_add(1), ""))? {
-            let (k, v) = item?;
-            let row = SnapshotRow::Counter { name: k.value().1.to_string(), value: v.value() };
-            write_record(&mut out, &records::encode(&row)?)?;
-        }
-        let users = txn.open_table(USERS)?;
-        for item in users.range((group, "")..(group.saturating_add(1), ""))? {
-            let (k, v) = item?;
-            let row = SnapshotRow::User { token_hash: k.value().1.to_string(), user: records::decode(v.value())? };
-            write_record(&mut out, &records::encode(&row)?)?;
-        }
         let placement = txn.open_table(PLACEMENT)?;
         if let Some(v) = placement.get(group)? {
             write_record(&mut out, &records::encode(&SnapshotRow::Placement { record: v.value().to_vec() })?)?;
         }
-        let table = txn.open_table(RECORDS)?;
-        for item in table.range((group, "")..(group.saturating_add(1), ""))? {
+        let table = txn.open_table(SERVICES)?;
+        for item in table.range((group, 0, &[][..])..(group.saturating_add(1), 0, &[][..]))? {
             let (k, v) = item?;
-            let row = SnapshotRow::Record { key: k.value().1.to_string(), value: v.value().to_vec() };
+            let (_, service, key) = k.value();
+            let row = SnapshotRow::Service { service, key: key.to_vec(), value: v.value().to_vec() };
             write_record(&mut out, &records::encode(&row)?)?;
         }
         let file = out.into_inner().map_err(|e| e.into_error())?;
@@ -544,29 +545,19 @@ fn install_blocking(
     };
     let txn = store.db().begin_write()?;
     {
-        let mut counters = txn.open_table(COUNTERS)?;
-        counters.retain_in((group, "")..(group.saturating_add(1), ""), |_, _| false)?;
-        let mut users = txn.open_table(USERS)?;
-        users.retain_in((group, "")..(group.saturating_add(1), ""), |_, _| false)?;
         let mut placement = txn.open_table(PLACEMENT)?;
         placement.remove(group)?;
-        let mut service_records = txn.open_table(RECORDS)?;
-        service_records.retain_in((group, "")..(group.saturating_add(1), ""), |_, _| false)?;
+        let mut services = txn.open_table(SERVICES)?;
+        services.retain_in((group, 0, &[][..])..(group.saturating_add(1), 0, &[][..]), |_, _| false)?;
         while let Some(bytes) = read_record(&mut input)? {
             match records::decode::<SnapshotRow>(&bytes)? {
-                SnapshotRow::Counter { name, value } => {
-                    counters.insert((group, name.as_str()), value)?;
-                }
-                SnapshotRow::User { token_hash, user } => {
-                    users.insert((group, token_hash.as_str()), records::encode(&user)?.as_slice())?;
-                }
                 SnapshotRow::Placement { record } => {
                     // Validated before it is stored.
                     records::decode::<Placement>(&record)?;
                     placement.insert(group, record.as_slice())?;
                 }
-                SnapshotRow::Record { key, value } => {
-                    service_records.insert((group, key.as_str()), value.as_slice())?;
+                SnapshotRow::Service { service, key, value } => {
+                    services.insert((group, service, key.as_slice()), value.as_slice())?;
                 }
             }
         }

@@ -15,10 +15,12 @@ use redb::{Database, Durability, ReadableDatabase};
 use tokio::sync::oneshot;
 use tracing::error;
 
+use super::kv::Dispatch;
 use super::metrics::StorageMetrics;
 use super::state_machine::{Overlay, Rows, SmView};
 use super::{LOGS, RAFT_META, StoreError};
 use crate::raft::{BatchResult, GroupId, TypeConfig};
+use crate::util::lock;
 
 /// Most operations folded into one transaction.
 const MAX_BATCH: usize = 4096;
@@ -114,11 +116,12 @@ pub(crate) fn spawn(
     committed: Committed,
     overlay: Arc<Mutex<Overlay>>,
     failing: FailingGroups,
+    dispatch: Arc<dyn Dispatch>,
 ) -> Result<(Sender<WriteOp>, std::thread::JoinHandle<()>), StoreError> {
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("shoal-log-writer".into())
-        .spawn(move || Writer { db, metrics, committed, overlay, failing }.run(rx))?;
+        .spawn(move || Writer { db, metrics, committed, overlay, failing, dispatch }.run(rx))?;
     Ok((tx, thread))
 }
 
@@ -128,10 +131,7 @@ struct Writer {
     committed: Committed,
     overlay: Arc<Mutex<Overlay>>,
     failing: FailingGroups,
-}
-
-fn lock(m: &Mutex<Overlay>) -> std::sync::MutexGuard<'_, Overlay> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    dispatch: Arc<dyn Dispatch>,
 }
 
 impl Writer {
@@ -173,7 +173,7 @@ impl Writer {
             for op in &rest {
                 if let WriteOp::DropGroup { group, .. } = op {
                     lock(&self.overlay).forget_group(*group);
-                    self.committed.lock().unwrap_or_else(|e| e.into_inner()).remove(group);
+                    lock(&self.committed).remove(group);
                 }
             }
             let too_dirty = lock(&self.overlay).len() > MAX_DIRTY;
@@ -187,7 +187,7 @@ impl Writer {
     /// Fails, unwritten, the operations of groups given a storage fault to inject (each fault
     /// fails one batch of its group); returns the others.
     fn fail_injected(&self, batch: Vec<WriteOp>) -> Vec<WriteOp> {
-        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failing = lock(&self.failing);
         if failing.is_empty() {
             return batch;
         }
@@ -217,7 +217,7 @@ impl Writer {
             }
         };
         let mut overlay = lock(&self.overlay);
-        let mut view = SmView::new(&mut overlay, read);
+        let mut view = SmView::new(&mut overlay, read, &*self.dispatch);
         for op in applies {
             if let WriteOp::Apply { group, entries, done } = op {
                 let _ = done.send(view.apply(group, entries).map_err(|e| e.to_string()));
@@ -227,10 +227,7 @@ impl Writer {
 
     /// One transaction: `ops`, the committed indexes noted meanwhile and the dirty rows.
     fn commit(&self, ops: Vec<WriteOp>, durable: bool) {
-        let commits: Vec<(GroupId, Vec<u8>)> = self
-            .committed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let commits: Vec<(GroupId, Vec<u8>)> = lock(&self.committed)
             .iter_mut()
             .filter_map(|(group, noted)| Some((*group, noted.unwritten.take()?)))
             .collect();
@@ -299,10 +296,9 @@ fn write_batch(
                         logs.retain_in((g, 0)..=(g, u64::MAX), |_, _| false)?;
                         meta.retain_in((g, "")..(g + 1, ""), |_, _| false)?;
                         txn.open_table(super::SM_META)?.retain_in((g, "")..(g + 1, ""), |_, _| false)?;
-                        txn.open_table(super::COUNTERS)?.retain_in((g, "")..(g + 1, ""), |_, _| false)?;
-                        txn.open_table(super::USERS)?.retain_in((g, "")..(g + 1, ""), |_, _| false)?;
                         txn.open_table(super::PLACEMENT)?.remove(g)?;
-                        txn.open_table(super::RECORDS)?.retain_in((g, "")..(g + 1, ""), |_, _| false)?;
+                        txn.open_table(super::SERVICES)?
+                            .retain_in((g, 0, &[][..])..(g + 1, 0, &[][..]), |_, _| false)?;
                     }
                     WriteOp::Apply { .. } | WriteOp::Flush { .. } => {}
                 }

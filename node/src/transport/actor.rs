@@ -9,8 +9,8 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::Transport;
-use crate::supervisor::InjectedFault;
 use crate::util::AbortOnDrop;
+use crate::util::InjectedFault;
 
 /// Messages of the transport actor.
 #[derive(Debug)]

@@ -1,5 +1,6 @@
 //! The peer RPC vocabulary: one [`Request`] enum, one [`Response`] enum, and [`Rpc`] tying each
-//! request type to its reply type. Later subsystems add variants here.
+//! request type to its reply type. Services' messages travel as [`ServiceCall`]s: the transport
+//! never names a service.
 
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -51,6 +52,43 @@ pub struct Joined {
     pub members: Vec<MemberRecord>,
 }
 
+/// A message for one service: the transport carries it without knowing the service.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ServiceCall {
+    /// The service's id.
+    pub service: u16,
+    /// The message, encoded by the service.
+    pub payload: Vec<u8>,
+}
+
+impl From<ServiceCall> for Request {
+    fn from(c: ServiceCall) -> Self {
+        Request::Service(c)
+    }
+}
+
+impl Rpc for ServiceCall {
+    type Reply = Vec<u8>;
+    const METHOD: &'static str = "service";
+    fn reply(response: Response) -> Option<Vec<u8>> {
+        match response {
+            Response::Service(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// Names a service's peer method for metrics (`None`: unknown id).
+pub type ServiceMethods = fn(u16) -> Option<&'static str>;
+
+static SERVICE_METHODS: std::sync::OnceLock<ServiceMethods> = std::sync::OnceLock::new();
+
+/// Tells the transport how to name service calls in metrics and logs (once per process; the
+/// service registry provides it).
+pub fn name_service_methods(names: ServiceMethods) {
+    let _ = SERVICE_METHODS.set(names);
+}
+
 /// Every request a peer can send.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -62,10 +100,8 @@ pub enum Request {
     Join(Join),
     /// A Raft group's message.
     Raft(crate::raft::wire::RaftRequest),
-    /// Rate-limit checks for keys the callee owns.
-    RateLimit(crate::ratelimit::RateChecks),
-    /// A short link was deleted: answer 410 from now on.
-    UrlDeleted(crate::urls::UrlDeleted),
+    /// A message for a service, served by the same service on the callee.
+    Service(ServiceCall),
 }
 
 impl Request {
@@ -75,8 +111,7 @@ impl Request {
             Request::Ping(_) => Ping::METHOD,
             Request::Echo(_) => Echo::METHOD,
             Request::Join(_) => Join::METHOD,
-            Request::RateLimit(_) => <crate::ratelimit::RateChecks as Rpc>::METHOD,
-            Request::UrlDeleted(_) => <crate::urls::UrlDeleted as Rpc>::METHOD,
+            Request::Service(call) => SERVICE_METHODS.get().and_then(|name| name(call.service)).unwrap_or("service"),
             Request::Raft(r) => {
                 use crate::raft::wire::RaftRequestBody as B;
                 match r.body {
@@ -84,7 +119,7 @@ impl Request {
                     B::Vote { .. } => "raft_vote",
                     B::Snapshot { .. } => "raft_snapshot",
                     B::Propose { .. } => "raft_propose",
-                    B::ReadCounter { .. } | B::ReadUser { .. } | B::ReadRecord { .. } => "raft_read",
+                    B::Read { .. } => "raft_read",
                     B::Reconfigure { .. } => "raft_reconfigure",
                     B::TransferLeader { .. } | B::Campaign => "raft_transfer_leader",
                     B::MemberOf { .. } => "raft_member_of",
@@ -129,10 +164,8 @@ pub enum Response {
     Joined(Joined),
     /// To [`Request::Raft`].
     Raft(crate::raft::wire::RaftResponse),
-    /// To [`Request::RateLimit`].
-    RateLimit(crate::ratelimit::RateAnswers),
-    /// Done, nothing to report (to [`Request::UrlDeleted`]).
-    Done,
+    /// To [`Request::Service`]: the service's answer, encoded by it.
+    Service(Vec<u8>),
     /// The call failed at the callee.
     Error(RpcError),
 }

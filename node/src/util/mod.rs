@@ -1,9 +1,12 @@
-//! Small building blocks shared by every subsystem: retry schedules, task guards, mutex access.
+//! Small building blocks shared by every subsystem: retry schedules, task guards, mutex access,
+//! fault injection.
 
 pub mod backoff;
+pub mod fault;
 pub mod task;
 
 pub use backoff::Backoff;
+pub use fault::InjectedFault;
 pub use task::AbortOnDrop;
 
 /// Locks `m`, taking over a poisoned lock: every mutex guarded this way holds short critical

@@ -12,10 +12,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::counters::{propose_error, raft};
-use super::{ApiError, AppState};
-use crate::raft::Command;
-use crate::storage::records::UserRec;
+use super::{Command, User, Users};
+use crate::services::Ctx;
+use crate::services::api::{ApiError, call_error};
 
 /// Longest user name, in characters.
 const MAX_NAME: usize = 64;
@@ -26,7 +25,7 @@ pub enum Caller {
     /// The configured admin token.
     Admin,
     /// A user.
-    User(UserRec),
+    User(User),
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -38,15 +37,15 @@ fn unauthorized(code: &'static str, message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, code, message)
 }
 
-impl FromRequestParts<AppState> for Caller {
+impl FromRequestParts<Ctx> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, ctx: &Ctx) -> Result<Self, ApiError> {
         // The rate limiter identified the caller already (it keys requests by user).
         if let Some(caller) = parts.extensions.get::<Caller>() {
             return Ok(caller.clone());
         }
-        identify(state, &parts.headers).await
+        identify(ctx, &parts.headers).await
     }
 }
 
@@ -61,7 +60,7 @@ impl Caller {
 }
 
 /// The caller a request's bearer token names.
-pub(super) async fn identify(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Caller, ApiError> {
+pub async fn identify(ctx: &Ctx, headers: &axum::http::HeaderMap) -> Result<Caller, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| unauthorized("missing_token", "this endpoint needs an Authorization: Bearer <token> header"))?;
@@ -74,10 +73,10 @@ pub(super) async fn identify(state: &AppState, headers: &axum::http::HeaderMap) 
         .ok_or_else(|| unauthorized("invalid_token", "expected Authorization: Bearer <token>"))?;
     let hash = sha256_hex(token);
     // Compare hashes, so the comparison time says nothing about the admin token.
-    if state.auth.admin_token.as_deref().is_some_and(|admin| sha256_hex(admin) == hash) {
+    if ctx.auth.admin_token.as_deref().is_some_and(|admin| sha256_hex(admin) == hash) {
         return Ok(Caller::Admin);
     }
-    match raft(state)?.user_by_token(&hash).await.map_err(propose_error)? {
+    match super::by_token(&ctx.client, &hash).await.map_err(call_error)? {
         Some(user) => Ok(Caller::User(user)),
         None => Err(unauthorized("invalid_token", "the bearer token is not valid")),
     }
@@ -89,10 +88,10 @@ struct NewUser {
     name: String,
 }
 
-pub(super) async fn create(State(state): State<AppState>, parts: Parts, body: Bytes) -> Result<Response, ApiError> {
-    if !state.auth.open_signup {
+pub(crate) async fn create(State(ctx): State<Ctx>, parts: Parts, body: Bytes) -> Result<Response, ApiError> {
+    if !ctx.auth.open_signup {
         let mut parts = parts;
-        match Caller::from_request_parts(&mut parts, &state).await? {
+        match Caller::from_request_parts(&mut parts, &ctx).await? {
             Caller::Admin => {}
             Caller::User(_) => {
                 return Err(ApiError::new(StatusCode::FORBIDDEN, "signup_closed", "sign-up is closed; ask an admin"));
@@ -112,14 +111,25 @@ pub(super) async fn create(State(state): State<AppState>, parts: Parts, body: By
     }
     let id = format!("u{:016x}", rand::random::<u64>());
     let token: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
-    let command = Command::UserCreate { token_hash: sha256_hex(&token), id: id.clone(), name: name.clone() };
-    raft(&state)?.propose(0, command).await.map_err(propose_error)?;
+    let command = Command::Create { token_hash: sha256_hex(&token), user: User { id: id.clone(), name: name.clone() } };
+    if let Err(rejection) =
+        ctx.client.propose::<Users>(crate::services::Route::Meta, &command).await.map_err(call_error)?
+    {
+        // A fresh random token is never in use; refuse rather than hand out a shared one.
+        return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", rejection.to_string()));
+    }
     Ok((StatusCode::CREATED, Json(json!({ "id": id, "name": name, "token": token }))).into_response())
 }
 
-pub(super) async fn me(caller: Caller) -> Json<serde_json::Value> {
+pub(crate) async fn me(caller: Caller) -> Json<serde_json::Value> {
     match caller {
         Caller::Admin => Json(json!({ "id": "admin", "name": "admin", "admin": true })),
         Caller::User(u) => Json(json!({ "id": u.id, "name": u.name })),
     }
+}
+
+/// The users' routes.
+pub(crate) fn routes() -> axum::Router<Ctx> {
+    use axum::routing;
+    axum::Router::new().route("/v1/users", routing::post(create)).route("/v1/users/me", routing::get(me))
 }

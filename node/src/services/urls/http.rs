@@ -11,11 +11,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::counters::{propose_error, raft};
-use super::users::Caller;
-use super::{ApiError, AppState};
-use crate::storage::records::{ClickRec, UrlRec};
-use crate::urls::{NewLink, UrlError, code, live, now_ms};
+use super::{ClickRec, NewLink, UrlError, UrlRec, code, live, now_ms};
+use crate::services::Ctx;
+use crate::services::api::{ApiError, call_error};
+use crate::services::users::Caller;
 
 /// Days of `clicks_by_day` shown.
 const CLICK_DAYS_SHOWN: u32 = 30;
@@ -39,7 +38,7 @@ fn url_error(e: UrlError) -> ApiError {
         e @ UrlError::Taken(_) => ApiError::new(StatusCode::CONFLICT, "alias_taken", e.to_string()),
         e @ UrlError::NotFound(_) => ApiError::not_found(e.to_string()),
         e @ UrlError::NotOwner(_) => ApiError::new(StatusCode::FORBIDDEN, "not_owner", e.to_string()),
-        UrlError::Cluster(e) => propose_error(e),
+        UrlError::Cluster(e) => call_error(e),
         UrlError::Internal(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
     }
 }
@@ -55,12 +54,12 @@ fn day_string(day: u32) -> String {
 }
 
 /// The short link of `code` as clients should use it.
-fn short_url(state: &AppState, code: &str) -> String {
+fn short_url(state: &Ctx, code: &str) -> String {
     format!("{}/{code}", state.short_base.trim_end_matches('/'))
 }
 
 /// `host:port` of every address this cluster's short links may use.
-fn own_authorities(state: &AppState) -> Vec<String> {
+fn own_authorities(state: &Ctx) -> Vec<String> {
     let mut own: Vec<String> = state.membership.view().into_iter().map(|m| m.http_addr.to_ascii_lowercase()).collect();
     if let Ok(base) = url::Url::parse(&state.short_base)
         && let Some(a) = code::authority(&base)
@@ -77,7 +76,7 @@ fn owner_of(caller: &Caller) -> Option<&str> {
     }
 }
 
-pub(super) async fn create(State(state): State<AppState>, caller: Caller, body: Bytes) -> Result<Response, ApiError> {
+pub(crate) async fn create(State(state): State<Ctx>, caller: Caller, body: Bytes) -> Result<Response, ApiError> {
     let outcome = create_link(&state, &caller, &body).await;
     let label = match &outcome {
         Ok(_) => "created",
@@ -89,7 +88,7 @@ pub(super) async fn create(State(state): State<AppState>, caller: Caller, body: 
     outcome
 }
 
-async fn create_link(state: &AppState, caller: &Caller, body: &[u8]) -> Result<Response, ApiError> {
+async fn create_link(state: &Ctx, caller: &Caller, body: &[u8]) -> Result<Response, ApiError> {
     let new: NewUrl = serde_json::from_slice(body).map_err(|e| {
         bad(
             "invalid_body",
@@ -117,10 +116,9 @@ async fn create_link(state: &AppState, caller: &Caller, body: &[u8]) -> Result<R
             ms
         }
     };
-    let raft = raft(state)?;
     let owner = owner_of(caller).unwrap_or("admin");
     let link = NewLink { url: url.to_string(), alias: new.alias, expires_ms };
-    let code = state.urls.create(&raft, owner, link).await.map_err(url_error)?;
+    let code = state.urls.create(owner, link).await.map_err(url_error)?;
     let body = json!({
         "code": code,
         "short_url": short_url(state, &code),
@@ -137,8 +135,8 @@ fn referrer_host(headers: &HeaderMap) -> Option<String> {
 }
 
 /// `GET /{code}`: 302 to the target, 404 unknown, 410 expired or deleted.
-pub(super) async fn redirect(
-    State(state): State<AppState>,
+pub(crate) async fn redirect(
+    State(state): State<Ctx>,
     Path(code): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -153,12 +151,11 @@ pub(super) async fn redirect(
     outcome
 }
 
-async fn resolve(state: &AppState, code: &str, headers: &HeaderMap) -> Result<Response, ApiError> {
+async fn resolve(state: &Ctx, code: &str, headers: &HeaderMap) -> Result<Response, ApiError> {
     if !code::is_code_shaped(code) {
         return Err(ApiError::not_found("no such endpoint or short link"));
     }
-    let raft = raft(state)?;
-    let link = state.urls.resolve(&raft, code).await.map_err(|e| match e {
+    let link = state.urls.resolve(code).await.map_err(|e| match e {
         UrlError::Cluster(e) => {
             ApiError::unavailable("partition_unavailable", format!("the link cannot be looked up right now: {e}"), 1)
         }
@@ -175,7 +172,7 @@ async fn resolve(state: &AppState, code: &str, headers: &HeaderMap) -> Result<Re
     Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
 }
 
-fn describe_json(state: &AppState, code: &str, link: &UrlRec, clicks: &ClickRec) -> Value {
+fn describe_json(state: &Ctx, code: &str, link: &UrlRec, clicks: &ClickRec) -> Value {
     let today = (now_ms() / 86_400_000) as u32;
     let first = today.saturating_sub(CLICK_DAYS_SHOWN - 1);
     let by_day: Vec<Value> = (first..=today)
@@ -210,25 +207,32 @@ fn check_code(code: &str) -> Result<(), ApiError> {
 }
 
 /// `GET /v1/urls/{code}`: the owner's view, with clicks.
-pub(super) async fn describe(
-    State(state): State<AppState>,
+pub(crate) async fn describe(
+    State(state): State<Ctx>,
     caller: Caller,
     Path(code): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     check_code(&code)?;
-    let raft = raft(&state)?;
-    let (link, clicks) = state.urls.describe(&raft, &code, owner_of(&caller)).await.map_err(url_error)?;
+    let (link, clicks) = state.urls.describe(&code, owner_of(&caller)).await.map_err(url_error)?;
     Ok(Json(describe_json(&state, &code, &link, &clicks)))
 }
 
 /// `DELETE /v1/urls/{code}`: 204; the code answers 410 from then on.
-pub(super) async fn delete(
-    State(state): State<AppState>,
+pub(crate) async fn delete(
+    State(state): State<Ctx>,
     caller: Caller,
     Path(code): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     check_code(&code)?;
-    let raft = raft(&state)?;
-    state.urls.delete(&raft, &code, owner_of(&caller)).await.map_err(url_error)?;
+    state.urls.delete(&code, owner_of(&caller)).await.map_err(url_error)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The shortener's routes (the redirect `/{code}` matches only what no other route does).
+pub(crate) fn routes() -> axum::Router<Ctx> {
+    use axum::routing;
+    axum::Router::new()
+        .route("/v1/urls", routing::post(create))
+        .route("/v1/urls/{code}", routing::get(describe).delete(delete))
+        .route("/{code}", routing::get(redirect))
 }

@@ -13,6 +13,7 @@
 //! spends it within the span, nothing beyond the limit is admitted ([`Limit::lease`]), and leases
 //! at most a share of what is left, so near the limit every request is decided by the owner.
 
+pub mod http;
 pub mod math;
 pub mod metrics;
 
@@ -26,12 +27,17 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use self::math::{Algorithm, Decision, Limit, State};
 pub use self::metrics::RateLimitMetrics;
+use super::client::Client;
+use super::peer::{self, PeerMessage};
+use super::{Payload, ServiceId};
 use crate::NodeId;
 use crate::config::{OnUnavailable, RateKey, RateLimitSection, RatePolicy};
-use crate::raft::actor::RaftSlot;
+use crate::storage::records::RecordError;
 use crate::transport::Transport;
-use crate::transport::proto::{Request, Response, Rpc};
 use crate::util::lock;
+
+/// The limiter's service id: it replicates nothing, but its peer messages carry it.
+pub const ID: ServiceId = 4;
 
 /// Checks one call to an owner carries at most.
 const MAX_BATCH: usize = 512;
@@ -224,21 +230,10 @@ impl RateAnswer {
     }
 }
 
-impl From<RateChecks> for Request {
-    fn from(r: RateChecks) -> Self {
-        Request::RateLimit(r)
-    }
-}
-
-impl Rpc for RateChecks {
-    type Reply = RateAnswers;
+impl PeerMessage for RateChecks {
+    const SERVICE: ServiceId = ID;
     const METHOD: &'static str = "ratelimit";
-    fn reply(response: Response) -> Option<RateAnswers> {
-        match response {
-            Response::RateLimit(r) => Some(r),
-            _ => None,
-        }
-    }
+    type Reply = RateAnswers;
 }
 
 struct Pending {
@@ -350,7 +345,7 @@ pub struct Limiter {
     policies: Vec<Policy>,
     node_id: NodeId,
     transport: Arc<Transport>,
-    raft: RaftSlot,
+    client: Client,
     origin: Instant,
     owned: Mutex<HashMap<String, State>>,
     held: Arc<Mutex<HashMap<String, Held>>>,
@@ -370,7 +365,7 @@ impl Limiter {
         cfg: RateLimitSection,
         node_id: NodeId,
         transport: Arc<Transport>,
-        raft: RaftSlot,
+        client: Client,
         metrics: RateLimitMetrics,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -378,7 +373,7 @@ impl Limiter {
             cfg,
             node_id,
             transport,
-            raft,
+            client,
             origin: Instant::now(),
             owned: Mutex::new(HashMap::new()),
             held: Arc::new(Mutex::new(HashMap::new())),
@@ -438,9 +433,7 @@ impl Limiter {
     /// the owner; `None` when nobody decided in time. Also says where it was decided (for
     /// metrics).
     async fn ask_owner(&self, policy: &Policy, key: String, consume: bool) -> (Option<Decision>, &'static str) {
-        let Some(host) = self.raft.get() else { return (None, "none") };
-        let group = host.partition_of(&key);
-        let owner = match host.leader_of(group) {
+        let owner = match self.client.leader_of_key(&key) {
             Some(owner) if owner == self.node_id => {
                 return (self.decide(policy, &key, consume, 0, 0).decision(), "local");
             }
@@ -558,10 +551,14 @@ impl Limiter {
         }
     }
 
+    /// A peer message (checks another node sends to this owner).
+    pub fn on_peer(&self, _from: NodeId, payload: &[u8]) -> Result<Vec<u8>, RecordError> {
+        self.serve(RateChecks::decode(payload)?).encode()
+    }
+
     /// Serves checks sent by another node: decided here while this node leads each key's
     /// partition.
     pub fn serve(&self, checks: RateChecks) -> RateAnswers {
-        let host = self.raft.get();
         let answers = checks
             .checks
             .into_iter()
@@ -569,7 +566,7 @@ impl Limiter {
                 let Some(policy) = self.policies.iter().find(|p| p.cfg.name == c.policy) else {
                     return RateAnswer::UnknownPolicy;
                 };
-                let owner = host.as_ref().and_then(|h| h.leader_of(h.partition_of(&c.key)));
+                let owner = self.client.leader_of_key(&c.key);
                 if owner != Some(self.node_id) {
                     return RateAnswer::NotOwner;
                 }
@@ -654,7 +651,7 @@ async fn send_batches(
         }
         metrics.batch_checks.observe(batch.len() as f64);
         let checks = RateChecks { checks: batch.iter().map(|p| p.check.clone()).collect() };
-        let answers = match transport.call_with_timeout(owner, checks, timeout).await {
+        let answers = match peer::call(&transport, owner, &checks, timeout).await {
             Ok(r) if r.answers.len() == batch.len() => r.answers.into_iter().map(Some).collect(),
             _ => vec![None; batch.len()],
         };

@@ -12,7 +12,9 @@
 //! - **Clicks**: counted here, flushed to the partitions every second.
 
 pub mod code;
+pub mod http;
 pub mod metrics;
+pub mod state;
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -26,13 +28,18 @@ use tracing::warn;
 
 pub use self::code::Permutation;
 pub use self::metrics::UrlMetrics;
+use self::state::{Answer, Command, Query, Rejection, Reply};
+pub use self::state::{ClickRec, UrlRec, Urls};
+use super::client::{CallError, Client, Route};
+use super::counters::{self, Counters};
+use super::peer::{self, PeerMessage};
+use super::{Consistency, Payload, ServiceId};
 use crate::NodeId;
 use crate::config::UrlsSection;
 use crate::membership::Membership;
-use crate::raft::{Command, CommandResult, ProposeError, RaftHost};
-use crate::storage::records::{self, ClickRec, UrlRec};
+use crate::raft::ProposeError;
+use crate::storage::records::RecordError;
 use crate::transport::Transport;
-use crate::transport::proto::{Request, Response, Rpc};
 use crate::util::lock;
 
 /// Generated codes tried before giving up when each clashes with an existing link.
@@ -62,14 +69,14 @@ pub enum UrlError {
     NotOwner(String),
     /// The cluster could not answer (see the inner error for whether anything happened).
     #[error(transparent)]
-    Cluster(#[from] ProposeError),
+    Cluster(#[from] CallError),
     /// Something that should not happen (a corrupt record, an exhausted code space).
     #[error("{0}")]
     Internal(String),
 }
 
-fn corrupt(e: records::RecordError) -> UrlError {
-    UrlError::Internal(format!("a stored link could not be read: {e}"))
+fn unexpected<T: std::fmt::Debug>(what: T) -> UrlError {
+    UrlError::Internal(format!("unexpected answer {what:?}"))
 }
 
 /// What a cached code maps to, and when it was read.
@@ -97,18 +104,10 @@ pub struct UrlDeleted {
     pub record: Vec<u8>,
 }
 
-impl From<UrlDeleted> for Request {
-    fn from(m: UrlDeleted) -> Self {
-        Request::UrlDeleted(m)
-    }
-}
-
-impl Rpc for UrlDeleted {
-    type Reply = ();
+impl PeerMessage for UrlDeleted {
+    const SERVICE: ServiceId = <Urls as super::Service>::ID;
     const METHOD: &'static str = "url_deleted";
-    fn reply(response: Response) -> Option<()> {
-        matches!(response, Response::Done).then_some(())
-    }
+    type Reply = ();
 }
 
 /// How a redirect lookup was served.
@@ -164,6 +163,7 @@ pub struct NewLink {
 /// outlive them.
 pub struct UrlService {
     cfg: UrlsSection,
+    client: Client,
     metrics: UrlMetrics,
     transport: Arc<Transport>,
     membership: Arc<Membership>,
@@ -202,10 +202,12 @@ impl UrlService {
     pub fn new(
         cfg: UrlsSection,
         metrics: UrlMetrics,
+        client: Client,
         transport: Arc<Transport>,
         membership: Arc<Membership>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            client,
             transport,
             membership,
             cache: Cache::builder().max_capacity(cfg.cache_capacity).build(),
@@ -229,7 +231,7 @@ impl UrlService {
     }
 
     /// Creates a link owned by `owner`; answers its code.
-    pub async fn create(self: &Arc<Self>, raft: &Arc<RaftHost>, owner: &str, new: NewLink) -> Result<String, UrlError> {
+    pub async fn create(self: &Arc<Self>, owner: &str, new: NewLink) -> Result<String, UrlError> {
         let rec = UrlRec {
             url: new.url,
             owner: owner.to_string(),
@@ -237,16 +239,15 @@ impl UrlService {
             expires_ms: new.expires_ms,
             deleted_ms: 0,
         };
-        let value = records::encode(&rec).map_err(|e| UrlError::Internal(e.to_string()))?;
         if let Some(alias) = new.alias {
-            return match self.create_at(raft, &alias, value).await? {
+            return match self.create_at(&alias, rec).await? {
                 true => Ok(alias),
                 false => Err(UrlError::Taken(alias)),
             };
         }
         for _ in 0..CODE_ATTEMPTS {
-            let code = self.next_code(raft).await?;
-            if self.create_at(raft, &code, value.clone()).await? {
+            let code = self.next_code().await?;
+            if self.create_at(&code, rec.clone()).await? {
                 return Ok(code);
             }
             // An alias (or, after a key change, a code) holds it already: take the next one.
@@ -255,16 +256,16 @@ impl UrlService {
     }
 
     /// Create-if-absent of `code` in its partition: false when the code exists.
-    async fn create_at(&self, raft: &Arc<RaftHost>, code: &str, value: Vec<u8>) -> Result<bool, UrlError> {
-        let group = raft.partition_of(code);
-        match raft.propose(group, Command::RecordCreate { key: code::record_key(code), value }).await {
+    async fn create_at(&self, code: &str, link: UrlRec) -> Result<bool, UrlError> {
+        let command = Command::Create { code: code.to_string(), link };
+        match self.client.propose::<Urls>(code, &command).await? {
             Ok(_) => {
                 // A cached "no such code" must not outlive the creation here.
                 self.cache.invalidate(code).await;
                 Ok(true)
             }
-            Err(ProposeError::Rejected { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
+            Err(Rejection::Exists) => Ok(false),
+            Err(other) => Err(unexpected(other)),
         }
     }
 
@@ -275,14 +276,14 @@ impl UrlService {
     /// every partition left about two per entry. Other values are skipped (the code space is
     /// 3.5 × 10^12; a node that leads nothing, or a search longer than [`CODE_SEARCH`] values,
     /// takes whatever comes).
-    async fn next_code(self: &Arc<Self>, raft: &Arc<RaftHost>) -> Result<String, UrlError> {
-        let permutation = self.permutation(raft).await?;
-        let led = raft.led_partitions();
+    async fn next_code(self: &Arc<Self>) -> Result<String, UrlError> {
+        let permutation = self.permutation().await?;
+        let led = self.client.led_partitions();
         let period = AFFINITY_PERIOD.as_millis() as u64;
         let target = (!led.is_empty()).then(|| led[((now_ms() / period) as usize) % led.len()]);
         let mut tries = 0;
         loop {
-            let value = self.next_value(raft).await?;
+            let value = self.next_value().await?;
             let code = permutation
                 .code(value)
                 .ok_or_else(|| UrlError::Internal("every 7-character code has been handed out".into()))?;
@@ -290,7 +291,7 @@ impl UrlService {
                 continue;
             }
             tries += 1;
-            if tries >= CODE_SEARCH || target.is_none_or(|t| raft.partition_of(&code) == t) {
+            if tries >= CODE_SEARCH || target.is_none_or(|t| self.client.partition_of(&code).is_ok_and(|p| p == t)) {
                 return Ok(code);
             }
         }
@@ -298,7 +299,7 @@ impl UrlService {
 
     /// The next value of a reserved block; reserves a block when none is left, and the next
     /// one in the background once half of the last is used.
-    async fn next_value(self: &Arc<Self>, raft: &Arc<RaftHost>) -> Result<u64, UrlError> {
+    async fn next_value(self: &Arc<Self>) -> Result<u64, UrlError> {
         loop {
             {
                 let mut blocks = lock(&self.codes);
@@ -311,10 +312,9 @@ impl UrlService {
                     let left: u64 = blocks.iter().map(|b| b.end - b.start).sum();
                     if left < self.cfg.code_block / 2 {
                         let me = Arc::clone(self);
-                        let raft = Arc::clone(raft);
                         tokio::spawn(async move {
                             if let Ok(_guard) = me.reserving.try_lock()
-                                && let Err(e) = me.reserve(&raft).await
+                                && let Err(e) = me.reserve().await
                             {
                                 warn!(error = %e, "cannot reserve a block of short codes ahead");
                             }
@@ -325,58 +325,51 @@ impl UrlService {
             }
             let _guard = self.reserving.lock().await;
             if lock(&self.codes).is_empty() {
-                self.reserve(raft).await?;
+                self.reserve().await?;
             }
         }
     }
 
     /// Reserves one block of values (caller holds `reserving`), unless enough are left.
-    async fn reserve(&self, raft: &Arc<RaftHost>) -> Result<(), UrlError> {
+    async fn reserve(&self) -> Result<(), UrlError> {
         let left: u64 = lock(&self.codes).iter().map(|b| b.end - b.start).sum();
         if left >= self.cfg.code_block / 2 && left > 0 {
             return Ok(());
         }
         let count = self.cfg.code_block;
-        let group = raft.partition_of(code::CODE_COUNTER);
-        let command = Command::CounterReserve { name: code::CODE_COUNTER.into(), count };
-        let first = match raft.propose(group, command).await? {
-            CommandResult::Value(first) => first,
-            CommandResult::Rejected { reason } => return Err(UrlError::Internal(reason)),
+        let command = counters::Command::Reserve { name: code::CODE_COUNTER.into(), count };
+        let first = match self.client.propose::<Counters>(code::CODE_COUNTER, &command).await? {
+            Ok(first) => first,
+            Err(rejection) => return Err(UrlError::Internal(format!("cannot reserve codes: {rejection}"))),
         };
         self.metrics.code_blocks.inc();
         lock(&self.codes).push(first..first + count);
         Ok(())
     }
 
-    /// The cluster's code permutation: its key is a meta record, created once by whichever
-    /// node needs it first.
-    async fn permutation(&self, raft: &Arc<RaftHost>) -> Result<&Permutation, UrlError> {
+    /// The cluster's code permutation: its key is in meta state, set once by whichever node
+    /// needs it first.
+    async fn permutation(&self) -> Result<&Permutation, UrlError> {
         if let Some(p) = self.permutation.get() {
             return Ok(p);
         }
-        let key = match raft.local_record(0, code::KEY_RECORD) {
-            Some(key) => key,
-            None => match raft.read_record(0, code::KEY_RECORD).await? {
-                Some(key) => key,
-                None => {
-                    let fresh: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
-                    let create = Command::RecordCreate { key: code::KEY_RECORD.into(), value: fresh };
-                    match raft.propose(0, create).await {
-                        // Another node created it first: read theirs.
-                        Ok(_) | Err(ProposeError::Rejected { .. }) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                    raft.read_record(0, code::KEY_RECORD)
-                        .await?
-                        .ok_or_else(|| UrlError::Internal("the code key vanished".into()))?
+        let key = match self.client.read::<Urls>(Route::Meta, &Query::CodeKey, Consistency::Local).await? {
+            Answer::CodeKey(Some(key)) => key,
+            Answer::CodeKey(None) => {
+                let fresh: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
+                // The first key proposed wins; every node gets that one back.
+                match self.client.propose::<Urls>(Route::Meta, &Command::SetCodeKey { key: fresh }).await? {
+                    Ok(Reply::CodeKey(key)) => key,
+                    other => return Err(unexpected(other)),
                 }
-            },
+            }
+            other => return Err(unexpected(other)),
         };
         Ok(self.permutation.get_or_init(|| Permutation::new(&key)))
     }
 
     /// The link of `code` for a redirect, through the cache.
-    pub async fn resolve(&self, raft: &Arc<RaftHost>, code: &str) -> Result<Option<UrlRec>, UrlError> {
+    pub async fn resolve(&self, code: &str) -> Result<Option<UrlRec>, UrlError> {
         let fresh_for = self.cfg.cache_fresh_for;
         if let Some(c) = self.cache.get(code).await
             && c.is_fresh(fresh_for)
@@ -398,7 +391,7 @@ impl UrlService {
                         return Ok(Op::Nop);
                     }
                     *loaded = true;
-                    match self.load(raft, code).await {
+                    match self.load(code).await {
                         Ok(link) => {
                             self.metrics.loads.with_label_values(&["ok"]).inc();
                             Ok(Op::Put(Arc::new(Cached { link, fetched: Instant::now() })))
@@ -427,69 +420,60 @@ impl UrlService {
 
     /// Reads `code` from this node's replica when it hosts the partition and has the link;
     /// otherwise (not hosted, or perhaps not applied here yet) from the partition's leader.
-    async fn load(&self, raft: &Arc<RaftHost>, code: &str) -> Result<Option<UrlRec>, UrlError> {
-        let group = raft.partition_of(code);
-        let key = code::record_key(code);
-        let bytes = match raft.local_record(group, &key) {
-            Some(bytes) => Some(bytes),
-            None => raft.read_record(group, &key).await?,
-        };
-        bytes.map(|b| records::decode::<UrlRec>(&b)).transpose().map_err(corrupt)
+    async fn load(&self, code: &str) -> Result<Option<UrlRec>, UrlError> {
+        let query = Query::Link { code: code.to_string() };
+        if let Answer::Link(Some(link)) = self.client.read::<Urls>(code, &query, Consistency::Local).await? {
+            return Ok(Some(link));
+        }
+        self.read(code).await
     }
 
-    /// The link of `code` as its partition's leader has it (linearizable), with its raw record.
-    async fn read(&self, raft: &Arc<RaftHost>, code: &str) -> Result<(UrlRec, Vec<u8>), UrlError> {
-        let group = raft.partition_of(code);
-        let bytes =
-            raft.read_record(group, &code::record_key(code)).await?.ok_or_else(|| UrlError::NotFound(code.into()))?;
-        Ok((records::decode::<UrlRec>(&bytes).map_err(corrupt)?, bytes))
+    /// The link of `code` as its partition's leader has it (linearizable).
+    async fn read(&self, code: &str) -> Result<Option<UrlRec>, UrlError> {
+        let query = Query::Link { code: code.to_string() };
+        match self.client.read::<Urls>(code, &query, Consistency::Linearizable).await? {
+            Answer::Link(link) => Ok(link),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// The link of `code` and its clicks, for its owner (`None` owner: an admin).
-    pub async fn describe(
-        &self,
-        raft: &Arc<RaftHost>,
-        code: &str,
-        owner: Option<&str>,
-    ) -> Result<(UrlRec, ClickRec), UrlError> {
-        let (link, _) = self.read(raft, code).await?;
+    pub async fn describe(&self, code: &str, owner: Option<&str>) -> Result<(UrlRec, ClickRec), UrlError> {
+        let link = self.read(code).await?.ok_or_else(|| UrlError::NotFound(code.into()))?;
         if owner.is_some_and(|o| o != link.owner) {
             return Err(UrlError::NotOwner(code.into()));
         }
-        let group = raft.partition_of(code);
-        let clicks = match raft.read_record(group, &format!("clicks/{code}")).await? {
-            Some(bytes) => records::decode::<ClickRec>(&bytes).map_err(corrupt)?,
-            None => ClickRec::default(),
-        };
-        Ok((link, clicks))
+        let query = Query::Clicks { code: code.to_string() };
+        match self.client.read::<Urls>(code, &query, Consistency::Linearizable).await? {
+            Answer::Clicks(clicks) => Ok((link, clicks)),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Deletes the link of `code` for its owner (`None` owner: an admin). The code keeps a
     /// tombstone (410, never handed out again). Other nodes stop redirecting within
     /// `cache_fresh_for`.
-    pub async fn delete(&self, raft: &Arc<RaftHost>, code: &str, owner: Option<&str>) -> Result<(), UrlError> {
-        let group = raft.partition_of(code);
+    pub async fn delete(&self, code: &str, owner: Option<&str>) -> Result<(), UrlError> {
         let mut tombstone = None;
         for _ in 0..CODE_ATTEMPTS {
-            let (mut link, expected) = self.read(raft, code).await?;
-            if owner.is_some_and(|o| o != link.owner) {
+            let expected = self.read(code).await?.ok_or_else(|| UrlError::NotFound(code.into()))?;
+            if owner.is_some_and(|o| o != expected.owner) {
                 return Err(UrlError::NotOwner(code.into()));
             }
-            if link.deleted_ms != 0 {
-                tombstone = Some(link);
+            if expected.deleted_ms != 0 {
+                tombstone = Some(expected);
                 break;
             }
-            link.deleted_ms = now_ms();
-            let value = records::encode(&link).map_err(|e| UrlError::Internal(e.to_string()))?;
-            let key = code::record_key(code);
-            match raft.propose(group, Command::RecordReplace { key, expected, value }).await {
+            let link = UrlRec { deleted_ms: now_ms(), ..expected.clone() };
+            let command = Command::Replace { code: code.to_string(), expected, link: link.clone() };
+            match self.client.propose::<Urls>(code, &command).await? {
                 Ok(_) => {
                     tombstone = Some(link);
                     break;
                 }
                 // Changed between the read and the write: read again.
-                Err(ProposeError::Rejected { .. }) => continue,
-                Err(e) => return Err(e.into()),
+                Err(Rejection::Changed) => continue,
+                Err(other) => return Err(unexpected(other)),
             }
         }
         let tombstone = tombstone.ok_or_else(|| UrlError::Internal(format!("{code} kept changing")))?;
@@ -510,13 +494,13 @@ impl UrlService {
     /// rather than after `cache_fresh_for`. A member that misses it (unreachable now) learns on
     /// its next revalidation.
     async fn broadcast_deleted(&self, code: &str, tombstone: &UrlRec) {
-        let Ok(record) = records::encode(tombstone) else { return };
+        let Ok(record) = tombstone.encode() else { return };
         let me = self.membership.node_id();
         let peers: Vec<NodeId> = self.membership.view().into_iter().map(|m| m.id).filter(|id| *id != me).collect();
         let sends = peers.into_iter().map(|peer| {
             let message = UrlDeleted { code: code.to_string(), record: record.clone() };
             async move {
-                if let Err(e) = self.transport.call_with_timeout(peer, message, BROADCAST_TIMEOUT).await {
+                if let Err(e) = peer::call(&self.transport, peer, &message, BROADCAST_TIMEOUT).await {
                     warn!(peer, code, error = %e, "could not tell a member that a link was deleted; it revalidates later");
                 }
             }
@@ -524,9 +508,15 @@ impl UrlService {
         futures::future::join_all(sends).await;
     }
 
+    /// A peer message (a deletion another node broadcast).
+    pub async fn on_peer(&self, _from: NodeId, payload: &[u8]) -> Result<Vec<u8>, RecordError> {
+        self.on_deleted(UrlDeleted::decode(payload)?).await;
+        ().encode()
+    }
+
     /// A deletion another node broadcast.
     pub async fn on_deleted(&self, message: UrlDeleted) {
-        match records::decode::<UrlRec>(&message.record) {
+        match UrlRec::decode(&message.record) {
             Ok(tombstone) if tombstone.deleted_ms != 0 => self.cache_deleted(&message.code, tombstone).await,
             _ => self.cache.invalidate(&message.code).await,
         }
@@ -550,7 +540,7 @@ impl UrlService {
     /// partitions' proposers batch them into log entries). Clicks whose command was not
     /// proposed are kept for the next round; a command with an unknown outcome is not retried
     /// (it may have been applied), so its clicks may be lost, never counted twice.
-    pub async fn flush_clicks(&self, raft: &Arc<RaftHost>) {
+    pub async fn flush_clicks(&self) {
         let (codes, oldest) = {
             let mut buf = lock(&self.clicks);
             (std::mem::take(&mut buf.codes), buf.oldest.take())
@@ -563,18 +553,21 @@ impl UrlService {
         }
         self.metrics.click_flush_codes.observe(codes.len() as f64);
         let sends = codes.into_iter().map(|(code, pending)| async move {
-            let command = Command::ClicksAdd {
+            let command = Command::AddClicks {
                 code: code.clone(),
                 days: pending.days.iter().map(|(d, n)| (*d, *n)).collect(),
                 referrers: pending.referrers.iter().map(|(h, n)| (h.clone(), *n)).collect(),
             };
-            let result = raft.propose(raft.partition_of(&code), command).await;
+            let result = self.client.propose::<Urls>(code.as_str(), &command).await;
             (code, pending, result)
         });
         for (code, pending, result) in futures::future::join_all(sends).await {
             let outcome = match result {
-                Ok(_) | Err(ProposeError::Rejected { .. }) => "ok",
-                Err(ProposeError::NoLeader { .. } | ProposeError::NotLeader { .. }) => {
+                Ok(_) => "ok",
+                Err(
+                    CallError::Starting
+                    | CallError::Cluster(ProposeError::NoLeader { .. } | ProposeError::NotLeader { .. }),
+                ) => {
                     let mut buf = lock(&self.clicks);
                     buf.oldest.get_or_insert_with(Instant::now);
                     let back = buf.codes.entry(code).or_default();
@@ -599,14 +592,12 @@ impl UrlService {
     }
 
     /// Flushes clicks every [`CLICK_FLUSH_INTERVAL`] while the node runs.
-    pub async fn run_click_flusher(self: Arc<Self>, raft: crate::raft::actor::RaftSlot) {
+    pub async fn run_click_flusher(self: Arc<Self>) {
         let mut tick = tokio::time::interval(CLICK_FLUSH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Some(raft) = raft.get() {
-                self.flush_clicks(&raft).await;
-            }
+            self.flush_clicks().await;
         }
     }
 }

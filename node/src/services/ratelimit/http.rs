@@ -15,9 +15,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::users::{Caller, identify};
-use super::{ApiError, AppState};
-use crate::ratelimit::{Decision, Outcome, Policy, Requester};
+use super::{Decision, Outcome, Policy, Requester};
+use crate::services::Ctx;
+use crate::services::api::ApiError;
+use crate::services::users::{Caller, identify};
 
 fn secs_ceil(ns: u64) -> u64 {
     ns.div_ceil(1_000_000_000)
@@ -28,19 +29,19 @@ fn client_ip(request: &Request) -> IpAddr {
 }
 
 /// The caller a request authenticates as, if its token is valid (else it is keyed by IP).
-async fn caller_of(state: &AppState, headers: &HeaderMap) -> Option<Caller> {
+async fn caller_of(state: &Ctx, headers: &HeaderMap) -> Option<Caller> {
     headers.get(axum::http::header::AUTHORIZATION)?;
     identify(state, headers).await.ok()
 }
 
 /// Checks the request against every policy covering it, refuses it (429, or 503 when a
 /// fail-closed policy's owner cannot answer) or passes it on, and adds the headers.
-pub(super) async fn limit(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn limit(State(state): State<Ctx>, mut request: Request, next: Next) -> Response {
     let route = match request.extensions().get::<MatchedPath>() {
         Some(p) => p.as_str().to_string(),
         None => request.uri().path().to_string(),
     };
-    let policies = state.limiter.covering(request.method().as_str(), &route);
+    let policies = state.ratelimit.covering(request.method().as_str(), &route);
     if policies.is_empty() {
         return next.run(request).await;
     }
@@ -50,7 +51,7 @@ pub(super) async fn limit(State(state): State<AppState>, mut request: Request, n
     if let Some(caller) = caller {
         request.extensions_mut().insert(caller);
     }
-    let outcomes = state.limiter.check(&policies, &who, true).await;
+    let outcomes = state.ratelimit.check(&policies, &who, true).await;
     let decided: Vec<(&Policy, Decision)> = policies
         .iter()
         .zip(&outcomes)
@@ -114,11 +115,11 @@ fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
 }
 
 /// `GET /v1/ratelimit`: the caller's quota under every policy, without using any.
-pub(super) async fn quota(State(state): State<AppState>, caller: Caller, request: Request) -> Json<Value> {
+pub(crate) async fn quota(State(state): State<Ctx>, caller: Caller, request: Request) -> Json<Value> {
     let who = Requester { user: Some(caller.id().to_string()), ip: client_ip(&request) };
     let policies: Vec<&Policy> =
-        if state.limiter.enabled() { state.limiter.policies().iter().collect() } else { Vec::new() };
-    let outcomes = state.limiter.check(&policies, &who, false).await;
+        if state.ratelimit.enabled() { state.ratelimit.policies().iter().collect() } else { Vec::new() };
+    let outcomes = state.ratelimit.check(&policies, &who, false).await;
     let rows: Vec<Value> = policies
         .iter()
         .zip(outcomes)
@@ -141,5 +142,10 @@ pub(super) async fn quota(State(state): State<AppState>, caller: Caller, request
             row
         })
         .collect();
-    Json(json!({ "enabled": state.limiter.enabled(), "policies": rows }))
+    Json(json!({ "enabled": state.ratelimit.enabled(), "policies": rows }))
+}
+
+/// The limiter's routes.
+pub(crate) fn routes() -> axum::Router<Ctx> {
+    axum::Router::new().route("/v1/ratelimit", axum::routing::get(quota))
 }

@@ -1,8 +1,12 @@
-//! The one JSON error shape of the API: `{"error": {"code", "message"}}`.
+//! The one JSON error shape of the API, `{"error": {"code", "message"}}`, and how cluster
+//! errors map to it.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+
+use super::client::CallError;
+use crate::raft::ProposeError;
 
 /// An error answer: status, stable snake_case code, human sentence, optional `Retry-After`.
 #[derive(Debug, Clone)]
@@ -42,5 +46,24 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+/// Maps a failed call to Raft to the API's status codes.
+pub fn call_error(e: CallError) -> ApiError {
+    match e {
+        CallError::Starting => ApiError::unavailable("starting", "the raft groups are starting", 1),
+        // Nothing was proposed: safe to retry.
+        CallError::Cluster(ProposeError::NoLeader { .. } | ProposeError::NotLeader { .. }) => {
+            ApiError::unavailable("no_leader", e.to_string(), 1)
+        }
+        // The outcome is unknown: the command may or may not have been applied.
+        CallError::Cluster(ProposeError::Unavailable { .. }) => {
+            ApiError::unavailable("partition_unavailable", e.to_string(), 1)
+        }
+        // A node of another build answered, or the command never reached its service.
+        CallError::Cluster(ProposeError::Refused(_)) | CallError::Corrupt(_) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        }
     }
 }

@@ -7,9 +7,10 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::users::Caller;
-use super::{ApiError, AppState};
-use crate::raft::{Command, CommandResult, ProposeError, RaftHost};
+use super::{Command, Counters, Query};
+use crate::services::api::{ApiError, call_error};
+use crate::services::users::Caller;
+use crate::services::{Consistency, Ctx};
 
 /// Longest counter name, in bytes.
 const MAX_NAME: usize = 128;
@@ -40,25 +41,8 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
-pub(super) fn raft(state: &AppState) -> Result<std::sync::Arc<RaftHost>, ApiError> {
-    state.raft.get().ok_or_else(|| ApiError::unavailable("starting", "the raft groups are starting", 1))
-}
-
-/// Maps a proposal failure to the API's status codes.
-pub(super) fn propose_error(e: ProposeError) -> ApiError {
-    match e {
-        // Nothing was proposed: safe to retry.
-        ProposeError::NoLeader { .. } | ProposeError::NotLeader { .. } => {
-            ApiError::unavailable("no_leader", e.to_string(), 1)
-        }
-        // The outcome is unknown: the command may or may not have been applied.
-        ProposeError::Unavailable { .. } => ApiError::unavailable("partition_unavailable", e.to_string(), 1),
-        ProposeError::Rejected { reason } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", reason),
-    }
-}
-
-pub(super) async fn increment(
-    State(state): State<AppState>,
+pub(crate) async fn increment(
+    State(ctx): State<Ctx>,
     _caller: Caller,
     Path(name): Path<String>,
     body: Bytes,
@@ -76,20 +60,29 @@ pub(super) async fn increment(
     if by == 0 {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "`by` must be at least 1"));
     }
-    let raft = raft(&state)?;
-    let group = raft.partition_of(&name);
-    match raft.propose(group, Command::CounterIncrement { name: name.clone(), by }).await.map_err(propose_error)? {
-        CommandResult::Value(value) => Ok(Json(json!({ "name": name, "value": value }))),
-        CommandResult::Rejected { reason } => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", reason)),
+    let command = Command::Increment { name: name.clone(), by };
+    match ctx.client.propose::<Counters>(name.as_str(), &command).await.map_err(call_error)? {
+        Ok(value) => Ok(Json(json!({ "name": name, "value": value }))),
+        Err(rejection) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", rejection.to_string())),
     }
 }
 
-pub(super) async fn get(
-    State(state): State<AppState>,
+pub(crate) async fn get(
+    State(ctx): State<Ctx>,
     _caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     check_name(&name)?;
-    let value = raft(&state)?.read_counter(&name).await.map_err(propose_error)?;
+    let query = Query::Get { name: name.clone() };
+    let value =
+        ctx.client.read::<Counters>(name.as_str(), &query, Consistency::Linearizable).await.map_err(call_error)?;
     Ok(Json(json!({ "name": name, "value": value })))
+}
+
+/// The counters' routes.
+pub(crate) fn routes() -> axum::Router<Ctx> {
+    use axum::routing;
+    axum::Router::new()
+        .route("/v1/counters/{name}", routing::get(get))
+        .route("/v1/counters/{name}/increment", routing::post(increment))
 }

@@ -153,14 +153,6 @@ pub fn check_target(raw: &str, own: &[String]) -> Result<url::Url, String> {
 /// (`:`), so users cannot advance it.
 pub const CODE_COUNTER: &str = "shoal:url_codes";
 
-/// Meta-group record holding the permutation's key.
-pub const KEY_RECORD: &str = "shoal:url_code_key";
-
-/// The record key of code `code`.
-pub fn record_key(code: &str) -> String {
-    format!("url/{code}")
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;

@@ -1,0 +1,115 @@
+//! The typed Raft client: the only way services reach Raft. It encodes a service's command or
+//! query, routes it to the partition of its key (or to the meta group), and decodes the answer.
+
+use std::sync::Arc;
+
+use super::{Consistency, Payload, Service, decode_outcome};
+use crate::NodeId;
+use crate::raft::actor::RaftSlot;
+use crate::raft::{Command, CommandResult, GroupId, ProposeError, RaftHost};
+use crate::storage::records::RecordError;
+
+/// Where a command or query goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// The partition of this key.
+    Key(&'a str),
+    /// The meta group (cluster-wide records such as users).
+    Meta,
+}
+
+impl<'a> From<&'a str> for Route<'a> {
+    fn from(key: &'a str) -> Self {
+        Route::Key(key)
+    }
+}
+
+/// Why a call did not get the service's answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The Raft groups of this node are starting.
+    #[error("the raft groups are starting")]
+    Starting,
+    /// The cluster did not answer (see the inner error for whether anything happened).
+    #[error(transparent)]
+    Cluster(#[from] ProposeError),
+    /// The answer did not decode (a node of another build answered, or a bug).
+    #[error("the answer could not be decoded: {0}")]
+    Corrupt(String),
+}
+
+impl From<RecordError> for CallError {
+    fn from(e: RecordError) -> Self {
+        CallError::Corrupt(e.to_string())
+    }
+}
+
+/// See the module docs. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    raft: RaftSlot,
+}
+
+impl Client {
+    /// A client of the Raft groups the Raft actor publishes in `raft`.
+    pub fn new(raft: RaftSlot) -> Self {
+        Self { raft }
+    }
+
+    fn host(&self) -> Result<Arc<RaftHost>, CallError> {
+        self.raft.get().ok_or(CallError::Starting)
+    }
+
+    fn group(host: &RaftHost, route: Route<'_>) -> GroupId {
+        match route {
+            Route::Key(key) => host.partition_of(key),
+            Route::Meta => 0,
+        }
+    }
+
+    /// Commits `command` of service `S` in the group of `route` and answers what the service
+    /// decided: its reply, or its rejection (nothing changed then).
+    pub async fn propose<'a, S: Service>(
+        &self,
+        route: impl Into<Route<'a>>,
+        command: &S::Command,
+    ) -> Result<Result<S::Reply, S::Rejection>, CallError> {
+        let host = self.host()?;
+        let group = Self::group(&host, route.into());
+        let command = Command::Service { service: S::ID, payload: command.encode()? };
+        match host.propose(group, command).await? {
+            CommandResult::Service(bytes) => Ok(decode_outcome::<S>(&bytes)?),
+            other => Err(CallError::Corrupt(format!("a service command was answered {other:?}"))),
+        }
+    }
+
+    /// Answers `query` of service `S` in the group of `route`.
+    pub async fn read<'a, S: Service>(
+        &self,
+        route: impl Into<Route<'a>>,
+        query: &S::Query,
+        consistency: Consistency,
+    ) -> Result<S::Answer, CallError> {
+        let host = self.host()?;
+        let group = Self::group(&host, route.into());
+        let bytes = host.read(group, S::ID, query.encode()?, consistency).await?;
+        Ok(S::Answer::decode(&bytes)?)
+    }
+
+    /// The partition group of `key`.
+    pub fn partition_of(&self, key: &str) -> Result<GroupId, CallError> {
+        Ok(self.host()?.partition_of(key))
+    }
+
+    /// The node leading the partition of `key`, as this node knows it (`None`: no leader now,
+    /// or the groups are starting).
+    pub fn leader_of_key(&self, key: &str) -> Option<NodeId> {
+        let host = self.raft.get()?;
+        host.leader_of(host.partition_of(key))
+    }
+
+    /// The partitions this node leads now.
+    pub fn led_partitions(&self) -> Vec<GroupId> {
+        self.raft.get().map(|h| h.led_partitions()).unwrap_or_default()
+    }
+}
