@@ -19,6 +19,19 @@ use serde_json::Value;
 /// The admin token of test clusters; [`Cluster::http`] sends it on every request.
 pub const ADMIN_TOKEN: &str = "shoal-test-admin-token";
 
+/// Generous deadline for a cluster to form on a loaded 2-core machine.
+pub const FORM: Duration = Duration::from_secs(20);
+
+/// Starts a cluster of `spec` with the node binary `bin` and waits (up to [`FORM`]) until every
+/// node sees every other up and is ready.
+pub async fn formed(bin: &Path, spec: &ClusterSpec) -> Result<Cluster> {
+    let cluster = Cluster::start(bin, spec)?;
+    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+    cluster.wait_all_see_up(&ids, &ids, FORM).await.context("cluster did not form")?;
+    cluster.wait_ready(&ids, FORM).await.context("cluster did not become ready")?;
+    Ok(cluster)
+}
+
 /// Polls `check` every 50 ms until it returns `Some`, or fails after `deadline` with `what`.
 pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> Result<T>
 where

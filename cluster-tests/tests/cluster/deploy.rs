@@ -4,21 +4,15 @@
 //! instead under `CI=true` (`.ci/run` installs the tools).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use cluster_tests::harness::{Cluster, ClusterSpec, free_port, plain_client, tool, wait_for, wait_for_result};
+use cluster_tests::harness::{Cluster, ClusterSpec, FORM, free_port, plain_client, tool, wait_for, wait_for_result};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_shoal-node");
-/// Generous deadline for a cluster to form on a loaded 2-core machine.
-const FORM: Duration = Duration::from_secs(20);
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use crate::{bin, repo};
 
 /// A child process killed (and reaped) when dropped.
 struct Reaped(Child);
@@ -80,7 +74,7 @@ async fn prometheus_fires_node_down_for_a_sigkilled_node_and_clears_it_after_res
     let Some(prometheus) = tool("prometheus", "Debian package `prometheus`") else {
         return Ok(());
     };
-    let mut c = Cluster::start(Path::new(BIN), &ClusterSpec::new(3))?;
+    let mut c = Cluster::start(bin(), &ClusterSpec::new(3))?;
     let ids = [1, 2, 3];
     c.wait_ready(&ids, FORM).await.context("cluster did not become ready")?;
 
