@@ -3,3 +3,4 @@
 pub mod api;
 pub mod harness;
 pub mod history;
+pub mod skip;

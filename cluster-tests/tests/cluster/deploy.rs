@@ -1,7 +1,8 @@
 //! The deployment files under `deploy/`, run for real: Prometheus (Debian's package) scraping a
 //! cluster of node processes with Shoal's alert rules, and the container image plus the compose
 //! cluster on Docker. Each test skips with a printed reason when its tool is absent, and fails
-//! instead under `CI=true` (`.ci/run` installs the tools).
+//! instead under `CI=true` (`.ci/run` installs the tools). The compose test builds container
+//! images, so it runs only when asked (`SHOAL_TEST_DOCKER=1` or `CI=true`; `cluster_tests::skip`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -324,6 +325,10 @@ impl Published {
 /// other two accept them, and converges once reconnected; Prometheus scrapes all three. Then
 /// everything comes down with its volumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(shoal_test_docker),
+    ignore = "builds ~3.5 GB of container images (~7 min; may apt-get install debootstrap): SHOAL_TEST_DOCKER=1 runs it"
+)]
 async fn compose_cluster_keeps_writing_through_a_killed_node_and_a_partitioned_one() -> Result<()> {
     let (Some(_docker), Some(_compose)) =
         (tool("docker", "Docker Engine"), tool("docker-compose", "Debian package `docker-compose`"))
