@@ -16,8 +16,23 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
+use crate::skip::{self, ToolCheck};
+
 /// The admin token of test clusters; [`Cluster::http`] sends it on every request.
 pub const ADMIN_TOKEN: &str = "shoal-test-admin-token";
+
+/// Generous deadline for a cluster to form on a loaded 2-core machine.
+pub const FORM: Duration = Duration::from_secs(20);
+
+/// Starts a cluster of `spec` with the node binary `bin` and waits (up to [`FORM`]) until every
+/// node sees every other up and is ready.
+pub async fn formed(bin: &Path, spec: &ClusterSpec) -> Result<Cluster> {
+    let cluster = Cluster::start(bin, spec)?;
+    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+    cluster.wait_all_see_up(&ids, &ids, FORM).await.context("cluster did not form")?;
+    cluster.wait_ready(&ids, FORM).await.context("cluster did not become ready")?;
+    Ok(cluster)
+}
 
 /// Polls `check` every 50 ms until it returns `Some`, or fails after `deadline` with `what`.
 pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> Result<T>
@@ -68,16 +83,16 @@ pub fn free_port() -> Result<u16> {
     bail!("no free loopback port found")
 }
 
-/// Finds an external tool on PATH. When it is absent the test skips (prints why and gets `None`),
-/// except under `CI=true`, where a missing tool is a failure: `.ci/run` installs every tool.
+/// Finds an external tool on PATH. When it is absent the test skips: it gets `None`, and a
+/// `SKIPPED` line naming the test and the tool shows in `cargo test`'s output. Under `CI=true`
+/// a missing tool is a failure instead: `.ci/run` installs every tool. See [`crate::skip`].
 pub fn tool(name: &str, provided_by: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH")
         .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()));
-    if found.is_none() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{name} is required under CI=true ({provided_by}; .ci/run installs it)");
-        }
-        eprintln!("SKIPPED: {name} not installed ({provided_by}; .ci/run installs it)");
+    match skip::tool_check(found.is_some(), std::env::var(skip::CI).ok().as_deref()) {
+        ToolCheck::Run => {}
+        ToolCheck::Fail => panic!("{name} is required under CI=true ({provided_by}; .ci/run installs it)"),
+        ToolCheck::Skip => skip::announce(&format!("{name} is not installed ({provided_by}; .ci/run installs it)")),
     }
     found
 }

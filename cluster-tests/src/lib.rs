@@ -1,4 +1,6 @@
 //! Cluster tests and benchmarks for Shoal: a harness that runs real `shoal` processes.
 
+pub mod api;
 pub mod harness;
 pub mod history;
+pub mod skip;

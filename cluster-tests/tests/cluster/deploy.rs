@@ -1,24 +1,19 @@
 //! The deployment files under `deploy/`, run for real: Prometheus (Debian's package) scraping a
 //! cluster of node processes with Shoal's alert rules, and the container image plus the compose
 //! cluster on Docker. Each test skips with a printed reason when its tool is absent, and fails
-//! instead under `CI=true` (`.ci/run` installs the tools).
+//! instead under `CI=true` (`.ci/run` installs the tools). The compose test builds container
+//! images, so it runs only when asked (`SHOAL_TEST_DOCKER=1` or `CI=true`; `cluster_tests::skip`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use cluster_tests::harness::{Cluster, ClusterSpec, free_port, plain_client, tool, wait_for, wait_for_result};
+use cluster_tests::harness::{Cluster, ClusterSpec, FORM, free_port, plain_client, tool, wait_for, wait_for_result};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_shoal-node");
-/// Generous deadline for a cluster to form on a loaded 2-core machine.
-const FORM: Duration = Duration::from_secs(20);
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use crate::{bin, repo};
 
 /// A child process killed (and reaped) when dropped.
 struct Reaped(Child);
@@ -80,7 +75,7 @@ async fn prometheus_fires_node_down_for_a_sigkilled_node_and_clears_it_after_res
     let Some(prometheus) = tool("prometheus", "Debian package `prometheus`") else {
         return Ok(());
     };
-    let mut c = Cluster::start(Path::new(BIN), &ClusterSpec::new(3))?;
+    let mut c = Cluster::start(bin(), &ClusterSpec::new(3))?;
     let ids = [1, 2, 3];
     c.wait_ready(&ids, FORM).await.context("cluster did not become ready")?;
 
@@ -330,6 +325,10 @@ impl Published {
 /// other two accept them, and converges once reconnected; Prometheus scrapes all three. Then
 /// everything comes down with its volumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(shoal_test_docker),
+    ignore = "builds ~3.5 GB of container images (~7 min; may apt-get install debootstrap): SHOAL_TEST_DOCKER=1 runs it"
+)]
 async fn compose_cluster_keeps_writing_through_a_killed_node_and_a_partitioned_one() -> Result<()> {
     let (Some(_docker), Some(_compose)) =
         (tool("docker", "Docker Engine"), tool("docker-compose", "Debian package `docker-compose`"))

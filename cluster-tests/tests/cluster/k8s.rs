@@ -19,7 +19,7 @@ use shoal::transport::tls::Identity;
 
 /// The folder of the manifests.
 fn k8s_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/k8s")
+    crate::repo().join("deploy/k8s")
 }
 
 /// One YAML document of a manifest file.

@@ -1,0 +1,267 @@
+//! Raft groups: readiness needs the meta group's majority, no acknowledged write is lost when
+//! leaders are SIGKILLed under load (a linearizability check), a storage fault stops and
+//! restarts one group, a lagging follower installs a snapshot, and a restart of every node
+//! keeps every write.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use cluster_tests::api::{increment, leader_of, post_increment, read};
+use cluster_tests::harness::{Cluster, ClusterSpec, FORM, wait_for};
+use cluster_tests::history::{Kind, Op, Outcome, check_counter};
+
+use crate::{formed, led};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_needs_a_reachable_majority() -> Result<()> {
+    let mut c = formed(&ClusterSpec::new(3)).await?;
+    c.kill(2)?;
+    c.kill(3)?;
+    wait_for("node 1 to report not ready", Duration::from_secs(10), || async {
+        (c.status_of(1, "/readyz").await? == 503).then_some(())
+    })
+    .await?;
+    let r = c.http.get(c.node(1).url("/readyz")).send().await?;
+    assert!(r.headers().contains_key("retry-after"));
+    let body: serde_json::Value = r.json().await?;
+    assert_eq!(body["error"]["code"], "no_meta_leader");
+    assert_eq!(c.status_of(1, "/healthz").await, Some(200), "alive, just not ready");
+    c.start_node(2)?;
+    wait_for("node 1 ready again", FORM, || async { (c.status_of(1, "/readyz").await? == 200).then_some(()) }).await?;
+    Ok(())
+}
+
+/// Closed-loop clients on `nodes` increment (and sometimes read) `name` until `stop`.
+fn spawn_clients(
+    c: &Arc<Cluster>,
+    nodes: &[u64],
+    name: &'static str,
+    history: &Arc<Mutex<Vec<Op>>>,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for (i, node) in nodes.iter().copied().enumerate() {
+        let (c, history, stop) = (Arc::clone(c), Arc::clone(history), Arc::clone(stop));
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            // Bounded: the stop flag, and at most 5,000 operations per client.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 5_000 {
+                n += 1;
+                let kind = if (n + i as u64) % 5 == 0 { Kind::Read } else { Kind::Increment };
+                let start = Instant::now();
+                let result = match kind {
+                    Kind::Increment => {
+                        c.http
+                            .post(c.node(node).url(&format!("/v1/counters/{name}/increment")))
+                            .json(&serde_json::json!({"by": 1}))
+                            .send()
+                            .await
+                    }
+                    Kind::Read => c.http.get(c.node(node).url(&format!("/v1/counters/{name}"))).send().await,
+                };
+                let outcome = match result {
+                    // Never sent: the node is down; certainly not applied.
+                    Err(e) if e.is_connect() => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                    Ok(r) if r.status().is_success() => match r.json::<serde_json::Value>().await {
+                        Ok(v) => v["value"].as_u64().map(Outcome::Ok).unwrap_or(Outcome::Unknown),
+                        Err(_) => Outcome::Unknown,
+                    },
+                    _ => Outcome::Unknown,
+                };
+                history.lock().unwrap_or_else(|e| e.into_inner()).push(Op {
+                    kind,
+                    start,
+                    end: Instant::now(),
+                    outcome,
+                });
+            }
+        }));
+    }
+    tasks
+}
+
+async fn first_ack_after(history: &Mutex<Vec<Op>>, t: Instant, deadline: Duration) -> Result<Duration> {
+    wait_for("an acknowledged increment after the kill", deadline, || async {
+        let h = history.lock().unwrap_or_else(|e| e.into_inner());
+        h.iter()
+            .filter(|o| o.kind == Kind::Increment && o.start > t && matches!(o.outcome, Outcome::Ok(_)))
+            .map(|o| o.end - t)
+            .min()
+    })
+    .await
+}
+
+async fn ops_after(history: &Mutex<Vec<Op>>, t: Instant, count: usize, deadline: Duration) -> Result<()> {
+    wait_for("more acknowledged operations", deadline, || async {
+        let h = history.lock().unwrap_or_else(|e| e.into_inner());
+        (h.iter().filter(|o| o.start > t && matches!(o.outcome, Outcome::Ok(_))).count() >= count).then_some(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_acknowledged_increment_is_lost_when_leaders_are_sigkilled() -> Result<()> {
+    const NAME: &str = "linearized";
+    let mut c = led(&ClusterSpec::new(3)).await?;
+    // HTTP clients use a view of the same nodes; `c` keeps owning (and killing) the processes.
+    let view = Arc::new(c.client_view());
+    let group = shoal::placement::partition_of(NAME, 4);
+    let history = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Phase 1: kill the counter's partition leader under load; phase 2: the meta leader.
+    for (phase, target_group) in [(1, group), (2, 0)] {
+        let victim = wait_for("a leader to kill", FORM, || async {
+            for observer in [1, 2, 3] {
+                if let Some(l) = leader_of(&view, observer, target_group).await {
+                    return Some(l);
+                }
+            }
+            None
+        })
+        .await?;
+        let survivors: Vec<u64> = [1, 2, 3].into_iter().filter(|n| *n != victim).collect();
+        let clients = spawn_clients(&view, &[1, 2, 3, 1, 2, 3], NAME, &history, &stop);
+        ops_after(&history, Instant::now(), 30, Duration::from_secs(20)).await.context("load before the kill")?;
+        c.kill(victim)?;
+        let killed = Instant::now();
+        let failover = first_ack_after(&history, killed, Duration::from_secs(20)).await?;
+        eprintln!(
+            "phase {phase}: killed node {victim} (leader of group {target_group}); first acknowledged increment after {failover:?}"
+        );
+        ops_after(&history, killed + failover, 30, Duration::from_secs(20)).await.context("load after the failover")?;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in clients {
+            t.await?;
+        }
+        stop.store(false, std::sync::atomic::Ordering::Relaxed);
+        c.start_node(victim)?;
+        c.wait_ready(&survivors, FORM).await?;
+    }
+    c.wait_ready(&[1, 2, 3], FORM).await?;
+    let mut finals = Vec::new();
+    for node in [1, 2, 3] {
+        finals.push(wait_for("a linearizable read", FORM, || async { read(&c, node, NAME).await.ok() }).await?);
+    }
+    assert!(finals.windows(2).all(|w| w[0] == w[1]), "nodes disagree: {finals:?}");
+    let h = history.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let acked = h.iter().filter(|o| o.kind == Kind::Increment && matches!(o.outcome, Outcome::Ok(_))).count();
+    eprintln!("{} operations, {acked} acknowledged increments, final value {}", h.len(), finals[0]);
+    assert!(acked >= 120, "the load made progress in both phases");
+    check_counter(&h, finals[0]).map_err(|e| anyhow!("history is not linearizable: {e}"))?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_stopped_by_a_storage_fault_restarts_alone_from_storage() -> Result<()> {
+    let c = led(&ClusterSpec::new(3).set("testing", "fault_injection = true")).await?;
+    let name = "fatal-write";
+    assert_eq!(increment(&c, 1, name).await?, 1);
+    let group = shoal::placement::partition_of(name, 4);
+    let leader = wait_for("the partition's leader", FORM, || leader_of(&c, 1, group)).await?;
+    let raft_restarts = r#"shoal_actor_restarts_total{actor="raft"}"#;
+    let actor_restarts_before = c.metric(leader, raft_restarts).await.ok_or_else(|| anyhow!("metrics"))?;
+    let r = c.http.post(c.node(leader).url(&format!("/v1/testing/faults/storage/{group}"))).send().await?;
+    assert_eq!(r.status().as_u16(), 202);
+    // The leader's next write of that group fails: openraft stops the group with a fatal
+    // storage error, and the Raft actor restarts that group, and only it, from storage. The
+    // increment that hit the fault has an unknown outcome (it may reach the followers).
+    let hit = post_increment(&c, leader, name).await?;
+    let hit_ok = hit.status().is_success();
+    let series = format!(r#"shoal_raft_group_restarts_total{{group="{group}"}}"#);
+    wait_for("the group to restart from storage", FORM, || async {
+        (c.metric(leader, &series).await? >= 1.0).then_some(())
+    })
+    .await?;
+    assert!(c.log(leader).contains("injected storage fault"), "the fault was hit");
+    // The group's own actor failed, and the Raft actor (its supervisor) restarted that group.
+    assert!(c.log(leader).contains(&format!("raft group {group} stopped")), "the group actor failed");
+    let metrics = c.metrics(leader).await.ok_or_else(|| anyhow!("metrics"))?;
+    let restarted: Vec<&str> = metrics.lines().filter(|l| l.starts_with("shoal_raft_group_restarts_total{")).collect();
+    assert_eq!(restarted.len(), 1, "only the failed group restarted: {restarted:?}");
+    assert_eq!(c.metric(leader, raft_restarts).await, Some(actor_restarts_before), "the raft actor kept running");
+    assert_eq!(c.status_of(leader, "/healthz").await, Some(200));
+    // The group serves again, with every acknowledged increment (and maybe the unknown one).
+    let v = increment(&c, leader, name).await?;
+    if hit_ok {
+        assert_eq!(v, 3);
+    } else {
+        assert!(v == 2 || v == 3, "value {v} after one acknowledged and one unknown increment");
+    }
+    for node in [1, 2, 3] {
+        assert_eq!(increment(&c, node, "fatal-elsewhere").await?, node, "other counters");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_counter_survives_a_restart_of_all_nodes_at_once() -> Result<()> {
+    let mut c = led(&ClusterSpec::new(3)).await?;
+    let names: Vec<String> = (0..12).map(|i| format!("survivor-{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        for _ in 0..=i {
+            increment(&c, (i % 3) as u64 + 1, name).await?;
+        }
+    }
+    for id in [1, 2, 3] {
+        c.kill(id)?;
+    }
+    for id in [1, 2, 3] {
+        c.start_node(id)?;
+    }
+    c.wait_ready(&[1, 2, 3], FORM).await?;
+    for (i, name) in names.iter().enumerate() {
+        let v = wait_for("a read after the restart", FORM, || async { read(&c, (i % 3) as u64 + 1, name).await.ok() })
+            .await?;
+        assert_eq!(v, i as u64 + 1, "{name}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_a_compacted_log_catches_up_by_snapshot() -> Result<()> {
+    let spec = ClusterSpec::new(3)
+        .set("raft", "partitions = 1")
+        .set("raft", "snapshot_after_entries = 100")
+        .set("raft", "keep_logs_after_snapshot = 0");
+    let mut c = formed(&spec).await?;
+    let group_of = |v: &serde_json::Value| v["partitions"][0].clone();
+    let leader = wait_for("a partition leader", FORM, || async {
+        group_of(&c.get_json(1, "/v1/cluster").await?)["leader"].as_u64()
+    })
+    .await?;
+    // A follower falls behind while it is down.
+    let lagger = [1, 2, 3].into_iter().find(|n| *n != leader).unwrap_or(3);
+    let behind = group_of(&c.get_json(lagger, "/v1/cluster").await.ok_or_else(|| anyhow!("view"))?)["last_log_index"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("last_log_index"))?;
+    c.kill(lagger)?;
+    for i in 1..=350u64 {
+        assert_eq!(increment(&c, leader, "compacted").await?, i);
+    }
+    // The leader has snapshotted and purged past everything node 3 has.
+    let purged = wait_for("the leader to purge its log", FORM, || async {
+        group_of(&c.get_json(leader, "/v1/cluster").await?)["purged_index"].as_u64().filter(|p| *p > behind)
+    })
+    .await?;
+    c.start_node(lagger)?;
+    let caught_up = wait_for("the lagging node to install a snapshot and catch up", FORM, || async {
+        let g = group_of(&c.get_json(lagger, "/v1/cluster").await?);
+        let snap = g["snapshot_index"].as_u64()?;
+        (snap >= purged && g["commit_index"].as_u64()? >= purged).then_some(snap)
+    })
+    .await?;
+    eprintln!("node {lagger} was at {behind}, leader purged to {purged}, it installed a snapshot at {caught_up}");
+    // With the caught-up node and one other left, the counter is intact.
+    let other = [1, 2, 3].into_iter().find(|n| *n != leader && *n != lagger).unwrap_or(1);
+    c.kill(leader)?;
+    let v = wait_for("a read without the old leader", FORM, || async {
+        c.get_json(other, "/v1/counters/compacted").await?["value"].as_u64()
+    })
+    .await?;
+    assert_eq!(v, 350);
+    Ok(())
+}
