@@ -17,14 +17,18 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::http::AppState;
 use crate::http::actor::{HttpActor, HttpArgs, HttpMsg};
+use crate::http::metrics::HttpMetrics;
 use crate::membership::Membership;
+use crate::membership::MembershipMetrics;
 use crate::membership::actor::{MembershipActor, MembershipMsg};
-use crate::metrics::NodeMetrics;
 use crate::raft::actor::{RaftActor, RaftArgs, RaftMsg, RaftSlot};
+use crate::raft::metrics::RaftMetrics;
 use crate::services::Services;
 use crate::services::actor::{ServicesActor, ServicesMsg};
+use crate::storage::StorageMetrics;
 use crate::storage::Store;
 use crate::transport::Transport;
+use crate::transport::TransportMetrics;
 use crate::transport::actor::{TransportActor, TransportMsg};
 use crate::util::Backoff;
 
@@ -91,6 +95,57 @@ impl SupervisorMetrics {
             m.up.with_label_values(&[k.name()]);
         }
         Ok(m)
+    }
+}
+
+/// The instruments of the node's subsystems, registered in one registry (services register
+/// theirs when they are built).
+#[derive(Clone)]
+pub struct NodeMetrics {
+    /// The registry behind `/metrics`.
+    pub registry: Registry,
+    /// Peer transport.
+    pub transport: TransportMetrics,
+    /// Membership and failure detection.
+    pub membership: MembershipMetrics,
+    /// HTTP server.
+    pub http: HttpMetrics,
+    /// Actor supervision.
+    pub supervisor: SupervisorMetrics,
+    /// Durable storage.
+    pub storage: StorageMetrics,
+    /// Raft groups.
+    pub raft: RaftMetrics,
+}
+
+impl NodeMetrics {
+    /// Creates the registry and every subsystem's instruments.
+    pub fn new(node_id: crate::NodeId) -> prometheus::Result<Self> {
+        let registry = crate::metrics::node_registry(node_id)?;
+        Ok(Self {
+            transport: TransportMetrics::new(&registry)?,
+            membership: MembershipMetrics::new(&registry)?,
+            http: HttpMetrics::new(&registry)?,
+            supervisor: SupervisorMetrics::new(&registry)?,
+            storage: StorageMetrics::new(&registry)?,
+            raft: RaftMetrics::new(&registry)?,
+            registry,
+        })
+    }
+}
+
+/// Fault injection through the supervisor (what the HTTP layer's test endpoint calls).
+struct Faults(ActorRef<SupervisorMsg>);
+
+impl crate::util::FaultInjector for Faults {
+    fn actors(&self) -> Vec<&'static str> {
+        ChildKind::ALL.map(ChildKind::name).to_vec()
+    }
+
+    fn inject(&self, actor: &str) -> Result<&'static str, crate::util::InjectError> {
+        let child = ChildKind::from_name(actor).ok_or(crate::util::InjectError::UnknownActor)?;
+        self.0.send_message(SupervisorMsg::InjectFault(child)).map_err(|_| crate::util::InjectError::Stopped)?;
+        Ok(child.name())
     }
 }
 
@@ -213,8 +268,9 @@ impl Supervisor {
                         node_id: c.node.id,
                         membership: Arc::clone(&deps.membership),
                         raft: deps.raft.clone(),
-                        metrics: Arc::new(deps.metrics.clone()),
-                        supervisor: myself.clone(),
+                        registry: deps.metrics.registry.clone(),
+                        http_metrics: deps.metrics.http.clone(),
+                        faults: Arc::new(Faults(myself.clone())),
                         fault_injection: c.testing.fault_injection,
                         request_timeout: c.http.request_timeout,
                         services: Arc::clone(&deps.services),

@@ -38,7 +38,7 @@ fn endpoint(dir: &std::path::Path, id: NodeId) -> Result<Arc<Transport>> {
     })?;
     let cfg = PeerSection { listen: "127.0.0.1:0".parse()?, ..PeerSection::default() };
     // A registry of its own per endpoint, as each node has.
-    let metrics = shoal::metrics::NodeMetrics::new(id)?.transport;
+    let metrics = shoal::supervisor::NodeMetrics::new(id)?.transport;
     let t = Transport::bind(&identity, &cfg, metrics)?;
     t.set_handler(Arc::new(EchoHandler));
     tokio::spawn(Arc::clone(&t).accept_loop());

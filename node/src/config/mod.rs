@@ -4,6 +4,7 @@
 //! resolved against the directory of the config file, so a cluster directory can be moved whole.
 
 mod overrides;
+mod ratelimit;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::NodeId;
 pub use overrides::apply_override;
+pub use ratelimit::{Algorithm, MAX_LEASE_TTL, OnUnavailable, RateKey, RateLimitSection, RatePolicy, RoutePattern};
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -343,117 +345,6 @@ impl Default for UrlsSection {
     }
 }
 
-/// `[ratelimit]`: the cluster-wide rate limiter every `/v1/*` request and redirect passes.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct RateLimitSection {
-    /// false: no request is limited (benchmarks).
-    pub enabled: bool,
-    /// How long a node waits for a key's owner (the leader of the key's partition) before the
-    /// policy's `on_unavailable` decides.
-    #[serde(with = "humantime_serde")]
-    pub owner_timeout: Duration,
-    /// How long a node may spend requests a key's owner leased to it (token-bucket keys this
-    /// node sends many requests for); `0s` turns leases off, so every request asks the owner.
-    #[serde(with = "humantime_serde")]
-    pub lease_ttl: Duration,
-    /// The policies; a request passes every policy whose routes cover it.
-    pub policies: Vec<RatePolicy>,
-}
-
-impl Default for RateLimitSection {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            owner_timeout: Duration::from_millis(100),
-            lease_ttl: Duration::from_millis(50),
-            policies: vec![
-                RatePolicy {
-                    name: "api".into(),
-                    limit: 100,
-                    window: Duration::from_secs(60),
-                    algorithm: crate::services::ratelimit::Algorithm::TokenBucket,
-                    routes: vec!["/v1/*".into()],
-                    except: vec!["GET /v1/cluster".into()],
-                    key: RateKey::User,
-                    on_unavailable: OnUnavailable::Open,
-                },
-                // `shoal status --watch` asks every node every second.
-                RatePolicy {
-                    name: "cluster_view".into(),
-                    limit: 1200,
-                    window: Duration::from_secs(60),
-                    algorithm: crate::services::ratelimit::Algorithm::TokenBucket,
-                    routes: vec!["GET /v1/cluster".into()],
-                    except: Vec::new(),
-                    key: RateKey::Ip,
-                    on_unavailable: OnUnavailable::Open,
-                },
-                RatePolicy {
-                    name: "redirects".into(),
-                    limit: 1200,
-                    window: Duration::from_secs(60),
-                    algorithm: crate::services::ratelimit::Algorithm::TokenBucket,
-                    routes: vec!["GET /{code}".into()],
-                    except: Vec::new(),
-                    key: RateKey::Ip,
-                    on_unavailable: OnUnavailable::Open,
-                },
-            ],
-        }
-    }
-}
-
-/// One `[[ratelimit.policies]]` entry.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RatePolicy {
-    /// Name, in headers and metrics: `[a-z0-9_-]`, unique.
-    pub name: String,
-    /// Requests allowed per window.
-    pub limit: u64,
-    /// The window.
-    #[serde(with = "humantime_serde")]
-    pub window: Duration,
-    /// `token_bucket` (GCRA: bursts up to `limit`, refilled evenly) or `sliding_window` (never
-    /// more than `limit` in any window; at most 10,000).
-    pub algorithm: crate::services::ratelimit::Algorithm,
-    /// Route templates covered, optionally after a method: `/v1/*` (a prefix), `POST /v1/urls`,
-    /// `GET /{code}` (the redirect).
-    pub routes: Vec<String>,
-    /// Routes left out of `routes` (same syntax), e.g. a route with a policy of its own.
-    #[serde(default)]
-    pub except: Vec<String>,
-    /// `user` (the authenticated user, else the client IP) or `ip`.
-    #[serde(default)]
-    pub key: RateKey,
-    /// When the key's owner cannot answer in time: `open` admits, `closed` refuses (503).
-    #[serde(default)]
-    pub on_unavailable: OnUnavailable,
-}
-
-/// What a policy counts requests by.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RateKey {
-    /// The authenticated user; the client IP for requests without a valid token.
-    #[default]
-    User,
-    /// The client IP.
-    Ip,
-}
-
-/// What a policy decides when the key's owner cannot answer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnUnavailable {
-    /// Admit the request.
-    #[default]
-    Open,
-    /// Refuse it with 503.
-    Closed,
-}
-
 /// `[supervisor]`: restarts of failed actors.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -695,7 +586,7 @@ impl Config {
             return Err(invalid("urls.code_block", "must be between 1 and 1000000"));
         }
         nonzero("urls.default_retention", u.default_retention)?;
-        self.validate_ratelimit()?;
+        ratelimit::validate(&self.ratelimit)?;
         let s = &self.supervisor;
         nonzero("supervisor.restart_backoff_min", s.restart_backoff_min)?;
         if s.restart_backoff_max < s.restart_backoff_min {
@@ -707,53 +598,6 @@ impl Config {
             return Err(invalid("log.filter", format!("not a valid filter: {e}")));
         }
         self.validate_cluster()
-    }
-
-    fn validate_ratelimit(&self) -> Result<(), ConfigError> {
-        let r = &self.ratelimit;
-        nonzero("ratelimit.owner_timeout", r.owner_timeout)?;
-        if r.lease_ttl > crate::services::ratelimit::MAX_LEASE_TTL {
-            return Err(invalid(
-                "ratelimit.lease_ttl",
-                format!("must be at most {:?} (0s turns leases off)", crate::services::ratelimit::MAX_LEASE_TTL),
-            ));
-        }
-        let mut names = BTreeSet::new();
-        for (i, p) in r.policies.iter().enumerate() {
-            let field = |f: &str| format!("ratelimit.policies[{i}].{f}");
-            let name_ok = !p.name.is_empty()
-                && p.name.len() <= 32
-                && p.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-            if !name_ok {
-                return Err(invalid(&field("name"), "must be 1 to 32 characters of a-z, 0-9, '_' and '-'"));
-            }
-            if !names.insert(p.name.as_str()) {
-                return Err(invalid(&field("name"), format!("policy `{}` is defined twice", p.name)));
-            }
-            if p.limit == 0 {
-                return Err(invalid(&field("limit"), "must be at least 1"));
-            }
-            if p.window < Duration::from_millis(1) {
-                return Err(invalid(&field("window"), "must be at least 1ms"));
-            }
-            if p.algorithm == crate::services::ratelimit::Algorithm::SlidingWindow && p.limit > 10_000 {
-                return Err(invalid(
-                    &field("limit"),
-                    "a sliding_window policy keeps every admission of its window: at most 10000 (use token_bucket)",
-                ));
-            }
-            if p.routes.is_empty() {
-                return Err(invalid(&field("routes"), "must list at least one route"));
-            }
-            for (list, routes) in [("routes", &p.routes), ("except", &p.except)] {
-                for route in routes {
-                    if let Err(why) = crate::services::ratelimit::RoutePattern::parse(route) {
-                        return Err(invalid(&field(list), why));
-                    }
-                }
-            }
-        }
-        Ok(())
     }
 
     fn validate_cluster(&self) -> Result<(), ConfigError> {

@@ -1,7 +1,7 @@
 //! The HTTP server (axum): health, readiness, metrics, cluster view, the test-only fault switch,
 //! and every service's routes (from [`crate::services`]) behind the rate limiter.
 //!
-//! Handlers are thin: they read shared views ([`Membership`], [`NodeMetrics`]) or ask the
+//! Handlers are thin: they read shared views ([`Membership`], the metrics registry) or ask the
 //! supervisor; they never touch storage or peers directly. Every response, errors included, is
 //! counted by route template and status class.
 
@@ -17,16 +17,14 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ractor::ActorRef;
 use serde_json::{Value, json};
 
 use crate::NodeId;
 use crate::membership::Membership;
-use crate::metrics::NodeMetrics;
 use crate::raft::actor::RaftSlot;
 use crate::services::Ctx;
 pub use crate::services::api::ApiError;
-use crate::supervisor::{ChildKind, SupervisorMsg};
+use crate::util::{FaultInjector, InjectError};
 
 /// What every handler may use.
 #[derive(Clone)]
@@ -37,10 +35,12 @@ pub struct AppState {
     pub membership: Arc<Membership>,
     /// The Raft groups hosted here (empty while they start).
     pub raft: RaftSlot,
-    /// The node's instruments (shared: the state is cloned for every request).
-    pub metrics: Arc<NodeMetrics>,
-    /// The root supervisor (fault injection).
-    pub supervisor: ActorRef<SupervisorMsg>,
+    /// The node's registry, behind `/metrics`.
+    pub registry: prometheus::Registry,
+    /// The HTTP server's instruments.
+    pub http_metrics: metrics::HttpMetrics,
+    /// Makes actors fail (test-only fault injection).
+    pub faults: Arc<dyn FaultInjector>,
     /// `testing.fault_injection`.
     pub fault_injection: bool,
     /// `http.request_timeout`.
@@ -102,8 +102,8 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         _ => "5xx",
     };
     let labels = [route.as_str(), method, class];
-    state.metrics.http.requests.with_label_values(&labels).inc();
-    state.metrics.http.duration.with_label_values(&labels).observe(start.elapsed().as_secs_f64());
+    state.http_metrics.requests.with_label_values(&labels).inc();
+    state.http_metrics.duration.with_label_values(&labels).observe(start.elapsed().as_secs_f64());
     response
 }
 
@@ -126,7 +126,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], crate::metrics::render(&state.registry))
+        .into_response()
 }
 
 async fn cluster(State(state): State<AppState>) -> Json<Value> {
@@ -169,17 +170,13 @@ async fn cluster(State(state): State<AppState>) -> Json<Value> {
 
 async fn inject_fault(State(state): State<AppState>, Path(actor): Path<String>) -> Result<Response, ApiError> {
     fault_injection_enabled(&state)?;
-    let child = ChildKind::from_name(&actor).ok_or_else(|| {
-        ApiError::not_found(format!(
-            "no actor named `{actor}`; known actors: {}",
-            ChildKind::ALL.map(ChildKind::name).join(", ")
-        ))
+    let name = state.faults.inject(&actor).map_err(|e| match e {
+        InjectError::UnknownActor => {
+            ApiError::not_found(format!("no actor named `{actor}`; known actors: {}", state.faults.actors().join(", ")))
+        }
+        InjectError::Stopped => ApiError::unavailable("shutting_down", e.to_string(), 1),
     })?;
-    state
-        .supervisor
-        .send_message(SupervisorMsg::InjectFault(child))
-        .map_err(|_| ApiError::unavailable("shutting_down", "the supervisor is not accepting messages", 1))?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "actor": child.name(), "injected": true }))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(json!({ "actor": name, "injected": true }))).into_response())
 }
 
 fn fault_injection_enabled(state: &AppState) -> Result<(), ApiError> {

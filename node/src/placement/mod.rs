@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::NodeId;
-use crate::raft::GroupId;
+
+/// A Raft group id: 0 is meta, 1..=P are partitions.
+pub type GroupId = u64;
 
 /// A cluster member as meta state records it.
 #[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]

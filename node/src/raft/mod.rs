@@ -1,16 +1,16 @@
 //! Raft: the meta group and the partition groups, their network on the QUIC transport, the
-//! batching proposer and the router in front of them. Durable state is in [`crate::storage`].
+//! batching proposer and the router in front of them. Durable state, and the log entry format
+//! ([`crate::storage::entry`]), are in [`crate::storage`].
 
 pub mod actor;
 pub mod group;
 pub mod host;
 pub mod metrics;
 pub mod network;
-pub mod types;
 pub mod wire;
 
-pub use host::{ProposeError, RaftHost};
-pub use types::{
+pub use crate::storage::entry::{
     BatchResult, Command, CommandBatch, CommandResult, GroupId, MetaCommand, MetaResult, NodeInfo, Refusal, ServiceId,
     SnapshotData, TypeConfig,
 };
+pub use host::{ProposeError, RaftHost};

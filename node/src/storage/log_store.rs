@@ -9,11 +9,11 @@ use openraft::{LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError,
 use redb::ReadableDatabase;
 use tokio::sync::oneshot;
 
+use super::entry::{GroupId, TypeConfig};
 use super::records::{self, EntryRec, LogIdRec, VoteRec};
 use super::writer::WriteOp;
 use super::{LOGS, RAFT_META, Store, StoreError, meta_key};
 use crate::NodeId;
-use crate::raft::{GroupId, TypeConfig};
 
 type Entry = openraft::Entry<TypeConfig>;
 

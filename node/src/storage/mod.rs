@@ -9,6 +9,7 @@
 //! results are released only after that commit. redb allows one write transaction at a time, so
 //! one writer that batches is also the fastest way to use it.
 
+pub mod entry;
 pub mod kv;
 mod log_store;
 pub mod metrics;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, TableDefinition, TableHandle};
 
-use crate::raft::GroupId;
+use entry::GroupId;
 pub use kv::{Dispatch, Handled, Kv, KvRead, MemKv, ServiceId};
 pub use log_store::LogStore;
 pub use metrics::StorageMetrics;

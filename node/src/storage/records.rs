@@ -14,8 +14,8 @@ use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
+use super::entry::{CommandBatch, NodeInfo, TypeConfig};
 use crate::NodeId;
-use crate::raft::{CommandBatch, NodeInfo, TypeConfig};
 
 /// The record format this build writes.
 pub const FORMAT_VERSION: u8 = 1;
@@ -235,7 +235,7 @@ pub enum SnapshotRow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::Command;
+    use crate::storage::entry::Command;
 
     #[test]
     fn entry_round_trips_through_a_record() {

@@ -18,14 +18,14 @@ use openraft::{
 use redb::{Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
 use tokio::io::AsyncSeekExt;
 
+use super::entry::{
+    BatchResult, Command, CommandResult, GroupId, MetaCommand, MetaResult, NodeInfo, Refusal, SnapshotData, TypeConfig,
+};
 use super::kv::{self, Dispatch, Handled, Kv, KvRead, ServiceId};
 use super::records::{self, LogIdRec, SnapshotHeader, SnapshotRow, StoredMembershipRec};
 use super::{PLACEMENT, SERVICES, SM_META, Store, StoreError, meta_key};
 use crate::NodeId;
 use crate::placement::{Layout, Placement};
-use crate::raft::{
-    BatchResult, Command, CommandResult, GroupId, MetaCommand, MetaResult, NodeInfo, Refusal, SnapshotData, TypeConfig,
-};
 
 type Entry = openraft::Entry<TypeConfig>;
 

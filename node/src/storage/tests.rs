@@ -4,9 +4,9 @@ use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftLogReader, StorageError};
 
+use super::entry::{BatchResult, Command, CommandBatch, CommandResult, MetaCommand, MetaResult, Refusal, TypeConfig};
 use super::*;
 use crate::NodeId;
-use crate::raft::{BatchResult, Command, CommandBatch, CommandResult, MetaCommand, MetaResult, Refusal, TypeConfig};
 
 struct Builder;
 

@@ -15,11 +15,11 @@ use redb::{Database, Durability, ReadableDatabase};
 use tokio::sync::oneshot;
 use tracing::error;
 
+use super::entry::{BatchResult, GroupId, TypeConfig};
 use super::kv::Dispatch;
 use super::metrics::StorageMetrics;
 use super::state_machine::{Overlay, Rows, SmView};
 use super::{LOGS, RAFT_META, StoreError};
-use crate::raft::{BatchResult, GroupId, TypeConfig};
 use crate::util::lock;
 
 /// Most operations folded into one transaction.

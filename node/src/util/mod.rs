@@ -6,7 +6,7 @@ pub mod fault;
 pub mod task;
 
 pub use backoff::Backoff;
-pub use fault::InjectedFault;
+pub use fault::{FaultInjector, InjectError, InjectedFault};
 pub use task::AbortOnDrop;
 
 /// Locks `m`, taking over a poisoned lock: every mutex guarded this way holds short critical

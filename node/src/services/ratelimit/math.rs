@@ -12,15 +12,7 @@
 
 use std::collections::VecDeque;
 
-/// Which algorithm a policy uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Algorithm {
-    /// GCRA.
-    TokenBucket,
-    /// Exact sliding window (a log of admissions).
-    SlidingWindow,
-}
+pub use crate::config::Algorithm;
 
 /// What a check decided, with what the response headers need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -31,6 +31,7 @@ use super::client::Client;
 use super::peer::{self, PeerMessage};
 use super::{Payload, ServiceId};
 use crate::NodeId;
+pub use crate::config::{MAX_LEASE_TTL, RoutePattern};
 use crate::config::{OnUnavailable, RateKey, RateLimitSection, RatePolicy};
 use crate::storage::records::RecordError;
 use crate::transport::Transport;
@@ -49,49 +50,6 @@ const MAX_LEASE: u64 = 4096;
 const LEASE_SHARE: u64 = 8;
 /// A node asks for a lease once it sends at least this many requests for a key per lease span.
 const LEASE_DEMAND: u64 = 4;
-/// The longest lease span (`ratelimit.lease_ttl`).
-pub const MAX_LEASE_TTL: Duration = Duration::from_secs(1);
-
-/// A route a policy covers: an optional method and a route template, or a prefix of one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoutePattern {
-    method: Option<String>,
-    path: String,
-    prefix: bool,
-}
-
-impl RoutePattern {
-    /// Parses `[METHOD ]/path[*]`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let (method, path) = match text.split_once(' ') {
-            Some((m, p)) => (Some(m.trim()), p.trim()),
-            None => (None, text.trim()),
-        };
-        if let Some(m) = method
-            && !m.bytes().all(|b| b.is_ascii_uppercase())
-        {
-            return Err(format!("`{text}`: the method must be upper-case, like GET"));
-        }
-        if !path.starts_with('/') {
-            return Err(format!("`{text}`: a route starts with /"));
-        }
-        let (path, prefix) = match path.strip_suffix('*') {
-            Some(p) => (p, true),
-            None => (path, false),
-        };
-        if path.contains('*') {
-            return Err(format!("`{text}`: * may only end a route"));
-        }
-        Ok(Self { method: method.map(str::to_string), path: path.to_string(), prefix })
-    }
-
-    /// Whether a request with `method` to route template (or raw path) `route` is covered.
-    pub fn matches(&self, method: &str, route: &str) -> bool {
-        self.method.as_deref().is_none_or(|m| m == method)
-            && if self.prefix { route.starts_with(&self.path) } else { route == self.path }
-    }
-}
-
 /// One configured policy, ready to use.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -664,25 +622,6 @@ async fn send_batches(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn route_patterns_match_templates_prefixes_and_methods() {
-        let all = RoutePattern::parse("/v1/*").expect("parse");
-        assert!(all.matches("GET", "/v1/counters/{name}"));
-        assert!(all.matches("POST", "/v1/urls"));
-        assert!(!all.matches("GET", "/healthz"));
-        assert!(!all.matches("GET", "/{code}"));
-        let redirect = RoutePattern::parse("GET /{code}").expect("parse");
-        assert!(redirect.matches("GET", "/{code}"));
-        assert!(!redirect.matches("POST", "/{code}"));
-        assert!(!redirect.matches("GET", "/v1/urls"));
-        let shorten = RoutePattern::parse("POST /v1/urls").expect("parse");
-        assert!(shorten.matches("POST", "/v1/urls"));
-        assert!(!shorten.matches("POST", "/v1/urls/{code}"));
-        assert!(RoutePattern::parse("v1/*").is_err());
-        assert!(RoutePattern::parse("get /v1").is_err());
-        assert!(RoutePattern::parse("/v1/*/x").is_err());
-    }
 
     #[test]
     fn the_default_policies_cover_the_api_redirects_and_the_cluster_view_apart() {

@@ -1,12 +1,13 @@
-//! The Raft type configuration shared by every group, and the commands groups replicate.
+//! The log entry: the Raft type configuration shared by every group, and the commands groups
+//! replicate (meta commands, or services' commands as `(service id, payload)`).
 
 use std::collections::BTreeMap;
 
 use rkyv::{Archive, Deserialize, Serialize};
 
+pub use super::kv::ServiceId;
 use crate::NodeId;
 use crate::placement::{MemberRec, Placement};
-pub use crate::storage::ServiceId;
 
 /// What a Raft group knows about a member node.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
@@ -124,5 +125,4 @@ openraft::declare_raft_types!(
         SnapshotData = SnapshotData,
 );
 
-/// A Raft group id: 0 is meta, 1..=P are partitions.
-pub type GroupId = u64;
+pub use crate::placement::GroupId;
