@@ -305,10 +305,34 @@ async fn http_errors_are_json_and_metrics_use_route_templates() -> Result<()> {
     assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     let r = c.http.post(c.node(1).url("/v1/testing/faults/nosuchactor")).send().await?;
     assert_eq!(r.status().as_u16(), 403, "disabled switch wins over the unknown name");
+    // The framework's own rejections answer in the same shape.
+    let big = vec![b'x'; 10 * 1024 * 1024];
+    let r = c.http.post(c.node(1).url("/v1/urls")).body(big).send().await?;
+    assert_json_error(r, 413, "payload_too_large").await?;
+    for (method, path) in [(reqwest::Method::DELETE, "/v1/cluster"), (reqwest::Method::POST, "/healthz")] {
+        let r = c.http.request(method.clone(), c.node(1).url(path)).send().await?;
+        let allow = r.headers().get(reqwest::header::ALLOW).map(|v| v.to_str().unwrap_or_default().to_string());
+        assert_eq!(allow.as_deref(), Some("GET,HEAD"), "{method} {path}");
+        assert_json_error(r, 405, "method_not_allowed").await?;
+    }
+    // A path parameter that is not UTF-8 once decoded.
+    let r = c.http.get(c.node(1).url("/%FF")).send().await?;
+    assert_json_error(r, 400, "bad_request").await?;
     let m = c.metrics(1).await.ok_or_else(|| anyhow!("metrics"))?;
     assert!(m.contains("route=\"unmatched\""), "unmatched paths share one label");
     assert!(!m.contains("12345"), "raw paths never become labels");
     assert!(m.contains("route=\"/v1/testing/faults/{actor}\""), "templates, not raw paths");
+    Ok(())
+}
+
+/// Asserts a response is `status` with a JSON `{"error": {"code", "message"}}` body.
+async fn assert_json_error(r: reqwest::Response, status: u16, code: &str) -> Result<()> {
+    assert_eq!(r.status().as_u16(), status, "{}", r.url());
+    let content_type = r.headers().get(reqwest::header::CONTENT_TYPE).cloned();
+    assert_eq!(content_type.as_ref().and_then(|v| v.to_str().ok()), Some("application/json"), "{}", r.url());
+    let body: serde_json::Value = r.json().await?;
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
     Ok(())
 }
 

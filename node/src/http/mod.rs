@@ -7,6 +7,7 @@
 pub mod actor;
 mod counters;
 pub mod error;
+mod json_errors;
 pub mod metrics;
 mod ratelimit;
 mod urls;
@@ -81,6 +82,7 @@ pub fn router(state: AppState, body_limit: usize, max_in_flight: usize) -> Route
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(max_in_flight))
+        .layer(middleware::from_fn_with_state(json_errors::JsonErrors { body_limit }, json_errors::json_errors))
         .with_state(state)
 }
 
