@@ -325,6 +325,22 @@ async fn http_errors_are_json_and_metrics_use_route_templates() -> Result<()> {
     Ok(())
 }
 
+/// `/v1/cluster` lists the layout's groups by number ("2" before "10"), not as strings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_view_lists_layout_groups_in_numeric_order() -> Result<()> {
+    let c = formed(&ClusterSpec::new(1).set("raft", "partitions = 12")).await?;
+    let keys = wait_for("the layout in /v1/cluster", FORM, || async {
+        let text = c.http.get(c.node(1).url("/v1/cluster")).send().await.ok()?.text().await.ok()?;
+        // The groups object holds only arrays, so its first `}` closes it.
+        let groups = text.split(r#""groups":{"#).nth(1)?.split('}').next()?.to_string();
+        let keys: Vec<u64> = groups.split("],").filter_map(|kv| kv.split('"').nth(1)?.parse().ok()).collect();
+        (!keys.is_empty()).then_some(keys)
+    })
+    .await?;
+    assert_eq!(keys, (0..=12).collect::<Vec<u64>>());
+    Ok(())
+}
+
 /// Asserts a response is `status` with a JSON `{"error": {"code", "message"}}` body.
 async fn assert_json_error(r: reqwest::Response, status: u16, code: &str) -> Result<()> {
     assert_eq!(r.status().as_u16(), status, "{}", r.url());
@@ -621,6 +637,12 @@ async fn dev_up_kill_start_status_and_ctrl_c() -> Result<()> {
     assert_eq!(said.matches(exit_line).count(), 1, "{said}");
     assert_eq!(said.matches(" exited").count(), 1, "{said}");
     assert_eq!(said.matches("node 2 is back (pid ").count(), 1, "{said}");
+    // Node logs are files, so plain text.
+    for id in 1..=3 {
+        let log = std::fs::read_to_string(dev_dir.join(format!("logs/node-{id}.log")))?;
+        assert!(log.contains("node started"), "node {id}'s log: {log}");
+        assert!(!log.contains('\x1b'), "colour codes in node {id}'s log: {log}");
+    }
     for pid in pids {
         assert!(
             !Path::new(&format!("/proc/{pid}")).exists() || proc_is_zombie(pid as u32 as u64),

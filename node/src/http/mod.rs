@@ -5,6 +5,7 @@
 //! counted by route template and status class.
 
 pub mod actor;
+mod cluster_view;
 mod counters;
 pub mod error;
 mod json_errors;
@@ -147,7 +148,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
 }
 
-async fn cluster(State(state): State<AppState>) -> Json<Value> {
+async fn cluster(State(state): State<AppState>) -> Response {
     let groups = state.raft.get().map(|r| r.view()).unwrap_or_default();
     let meta = groups
         .iter()
@@ -176,13 +177,14 @@ async fn cluster(State(state): State<AppState>) -> Json<Value> {
             v
         })
         .collect();
-    Json(json!({
-        "node_id": state.node_id,
-        "members": members,
-        "meta": meta,
-        "layout": placement.map(|p| p.layout),
-        "partitions": partitions,
-    }))
+    Json(cluster_view::ClusterBody {
+        node_id: state.node_id,
+        members,
+        meta,
+        layout: placement.map(|p| p.layout),
+        partitions,
+    })
+    .into_response()
 }
 
 async fn inject_fault(State(state): State<AppState>, Path(actor): Path<String>) -> Result<Response, ApiError> {
