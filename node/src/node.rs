@@ -107,12 +107,16 @@ impl NodeRpc {
     }
 }
 
-/// Sets up logging for a node process: `RUST_LOG` if set, else `log.filter`.
+/// Sets up logging for a node process: `RUST_LOG` if set, else `log.filter`. Colours only on a
+/// terminal: log files (`dev up`, the test harness, systemd) get plain text.
 pub fn init_tracing(log: &LogSection) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match log.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

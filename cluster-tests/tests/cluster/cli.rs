@@ -83,6 +83,14 @@ async fn dev_up_kill_start_status_and_ctrl_c() -> Result<()> {
     assert!(!Path::new(&format!("/proc/{pid2}")).exists() || proc_is_zombie(pid2), "node 2 still runs");
     let nodes: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dev_dir.join("nodes.json"))?)?;
     assert!(nodes[1]["pid"].is_null(), "kill keeps nodes.json current");
+    let dev_up_says = |what: &'static str| {
+        let path = stdout_path.clone();
+        move || {
+            let said = std::fs::read_to_string(&path).ok().filter(|s| s.contains(what)).map(|_| ());
+            async move { said }
+        }
+    };
+    wait_for("dev up to report node 2's exit", Duration::from_secs(10), dev_up_says("node 2 exited")).await?;
     wait_for("status to show node 2 down", Duration::from_secs(15), || async {
         let out = shoal_cmd(&["status", "--endpoint", &http[0]]).ok()?;
         String::from_utf8_lossy(&out.stdout).contains("1 of 3 members DOWN").then_some(())
@@ -94,6 +102,7 @@ async fn dev_up_kill_start_status_and_ctrl_c() -> Result<()> {
 
     let out = shoal_cmd(&["dev", "start", "2", "--dir", &dev])?;
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("dev up to report node 2 back", Duration::from_secs(10), dev_up_says("node 2 is back")).await?;
     wait_for("status to show all up", Duration::from_secs(15), || async {
         let out = shoal_cmd(&["status", "--endpoint", &http[0]]).ok()?;
         String::from_utf8_lossy(&out.stdout).contains("all 3 members up").then_some(())
@@ -112,6 +121,18 @@ async fn dev_up_kill_start_status_and_ctrl_c() -> Result<()> {
     .await?;
     drop(guard);
     assert!(status.success(), "dev up exited with {status}");
+    // Told once each, though dev up polled many times while node 2 was down and after.
+    let said = std::fs::read_to_string(&stdout_path)?;
+    let exit_line = "node 2 exited (signal: 9 (SIGKILL)); `shoal dev start 2` starts it again\n";
+    assert_eq!(said.matches(exit_line).count(), 1, "{said}");
+    assert_eq!(said.matches(" exited").count(), 1, "{said}");
+    assert_eq!(said.matches("node 2 is back (pid ").count(), 1, "{said}");
+    // Node logs are files, so plain text.
+    for id in 1..=3 {
+        let log = std::fs::read_to_string(dev_dir.join(format!("logs/node-{id}.log")))?;
+        assert!(log.contains("node started"), "node {id}'s log: {log}");
+        assert!(!log.contains('\x1b'), "colour codes in node {id}'s log: {log}");
+    }
     for pid in pids {
         assert!(
             !Path::new(&format!("/proc/{pid}")).exists() || proc_is_zombie(pid as u32 as u64),

@@ -20,10 +20,70 @@ async fn http_errors_are_json_and_metrics_use_route_templates() -> Result<()> {
     assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     let r = c.http.post(c.node(1).url("/v1/testing/faults/nosuchactor")).send().await?;
     assert_eq!(r.status().as_u16(), 403, "disabled switch wins over the unknown name");
+    // The framework's own rejections answer in the same shape.
+    // A 10 MB body is refused on its declared length, before it is read. Sent by hand: a client
+    // still writing the body when the server answers and closes may see a reset instead.
+    let (head, body) = declare_body(c.node(1).http, "/v1/urls", 10 * 1024 * 1024).await?;
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{head}");
+    let body: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+    for (method, path) in [(reqwest::Method::DELETE, "/v1/cluster"), (reqwest::Method::POST, "/healthz")] {
+        let r = c.http.request(method.clone(), c.node(1).url(path)).send().await?;
+        let allow = r.headers().get(reqwest::header::ALLOW).map(|v| v.to_str().unwrap_or_default().to_string());
+        assert_eq!(allow.as_deref(), Some("GET,HEAD"), "{method} {path}");
+        assert_json_error(r, 405, "method_not_allowed").await?;
+    }
+    // A path parameter that is not UTF-8 once decoded.
+    let r = c.http.get(c.node(1).url("/%FF")).send().await?;
+    assert_json_error(r, 400, "bad_request").await?;
     let m = c.metrics(1).await.ok_or_else(|| anyhow!("metrics"))?;
     assert!(m.contains("route=\"unmatched\""), "unmatched paths share one label");
     assert!(!m.contains("12345"), "raw paths never become labels");
     assert!(m.contains("route=\"/v1/testing/faults/{actor}\""), "templates, not raw paths");
+    Ok(())
+}
+
+/// `/v1/cluster` lists the layout's groups by number ("2" before "10"), not as strings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_view_lists_layout_groups_in_numeric_order() -> Result<()> {
+    let c = formed(&ClusterSpec::new(1).set("raft", "partitions = 12")).await?;
+    let keys = wait_for("the layout in /v1/cluster", FORM, || async {
+        let text = c.http.get(c.node(1).url("/v1/cluster")).send().await.ok()?.text().await.ok()?;
+        // The groups object holds only arrays, so its first `}` closes it.
+        let groups = text.split(r#""groups":{"#).nth(1)?.split('}').next()?.to_string();
+        let keys: Vec<u64> = groups.split("],").filter_map(|kv| kv.split('"').nth(1)?.parse().ok()).collect();
+        (!keys.is_empty()).then_some(keys)
+    })
+    .await?;
+    assert_eq!(keys, (0..=12).collect::<Vec<u64>>());
+    Ok(())
+}
+
+/// Sends the head of a POST declaring a `length`-byte body (and none of the body) and reads the
+/// answer until the server closes: its head and its body.
+async fn declare_body(addr: std::net::SocketAddr, path: &str, length: usize) -> Result<(String, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await??;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").ok_or_else(|| anyhow!("no answer head: {answer}"))?;
+    Ok((head.to_string(), body.to_string()))
+}
+
+/// Asserts a response is `status` with a JSON `{"error": {"code", "message"}}` body.
+async fn assert_json_error(r: reqwest::Response, status: u16, code: &str) -> Result<()> {
+    assert_eq!(r.status().as_u16(), status, "{}", r.url());
+    let content_type = r.headers().get(reqwest::header::CONTENT_TYPE).cloned();
+    assert_eq!(content_type.as_ref().and_then(|v| v.to_str().ok()), Some("application/json"), "{}", r.url());
+    let body: serde_json::Value = r.json().await?;
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! Nodes run in their own process group, so Ctrl-C reaches `dev up`, which then stops them in
 //! order with SIGTERM.
 
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -228,7 +229,7 @@ pub async fn up(opts: UpOptions) -> Result<(), CliError> {
         return Err(e);
     }
     print_summary(&dir, &entries);
-    let code = supervise(&dir, &mut children).await;
+    let code = supervise(&dir, &entries, &mut children).await;
     stop_all(&dir, &mut children).await;
     println!("All nodes stopped. Run `shoal dev up` again to restart the same cluster with its data.");
     code
@@ -285,10 +286,12 @@ fn print_summary(dir: &Path, entries: &[NodeEntry]) {
     println!("\n(`shoal` is `cargo run --release --` from the repository.) Ctrl-C stops every node.");
 }
 
-/// Waits for Ctrl-C/SIGTERM, reporting nodes that exit meanwhile.
-async fn supervise(dir: &Path, children: &mut [(u64, Child)]) -> Result<(), CliError> {
+/// Waits for Ctrl-C/SIGTERM, reporting once each node that exits and each that comes back
+/// (`shoal dev start` runs it outside this process, so `nodes.json` is what tells).
+async fn supervise(dir: &Path, entries: &[NodeEntry], children: &mut Vec<(u64, Child)>) -> Result<(), CliError> {
     let mut signal = std::pin::pin!(crate::node::shutdown_signal());
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut liveness = Liveness::new(entries.iter().map(|e| (e.id, e.pid)));
     loop {
         tokio::select! {
             _ = &mut signal => {
@@ -296,19 +299,82 @@ async fn supervise(dir: &Path, children: &mut [(u64, Child)]) -> Result<(), CliE
                 return Ok(());
             }
             _ = tick.tick() => {
-                for (id, child) in children.iter_mut() {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        println!("node {id} exited ({status}); `shoal dev start {id}` starts it again");
-                        if let Ok(mut nodes) = read_nodes(dir) {
-                            for n in nodes.iter_mut().filter(|n| n.id == *id && n.pid == Some(child.id())) {
-                                n.pid = None;
-                            }
-                            let _ = write_nodes(dir, &nodes);
-                        }
+                let Ok(mut nodes) = read_nodes(dir) else { continue };
+                // Reap the nodes this process started that exited; their status is told once.
+                let mut exited = BTreeMap::new();
+                children.retain_mut(|(_, child)| match child.try_wait() {
+                    Ok(Some(status)) => {
+                        exited.insert(child.id(), status);
+                        false
                     }
+                    _ => true,
+                });
+                let seen: Vec<(u64, Option<u32>)> =
+                    nodes.iter().map(|n| (n.id, n.pid.filter(|p| is_shoal_process(*p)))).collect();
+                for change in liveness.update(&seen) {
+                    match change {
+                        Change::Exited { id, pid } => {
+                            let status = exited.get(&pid).map(|s| format!(" ({s})")).unwrap_or_default();
+                            println!("node {id} exited{status}; `shoal dev start {id}` starts it again");
+                        }
+                        Change::Back { id, pid } => println!("node {id} is back (pid {pid})"),
+                    }
+                }
+                // A node that died on its own still has its pid listed: clear it.
+                let mut stale = false;
+                for (n, (_, running)) in nodes.iter_mut().zip(&seen) {
+                    if n.pid.is_some() && running.is_none() {
+                        n.pid = None;
+                        stale = true;
+                    }
+                }
+                if stale {
+                    let _ = write_nodes(dir, &nodes);
                 }
             }
         }
+    }
+}
+
+/// A change in which nodes run, as `dev up` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// The process `dev up` last saw running for node `id` is gone.
+    Exited { id: u64, pid: u32 },
+    /// Node `id` runs again, as process `pid`.
+    Back { id: u64, pid: u32 },
+}
+
+/// The process `dev up` last saw running for each node, so that each exit and each return is
+/// reported once, not on every poll.
+#[derive(Debug)]
+struct Liveness {
+    running: BTreeMap<u64, Option<u32>>,
+}
+
+impl Liveness {
+    /// Starts from the nodes as `dev up` launched them.
+    fn new(started: impl IntoIterator<Item = (u64, Option<u32>)>) -> Self {
+        Self { running: started.into_iter().collect() }
+    }
+
+    /// Takes one poll (each node with its running process, if any) and returns what changed
+    /// since the last one.
+    fn update(&mut self, seen: &[(u64, Option<u32>)]) -> Vec<Change> {
+        let mut changes = Vec::new();
+        for &(id, now) in seen {
+            let before = self.running.insert(id, now).flatten();
+            match (before, now) {
+                (Some(old), Some(new)) if old != new => {
+                    changes.push(Change::Exited { id, pid: old });
+                    changes.push(Change::Back { id, pid: new });
+                }
+                (Some(old), None) => changes.push(Change::Exited { id, pid: old }),
+                (None, Some(new)) => changes.push(Change::Back { id, pid: new }),
+                _ => {}
+            }
+        }
+        changes
     }
 }
 
@@ -414,6 +480,33 @@ mod tests {
         assert_eq!(ports(7000, 1).ok(), Some((7000, 7001)));
         assert_eq!(ports(7000, 3).ok(), Some((7020, 7021)));
         assert!(ports(65530, 2).is_err());
+    }
+
+    #[test]
+    fn each_exit_and_each_return_is_reported_once() {
+        let mut l = Liveness::new([(1, Some(100)), (2, Some(200)), (3, Some(300))]);
+        let all = [(1, Some(100)), (2, Some(200)), (3, Some(300))];
+        assert_eq!(l.update(&all), vec![], "nothing changed since the start");
+        let killed = [(1, Some(100)), (2, None), (3, Some(300))];
+        assert_eq!(l.update(&killed), vec![Change::Exited { id: 2, pid: 200 }]);
+        for _ in 0..3 {
+            assert_eq!(l.update(&killed), vec![], "an exit is told once, however many polls see it");
+        }
+        let back = [(1, Some(100)), (2, Some(201)), (3, Some(300))];
+        assert_eq!(l.update(&back), vec![Change::Back { id: 2, pid: 201 }]);
+        assert_eq!(l.update(&back), vec![], "and so is a return");
+        assert_eq!(l.update(&killed), vec![Change::Exited { id: 2, pid: 201 }], "the new process may exit too");
+    }
+
+    #[test]
+    fn a_restart_between_two_polls_is_an_exit_and_a_return() {
+        let mut l = Liveness::new([(1, Some(100))]);
+        assert_eq!(
+            l.update(&[(1, Some(101))]),
+            vec![Change::Exited { id: 1, pid: 100 }, Change::Back { id: 1, pid: 101 }]
+        );
+        let mut l = Liveness::new([(1, None)]);
+        assert_eq!(l.update(&[(1, None)]), vec![], "a node stopped from the start is not news");
     }
 
     #[test]

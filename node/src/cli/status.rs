@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
@@ -114,9 +114,11 @@ pub async fn run(opts: StatusOptions) -> Result<(), CliError> {
         return print_once(&client, &endpoint, &body, opts.json, color).await;
     }
     let mut signal = std::pin::pin!(crate::node::shutdown_signal());
+    let style = WatchStyle::for_output(std::io::stdout().is_terminal(), opts.json);
+    let mut first = true;
     loop {
-        // Clear the screen and home the cursor, then draw.
-        print!("\x1b[2J\x1b[H");
+        print!("{}", style.header(first, SystemTime::now()));
+        first = false;
         match fetch(&client, &candidates(&opts.endpoint)).await {
             Ok((endpoint, body)) => {
                 if let Err(e) = print_once(&client, &endpoint, &body, opts.json, color).await {
@@ -125,10 +127,52 @@ pub async fn run(opts: StatusOptions) -> Result<(), CliError> {
             }
             Err(e) => println!("{e}"),
         }
-        println!("\n(redrawn every second; Ctrl-C to quit)");
+        print!("{}", style.footer());
         tokio::select! {
             _ = &mut signal => return Ok(()),
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// How `--watch` shows one snapshot after another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WatchStyle {
+    /// On a terminal: clear the screen and draw in place.
+    Redraw,
+    /// Into a file or a pipe: plain snapshots one after another, each under a timestamp.
+    Append,
+    /// `--json` into a file or a pipe: one JSON document per line, nothing between.
+    JsonLines,
+}
+
+impl WatchStyle {
+    fn for_output(terminal: bool, json: bool) -> Self {
+        match (terminal, json) {
+            (true, _) => Self::Redraw,
+            (false, false) => Self::Append,
+            (false, true) => Self::JsonLines,
+        }
+    }
+
+    /// What goes before a snapshot taken at `at`.
+    fn header(self, first: bool, at: SystemTime) -> String {
+        match self {
+            // Clear the screen and home the cursor.
+            Self::Redraw => "\x1b[2J\x1b[H".to_string(),
+            Self::Append => {
+                let gap = if first { "" } else { "\n" };
+                format!("{gap}=== {} ===\n", humantime::format_rfc3339_seconds(at))
+            }
+            Self::JsonLines => String::new(),
+        }
+    }
+
+    /// What goes after a snapshot.
+    fn footer(self) -> &'static str {
+        match self {
+            Self::Redraw => "\n(redrawn every second; Ctrl-C to quit)\n",
+            Self::Append | Self::JsonLines => "",
         }
     }
 }
@@ -262,6 +306,24 @@ mod tests {
         assert!(text.contains("1 of 2 members DOWN"), "{text}");
         assert!(text.contains("DOWN   127.0.0.1:7010"), "{text}");
         assert!(text.contains("4.2s ago"), "{text}");
+    }
+
+    #[test]
+    fn watch_redraws_only_on_a_terminal() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(86_400);
+        let redraw = WatchStyle::for_output(true, false);
+        assert_eq!(redraw, WatchStyle::Redraw);
+        assert_eq!(WatchStyle::for_output(true, true), WatchStyle::Redraw);
+        assert!(redraw.header(true, at).contains("\x1b[2J"));
+        let plain = WatchStyle::for_output(false, false);
+        assert_eq!(plain, WatchStyle::Append);
+        assert_eq!(plain.header(true, at), "=== 1970-01-02T00:00:00Z ===\n");
+        assert_eq!(plain.header(false, at), "\n=== 1970-01-02T00:00:00Z ===\n", "a blank line between snapshots");
+        for first in [true, false] {
+            assert!(!plain.header(first, at).contains('\x1b') && !plain.footer().contains('\x1b'));
+        }
+        let lines = WatchStyle::for_output(false, true);
+        assert_eq!((lines.header(false, at).as_str(), lines.footer()), ("", ""), "JSON documents, one per line");
     }
 
     #[test]

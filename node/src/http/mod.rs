@@ -6,6 +6,8 @@
 //! counted by route template and status class.
 
 pub mod actor;
+mod cluster_view;
+mod json_errors;
 pub mod metrics;
 
 use std::sync::Arc;
@@ -65,6 +67,7 @@ pub fn router(state: AppState, body_limit: usize, max_in_flight: usize) -> Route
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(max_in_flight))
+        .layer(middleware::from_fn_with_state(json_errors::JsonErrors { body_limit }, json_errors::json_errors))
         .with_state(state)
 }
 
@@ -130,7 +133,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn cluster(State(state): State<AppState>) -> Json<Value> {
+async fn cluster(State(state): State<AppState>) -> Response {
     let groups = state.raft.get().map(|r| r.view()).unwrap_or_default();
     let meta = groups
         .iter()
@@ -159,13 +162,14 @@ async fn cluster(State(state): State<AppState>) -> Json<Value> {
             v
         })
         .collect();
-    Json(json!({
-        "node_id": state.node_id,
-        "members": members,
-        "meta": meta,
-        "layout": placement.map(|p| p.layout),
-        "partitions": partitions,
-    }))
+    Json(cluster_view::ClusterBody {
+        node_id: state.node_id,
+        members,
+        meta,
+        layout: placement.map(|p| p.layout),
+        partitions,
+    })
+    .into_response()
 }
 
 async fn inject_fault(State(state): State<AppState>, Path(actor): Path<String>) -> Result<Response, ApiError> {
