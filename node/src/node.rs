@@ -202,7 +202,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> Result
         }
         _ = &mut handle => {}
     }
-    let fatal = fatal.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let fatal = crate::util::lock(&fatal).take();
     match fatal {
         Some(reason) => Err(NodeError::Fatal(reason)),
         None => {

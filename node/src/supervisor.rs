@@ -308,7 +308,7 @@ impl Supervisor {
                 cfg.restart_window
             );
             error!(actor = kind.name(), "{fatal}");
-            *state.deps.fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(fatal.clone());
+            *crate::util::lock(&state.deps.fatal) = Some(fatal.clone());
             myself.stop(Some(fatal));
             return;
         }

@@ -24,11 +24,11 @@ pub struct RaftSlot(Arc<RwLock<Option<Arc<RaftHost>>>>);
 impl RaftSlot {
     /// The running host, if any.
     pub fn get(&self) -> Option<Arc<RaftHost>> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        crate::util::read(&self.0).clone()
     }
 
     fn replace(&self, host: Option<Arc<RaftHost>>) -> Option<Arc<RaftHost>> {
-        std::mem::replace(&mut *self.0.write().unwrap_or_else(|e| e.into_inner()), host)
+        std::mem::replace(&mut *crate::util::write(&self.0), host)
     }
 }
 

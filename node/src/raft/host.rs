@@ -375,7 +375,7 @@ impl RaftHost {
     }
 
     fn read_groups(&self) -> std::sync::RwLockReadGuard<'_, HashMap<GroupId, Arc<Group>>> {
-        self.groups.read().unwrap_or_else(|e| e.into_inner())
+        crate::util::read(&self.groups)
     }
 
     fn group(&self, id: GroupId) -> Option<Arc<Group>> {
@@ -416,7 +416,7 @@ impl RaftHost {
         };
         let opened = Arc::new(Group { raft, actor });
         let duplicate = {
-            let mut groups = self.groups.write().unwrap_or_else(|e| e.into_inner());
+            let mut groups = crate::util::write(&self.groups);
             match groups.entry(group) {
                 std::collections::hash_map::Entry::Occupied(_) => true,
                 std::collections::hash_map::Entry::Vacant(v) => {
@@ -828,7 +828,7 @@ impl RaftHost {
             if !self.left_group(group, &replicas).await {
                 continue;
             }
-            let removed = self.groups.write().unwrap_or_else(|e| e.into_inner()).remove(&group);
+            let removed = crate::util::write(&self.groups).remove(&group);
             let Some(g) = removed else { continue };
             g.stop(group).await;
             drop(g);
@@ -1003,7 +1003,7 @@ impl RaftHost {
     /// Restarts one group from its durable state (its actor failed: the Raft core stopped with a
     /// fatal error); the others keep running.
     pub async fn restart_group(&self, group: GroupId) -> Result<(), RaftHostError> {
-        let old = self.groups.write().unwrap_or_else(|e| e.into_inner()).remove(&group);
+        let old = crate::util::write(&self.groups).remove(&group);
         if let Some(g) = old {
             g.stop(group).await;
         }
