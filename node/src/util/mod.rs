@@ -2,6 +2,7 @@
 //! fault injection.
 
 pub mod backoff;
+pub mod batcher;
 pub mod fault;
 pub mod task;
 
