@@ -4,21 +4,31 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::users::Caller;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorBody};
 use crate::raft::{Command, CommandResult, ProposeError, RaftHost};
 
 /// Longest counter name, in bytes.
 const MAX_NAME: usize = 128;
 
-#[derive(Deserialize)]
+/// `POST /v1/counters/{name}/increment` body; an empty body means `{"by": 1}`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct IncrementBody {
+    /// How much to add: at least 1.
     #[serde(default = "one")]
+    #[schema(minimum = 1, default = 1)]
     by: u64,
+}
+
+/// A counter and its value.
+#[derive(Serialize, ToSchema)]
+pub(super) struct CounterValue {
+    name: String,
+    value: u64,
 }
 
 fn one() -> u64 {
@@ -57,12 +67,30 @@ pub(super) fn propose_error(e: ProposeError) -> ApiError {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/counters/{name}/increment",
+    operation_id = "increment_counter",
+    tag = "counters",
+    params(("name" = String, Path, description = "1 to 128 of A-Z, a-z, 0-9, `_`, `-`, `.`",
+            pattern = "^[A-Za-z0-9_.-]{1,128}$")),
+    request_body(content = Option<IncrementBody>, content_type = "application/json",
+                 description = "Optional: no body means `{\"by\": 1}`"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The value after the increment committed", body = CounterValue),
+        (status = 400, description = "`invalid_name` or `invalid_body`", body = ErrorBody),
+        (status = 422, description = "`rejected`, e.g. the value would overflow", body = ErrorBody),
+        (status = 503, description = "`no_leader` (not applied; retry), `partition_unavailable` (outcome unknown) \
+                                      or `starting`", body = ErrorBody),
+    )
+)]
 pub(super) async fn increment(
     State(state): State<AppState>,
     _caller: Caller,
     Path(name): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CounterValue>, ApiError> {
     check_name(&name)?;
     let by = if body.iter().all(u8::is_ascii_whitespace) {
         1
@@ -79,17 +107,31 @@ pub(super) async fn increment(
     let raft = raft(&state)?;
     let group = raft.partition_of(&name);
     match raft.propose(group, Command::CounterIncrement { name: name.clone(), by }).await.map_err(propose_error)? {
-        CommandResult::Value(value) => Ok(Json(json!({ "name": name, "value": value }))),
+        CommandResult::Value(value) => Ok(Json(CounterValue { name, value })),
         CommandResult::Rejected { reason } => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", reason)),
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/counters/{name}",
+    operation_id = "get_counter",
+    tag = "counters",
+    params(("name" = String, Path, description = "1 to 128 of A-Z, a-z, 0-9, `_`, `-`, `.`",
+            pattern = "^[A-Za-z0-9_.-]{1,128}$")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The value (linearizable; 0 for a counter never incremented)", body = CounterValue),
+        (status = 400, description = "`invalid_name`", body = ErrorBody),
+        (status = 503, description = "`no_leader`, `partition_unavailable` or `starting`", body = ErrorBody),
+    )
+)]
 pub(super) async fn get(
     State(state): State<AppState>,
     _caller: Caller,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CounterValue>, ApiError> {
     check_name(&name)?;
     let value = raft(&state)?.read_counter(&name).await.map_err(propose_error)?;
-    Ok(Json(json!({ "name": name, "value": value })))
+    Ok(Json(CounterValue { name, value }))
 }

@@ -9,11 +9,11 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::counters::{propose_error, raft};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorBody};
 use crate::raft::Command;
 use crate::storage::records::UserRec;
 
@@ -83,12 +83,52 @@ pub(super) async fn identify(state: &AppState, headers: &axum::http::HeaderMap) 
     }
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/users` body.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewUser {
+    /// 1 to 64 characters (after trimming), no control characters.
+    #[schema(min_length = 1, max_length = 64, example = "ada")]
     name: String,
 }
 
+/// A new user and its token: the only time the token is shown.
+#[derive(Serialize, ToSchema)]
+struct CreatedUser {
+    #[schema(example = "u0123456789abcdef")]
+    id: String,
+    name: String,
+    /// The bearer token (64 hex digits); only its hash is stored.
+    token: String,
+}
+
+/// The caller.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Me {
+    /// Present (true) only for the admin token.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schema(required = false)]
+    admin: bool,
+    id: String,
+    name: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    operation_id = "create_user",
+    tag = "users",
+    request_body(content = NewUser, content_type = "application/json"),
+    // Open sign-up needs no token; with `auth.open_signup = false` only the admin token may.
+    security((), ("bearer" = [])),
+    responses(
+        (status = 201, description = "Created; the token is shown only here", body = CreatedUser),
+        (status = 400, description = "`invalid_body` or `invalid_name`", body = ErrorBody),
+        (status = 403, description = "`signup_closed`: sign-up is closed and the token is not the admin's",
+         body = ErrorBody),
+        (status = 503, description = "`no_leader`, `partition_unavailable` or `starting`", body = ErrorBody),
+    )
+)]
 pub(super) async fn create(State(state): State<AppState>, parts: Parts, body: Bytes) -> Result<Response, ApiError> {
     if !state.auth.open_signup {
         let mut parts = parts;
@@ -114,12 +154,20 @@ pub(super) async fn create(State(state): State<AppState>, parts: Parts, body: By
     let token: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
     let command = Command::UserCreate { token_hash: sha256_hex(&token), id: id.clone(), name: name.clone() };
     raft(&state)?.propose(0, command).await.map_err(propose_error)?;
-    Ok((StatusCode::CREATED, Json(json!({ "id": id, "name": name, "token": token }))).into_response())
+    Ok((StatusCode::CREATED, Json(CreatedUser { id, name, token })).into_response())
 }
 
-pub(super) async fn me(caller: Caller) -> Json<serde_json::Value> {
+#[utoipa::path(
+    get,
+    path = "/v1/users/me",
+    operation_id = "me",
+    tag = "users",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The caller", body = Me))
+)]
+pub(super) async fn me(caller: Caller) -> Json<Me> {
     match caller {
-        Caller::Admin => Json(json!({ "id": "admin", "name": "admin", "admin": true })),
-        Caller::User(u) => Json(json!({ "id": u.id, "name": u.name })),
+        Caller::Admin => Json(Me { admin: true, id: "admin".into(), name: "admin".into() }),
+        Caller::User(u) => Json(Me { admin: false, id: u.id, name: u.name }),
     }
 }

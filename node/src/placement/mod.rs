@@ -26,11 +26,12 @@ pub struct MemberRec {
 }
 
 /// The versioned layout: the replicas (voters) of every group.
-#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, Default, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Layout {
     /// Bumped by every change.
     pub version: u64,
     /// Group → its voters, sorted.
+    #[schema(value_type = BTreeMap<u64, Vec<u64>>)]
     pub groups: BTreeMap<GroupId, Vec<NodeId>>,
 }
 

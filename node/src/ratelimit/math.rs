@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 
 /// Which algorithm a policy uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Algorithm {
     /// GCRA.
