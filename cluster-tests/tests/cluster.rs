@@ -1810,3 +1810,60 @@ mod ratelimit {
         Ok(())
     }
 }
+
+// --- openapi / schemathesis regressions ---
+
+/// `GET /v1/openapi.json` needs no token and passes no rate limiter (with the default policies
+/// on, a `/v1/*` route next to it carries the limiter's headers), and describes the routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_json_is_served_without_token_outside_the_rate_limiter() -> Result<()> {
+    let c = formed(&ClusterSpec::new(1).set("ratelimit", "enabled = true")).await?;
+    let plain = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let r = plain.get(c.node(1).url("/v1/openapi.json")).send().await?;
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
+    assert!(r.headers().get("x-ratelimit-limit").is_none(), "the description is not rate limited");
+    let spec: serde_json::Value = r.json().await?;
+    assert!(spec["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{}", spec["openapi"]);
+    for (path, method) in [
+        ("/healthz", "get"),
+        ("/v1/openapi.json", "get"),
+        ("/v1/counters/{name}/increment", "post"),
+        ("/v1/urls/{code}", "delete"),
+        ("/{code}", "get"),
+    ] {
+        assert!(spec["paths"][path][method].is_object(), "{method} {path} is not described");
+    }
+    let r = c.http.get(c.node(1).url("/v1/users/me")).send().await?;
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers().get("x-ratelimit-limit").is_some(), "other /v1/* routes are limited");
+    Ok(())
+}
+
+/// Regression (schemathesis): the description lets the increment body be absent or `null` and
+/// `by` be any u64; the node refused `null` with 400, and `by` above 2^63 - 1 must keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_increment_takes_a_null_body_and_any_u64() -> Result<()> {
+    let c = formed(&ClusterSpec::new(1)).await?;
+    let url = c.node(1).url("/v1/counters/nullable/increment");
+    let increment = |body: &'static str| {
+        let req = c.http.post(&url).header("content-type", "application/json").body(body);
+        async move {
+            let r = req.send().await?;
+            let status = r.status().as_u16();
+            let v: serde_json::Value = r.json().await?;
+            // Retried while the partition still elects its first leader.
+            Ok(match (status, v["error"]["code"].as_str()) {
+                (503, Some("no_leader")) => None,
+                _ => Some((status, v)),
+            })
+        }
+    };
+    let (status, v) = wait_for_result("an increment with a null body", FORM, || increment("null")).await?;
+    assert_eq!((status, &v["value"]), (200, &1.into()), "{v}");
+    let (status, v) = wait_for_result("an increment without a body", FORM, || increment("")).await?;
+    assert_eq!((status, &v["value"]), (200, &2.into()), "{v}");
+    let (status, v) = wait_for_result("a big increment", FORM, || increment(r#"{"by": 9223372036854775808}"#)).await?;
+    assert_eq!((status, &v["value"]), (200, &9_223_372_036_854_775_810_u64.into()), "{v}");
+    Ok(())
+}

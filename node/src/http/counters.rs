@@ -14,7 +14,7 @@ use crate::raft::{Command, CommandResult, ProposeError, RaftHost};
 /// Longest counter name, in bytes.
 const MAX_NAME: usize = 128;
 
-/// `POST /v1/counters/{name}/increment` body; an empty body means `{"by": 1}`.
+/// `POST /v1/counters/{name}/increment` body; no body, or `null`, means `{"by": 1}`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct IncrementBody {
@@ -75,7 +75,7 @@ pub(super) fn propose_error(e: ProposeError) -> ApiError {
     params(("name" = String, Path, description = "1 to 128 of A-Z, a-z, 0-9, `_`, `-`, `.`",
             pattern = "^[A-Za-z0-9_.-]{1,128}$")),
     request_body(content = Option<IncrementBody>, content_type = "application/json",
-                 description = "Optional: no body means `{\"by\": 1}`"),
+                 description = "Optional: no body, or `null`, means `{\"by\": 1}`"),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The value after the increment committed", body = CounterValue),
@@ -92,14 +92,15 @@ pub(super) async fn increment(
     body: Bytes,
 ) -> Result<Json<CounterValue>, ApiError> {
     check_name(&name)?;
+    // No body, or `null`, means `{"by": 1}`.
     let by = if body.iter().all(u8::is_ascii_whitespace) {
         1
     } else {
-        serde_json::from_slice::<IncrementBody>(&body)
+        serde_json::from_slice::<Option<IncrementBody>>(&body)
             .map_err(|e| {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("expected {{\"by\": N}}: {e}"))
             })?
-            .by
+            .map_or(1, |b| b.by)
     };
     if by == 0 {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "`by` must be at least 1"));

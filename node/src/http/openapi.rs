@@ -67,8 +67,27 @@ static SPEC: LazyLock<String> = LazyLock::new(|| {
     let (_, mut api) = super::routes().split_for_parts();
     finish(&mut api);
     // The description is built from types, so it always serializes.
-    api.to_json().unwrap_or_default()
+    let mut json = serde_json::to_value(&api).unwrap_or_default();
+    unsigned_without_format(&mut json);
+    json.to_string()
 });
+
+/// Drops the format of unsigned integers (utoipa writes `u-int64`, which no tool knows), leaving
+/// `integer` with `minimum: 0`: the registered formats are signed, and `int64` would cap a u64
+/// (counter values, `by`) at 2^63 - 1.
+fn unsigned_without_format(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(o) => {
+            if o.get("format").and_then(|f| f.as_str()).is_some_and(|f| f.starts_with("u-int") || f.starts_with("uint"))
+            {
+                o.remove("format");
+            }
+            o.values_mut().for_each(unsigned_without_format);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(unsigned_without_format),
+        _ => {}
+    }
+}
 
 /// The OpenAPI description every node serves.
 pub fn spec() -> &'static str {
@@ -160,6 +179,8 @@ fn add_headers(op: &mut Operation, limited: bool) {
 mod tests {
     use std::collections::BTreeSet;
 
+    use serde_json::Value;
+
     use super::*;
 
     fn spec_json() -> serde_json::Value {
@@ -212,6 +233,42 @@ mod tests {
         assert!(router.contains(&("/healthz".to_string(), "GET".to_string())), "parsed {router:?}");
         assert!(router.len() >= 15, "parsed only {router:?}");
         assert_eq!(router, spec_routes());
+    }
+
+    /// Regression (schemathesis): unsigned 64-bit values were described as `int64`, so values
+    /// above 2^63 - 1, which the API takes and returns (`by`, counter values), broke the schema.
+    #[test]
+    fn u64_values_are_unbounded_non_negative_integers() {
+        let spec = spec_json();
+        let by = &spec["components"]["schemas"]["IncrementBody"]["properties"]["by"];
+        assert_eq!((&by["type"], &by["minimum"], &by["format"]), (&"integer".into(), &1.into(), &Value::Null));
+        let value = &spec["components"]["schemas"]["CounterValue"]["properties"]["value"];
+        assert_eq!((&value["type"], &value["minimum"], &value["format"]), (&"integer".into(), &0.into(), &Value::Null));
+        let text = spec.to_string();
+        assert!(!text.contains("int64") && !text.contains("int32"), "no integer carries a signed format");
+    }
+
+    /// Regression (schemathesis): `Layout.groups` was described with integer keys, which no JSON
+    /// object has, so every `GET /v1/cluster` answer failed its schema.
+    #[test]
+    fn object_keys_are_described_as_strings() {
+        fn walk(v: &serde_json::Value, at: &str) {
+            match v {
+                serde_json::Value::Object(o) => {
+                    if let Some(names) = o.get("propertyNames") {
+                        assert!(names.get("type").is_none_or(|t| t == "string"), "{at}: propertyNames {names}");
+                    }
+                    for (k, v) in o {
+                        walk(v, &format!("{at}/{k}"));
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, at)),
+                _ => {}
+            }
+        }
+        let spec = spec_json();
+        assert!(spec["components"]["schemas"]["Layout"]["properties"]["groups"].is_object());
+        walk(&spec, "");
     }
 
     #[test]

@@ -30,8 +30,8 @@ pub struct MemberRec {
 pub struct Layout {
     /// Bumped by every change.
     pub version: u64,
-    /// Group → its voters, sorted.
-    #[schema(value_type = BTreeMap<u64, Vec<u64>>)]
+    /// Group → its voters, sorted. (JSON object keys are strings: the group ids in decimal.)
+    #[schema(value_type = BTreeMap<String, Vec<u64>>)]
     pub groups: BTreeMap<GroupId, Vec<NodeId>>,
 }
 
