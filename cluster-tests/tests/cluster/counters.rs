@@ -3,9 +3,9 @@
 
 use anyhow::Result;
 use cluster_tests::api::{increment, leaders, read};
-use cluster_tests::harness::{ClusterSpec, FORM, wait_for};
+use cluster_tests::harness::{ClusterSpec, FORM, wait_for, wait_for_result};
 
-use crate::led;
+use crate::{formed, led};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_work_from_every_node_and_refuse_bad_input() -> Result<()> {
@@ -55,5 +55,33 @@ async fn counters_work_from_every_node_and_refuse_bad_input() -> Result<()> {
         (caught_up && committed && followers_know).then_some(())
     })
     .await?;
+    Ok(())
+}
+
+/// Regression (schemathesis): the description lets the increment body be absent or `null` and
+/// `by` be any u64; the node refused `null` with 400, and `by` above 2^63 - 1 must keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_increment_takes_a_null_body_and_any_u64() -> Result<()> {
+    let c = formed(&ClusterSpec::new(1)).await?;
+    let url = c.node(1).url("/v1/counters/nullable/increment");
+    let increment = |body: &'static str| {
+        let req = c.http.post(&url).header("content-type", "application/json").body(body);
+        async move {
+            let r = req.send().await?;
+            let status = r.status().as_u16();
+            let v: serde_json::Value = r.json().await?;
+            // Retried while the partition still elects its first leader.
+            Ok(match (status, v["error"]["code"].as_str()) {
+                (503, Some("no_leader")) => None,
+                _ => Some((status, v)),
+            })
+        }
+    };
+    let (status, v) = wait_for_result("an increment with a null body", FORM, || increment("null")).await?;
+    assert_eq!((status, &v["value"]), (200, &1.into()), "{v}");
+    let (status, v) = wait_for_result("an increment without a body", FORM, || increment("")).await?;
+    assert_eq!((status, &v["value"]), (200, &2.into()), "{v}");
+    let (status, v) = wait_for_result("a big increment", FORM, || increment(r#"{"by": 9223372036854775808}"#)).await?;
+    assert_eq!((status, &v["value"]), (200, &9_223_372_036_854_775_810_u64.into()), "{v}");
     Ok(())
 }

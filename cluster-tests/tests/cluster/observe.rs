@@ -1,4 +1,4 @@
-//! What operators watch: JSON errors and route-template metric labels, `/metrics` that
+//! What operators watch: JSON errors and route-template metric labels, the OpenAPI description, `/metrics` that
 //! `promtool` accepts, alert rules and the dashboard using only exported metrics, and the
 //! systemd unit.
 
@@ -220,5 +220,32 @@ fn the_systemd_unit_verifies_cleanly() -> Result<()> {
     let out = std::process::Command::new(analyze).arg("verify").arg(&path).output()?;
     let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && report.trim().is_empty(), "systemd-analyze verify:\n{report}");
+    Ok(())
+}
+
+/// `GET /v1/openapi.json` needs no token and passes no rate limiter (with the default policies
+/// on, a `/v1/*` route next to it carries the limiter's headers), and describes the routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_json_is_served_without_token_outside_the_rate_limiter() -> Result<()> {
+    let c = formed(&ClusterSpec::new(1).set("ratelimit", "enabled = true")).await?;
+    let plain = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let r = plain.get(c.node(1).url("/v1/openapi.json")).send().await?;
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
+    assert!(r.headers().get("x-ratelimit-limit").is_none(), "the description is not rate limited");
+    let spec: serde_json::Value = r.json().await?;
+    assert!(spec["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{}", spec["openapi"]);
+    for (path, method) in [
+        ("/healthz", "get"),
+        ("/v1/openapi.json", "get"),
+        ("/v1/counters/{name}/increment", "post"),
+        ("/v1/urls/{code}", "delete"),
+        ("/{code}", "get"),
+    ] {
+        assert!(spec["paths"][path][method].is_object(), "{method} {path} is not described");
+    }
+    let r = c.http.get(c.node(1).url("/v1/users/me")).send().await?;
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers().get("x-ratelimit-limit").is_some(), "other /v1/* routes are limited");
     Ok(())
 }

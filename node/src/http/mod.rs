@@ -3,12 +3,13 @@
 //!
 //! Handlers are thin: they read shared views ([`Membership`], the metrics registry) or ask the
 //! supervisor; they never touch storage or peers directly. Every response, errors included, is
-//! counted by route template and status class.
+//! counted by route template and status class. Every route is declared with its OpenAPI
+//! description ([`openapi`]) and added only in [`routes`].
 
 pub mod actor;
-mod cluster_view;
 mod json_errors;
 pub mod metrics;
+pub mod openapi;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,15 +18,19 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::NodeId;
-use crate::membership::Membership;
+use crate::membership::{MemberView, Membership};
+use crate::placement::Layout;
 use crate::raft::actor::RaftSlot;
+use crate::raft::host::{GroupView, ReplicaView};
 use crate::services::Ctx;
-pub use crate::services::api::ApiError;
+pub use crate::services::api::{ApiError, ErrorBody};
 use crate::util::{FaultInjector, InjectError};
 
 /// What every handler may use.
@@ -51,16 +56,33 @@ pub struct AppState {
     pub services: Ctx,
 }
 
+/// Every route with its OpenAPI description. Routes are added here and only here, through
+/// `routes!`, which takes method and path from the handler's `#[utoipa::path]`: a route cannot
+/// exist without its description (a test compares the two).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(cluster))
+        .routes(routes!(inject_fault))
+        .routes(routes!(inject_storage_fault))
+}
+
+/// The description of every route: this server's own and every service's.
+pub fn spec() -> utoipa::openapi::OpenApi {
+    let (_, mut api) = routes().split_for_parts();
+    let (_, services) = crate::services::routes().split_for_parts();
+    api.merge(services);
+    api
+}
+
 /// Builds the router with its middleware.
 pub fn router(state: AppState, body_limit: usize, max_in_flight: usize) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/v1/cluster", get(cluster))
-        .route("/v1/testing/faults/{actor}", post(inject_fault))
-        .route("/v1/testing/faults/storage/{group}", post(inject_storage_fault))
-        .merge(state.services.routes().with_state(Arc::clone(&state.services)))
+    let (own, _) = routes().split_for_parts();
+    let (services, _) = crate::services::routes().split_for_parts();
+    own.merge(services.with_state(Arc::clone(&state.services)))
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(Arc::clone(&state.services), crate::services::ratelimit::http::limit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -110,10 +132,35 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     response
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// `{"status": "ok"}` and `{"status": "ready"}`.
+#[derive(Serialize, ToSchema)]
+struct Status {
+    #[schema(example = "ok")]
+    status: &'static str,
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process runs", body = Status, example = json!({ "status": "ok" })))
+)]
+async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
+}
+
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Joined, and the meta group has a leader", body = Status,
+         example = json!({ "status": "ready" })),
+        (status = 503, description = "Not ready: `not_joined`, `starting` or `no_meta_leader`", body = ErrorBody),
+    )
+)]
 async fn readyz(State(state): State<AppState>) -> Response {
     if !state.membership.is_joined() {
         return ApiError::unavailable("not_joined", "this node has not joined the cluster yet", 1).into_response();
@@ -124,54 +171,128 @@ async fn readyz(State(state): State<AppState>) -> Response {
             ApiError::unavailable("no_meta_leader", "the meta group has no leader (no quorum reachable)", 1)
                 .into_response()
         }
-        Some(_) => Json(json!({ "status": "ready" })).into_response(),
+        Some(_) => Json(Status { status: "ready" }).into_response(),
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", body = String,
+               content_type = "text/plain; version=0.0.4; charset=utf-8"))
+)]
 async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], crate::metrics::render(&state.registry))
         .into_response()
 }
 
-async fn cluster(State(state): State<AppState>) -> Response {
+/// `GET /v1/cluster`.
+#[derive(Serialize, ToSchema)]
+struct ClusterView {
+    /// The placement layout from meta state; `null` until this node has it.
+    layout: Option<Layout>,
+    /// Members as this node's failure detector sees them.
+    members: Vec<ClusterMember>,
+    /// The meta group (group 0).
+    meta: MetaView,
+    /// The answering node.
+    #[schema(value_type = u64)]
+    node_id: NodeId,
+    /// Every partition of the layout (role `none` where not hosted here).
+    partitions: Vec<GroupView>,
+}
+
+/// A member, plus whether meta state declared it dead.
+#[derive(Serialize, ToSchema)]
+struct ClusterMember {
+    #[serde(flatten)]
+    member: MemberView,
+    /// Declared dead by the placement driver.
+    dead: bool,
+}
+
+/// The meta group as this node sees it (zeros while its Raft groups start).
+#[derive(Serialize, ToSchema, Default)]
+struct MetaView {
+    applied_index: u64,
+    commit_index: u64,
+    #[schema(value_type = Option<u64>)]
+    leader: Option<NodeId>,
+    #[schema(value_type = Vec<u64>)]
+    learners: Vec<NodeId>,
+    #[schema(value_type = Vec<u64>)]
+    replicas: Vec<NodeId>,
+    /// Per-replica progress; only on the meta leader.
+    replication: Option<Vec<ReplicaView>>,
+    term: u64,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/cluster",
+    operation_id = "cluster",
+    tag = "cluster",
+    responses((status = 200, description = "Members, the meta group, the layout and every partition", body = ClusterView))
+)]
+async fn cluster(State(state): State<AppState>) -> Json<ClusterView> {
     let groups = state.raft.get().map(|r| r.view()).unwrap_or_default();
-    let meta = groups
-        .iter()
-        .find(|g| g.id == 0)
-        .map(|g| {
-            json!({
-                "leader": g.leader, "term": g.term, "commit_index": g.commit_index,
-                "applied_index": g.applied_index, "replicas": g.replicas, "learners": g.learners,
-                "replication": g.replication,
-            })
+    let (meta, partitions): (Vec<GroupView>, Vec<GroupView>) = groups.into_iter().partition(|g| g.id == 0);
+    let meta = meta
+        .into_iter()
+        .next()
+        .map(|g| MetaView {
+            applied_index: g.applied_index,
+            commit_index: g.commit_index,
+            leader: g.leader,
+            learners: g.learners,
+            replicas: g.replicas,
+            replication: g.replication,
+            term: g.term,
         })
-        .unwrap_or_else(|| json!({ "leader": null, "term": 0, "commit_index": 0, "applied_index": 0, "replicas": [] }));
-    let partitions: Vec<_> = groups.iter().filter(|g| g.id > 0).collect();
+        .unwrap_or_default();
     let placement = state.raft.get().and_then(|r| r.placement());
     // Members as the failure detector sees them, plus whether meta state declared them dead.
-    let members: Vec<Value> = state
+    let members = state
         .membership
         .view()
         .into_iter()
         .map(|m| {
             let dead = placement.as_ref().and_then(|p| p.members.get(&m.id)).is_some_and(|r| r.dead);
-            let mut v = serde_json::to_value(&m).unwrap_or(Value::Null);
-            if let Some(o) = v.as_object_mut() {
-                o.insert("dead".into(), Value::Bool(dead));
-            }
-            v
+            ClusterMember { member: m, dead }
         })
         .collect();
-    Json(cluster_view::ClusterBody {
-        node_id: state.node_id,
-        members,
-        meta,
-        layout: placement.map(|p| p.layout),
-        partitions,
-    })
-    .into_response()
+    Json(ClusterView { layout: placement.map(|p| p.layout), members, meta, node_id: state.node_id, partitions })
 }
 
+/// An actor made to fail.
+#[derive(Serialize, ToSchema)]
+struct ActorFault {
+    #[schema(example = "raft")]
+    actor: &'static str,
+    injected: bool,
+}
+
+/// A Raft group whose next write on this node fails.
+#[derive(Serialize, ToSchema)]
+struct StorageFault {
+    group: u64,
+    injected: bool,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/testing/faults/{actor}",
+    operation_id = "inject_fault",
+    tag = "testing",
+    params(("actor" = String, Path, description = "`transport`, `membership`, `raft` or `http`")),
+    responses(
+        (status = 202, description = "The actor fails now; its supervisor restarts it", body = ActorFault),
+        (status = 403, description = "`fault_injection_disabled`", body = ErrorBody),
+        (status = 404, description = "No actor of that name", body = ErrorBody),
+    )
+)]
 async fn inject_fault(State(state): State<AppState>, Path(actor): Path<String>) -> Result<Response, ApiError> {
     fault_injection_enabled(&state)?;
     let name = state.faults.inject(&actor).map_err(|e| match e {
@@ -180,7 +301,7 @@ async fn inject_fault(State(state): State<AppState>, Path(actor): Path<String>) 
         }
         InjectError::Stopped => ApiError::unavailable("shutting_down", e.to_string(), 1),
     })?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "actor": name, "injected": true }))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(ActorFault { actor: name, injected: true })).into_response())
 }
 
 fn fault_injection_enabled(state: &AppState) -> Result<(), ApiError> {
@@ -196,6 +317,19 @@ fn fault_injection_enabled(state: &AppState) -> Result<(), ApiError> {
 
 /// Makes this node's next write for one Raft group fail, as a broken disk would; the group's
 /// Raft core stops with a fatal error and the Raft actor restarts that group from storage.
+#[utoipa::path(
+    post,
+    path = "/v1/testing/faults/storage/{group}",
+    operation_id = "inject_storage_fault",
+    tag = "testing",
+    params(("group" = String, Path, description = "A Raft group id hosted here (0 is meta)")),
+    responses(
+        (status = 202, description = "This node's next write of the group fails", body = StorageFault),
+        (status = 400, description = "`invalid_group`: not a group id", body = ErrorBody),
+        (status = 403, description = "`fault_injection_disabled`", body = ErrorBody),
+        (status = 404, description = "The group is not hosted on this node", body = ErrorBody),
+    )
+)]
 async fn inject_storage_fault(State(state): State<AppState>, Path(group): Path<String>) -> Result<Response, ApiError> {
     fault_injection_enabled(&state)?;
     let group: u64 = group.parse().map_err(|_| {
@@ -206,7 +340,7 @@ async fn inject_storage_fault(State(state): State<AppState>, Path(group): Path<S
         return Err(ApiError::not_found(format!("group {group} is not hosted on this node")));
     }
     host.inject_storage_fault(group);
-    Ok((StatusCode::ACCEPTED, Json(json!({ "group": group, "injected": true }))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(StorageFault { group, injected: true })).into_response())
 }
 
 async fn fallback() -> ApiError {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::NodeId;
 
 /// A peer's health as this node sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PeerState {
     /// Answering heartbeats.

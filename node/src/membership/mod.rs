@@ -24,9 +24,10 @@ pub use detector::{FailureDetector, PeerState};
 pub use metrics::MembershipMetrics;
 
 /// One member as `GET /v1/cluster` shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct MemberView {
     /// Node id.
+    #[schema(value_type = u64)]
     pub id: NodeId,
     /// HTTP address.
     pub http_addr: String,

@@ -28,11 +28,12 @@ pub struct MemberRec {
 }
 
 /// The versioned layout: the replicas (voters) of every group.
-#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, Default, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Layout {
     /// Bumped by every change.
     pub version: u64,
-    /// Group → its voters, sorted.
+    /// Group → its voters, sorted. (JSON object keys are strings: the group ids in decimal.)
+    #[schema(value_type = BTreeMap<String, Vec<u64>>)]
     pub groups: BTreeMap<GroupId, Vec<NodeId>>,
 }
 

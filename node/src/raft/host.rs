@@ -126,9 +126,10 @@ impl Group {
 }
 
 /// One replica of a group as its leader sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ReplicaView {
     /// The replica's node.
+    #[schema(value_type = u64)]
     pub node: NodeId,
     /// Last entry known to be in its log.
     pub matched_index: Option<u64>,
@@ -137,15 +138,19 @@ pub struct ReplicaView {
 }
 
 /// Raft state of one group as `/v1/cluster` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct GroupView {
     /// Group id (0: meta).
+    #[schema(value_type = u64)]
     pub id: GroupId,
     /// Voters (from this node's Raft state; from the layout when not hosted here).
+    #[schema(value_type = Vec<u64>)]
     pub replicas: Vec<NodeId>,
     /// Learners.
+    #[schema(value_type = Vec<u64>)]
     pub learners: Vec<NodeId>,
     /// Current leader, if any.
+    #[schema(value_type = Option<u64>)]
     pub leader: Option<NodeId>,
     /// Current term.
     pub term: u64,
@@ -161,6 +166,7 @@ pub struct GroupView {
     /// Entries up to here were purged from this node's log.
     pub purged_index: Option<u64>,
     /// This node's role (`none`: the group is not hosted here).
+    #[schema(value_type = String, example = "follower")]
     pub role: &'static str,
     /// Per-replica replication progress; only on the leader.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -186,6 +186,17 @@ impl Dispatch for Registry {
     }
 }
 
+/// Every service's HTTP routes, each declared with its OpenAPI description next to its handler
+/// (a route cannot exist without it). Free of node state, so the description can be built
+/// without a running node.
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<Ctx> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .merge(users::http::routes())
+        .merge(counters::http::routes())
+        .merge(urls::http::routes())
+        .merge(ratelimit::http::routes())
+}
+
 /// What the wiring place hands every service when it builds them.
 pub struct Platform<'a> {
     /// The node configuration (each service reads its own section).
@@ -270,15 +281,6 @@ impl Services {
             ratelimit,
             short_base,
         }))
-    }
-
-    /// Every service's HTTP routes.
-    pub fn routes(self: &Arc<Self>) -> axum::Router<Ctx> {
-        axum::Router::new()
-            .merge(users::http::routes())
-            .merge(counters::http::routes())
-            .merge(urls::http::routes())
-            .merge(ratelimit::http::routes())
     }
 
     /// Serves a peer's message for one of the services.

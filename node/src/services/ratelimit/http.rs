@@ -13,9 +13,11 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::{Decision, Outcome, Policy, Requester};
+use super::{Algorithm, Decision, Outcome, Policy, Requester};
+use crate::config::RateKey;
 use crate::services::Ctx;
 use crate::services::api::ApiError;
 use crate::services::users::{Caller, identify};
@@ -114,38 +116,76 @@ fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
     }
 }
 
+/// `GET /v1/ratelimit`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Quota {
+    /// `ratelimit.enabled`.
+    enabled: bool,
+    /// Every configured policy (none while disabled).
+    policies: Vec<PolicyQuota>,
+}
+
+/// The caller's quota under one policy.
+#[derive(Serialize, ToSchema)]
+struct PolicyQuota {
+    algorithm: Algorithm,
+    key: RateKey,
+    limit: u64,
+    #[schema(example = "api")]
+    policy: String,
+    /// Requests left now; absent when the key's owner did not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remaining: Option<u64>,
+    /// Seconds until the quota is whole again; absent when the key's owner did not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reset_seconds: Option<u64>,
+    /// Route patterns the policy covers.
+    routes: Vec<String>,
+    /// Present (true) when the key's owner did not answer in time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unavailable: Option<bool>,
+    window_seconds: f64,
+}
+
 /// `GET /v1/ratelimit`: the caller's quota under every policy, without using any.
-pub(crate) async fn quota(State(state): State<Ctx>, caller: Caller, request: Request) -> Json<Value> {
+#[utoipa::path(
+    get,
+    path = "/v1/ratelimit",
+    operation_id = "ratelimit",
+    tag = "ratelimit",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The caller's quota under every policy, without using any", body = Quota))
+)]
+pub(crate) async fn quota(State(state): State<Ctx>, caller: Caller, request: Request) -> Json<Quota> {
     let who = Requester { user: Some(caller.id().to_string()), ip: client_ip(&request) };
     let policies: Vec<&Policy> =
         if state.ratelimit.enabled() { state.ratelimit.policies().iter().collect() } else { Vec::new() };
     let outcomes = state.ratelimit.check(&policies, &who, false).await;
-    let rows: Vec<Value> = policies
+    let rows = policies
         .iter()
         .zip(outcomes)
         .map(|(p, o)| {
-            let mut row = json!({
-                "policy": p.cfg.name,
-                "algorithm": p.cfg.algorithm,
-                "limit": p.cfg.limit,
-                "window_seconds": p.cfg.window.as_secs_f64(),
-                "routes": p.cfg.routes,
-                "key": p.cfg.key,
-            });
-            match o {
-                Outcome::Decided(d) => {
-                    row["remaining"] = json!(d.remaining);
-                    row["reset_seconds"] = json!(secs_ceil(d.reset_ns));
-                }
-                Outcome::Unavailable { .. } => row["unavailable"] = json!(true),
+            let decided = match o {
+                Outcome::Decided(d) => Some(d),
+                Outcome::Unavailable { .. } => None,
+            };
+            PolicyQuota {
+                policy: p.cfg.name.clone(),
+                algorithm: p.cfg.algorithm,
+                limit: p.cfg.limit,
+                window_seconds: p.cfg.window.as_secs_f64(),
+                routes: p.cfg.routes.clone(),
+                key: p.cfg.key,
+                remaining: decided.map(|d| d.remaining),
+                reset_seconds: decided.map(|d| secs_ceil(d.reset_ns)),
+                unavailable: decided.is_none().then_some(true),
             }
-            row
         })
         .collect();
-    Json(json!({ "enabled": state.ratelimit.enabled(), "policies": rows }))
+    Json(Quota { enabled: state.ratelimit.enabled(), policies: rows })
 }
 
 /// The limiter's routes.
-pub(crate) fn routes() -> axum::Router<Ctx> {
-    axum::Router::new().route("/v1/ratelimit", axum::routing::get(quota))
+pub(crate) fn routes() -> utoipa_axum::router::OpenApiRouter<Ctx> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(quota))
 }

@@ -62,7 +62,8 @@ pub struct Policy {
 }
 
 impl Policy {
-    fn new(cfg: &RatePolicy) -> Self {
+    /// A configured policy (its routes were checked by `Config::validate`).
+    pub fn new(cfg: &RatePolicy) -> Self {
         Self {
             limit: Limit { limit: cfg.limit, window_ns: duration_ns(cfg.window), algorithm: cfg.algorithm },
             routes: cfg.routes.iter().filter_map(|r| RoutePattern::parse(r).ok()).collect(),

@@ -9,12 +9,12 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{Command, User, Users};
 use crate::services::Ctx;
-use crate::services::api::{ApiError, call_error};
+use crate::services::api::{ApiError, ErrorBody, call_error};
 
 /// Longest user name, in characters.
 const MAX_NAME: usize = 64;
@@ -82,12 +82,52 @@ pub async fn identify(ctx: &Ctx, headers: &axum::http::HeaderMap) -> Result<Call
     }
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/users` body.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewUser {
+    /// 1 to 64 characters (after trimming), no control characters.
+    #[schema(min_length = 1, max_length = 64, example = "ada")]
     name: String,
 }
 
+/// A new user and its token: the only time the token is shown.
+#[derive(Serialize, ToSchema)]
+struct CreatedUser {
+    #[schema(example = "u0123456789abcdef")]
+    id: String,
+    name: String,
+    /// The bearer token (64 hex digits); only its hash is stored.
+    token: String,
+}
+
+/// The caller.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Me {
+    /// Present (true) only for the admin token.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schema(required = false)]
+    admin: bool,
+    id: String,
+    name: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    operation_id = "create_user",
+    tag = "users",
+    request_body(content = NewUser, content_type = "application/json"),
+    // Open sign-up needs no token; with `auth.open_signup = false` only the admin token may.
+    security((), ("bearer" = [])),
+    responses(
+        (status = 201, description = "Created; the token is shown only here", body = CreatedUser),
+        (status = 400, description = "`invalid_body` or `invalid_name`", body = ErrorBody),
+        (status = 403, description = "`signup_closed`: sign-up is closed and the token is not the admin's",
+         body = ErrorBody),
+        (status = 503, description = "`no_leader`, `partition_unavailable` or `starting`", body = ErrorBody),
+    )
+)]
 pub(crate) async fn create(State(ctx): State<Ctx>, parts: Parts, body: Bytes) -> Result<Response, ApiError> {
     if !ctx.auth.open_signup {
         let mut parts = parts;
@@ -118,18 +158,26 @@ pub(crate) async fn create(State(ctx): State<Ctx>, parts: Parts, body: Bytes) ->
         // A fresh random token is never in use; refuse rather than hand out a shared one.
         return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", rejection.to_string()));
     }
-    Ok((StatusCode::CREATED, Json(json!({ "id": id, "name": name, "token": token }))).into_response())
+    Ok((StatusCode::CREATED, Json(CreatedUser { id, name, token })).into_response())
 }
 
-pub(crate) async fn me(caller: Caller) -> Json<serde_json::Value> {
+#[utoipa::path(
+    get,
+    path = "/v1/users/me",
+    operation_id = "me",
+    tag = "users",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The caller", body = Me))
+)]
+pub(crate) async fn me(caller: Caller) -> Json<Me> {
     match caller {
-        Caller::Admin => Json(json!({ "id": "admin", "name": "admin", "admin": true })),
-        Caller::User(u) => Json(json!({ "id": u.id, "name": u.name })),
+        Caller::Admin => Json(Me { admin: true, id: "admin".into(), name: "admin".into() }),
+        Caller::User(u) => Json(Me { admin: false, id: u.id, name: u.name }),
     }
 }
 
 /// The users' routes.
-pub(crate) fn routes() -> axum::Router<Ctx> {
-    use axum::routing;
-    axum::Router::new().route("/v1/users", routing::post(create)).route("/v1/users/me", routing::get(me))
+pub(crate) fn routes() -> utoipa_axum::router::OpenApiRouter<Ctx> {
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::new().routes(routes!(create)).routes(routes!(me))
 }
