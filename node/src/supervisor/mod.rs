@@ -1,10 +1,13 @@
-//! The root supervisor: the one place that starts and wires the node's subsystem actors.
+//! The root supervisor: builds the node ([`wiring`], the one wiring place) and starts, restarts
+//! and stops the node's subsystem actors.
 //!
 //! Children start in dependency order (transport, membership, raft, services, http). A child that fails is
 //! restarted after an exponential backoff and counted in `shoal_actor_restarts_total{actor}`; a
 //! child that fails more than `supervisor.max_restarts` times within `supervisor.restart_window`
 //! stops the node with a fatal error, so the process supervisor (systemd, Kubernetes,
 //! `shoal dev up`) takes over. Shutdown stops children in reverse order.
+
+pub mod wiring;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -31,6 +34,7 @@ use crate::transport::Transport;
 use crate::transport::TransportMetrics;
 use crate::transport::actor::{TransportActor, TransportMsg};
 use crate::util::Backoff;
+pub use wiring::NodeError;
 
 /// The supervised subsystems, in start order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
