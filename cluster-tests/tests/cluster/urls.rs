@@ -314,3 +314,33 @@ async fn a_node_without_a_replica_serves_cached_links_stale_when_their_partition
     assert!(r.headers().get("retry-after").is_some());
     Ok(())
 }
+
+/// The click flusher is a service task under the supervised `services` actor: an injected fault
+/// restarts the actor (counted like every other actor), and clicks counted afterwards still
+/// reach the link's partition, so the flusher runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_tasks_are_supervised_and_the_click_flusher_runs_again_after_a_restart() -> Result<()> {
+    let c = led(&ClusterSpec::new(1).set("testing", "fault_injection = true")).await?;
+    let client = no_follow()?;
+    let code = created(&c, 1, json!({"url": "https://example.com/supervised"})).await?;
+    let series = "shoal_actor_restarts_total{actor=\"services\"}";
+    assert_eq!(c.metric(1, series).await, Some(0.0));
+    let r = c.http.post(c.node(1).url("/v1/testing/faults/services")).send().await?;
+    assert_eq!(r.status().as_u16(), 202);
+    wait_for("the services actor's restart to be counted", Duration::from_secs(10), || async {
+        (c.metric(1, series).await? >= 1.0).then_some(())
+    })
+    .await?;
+    assert!(c.log(1).contains("injected fault in the services actor"));
+    assert_eq!(c.metric(1, "shoal_actor_up{actor=\"services\"}").await, Some(1.0));
+    for _ in 0..3 {
+        assert_eq!(visit(&client, &c, 1, &code).await?.0, 302);
+    }
+    let path = format!("/v1/urls/{code}");
+    wait_for("clicks counted after the restart to be flushed", Duration::from_secs(10), || async {
+        let v = c.get_json(1, &path).await?;
+        (v["clicks_total"] == 3).then_some(())
+    })
+    .await?;
+    Ok(())
+}
