@@ -286,7 +286,7 @@ struct StorageFault {
     path = "/v1/testing/faults/{actor}",
     operation_id = "inject_fault",
     tag = "testing",
-    params(("actor" = String, Path, description = "`transport`, `membership`, `raft` or `http`")),
+    params(("actor" = String, Path, description = "`transport`, `membership`, `raft`, `services` or `http`")),
     responses(
         (status = 202, description = "The actor fails now; its supervisor restarts it", body = ActorFault),
         (status = 403, description = "`fault_injection_disabled`", body = ErrorBody),

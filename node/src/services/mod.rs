@@ -68,6 +68,11 @@ where
     }
 }
 
+/// The value under `key`, decoded (`None`: no such key).
+pub fn get<T: Payload>(kv: &dyn KvRead, key: &[u8]) -> Result<Option<T>, StoreError> {
+    Ok(kv.get(key)?.map(|b| T::decode(&b)).transpose()?)
+}
+
 /// The replicated part of a service: what its partition state is and how commands change it.
 pub trait Service: Send + Sync + 'static {
     /// Stable id, stored in every log entry and row of the service: never reuse or change one.

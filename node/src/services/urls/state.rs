@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::services::{Kv, KvRead, Payload, Service, ServiceId, StoreError};
+use crate::services::{Kv, KvRead, Payload, Service, ServiceId, StoreError, get};
 
 /// A short link (`url/{code}` in the code's partition).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -161,10 +161,6 @@ fn clicks_key(code: &str) -> Vec<u8> {
 
 const CODE_KEY: &[u8] = b"code_key";
 
-fn read<T: Payload>(kv: &dyn KvRead, key: &[u8]) -> Result<Option<T>, StoreError> {
-    Ok(kv.get(key)?.map(|b| T::decode(&b)).transpose()?)
-}
-
 impl Service for Urls {
     const ID: ServiceId = 3;
     const NAME: &'static str = "urls";
@@ -187,7 +183,7 @@ impl Service for Urls {
             }
             Command::Replace { code, expected, link } => {
                 let key = link_key(&code);
-                if read::<UrlRec>(kv, &key)?.as_ref() == Some(&expected) {
+                if get::<UrlRec>(kv, &key)?.as_ref() == Some(&expected) {
                     kv.put(&key, link.encode()?);
                     Ok(Reply::Done)
                 } else {
@@ -196,7 +192,7 @@ impl Service for Urls {
             }
             Command::AddClicks { code, days, referrers } => {
                 let key = clicks_key(&code);
-                let mut rec = read::<ClickRec>(kv, &key)?.unwrap_or_default();
+                let mut rec = get::<ClickRec>(kv, &key)?.unwrap_or_default();
                 rec.add(&days, &referrers);
                 kv.put(&key, rec.encode()?);
                 Ok(Reply::Clicks(rec.total))
@@ -213,8 +209,8 @@ impl Service for Urls {
 
     fn query(kv: &dyn KvRead, query: Query) -> Result<Answer, StoreError> {
         Ok(match query {
-            Query::Link { code } => Answer::Link(read(kv, &link_key(&code))?),
-            Query::Clicks { code } => Answer::Clicks(read(kv, &clicks_key(&code))?.unwrap_or_default()),
+            Query::Link { code } => Answer::Link(get(kv, &link_key(&code))?),
+            Query::Clicks { code } => Answer::Clicks(get(kv, &clicks_key(&code))?.unwrap_or_default()),
             Query::CodeKey => Answer::CodeKey(kv.get(CODE_KEY)?),
         })
     }
