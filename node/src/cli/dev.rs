@@ -278,12 +278,24 @@ fn print_summary(dir: &Path, entries: &[NodeEntry]) {
     let first = entries.first().map(|e| e.http_addr.clone()).unwrap_or_default();
     let dir_arg = if dir.ends_with(DEFAULT_DIR) { String::new() } else { format!(" --dir {}", dir.display()) };
     println!("\nTry, in another terminal:");
-    println!("  shoal status --watch                  # cluster health, redrawn every second");
-    println!("  shoal dev kill 2{dir_arg}                # SIGKILL node 2 and watch it go down");
-    println!("  shoal dev start 2{dir_arg}               # start it again with its data");
-    println!("  curl -s http://{first}/v1/cluster     # the cluster as node 1 sees it");
-    println!("  curl -s http://{first}/metrics        # Prometheus metrics");
+    print!(
+        "{}",
+        try_block(&[
+            ("shoal status --watch".to_string(), "cluster health, redrawn every second"),
+            (format!("shoal dev kill 2{dir_arg}"), "SIGKILL node 2 and watch it go down"),
+            (format!("shoal dev start 2{dir_arg}"), "start it again with its data"),
+            (format!("curl -s http://{first}/v1/cluster"), "the cluster as node 1 sees it"),
+            (format!("curl -s http://{first}/metrics"), "Prometheus metrics"),
+            (format!("curl -s http://{first}/v1/openapi.json"), "the HTTP API, described"),
+        ])
+    );
     println!("\n(`shoal` is `cargo run --release --` from the repository.) Ctrl-C stops every node.");
+}
+
+/// Commands with their comments, the comments lined up one column after the longest command.
+fn try_block(lines: &[(String, &str)]) -> String {
+    let width = lines.iter().map(|(command, _)| command.len()).max().unwrap_or(0);
+    lines.iter().map(|(command, comment)| format!("  {command:<width$}  # {comment}\n")).collect()
 }
 
 /// Waits for Ctrl-C/SIGTERM, reporting once each node that exits and each that comes back
@@ -473,6 +485,14 @@ pub(crate) fn http_client() -> Result<reqwest::Client, CliError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_try_block_lines_up_its_comments() {
+        let text = super::try_block(&[("a".to_string(), "one"), ("longer command".to_string(), "two")]);
+        let columns: Vec<usize> = text.lines().map(|l| l.find('#').expect("a comment")).collect();
+        assert_eq!(columns, vec![18, 18], "{text}");
+        assert!(text.starts_with("  a "), "{text}");
+    }
+
     use super::*;
 
     #[test]
