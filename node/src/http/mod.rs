@@ -28,7 +28,7 @@ use crate::NodeId;
 use crate::membership::{MemberView, Membership};
 use crate::placement::Layout;
 use crate::raft::actor::RaftSlot;
-use crate::raft::host::{GroupView, ReplicaView};
+use crate::raft::view::{GroupView, ReplicaView};
 use crate::services::Ctx;
 pub use crate::services::api::{ApiError, ErrorBody};
 use crate::util::{FaultInjector, InjectError};

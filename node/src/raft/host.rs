@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Raft, ServerState, SnapshotPolicy};
 use ractor::{ActorCell, ActorId, ActorRef, ActorStatus};
-use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::group::{GroupActor, GroupArgs, GroupMsg};
 use super::metrics::RaftMetrics;
 use super::network::GroupNetworkFactory;
+use super::view::{self, GroupView};
 use super::wire::{self, RaftRequest, RaftRequestBody, RaftResponse};
 use super::{
     Command, CommandBatch, CommandResult, GroupId, MetaCommand, MetaResult, NodeInfo, Refusal, ServiceId, TypeConfig,
@@ -129,54 +129,6 @@ impl Group {
     }
 }
 
-/// One replica of a group as its leader sees it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct ReplicaView {
-    /// The replica's node.
-    #[schema(value_type = u64)]
-    pub node: NodeId,
-    /// Last entry known to be in its log.
-    pub matched_index: Option<u64>,
-    /// Entries it is behind the leader's log.
-    pub lag: u64,
-}
-
-/// Raft state of one group as `/v1/cluster` shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct GroupView {
-    /// Group id (0: meta).
-    #[schema(value_type = u64)]
-    pub id: GroupId,
-    /// Voters (from this node's Raft state; from the layout when not hosted here).
-    #[schema(value_type = Vec<u64>)]
-    pub replicas: Vec<NodeId>,
-    /// Learners.
-    #[schema(value_type = Vec<u64>)]
-    pub learners: Vec<NodeId>,
-    /// Current leader, if any.
-    #[schema(value_type = Option<u64>)]
-    pub leader: Option<NodeId>,
-    /// Current term.
-    pub term: u64,
-    /// Highest committed entry: on the leader, the highest entry a quorum of voters has; elsewhere
-    /// the highest the leader told this node (at least the applied index).
-    pub commit_index: u64,
-    /// Highest entry applied to this node's state machine.
-    pub applied_index: u64,
-    /// Last entry in this node's log.
-    pub last_log_index: u64,
-    /// Last entry covered by this node's latest snapshot.
-    pub snapshot_index: Option<u64>,
-    /// Entries up to here were purged from this node's log.
-    pub purged_index: Option<u64>,
-    /// This node's role (`none`: the group is not hosted here).
-    #[schema(value_type = String, example = "follower")]
-    pub role: &'static str,
-    /// Per-replica replication progress; only on the leader.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub replication: Option<Vec<ReplicaView>>,
-}
-
 /// All groups of this node, the router in front of them and the placement driver.
 pub struct RaftHost {
     node_id: NodeId,
@@ -247,53 +199,6 @@ fn initial_placement(cfg: &Config) -> Placement {
 
 fn info_of(m: &MemberRec) -> NodeInfo {
     NodeInfo { peer_addr: m.peer_addr.clone(), http_addr: m.http_addr.clone() }
-}
-
-/// A group's log progress as one node's Raft metrics show it.
-pub(super) struct Progress {
-    pub(super) last_log_index: u64,
-    pub(super) applied_index: u64,
-    /// On the leader: the highest index a quorum of voters has matched; elsewhere the committed
-    /// index the leader told this node (at least the applied index).
-    pub(super) commit_index: u64,
-    /// On the leader: every replica's matched index and lag.
-    pub(super) replicas: Option<Vec<ReplicaView>>,
-}
-
-/// `committed`: what openraft last reported committed to this node's log store (followers learn
-/// it from the leader; openraft's metrics do not carry it).
-pub(super) fn progress(m: &openraft::RaftMetrics<NodeId, NodeInfo>, me: NodeId, committed: Option<u64>) -> Progress {
-    let last = m.last_log_index.unwrap_or(0);
-    let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
-    let Some(r) = m.replication.as_ref() else {
-        let commit_index = committed.unwrap_or(0).max(applied);
-        return Progress { last_log_index: last, applied_index: applied, commit_index, replicas: None };
-    };
-    let replicas: Vec<ReplicaView> = r
-        .iter()
-        .map(|(node, matched)| {
-            let matched_index = matched.map(|l| l.index);
-            ReplicaView { node: *node, matched_index, lag: last.saturating_sub(matched_index.unwrap_or(0)) }
-        })
-        .collect();
-    let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
-    let mut matched: Vec<u64> = voters
-        .iter()
-        .map(|v| match r.get(v) {
-            Some(matched) => matched.map(|l| l.index).unwrap_or(0),
-            // The leader itself, when openraft does not list it.
-            None if *v == me => last,
-            None => 0,
-        })
-        .collect();
-    matched.sort_unstable_by(|a, b| b.cmp(a));
-    let quorum = matched.get(voters.len() / 2).copied().unwrap_or(0);
-    Progress {
-        last_log_index: last,
-        applied_index: applied,
-        commit_index: quorum.max(applied),
-        replicas: Some(replicas),
-    }
 }
 
 impl RaftHost {
@@ -505,46 +410,13 @@ impl RaftHost {
             .iter()
             .map(|(id, g)| {
                 let m = g.raft.metrics().borrow().clone();
-                let p = progress(&m, self.node_id, self.store.committed_index(*id));
-                GroupView {
-                    id: *id,
-                    replicas: m.membership_config.membership().voter_ids().collect(),
-                    learners: m.membership_config.membership().learner_ids().collect(),
-                    leader: m.current_leader,
-                    term: m.current_term,
-                    commit_index: p.commit_index,
-                    applied_index: p.applied_index,
-                    last_log_index: p.last_log_index,
-                    snapshot_index: m.snapshot.map(|l| l.index),
-                    purged_index: m.purged.map(|l| l.index),
-                    role: match m.state {
-                        ServerState::Leader => "leader",
-                        ServerState::Follower => "follower",
-                        ServerState::Candidate => "candidate",
-                        ServerState::Learner => "learner",
-                        ServerState::Shutdown => "shutdown",
-                    },
-                    replication: p.replicas,
-                }
+                view::hosted(*id, &m, self.node_id, self.store.committed_index(*id))
             })
             .collect();
         if let Some(p) = self.placement() {
             for (id, replicas) in p.layout.groups {
                 if !out.iter().any(|g| g.id == id) {
-                    out.push(GroupView {
-                        id,
-                        replicas,
-                        learners: Vec::new(),
-                        leader: lock(&self.hints).get(&id).copied(),
-                        term: 0,
-                        commit_index: 0,
-                        applied_index: 0,
-                        last_log_index: 0,
-                        snapshot_index: None,
-                        purged_index: None,
-                        role: "none",
-                        replication: None,
-                    });
+                    out.push(view::not_hosted(id, replicas, lock(&self.hints).get(&id).copied()));
                 }
             }
         }

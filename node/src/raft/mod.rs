@@ -7,6 +7,7 @@ pub mod group;
 pub mod host;
 pub mod metrics;
 pub mod network;
+pub mod view;
 pub mod wire;
 
 pub use crate::storage::entry::{
