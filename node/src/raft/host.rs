@@ -12,17 +12,18 @@
 //! otherwise, following one "not leader, try N" answer; [`ProposeError::NoLeader`] when the group
 //! has no quorum.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{ChangeMembers, Raft, ServerState, SnapshotPolicy};
+use openraft::{Raft, ServerState, SnapshotPolicy};
 use ractor::{ActorCell, ActorId, ActorRef, ActorStatus};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::group::{GroupActor, GroupArgs, GroupMsg};
+use super::handover;
 use super::metrics::RaftMetrics;
 use super::network::GroupNetworkFactory;
 use super::view::{self, GroupView};
@@ -42,13 +43,11 @@ use crate::util::AbortOnDrop;
 use crate::util::batcher::{BatchError, Batcher, BatcherConfig};
 use crate::util::lock;
 
-/// Longest wait for a new replica to catch up, or for a membership change to commit.
-const RECONFIGURE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for each step of a leader hand-over (and for requests held meanwhile).
-const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deadline of a request forwarded to a leader. Short, so that a leader that just died costs a
 /// client one quick 503 instead of a long hang while the group elects a new one.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(1);
+pub(super) const FORWARD_TIMEOUT: Duration = Duration::from_secs(1);
 /// A group's proposer queue task ends after this long without proposals.
 const PROPOSER_IDLE: Duration = Duration::from_secs(60);
 /// How long a request waits for a leader hand-over on this node before it is answered "no
@@ -109,16 +108,16 @@ type Proposer = Batcher<GroupId, Command, CommandResult, ProposeError>;
 
 /// A group hosted here: its Raft instance (requests use it directly) and its actor (which owns
 /// the instance's lifecycle; see [`super::group`]).
-struct Group {
-    raft: Raft<TypeConfig>,
-    actor: ActorRef<GroupMsg>,
+pub(super) struct Group {
+    pub(super) raft: Raft<TypeConfig>,
+    pub(super) actor: ActorRef<GroupMsg>,
 }
 
 impl Group {
     /// Stops the group's actor, whose `post_stop` shuts the Raft core down; shuts the core down
     /// here only when the actor cannot (it failed already: ractor skips `post_stop` then, or
     /// it did not stop in time).
-    async fn stop(&self, group: GroupId) {
+    pub(super) async fn stop(&self, group: GroupId) {
         let running = self.actor.get_status() < ActorStatus::Stopping;
         if running && self.actor.stop_and_wait(None, Some(TRANSFER_TIMEOUT)).await.is_ok() {
             return;
@@ -131,28 +130,28 @@ impl Group {
 
 /// All groups of this node, the router in front of them and the placement driver.
 pub struct RaftHost {
-    node_id: NodeId,
-    cfg: Config,
-    raft_config: Arc<openraft::Config>,
+    pub(super) node_id: NodeId,
+    pub(super) cfg: Config,
+    pub(super) raft_config: Arc<openraft::Config>,
     /// How recent a leader's quorum acknowledgement must be for it to count as leader.
-    quorum_lease_ms: u64,
-    store: Arc<Store>,
-    transport: Arc<Transport>,
-    metrics: RaftMetrics,
-    groups: RwLock<HashMap<GroupId, Arc<Group>>>,
+    pub(super) quorum_lease_ms: u64,
+    pub(super) store: Arc<Store>,
+    pub(super) transport: Arc<Transport>,
+    pub(super) metrics: RaftMetrics,
+    pub(super) groups: RwLock<HashMap<GroupId, Arc<Group>>>,
     /// Batching queues, one per group routed through this node (hosted or not).
-    proposals: Proposer,
+    pub(super) proposals: Proposer,
     /// Leaders learned from answers, for groups not hosted here.
-    hints: Mutex<HashMap<GroupId, NodeId>>,
+    pub(super) hints: Mutex<HashMap<GroupId, NodeId>>,
     /// Groups whose membership change runs on this node right now.
-    reconfiguring: Mutex<HashSet<GroupId>>,
+    pub(super) reconfiguring: Mutex<HashSet<GroupId>>,
     /// Groups this node is handing leadership away from right now; the receiver turns true when
     /// the hand-over ended. Requests for them wait (see [`RaftHost::hand_over`]).
-    transfers: Mutex<HashMap<GroupId, watch::Receiver<bool>>>,
-    me: Weak<RaftHost>,
-    tasks: Mutex<Vec<AbortOnDrop<()>>>,
+    pub(super) transfers: Mutex<HashMap<GroupId, watch::Receiver<bool>>>,
+    pub(super) me: Weak<RaftHost>,
+    pub(super) tasks: Mutex<Vec<AbortOnDrop<()>>>,
     /// The Raft actor: every group actor is linked under it.
-    supervisor: ActorCell,
+    pub(super) supervisor: ActorCell,
 }
 
 impl std::fmt::Debug for RaftHost {
@@ -289,11 +288,11 @@ impl RaftHost {
         Ok(host)
     }
 
-    fn read_groups(&self) -> std::sync::RwLockReadGuard<'_, HashMap<GroupId, Arc<Group>>> {
+    pub(super) fn read_groups(&self) -> std::sync::RwLockReadGuard<'_, HashMap<GroupId, Arc<Group>>> {
         crate::util::read(&self.groups)
     }
 
-    fn group(&self, id: GroupId) -> Option<Arc<Group>> {
+    pub(super) fn group(&self, id: GroupId) -> Option<Arc<Group>> {
         self.read_groups().get(&id).cloned()
     }
 
@@ -512,7 +511,7 @@ impl RaftHost {
         }
     }
 
-    async fn forward(
+    pub(super) async fn forward(
         &self,
         group: GroupId,
         leader: NodeId,
@@ -609,216 +608,6 @@ impl RaftHost {
         RaftResponse::Proposed(results)
     }
 
-    /// Makes `group`'s voters (and learners) the wanted ones. Answers `done` when they already
-    /// match; otherwise starts the change in the background (new nodes join as learners, are
-    /// waited for until they caught up, then the voters are replaced) and answers not done.
-    fn reconfigure(
-        &self,
-        group: GroupId,
-        layout_version: u64,
-        voters: Vec<(NodeId, NodeInfo)>,
-        learners: Vec<(NodeId, NodeInfo)>,
-    ) -> RaftResponse {
-        let Some(g) = self.group(group) else { return unavailable(not_hosted(group)) };
-        let m = g.raft.metrics().borrow().clone();
-        if m.state != ServerState::Leader {
-            return RaftResponse::NotLeader { leader: m.current_leader };
-        }
-        let membership = m.membership_config.membership();
-        let want_voters: BTreeSet<NodeId> = voters.iter().map(|(id, _)| *id).collect();
-        let want_learners: BTreeSet<NodeId> = learners.iter().map(|(id, _)| *id).collect();
-        let have_voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        let have_learners: BTreeSet<NodeId> = membership.learner_ids().collect();
-        if have_voters == want_voters && have_learners == want_learners && membership.get_joint_config().len() == 1 {
-            return RaftResponse::Reconfigured { done: true };
-        }
-        if lock(&self.transfers).contains_key(&group) || !lock(&self.reconfiguring).insert(group) {
-            return RaftResponse::Reconfigured { done: false };
-        }
-        let raft = g.raft.clone();
-        let me = self.me.clone();
-        let metrics = self.metrics.clone();
-        tokio::spawn(async move {
-            let result = change_members(&raft, group, voters, learners, have_voters, have_learners).await;
-            let outcome = match &result {
-                Ok(()) => {
-                    info!(group, layout_version, voters = ?want_voters, "group membership follows the layout");
-                    "done"
-                }
-                Err(e) => {
-                    warn!(group, layout_version, error = %e, "group membership change did not finish; retrying");
-                    "failed"
-                }
-            };
-            metrics.reconfigurations.with_label_values(&[outcome]).inc();
-            if let Some(host) = me.upgrade() {
-                lock(&host.reconfiguring).remove(&group);
-            }
-        });
-        RaftResponse::Reconfigured { done: false }
-    }
-
-    /// Whether `node` is in `group`'s membership as this node, its leader, has it. Only a
-    /// committed membership (applied here) that leaves the node out answers false.
-    fn member_of(&self, group: GroupId, node: NodeId) -> RaftResponse {
-        let Some(g) = self.group(group) else { return unavailable(not_hosted(group)) };
-        let m = g.raft.metrics().borrow().clone();
-        if m.state != ServerState::Leader {
-            return RaftResponse::NotLeader { leader: m.current_leader };
-        }
-        let stored = &m.membership_config;
-        let committed = stored.log_id().as_ref().map(|l| l.index) <= m.last_applied.map(|l| l.index);
-        let listed = stored.membership().get_node(&node).is_some();
-        RaftResponse::Member { member: listed || !committed }
-    }
-
-    /// Stops hosting the partitions this node no longer replicates and deletes their data: those
-    /// the layout does not give it and whose leader's committed membership leaves it out (until
-    /// then it may still count for a quorum). Should the layout give one back later, the node
-    /// joins it afresh, as a learner fed by a snapshot.
-    async fn drop_moved_groups(&self, p: &Placement) {
-        let hosted: Vec<GroupId> = self.read_groups().keys().copied().filter(|g| *g > 0).collect();
-        for group in hosted {
-            if p.layout.groups.get(&group).is_none_or(|r| r.contains(&self.node_id)) {
-                continue;
-            }
-            // Asked of the layout's replicas (they redirect to their leader): this node's own
-            // view of the group may be stuck on elections it can no longer win.
-            let replicas = p.layout.groups.get(&group).cloned().unwrap_or_default();
-            if !self.left_group(group, &replicas).await {
-                continue;
-            }
-            let removed = crate::util::write(&self.groups).remove(&group);
-            let Some(g) = removed else { continue };
-            g.stop(group).await;
-            drop(g);
-            self.metrics.forget_group(group);
-            match self.store.drop_group(group).await {
-                Ok(()) => {
-                    self.metrics.groups_removed.inc();
-                    info!(group, "no longer a replica of the group: stopped hosting it and deleted its data");
-                }
-                Err(e) => warn!(group, error = %e, "cannot delete the data of a group this node left"),
-            }
-        }
-    }
-
-    /// Whether `group`'s leader, found through `replicas`, says this node left the group.
-    async fn left_group(&self, group: GroupId, replicas: &[NodeId]) -> bool {
-        let body = RaftRequestBody::MemberOf { node: self.node_id };
-        let mut target = replicas.first().copied();
-        for _ in 0..=replicas.len() {
-            let Some(to) = target.filter(|t| *t != self.node_id) else { return false };
-            match self.forward(group, to, body.clone()).await {
-                Ok(RaftResponse::Member { member }) => return !member,
-                Ok(RaftResponse::NotLeader { leader: Some(next) }) => target = Some(next),
-                // No leader known there: try the next replica.
-                Ok(_) | Err(_) => target = replicas.iter().copied().skip_while(|r| *r != to).nth(1),
-            }
-        }
-        false
-    }
-
-    /// Waits until no leader hand-over of `group` runs on this node, at most `limit`; true when
-    /// none runs (any more).
-    async fn wait_transfer(&self, group: GroupId, limit: Duration) -> bool {
-        let Some(mut rx) = lock(&self.transfers).get(&group).cloned() else { return true };
-        // A closed channel (the hand-over task is gone) counts as ended too.
-        tokio::time::timeout(limit, rx.wait_for(|done| *done)).await.is_ok()
-    }
-
-    /// Hands leadership of `group` (led here) to the voter `to`. Answers `done` when `to` leads
-    /// already (this node is not the leader: the caller is redirected), otherwise starts
-    /// [`RaftHost::hand_over`] in the background and answers not done.
-    fn transfer_leader(&self, group: GroupId, to: NodeId) -> RaftResponse {
-        let Some(g) = self.group(group) else { return unavailable(not_hosted(group)) };
-        let m = g.raft.metrics().borrow().clone();
-        if m.current_leader == Some(to) {
-            return RaftResponse::Transferred { done: true };
-        }
-        if m.state != ServerState::Leader {
-            return RaftResponse::NotLeader { leader: m.current_leader };
-        }
-        let membership = m.membership_config.membership();
-        let is_voter = membership.voter_ids().any(|v| v == to) && membership.get_joint_config().len() == 1;
-        if !is_voter || group == 0 || lock(&self.reconfiguring).contains(&group) {
-            // Not until the group's membership follows the layout.
-            return RaftResponse::Transferred { done: false };
-        }
-        let (done, rx) = watch::channel(false);
-        match lock(&self.transfers).entry(group) {
-            std::collections::hash_map::Entry::Occupied(_) => return RaftResponse::Transferred { done: false },
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(rx);
-            }
-        }
-        let me = self.me.clone();
-        let raft = g.raft.clone();
-        tokio::spawn(async move {
-            let Some(host) = me.upgrade() else { return };
-            let outcome = host.hand_over(group, &raft, to).await;
-            match &outcome {
-                Ok(()) => info!(group, to, "leadership handed over"),
-                Err(e) => warn!(group, to, error = %e, "leadership hand-over did not finish"),
-            }
-            let label = if outcome.is_ok() { "done" } else { "failed" };
-            host.metrics.leader_transfers.with_label_values(&[label]).inc();
-            lock(&host.transfers).remove(&group);
-            let _ = done.send(true);
-        });
-        RaftResponse::Transferred { done: false }
-    }
-
-    /// The hand-over (openraft 0.9 has no leader transfer, so it is built from what it has): new
-    /// requests for the group wait here, heartbeats stop, and once `to` holds every entry this
-    /// node stays quiet for one `election_timeout_max`, the lease in which voters refuse other
-    /// candidates. Then `to` campaigns: its log is as long as anyone's, the voters' leases have
-    /// run out, and their own election timers fire only `election_timeout_min` later, so it
-    /// wins. Heartbeats resume whatever happened; waiting requests go to the new leader.
-    async fn hand_over(&self, group: GroupId, raft: &Raft<TypeConfig>, to: NodeId) -> Result<(), String> {
-        raft.runtime_config().heartbeat(false);
-        let result = async {
-            let mut rx = raft.metrics();
-            let caught_up = rx.wait_for(|m| {
-                m.state != ServerState::Leader
-                    || m.replication.as_ref().and_then(|r| r.get(&to).cloned()).flatten().map(|l| l.index)
-                        == m.last_log_index
-            });
-            tokio::time::timeout(TRANSFER_TIMEOUT, caught_up)
-                .await
-                .map_err(|_| format!("node {to} did not catch up"))?
-                .map_err(|e| e.to_string())?;
-            if raft.metrics().borrow().state != ServerState::Leader {
-                return Err("lost leadership before handing it over".to_string());
-            }
-            let r = &self.cfg.raft;
-            tokio::time::sleep(r.election_timeout_max + r.election_timeout_min / 4).await;
-            let asked = self.transport.call_with_timeout(
-                to,
-                RaftRequest { group, body: RaftRequestBody::Campaign },
-                FORWARD_TIMEOUT,
-            );
-            match asked.await {
-                Ok(RaftResponse::Transferred { done: true }) => {}
-                Ok(other) => return Err(format!("node {to} did not campaign: {other:?}")),
-                Err(e) => return Err(format!("node {to} did not campaign: {e}")),
-            }
-            // Done once this node follows a new leader (not merely voted for one), so the
-            // requests held here go straight to it.
-            let me = self.node_id;
-            let stepped_down =
-                rx.wait_for(|m| m.state != ServerState::Leader && m.current_leader.is_some_and(|l| l != me));
-            tokio::time::timeout(r.election_timeout_max * 2, stepped_down)
-                .await
-                .map_err(|_| format!("node {to} did not win its election"))?
-                .map_err(|e| e.to_string())?;
-            Ok(())
-        }
-        .await;
-        raft.runtime_config().heartbeat(true);
-        result
-    }
-
     /// Serves a Raft message from peer `from`.
     pub async fn handle(&self, _from: NodeId, request: RaftRequest) -> RaftResponse {
         let group = request.group;
@@ -843,10 +632,7 @@ impl RaftHost {
                 wire::snapshot_response(g.raft.install_snapshot(rpc).await)
             }
             RaftRequestBody::Propose { commands } => self.serve_forwarded(group, commands).await,
-            RaftRequestBody::Campaign => match g.raft.trigger().elect().await {
-                Ok(()) => RaftResponse::Transferred { done: true },
-                Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
-            },
+            RaftRequestBody::Campaign => handover::campaign(&g.raft).await,
             body @ (RaftRequestBody::Read { .. }
             | RaftRequestBody::Reconfigure { .. }
             | RaftRequestBody::TransferLeader { .. }
@@ -1121,52 +907,7 @@ async fn run_placement(host: Weak<RaftHost>, membership: Arc<Membership>) {
     }
 }
 
-/// Adds the new nodes as learners (waiting for wanted voters to catch up), replaces the voters,
-/// then removes nodes that are neither wanted voters nor wanted learners.
-async fn change_members(
-    raft: &Raft<TypeConfig>,
-    group: GroupId,
-    voters: Vec<(NodeId, NodeInfo)>,
-    learners: Vec<(NodeId, NodeInfo)>,
-    have_voters: BTreeSet<NodeId>,
-    have_learners: BTreeSet<NodeId>,
-) -> Result<(), String> {
-    let want_voters: BTreeSet<NodeId> = voters.iter().map(|(id, _)| *id).collect();
-    let want_learners: BTreeSet<NodeId> = learners.iter().map(|(id, _)| *id).collect();
-    for (id, info) in voters.iter().chain(learners.iter()) {
-        if have_voters.contains(id) || have_learners.contains(id) {
-            continue;
-        }
-        let catch_up = want_voters.contains(id);
-        let add = raft.add_learner(*id, info.clone(), catch_up);
-        tokio::time::timeout(RECONFIGURE_TIMEOUT, add)
-            .await
-            .map_err(|_| format!("node {id} did not catch up within {RECONFIGURE_TIMEOUT:?}"))?
-            .map_err(|e| format!("adding node {id} as a learner: {e}"))?;
-        info!(group, node = id, "learner added");
-    }
-    if have_voters != want_voters {
-        // Meta keeps removed voters as learners; partitions drop them.
-        let change = raft.change_membership(ChangeMembers::ReplaceAllVoters(want_voters.clone()), group == 0);
-        tokio::time::timeout(RECONFIGURE_TIMEOUT, change)
-            .await
-            .map_err(|_| "membership change timed out".to_string())?
-            .map_err(|e| format!("changing voters: {e}"))?;
-    }
-    let m = raft.metrics().borrow().clone();
-    let stale: BTreeSet<NodeId> =
-        m.membership_config.membership().learner_ids().filter(|id| !want_learners.contains(id)).collect();
-    if !stale.is_empty() {
-        let change = raft.change_membership(ChangeMembers::RemoveNodes(stale), false);
-        tokio::time::timeout(RECONFIGURE_TIMEOUT, change)
-            .await
-            .map_err(|_| "removing learners timed out".to_string())?
-            .map_err(|e| format!("removing learners: {e}"))?;
-    }
-    Ok(())
-}
-
-fn not_hosted(group: GroupId) -> ProposeError {
+pub(super) fn not_hosted(group: GroupId) -> ProposeError {
     ProposeError::Unavailable { group, reason: "group not hosted on this node".into() }
 }
 
@@ -1174,7 +915,7 @@ fn unexpected(group: GroupId, answer: &RaftResponse) -> ProposeError {
     ProposeError::Unavailable { group, reason: format!("unexpected answer {answer:?}") }
 }
 
-fn unavailable(e: ProposeError) -> RaftResponse {
+pub(super) fn unavailable(e: ProposeError) -> RaftResponse {
     RaftResponse::Unavailable { reason: e.to_string() }
 }
 

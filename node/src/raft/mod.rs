@@ -4,9 +4,11 @@
 
 pub mod actor;
 pub mod group;
+mod handover;
 pub mod host;
 pub mod metrics;
 pub mod network;
+mod reconfigure;
 pub mod view;
 pub mod wire;
 
