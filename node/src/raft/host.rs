@@ -14,16 +14,15 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{Raft, ServerState, SnapshotPolicy};
+use openraft::{Raft, SnapshotPolicy};
 use ractor::{ActorCell, ActorId, ActorRef, ActorStatus};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::group::{GroupActor, GroupArgs, GroupMsg};
-use super::handover;
 use super::metrics::RaftMetrics;
 use super::network::GroupNetworkFactory;
 use super::view::{self, GroupView};
@@ -31,14 +30,14 @@ use super::wire::{self, RaftRequest, RaftRequestBody, RaftResponse};
 use super::{
     Command, CommandBatch, CommandResult, GroupId, MetaCommand, MetaResult, NodeInfo, Refusal, ServiceId, TypeConfig,
 };
+use super::{handover, placement_loop};
 use crate::NodeId;
 use crate::config::Config;
-use crate::membership::{Membership, PeerState};
-use crate::placement::{Health, Layout, MemberRec, Placement, plan, preferred_leaders};
+use crate::membership::Membership;
+use crate::placement::{Layout, MemberRec, Placement};
 use crate::storage::Handled;
 use crate::storage::Store;
 use crate::transport::Transport;
-use crate::transport::proto::MemberRecord;
 use crate::util::AbortOnDrop;
 use crate::util::batcher::{BatchError, Batcher, BatcherConfig};
 use crate::util::lock;
@@ -176,7 +175,7 @@ fn raft_config(cfg: &Config) -> Result<Arc<openraft::Config>, RaftHostError> {
 }
 
 /// The placement the founders bootstrap with, from `cluster.initial_members`.
-fn initial_placement(cfg: &Config) -> Placement {
+pub(super) fn initial_placement(cfg: &Config) -> Placement {
     let founders: Vec<NodeId> = cfg.cluster.initial_members.iter().map(|m| m.id).collect();
     Placement {
         members: cfg
@@ -196,7 +195,7 @@ fn initial_placement(cfg: &Config) -> Placement {
     }
 }
 
-fn info_of(m: &MemberRec) -> NodeInfo {
+pub(super) fn info_of(m: &MemberRec) -> NodeInfo {
     NodeInfo { peer_addr: m.peer_addr.clone(), http_addr: m.http_addr.clone() }
 }
 
@@ -283,7 +282,7 @@ impl RaftHost {
             lock(&host.tasks).push(task);
         }
         info!(groups = host.read_groups().len(), partitions = cfg.raft.partitions, "raft groups started");
-        let driver = AbortOnDrop::spawn(run_placement(Arc::downgrade(&host), membership));
+        let driver = AbortOnDrop::spawn(placement_loop::run(Arc::downgrade(&host), membership));
         lock(&host.tasks).push(driver);
         Ok(host)
     }
@@ -298,7 +297,11 @@ impl RaftHost {
 
     /// Starts hosting `group` (from its stored state, if any); `init` initialises a new store
     /// with that membership (founders only; every founder passes the same one).
-    async fn open_group(&self, group: GroupId, init: Option<BTreeMap<NodeId, NodeInfo>>) -> Result<(), RaftHostError> {
+    pub(super) async fn open_group(
+        &self,
+        group: GroupId,
+        init: Option<BTreeMap<NodeId, NodeInfo>>,
+    ) -> Result<(), RaftHostError> {
         if self.group(group).is_some() {
             return Ok(());
         }
@@ -474,7 +477,7 @@ impl RaftHost {
 
     /// The router: serves `body` here when this node leads `group`, forwards it to the leader
     /// otherwise, and follows one "not leader, try N" answer.
-    async fn ask_leader(&self, group: GroupId, body: RaftRequestBody) -> Result<RaftResponse, ProposeError> {
+    pub(super) async fn ask_leader(&self, group: GroupId, body: RaftRequestBody) -> Result<RaftResponse, ProposeError> {
         // A hand-over running here: wait a little for the new leader, else "no leader" (serving
         // now would keep the old leader's lease alive and spoil the hand-over).
         if body.is_client_request() && !self.wait_transfer(group, TRANSFER_HOLD).await {
@@ -691,219 +694,6 @@ impl RaftHost {
         let mut rx = g.raft.metrics();
         let wait = rx.wait_for(|m| m.current_leader.is_some());
         tokio::time::timeout(deadline, wait).await.ok()?.ok()?.current_leader
-    }
-
-    /// One round of the placement loop. On every node: host the groups the layout gives this
-    /// node and tell membership about every member in meta state. On the meta leader: the
-    /// placement driver (see [`Driver`]).
-    async fn placement_round(&self, membership: &Membership, driver: &mut Driver) {
-        let placement = self.placement();
-        if let Some(p) = &placement {
-            self.metrics.layout_version.set(p.layout.version as i64);
-            for (group, replicas) in &p.layout.groups {
-                if replicas.contains(&self.node_id)
-                    && self.group(*group).is_none()
-                    && let Err(e) = self.open_group(*group, None).await
-                {
-                    warn!(group, error = %e, "cannot host a group the layout gives this node");
-                }
-            }
-            let records: Vec<MemberRecord> = p
-                .members
-                .values()
-                .map(|m| MemberRecord { id: m.id, peer_addr: m.peer_addr.clone(), http_addr: m.http_addr.clone() })
-                .collect();
-            membership.merge(&records);
-            self.drop_moved_groups(p).await;
-        }
-        let leads_meta = self.group(0).is_some_and(|g| g.raft.metrics().borrow().state == ServerState::Leader);
-        if !leads_meta {
-            driver.reset();
-            return;
-        }
-        let Some(p) = placement else {
-            // Bootstrap: the founders' initial placement, proposed once by the first meta leader.
-            if self.cfg.cluster.initial_members.iter().any(|m| m.id == self.node_id)
-                && let Err(e) =
-                    self.propose_meta(MetaCommand::PlacementInit { placement: initial_placement(&self.cfg) }).await
-            {
-                warn!(error = %e, "cannot record the initial placement yet");
-            }
-            return;
-        };
-        if let Err(e) = driver.round(self, membership, &p).await {
-            warn!(error = %e, "placement round did not finish");
-        }
-    }
-}
-
-/// The placement driver's memory between rounds (it runs only on the meta leader and forgets
-/// everything when leadership moves).
-#[derive(Default)]
-struct Driver {
-    /// Since when each member that never answered this node's heartbeats has been unreachable.
-    down_since: HashMap<NodeId, Instant>,
-    /// Per group, the reconfiguration its leader confirmed as done.
-    converged: HashMap<GroupId, (Vec<NodeId>, Vec<NodeId>)>,
-    /// Per partition, when its preferred leader last confirmed it leads (see [`RECHECK_LEADER`]).
-    preferred_leads: HashMap<GroupId, (NodeId, Instant)>,
-}
-
-/// Rounds after which a partition whose preferred leader confirmed it leads is asked again,
-/// even though this node saw no leader change (it sees none for groups it does not host).
-const RECHECK_LEADER: u32 = 10;
-
-impl Driver {
-    fn reset(&mut self) {
-        self.down_since.clear();
-        self.converged.clear();
-        self.preferred_leads.clear();
-    }
-
-    /// Registers new members, judges health, commits layout changes ([`plan`]) and asks group
-    /// leaders to make their memberships follow the layout.
-    async fn round(&mut self, host: &RaftHost, membership: &Membership, p: &Placement) -> Result<(), ProposeError> {
-        let now = Instant::now();
-        let view = membership.view();
-        // Members that joined (or changed address) are recorded in meta state first.
-        for m in &view {
-            let known = p.members.get(&m.id);
-            if known.is_none_or(|k| k.peer_addr != m.peer_addr || k.http_addr != m.http_addr) {
-                let member = MemberRec {
-                    id: m.id,
-                    peer_addr: m.peer_addr.clone(),
-                    http_addr: m.http_addr.clone(),
-                    dead: known.is_some_and(|k| k.dead),
-                };
-                info!(member = m.id, "recording member in meta state");
-                host.propose_meta(MetaCommand::MemberUpsert { member }).await?;
-            }
-        }
-        let mut health = BTreeMap::new();
-        for (id, member) in &p.members {
-            let seen = view.iter().find(|v| v.id == *id);
-            let up = *id == host.node_id || seen.is_some_and(|v| v.state == PeerState::Up);
-            let h = if up {
-                self.down_since.remove(id);
-                Health::Up
-            } else {
-                // Unreachable since its last answered heartbeat, as the failure detector saw it;
-                // a member that never answered this node is timed from when the driver noticed.
-                let unreachable = match seen.and_then(|v| v.last_seen_ms) {
-                    Some(ms) => Duration::from_millis(ms),
-                    None => now.duration_since(*self.down_since.entry(*id).or_insert(now)),
-                };
-                if unreachable >= host.cfg.placement.dead_after { Health::Dead } else { Health::Down }
-            };
-            if (h == Health::Dead) != member.dead && h != Health::Down {
-                let member = MemberRec { dead: h == Health::Dead, ..member.clone() };
-                info!(member = id, dead = member.dead, "member state changes");
-                host.propose_meta(MetaCommand::MemberUpsert { member }).await?;
-            }
-            health.insert(*id, h);
-        }
-        if let Some((next, moves)) = plan(&p.layout, &health, host.cfg.raft.replication_factor) {
-            let expected_version = p.layout.version;
-            let set = MetaCommand::LayoutSet { expected_version, groups: next.groups.clone() };
-            if !layout_set(host.propose_meta(set).await?) {
-                return Ok(());
-            }
-            for m in &moves {
-                let kind = if m.from.is_some() { "replace" } else { "add" };
-                host.metrics.placement_moves.with_label_values(&[kind]).inc();
-                info!(group = m.group, from = ?m.from, to = m.to, version = next.version, "replica moved");
-            }
-            // Group memberships follow in the next round, from the committed layout.
-            return Ok(());
-        }
-        for (group, voters) in &p.layout.groups {
-            let learners: Vec<NodeId> = if *group == 0 {
-                p.members.values().filter(|m| !m.dead && !voters.contains(&m.id)).map(|m| m.id).collect()
-            } else {
-                Vec::new()
-            };
-            let wanted = (voters.clone(), learners.clone());
-            if self.converged.get(group) == Some(&wanted) {
-                continue;
-            }
-            let with_info =
-                |ids: &[NodeId]| ids.iter().filter_map(|id| p.members.get(id).map(|m| (*id, info_of(m)))).collect();
-            let body = RaftRequestBody::Reconfigure {
-                layout_version: p.layout.version,
-                voters: with_info(voters),
-                learners: with_info(&learners),
-            };
-            match host.ask_leader(*group, body).await {
-                Ok(RaftResponse::Reconfigured { done: true }) => {
-                    self.converged.insert(*group, wanted);
-                }
-                Ok(_) => {}
-                Err(e) => debug!(group, error = %e, "group leader not reachable for reconfiguration"),
-            }
-        }
-        // Once every group follows the layout, spread replicas further (one move per round, so
-        // at most one group is being changed at a time).
-        let all_follow =
-            p.layout.groups.iter().all(|(g, voters)| self.converged.get(g).is_some_and(|(v, _)| v == voters));
-        if all_follow && let Some((next, m)) = crate::placement::rebalance(&p.layout, &health) {
-            let set = MetaCommand::LayoutSet { expected_version: p.layout.version, groups: next.groups.clone() };
-            if !layout_set(host.propose_meta(set).await?) {
-                return Ok(());
-            }
-            host.metrics.placement_moves.with_label_values(&["rebalance"]).inc();
-            info!(group = m.group, from = ?m.from, to = m.to, version = next.version, "replica moved to balance load");
-            return Ok(());
-        }
-        // Then leaders: each partition's leader hands over to its preferred leader when that
-        // node is up; one hand-over at a time in the cluster.
-        if all_follow && host.cfg.placement.balance_leaders {
-            let recheck = host.cfg.placement.interval * RECHECK_LEADER;
-            for (group, to) in preferred_leaders(&p.layout) {
-                if health.get(&to) != Some(&Health::Up) {
-                    continue;
-                }
-                // Confirmed lately and, as far as this node sees, still so: nothing to ask.
-                let confirmed = self.preferred_leads.get(&group);
-                if confirmed.is_some_and(|(l, at)| *l == to && now.duration_since(*at) < recheck)
-                    && host.leader_of(group) == Some(to)
-                {
-                    continue;
-                }
-                self.preferred_leads.remove(&group);
-                match host.ask_leader(group, RaftRequestBody::TransferLeader { to }).await {
-                    Ok(RaftResponse::Transferred { done: true }) => {
-                        self.preferred_leads.insert(group, (to, Instant::now()));
-                    }
-                    Ok(_) => break,
-                    Err(e) => debug!(group, error = %e, "group leader not reachable for a hand-over"),
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Whether a `LayoutSet` took effect; a stale one (planned from an older layout) is replanned
-/// in the next round.
-fn layout_set(result: MetaResult) -> bool {
-    match result {
-        MetaResult::Version(_) => true,
-        other => {
-            debug!(?other, "layout change not applied; replanning next round");
-            false
-        }
-    }
-}
-
-/// The placement loop: one [`RaftHost::placement_round`] per `placement.interval`.
-async fn run_placement(host: Weak<RaftHost>, membership: Arc<Membership>) {
-    let mut driver = Driver::default();
-    loop {
-        let Some(h) = host.upgrade() else { return };
-        let interval = h.cfg.placement.interval;
-        h.placement_round(&membership, &mut driver).await;
-        drop(h);
-        tokio::time::sleep(interval).await;
     }
 }
 

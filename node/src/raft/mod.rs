@@ -8,6 +8,7 @@ mod handover;
 pub mod host;
 pub mod metrics;
 pub mod network;
+mod placement_loop;
 mod reconfigure;
 pub mod view;
 pub mod wire;
