@@ -10,8 +10,8 @@ use tracing::{Instrument, info, info_span};
 use crate::NodeId;
 use crate::config::{Config, LogFormat, LogSection};
 use crate::membership::{Membership, MembershipMetrics};
-use crate::raft::actor::RaftSlot;
 use crate::raft::wire::RaftRequest;
+use crate::router::RouterSlot;
 use crate::services::{Client, Platform, Registry, Services};
 use crate::storage::Store;
 use crate::supervisor::{Deps, NodeMetrics, Supervisor, SupervisorMsg};
@@ -75,7 +75,7 @@ pub enum NodeError {
 /// Answers peer requests by handing them to the subsystem that owns them.
 struct NodeRpc {
     membership: Arc<Membership>,
-    raft: RaftSlot,
+    raft: RouterSlot,
     services: Arc<Services>,
 }
 
@@ -98,7 +98,7 @@ impl RpcHandler for NodeRpc {
 impl NodeRpc {
     fn raft(&self, from: NodeId, request: RaftRequest) -> BoxFuture<'static, Response> {
         match self.raft.get() {
-            Some(host) => Box::pin(async move { Response::Raft(host.handle(from, request).await) }),
+            Some(router) => Box::pin(async move { Response::Raft(router.handle(from, request).await) }),
             None => Box::pin(std::future::ready(Response::Error(RpcError {
                 code: RpcErrorCode::Unavailable,
                 message: "raft groups are starting".into(),
@@ -160,7 +160,7 @@ async fn run_inner(config: Config, shutdown: impl Future<Output = ()>) -> Result
         Arc::clone(&transport),
         MembershipMetrics::clone(&metrics.membership),
     );
-    let raft = RaftSlot::default();
+    let raft = RouterSlot::default();
     let services = Services::new(Platform {
         config: &config,
         client: Client::new(raft.clone()),

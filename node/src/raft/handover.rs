@@ -8,7 +8,8 @@ use openraft::{Raft, ServerState};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::host::{FORWARD_TIMEOUT, RaftHost, TRANSFER_TIMEOUT, not_hosted, unavailable};
+use super::error::{not_hosted, unavailable};
+use super::host::{FORWARD_TIMEOUT, RaftHost, TRANSFER_TIMEOUT};
 use super::wire::{RaftRequest, RaftRequestBody, RaftResponse};
 use super::{GroupId, TypeConfig};
 use crate::NodeId;
@@ -17,7 +18,7 @@ use crate::util::lock;
 impl RaftHost {
     /// Waits until no leader hand-over of `group` runs on this node, at most `limit`; true when
     /// none runs (any more).
-    pub(super) async fn wait_transfer(&self, group: GroupId, limit: Duration) -> bool {
+    pub async fn wait_transfer(&self, group: GroupId, limit: Duration) -> bool {
         let Some(mut rx) = lock(&self.transfers).get(&group).cloned() else { return true };
         // A closed channel (the hand-over task is gone) counts as ended too.
         tokio::time::timeout(limit, rx.wait_for(|done| *done)).await.is_ok()

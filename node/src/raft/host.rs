@@ -1,109 +1,47 @@
-//! The Raft groups this node hosts, the batching router in front of them, and the placement
-//! driver.
+//! The Raft groups this node hosts: starting, opening, restarting and stopping them, and serving
+//! what peers send them (Raft messages, and as a group's leader, proposals, reads, membership
+//! changes and hand-overs). Routing requests to a group's leader is [`crate::router`]'s job.
 //!
 //! Every founder computes the same initial layout ([`crate::placement::initial_layout`]) and
 //! initialises the groups it replicates exactly once (an initialised store is never initialised
 //! again); the first meta leader records it in meta state. Afterwards the layout in meta state is
 //! the truth: every node hosts the groups it gives it, and the placement driver on the meta leader
 //! changes it and makes group memberships follow.
-//!
-//! Callers hand typed commands to [`RaftHost::propose`]. Commands queue per group and travel as
-//! one batch to the group's leader: committed here when this node leads, forwarded over QUIC
-//! otherwise, following one "not leader, try N" answer; [`ProposeError::NoLeader`] when the group
-//! has no quorum.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{Raft, SnapshotPolicy};
+use openraft::{Raft, ServerState, SnapshotPolicy};
 use ractor::{ActorCell, ActorId, ActorRef, ActorStatus};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use super::error::{RaftHostError, answer, not_hosted, unavailable};
 use super::group::{GroupActor, GroupArgs, GroupMsg};
 use super::metrics::RaftMetrics;
 use super::network::GroupNetworkFactory;
 use super::view::{self, GroupView};
 use super::wire::{self, RaftRequest, RaftRequestBody, RaftResponse};
-use super::{
-    Command, CommandBatch, CommandResult, GroupId, MetaCommand, MetaResult, NodeInfo, Refusal, ServiceId, TypeConfig,
-};
-use super::{handover, placement_loop};
+use super::{Command, CommandBatch, GroupId, NodeInfo, ServiceId, TypeConfig};
+use super::{ProposeError, handover};
 use crate::NodeId;
 use crate::config::Config;
-use crate::membership::Membership;
 use crate::placement::{Layout, MemberRec, Placement};
-use crate::storage::Handled;
 use crate::storage::Store;
 use crate::transport::Transport;
 use crate::util::AbortOnDrop;
-use crate::util::batcher::{BatchError, Batcher, BatcherConfig};
 use crate::util::lock;
 
 /// Longest wait for each step of a leader hand-over (and for requests held meanwhile).
 pub(super) const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deadline of a request forwarded to a leader. Short, so that a leader that just died costs a
 /// client one quick 503 instead of a long hang while the group elects a new one.
-pub(super) const FORWARD_TIMEOUT: Duration = Duration::from_secs(1);
-/// A group's proposer queue task ends after this long without proposals.
-const PROPOSER_IDLE: Duration = Duration::from_secs(60);
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a request waits for a leader hand-over on this node before it is answered "no
 /// leader" (nothing proposed: safe to retry); well inside the forwarder's [`FORWARD_TIMEOUT`].
-const TRANSFER_HOLD: Duration = Duration::from_millis(500);
-
-/// Why a proposal or read did not complete.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ProposeError {
-    /// No node leads the group right now (election, or no quorum).
-    #[error("partition {group} has no leader right now")]
-    NoLeader {
-        /// The group.
-        group: GroupId,
-    },
-    /// This node does not lead the group (nothing was proposed); `leader` may.
-    #[error("this node does not lead partition {group}")]
-    NotLeader {
-        /// The group.
-        group: GroupId,
-        /// The leader this node knows of.
-        leader: Option<NodeId>,
-    },
-    /// The leader could not be reached or failed the request.
-    #[error("partition {group} is unavailable: {reason}")]
-    Unavailable {
-        /// The group.
-        group: GroupId,
-        /// Why.
-        reason: String,
-    },
-    /// The state machine could not hand the command to its service; nothing changed.
-    #[error(transparent)]
-    Refused(#[from] Refusal),
-}
-
-/// Why the host could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum RaftHostError {
-    /// openraft rejected the configuration.
-    #[error("invalid raft configuration: {0}")]
-    Config(String),
-    /// A group could not be created.
-    #[error("cannot start raft group {group}: {reason}")]
-    Group {
-        /// The group.
-        group: GroupId,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// The batching proposer: one queue per group routed through this node (hosted or not).
-/// Everything queued while the group's previous batch was in flight goes to its leader as one
-/// batch (one log entry there). One batch in flight per group and node: what arrives meanwhile
-/// forms the next, larger batch (measured at 64 clients: 2 or 4 in flight lose 5-12 % against 1).
-type Proposer = Batcher<GroupId, Command, CommandResult, ProposeError>;
+pub const TRANSFER_HOLD: Duration = Duration::from_millis(500);
 
 /// A group hosted here: its Raft instance (requests use it directly) and its actor (which owns
 /// the instance's lifecycle; see [`super::group`]).
@@ -127,30 +65,26 @@ impl Group {
     }
 }
 
-/// All groups of this node, the router in front of them and the placement driver.
+/// All Raft groups of this node.
 pub struct RaftHost {
     pub(super) node_id: NodeId,
     pub(super) cfg: Config,
-    pub(super) raft_config: Arc<openraft::Config>,
+    raft_config: Arc<openraft::Config>,
     /// How recent a leader's quorum acknowledgement must be for it to count as leader.
-    pub(super) quorum_lease_ms: u64,
+    quorum_lease_ms: u64,
     pub(super) store: Arc<Store>,
     pub(super) transport: Arc<Transport>,
     pub(super) metrics: RaftMetrics,
     pub(super) groups: RwLock<HashMap<GroupId, Arc<Group>>>,
-    /// Batching queues, one per group routed through this node (hosted or not).
-    pub(super) proposals: Proposer,
-    /// Leaders learned from answers, for groups not hosted here.
-    pub(super) hints: Mutex<HashMap<GroupId, NodeId>>,
     /// Groups whose membership change runs on this node right now.
     pub(super) reconfiguring: Mutex<HashSet<GroupId>>,
     /// Groups this node is handing leadership away from right now; the receiver turns true when
     /// the hand-over ended. Requests for them wait (see [`RaftHost::hand_over`]).
     pub(super) transfers: Mutex<HashMap<GroupId, watch::Receiver<bool>>>,
     pub(super) me: Weak<RaftHost>,
-    pub(super) tasks: Mutex<Vec<AbortOnDrop<()>>>,
+    tasks: Mutex<Vec<AbortOnDrop<()>>>,
     /// The Raft actor: every group actor is linked under it.
-    pub(super) supervisor: ActorCell,
+    supervisor: ActorCell,
 }
 
 impl std::fmt::Debug for RaftHost {
@@ -175,7 +109,7 @@ fn raft_config(cfg: &Config) -> Result<Arc<openraft::Config>, RaftHostError> {
 }
 
 /// The placement the founders bootstrap with, from `cluster.initial_members`.
-pub(super) fn initial_placement(cfg: &Config) -> Placement {
+pub fn initial_placement(cfg: &Config) -> Placement {
     let founders: Vec<NodeId> = cfg.cluster.initial_members.iter().map(|m| m.id).collect();
     Placement {
         members: cfg
@@ -195,7 +129,7 @@ pub(super) fn initial_placement(cfg: &Config) -> Placement {
     }
 }
 
-pub(super) fn info_of(m: &MemberRec) -> NodeInfo {
+pub fn info_of(m: &MemberRec) -> NodeInfo {
     NodeInfo { peer_addr: m.peer_addr.clone(), http_addr: m.http_addr.clone() }
 }
 
@@ -203,13 +137,11 @@ impl RaftHost {
     /// Starts the groups this node replicates: the meta group always; as a founder, the groups of
     /// the initial layout (initialised exactly once: an initialised store is never initialised
     /// again); groups with state in the store; and groups the stored layout gives this node.
-    /// Then starts the placement loop.
     pub async fn start(
         cfg: &Config,
         store: Arc<Store>,
         transport: Arc<Transport>,
         metrics: RaftMetrics,
-        membership: Arc<Membership>,
         supervisor: ActorCell,
     ) -> Result<Arc<Self>, RaftHostError> {
         let node_id = cfg.node.id;
@@ -223,8 +155,6 @@ impl RaftHost {
             transport,
             metrics,
             groups: RwLock::new(HashMap::new()),
-            proposals: proposer(cfg, me.clone()),
-            hints: Mutex::new(HashMap::new()),
             reconfiguring: Mutex::new(HashSet::new()),
             transfers: Mutex::new(HashMap::new()),
             me: me.clone(),
@@ -282,8 +212,6 @@ impl RaftHost {
             lock(&host.tasks).push(task);
         }
         info!(groups = host.read_groups().len(), partitions = cfg.raft.partitions, "raft groups started");
-        let driver = AbortOnDrop::spawn(placement_loop::run(Arc::downgrade(&host), membership));
-        lock(&host.tasks).push(driver);
         Ok(host)
     }
 
@@ -351,52 +279,50 @@ impl RaftHost {
         Ok(())
     }
 
-    /// The partition group of a key.
-    pub fn partition_of(&self, key: &str) -> GroupId {
-        crate::placement::partition_of(key, self.cfg.raft.partitions)
-    }
-
-    /// The group's leader as this node knows it. A leader that has not heard from a quorum
-    /// within an election timeout does not count: it cannot commit, and its followers are
-    /// electing a new one. For a group not hosted here (or only just opened here): the last
-    /// leader seen in an answer, else another replica from the layout (it redirects to its
-    /// leader).
-    /// The leader of `group` as this node knows it (itself only while its quorum lease holds).
-    pub fn leader_of(&self, group: GroupId) -> Option<NodeId> {
-        if let Some(g) = self.group(group) {
-            let rx = g.raft.metrics();
-            let m = rx.borrow();
-            match m.current_leader {
-                Some(l) if l == self.node_id => {
-                    return m.millis_since_quorum_ack.filter(|ms| *ms <= self.quorum_lease_ms).map(|_| l);
-                }
-                Some(l) => return Some(l),
-                // An initialised group without a leader is electing one.
-                None if m.membership_config.membership().voter_ids().next().is_some() => return None,
-                // A replica this node only starts to host knows no leader yet: ask the others.
-                None => {}
+    /// The leader of `group` as this node's replica knows it (itself only while its quorum
+    /// lease holds: a leader that has not heard from a quorum within an election timeout cannot
+    /// commit, and its followers are electing a new one). `None` when this replica cannot tell:
+    /// the group is not hosted here, or only just opened here and knows no leader yet.
+    pub fn local_leader(&self, group: GroupId) -> Option<Option<NodeId>> {
+        let g = self.group(group)?;
+        let rx = g.raft.metrics();
+        let m = rx.borrow();
+        match m.current_leader {
+            Some(l) if l == self.node_id => {
+                Some(m.millis_since_quorum_ack.filter(|ms| *ms <= self.quorum_lease_ms).map(|_| l))
             }
+            Some(l) => Some(Some(l)),
+            // An initialised group without a leader is electing one.
+            None if m.membership_config.membership().voter_ids().next().is_some() => Some(None),
+            // A replica this node only starts to host knows no leader yet: ask the others.
+            None => None,
         }
-        if let Some(l) = lock(&self.hints).get(&group) {
-            return Some(*l);
-        }
-        let p = self.store.placement(0).ok()??;
-        let others: Vec<NodeId> =
-            p.layout.groups.get(&group)?.iter().copied().filter(|id| *id != self.node_id).collect();
-        others.get(rand::random_range(0..others.len().max(1))).copied()
     }
 
-    fn note_leader(&self, group: GroupId, leader: Option<NodeId>) {
-        let mut hints = lock(&self.hints);
-        match leader {
-            Some(l) => hints.insert(group, l),
-            None => hints.remove(&group),
-        };
+    /// The leader of `group` as its Raft metrics on this node say, lease or not; `None` when the
+    /// group is not hosted here.
+    pub fn current_leader(&self, group: GroupId) -> Option<Option<NodeId>> {
+        Some(self.group(group)?.raft.metrics().borrow().current_leader)
     }
 
-    /// True once the meta group has a leader (readiness).
-    pub fn meta_has_leader(&self) -> bool {
-        self.group(0).is_some() && self.leader_of(0).is_some()
+    /// Whether this node's replica of `group` is its leader (by role, lease or not).
+    pub fn is_leader(&self, group: GroupId) -> bool {
+        self.group(group).is_some_and(|g| g.raft.metrics().borrow().state == ServerState::Leader)
+    }
+
+    /// The groups hosted here, in ascending order.
+    pub fn hosted_groups(&self) -> Vec<GroupId> {
+        let mut hosted: Vec<GroupId> = self.read_groups().keys().copied().collect();
+        hosted.sort_unstable();
+        hosted
+    }
+
+    /// Answers an encoded query of `service` from this node's replica of `group` (possibly
+    /// behind the leader); `None` when the group is not hosted here or the store failed.
+    pub fn query(&self, group: GroupId, service: ServiceId, query: &[u8]) -> Option<Result<Vec<u8>, ProposeError>> {
+        self.group(group)?;
+        let handled = self.store.query(group, service, query).ok()?;
+        Some(answer(service, handled))
     }
 
     /// The members and layout in this node's copy of meta state.
@@ -405,8 +331,8 @@ impl RaftHost {
     }
 
     /// Raft state of every group: hosted ones from their Raft metrics, the others from the
-    /// layout. Meta first.
-    pub fn view(&self) -> Vec<GroupView> {
+    /// layout (with `leader_hint`'s leader). Meta first.
+    pub fn view(&self, leader_hint: impl Fn(GroupId) -> Option<NodeId>) -> Vec<GroupView> {
         let mut out: Vec<GroupView> = self
             .read_groups()
             .iter()
@@ -418,113 +344,12 @@ impl RaftHost {
         if let Some(p) = self.placement() {
             for (id, replicas) in p.layout.groups {
                 if !out.iter().any(|g| g.id == id) {
-                    out.push(view::not_hosted(id, replicas, lock(&self.hints).get(&id).copied()));
+                    out.push(view::not_hosted(id, replicas, leader_hint(id)));
                 }
             }
         }
         out.sort_by_key(|g| g.id);
         out
-    }
-
-    /// Proposes `command` to `group` wherever its leader is; answers after commit. Proposals
-    /// queue per group and are sent as one batch (one log entry on the leader, one RPC when
-    /// forwarded) while the previous batch is in flight.
-    pub async fn propose(&self, group: GroupId, command: Command) -> Result<CommandResult, ProposeError> {
-        if !self.cfg.raft.batching {
-            let mut results = self.route_batch(group, vec![command]).await?;
-            return into_result(results.pop().ok_or_else(|| unexpected(group, &RaftResponse::Proposed(vec![])))?);
-        }
-        into_result(self.proposals.submit(group, command).await.map_err(|e| batch_error(group, e))?)
-    }
-
-    /// Sends one batch to the group's leader (this node or another) and returns its results.
-    async fn route_batch(&self, group: GroupId, commands: Vec<Command>) -> Result<Vec<CommandResult>, ProposeError> {
-        match self.ask_leader(group, RaftRequestBody::Propose { commands }).await? {
-            RaftResponse::Proposed(results) => Ok(results),
-            other => Err(unexpected(group, &other)),
-        }
-    }
-
-    /// Proposes a meta command (placement) to the meta group.
-    pub async fn propose_meta(&self, command: MetaCommand) -> Result<MetaResult, ProposeError> {
-        match self.propose(0, Command::Meta(command)).await? {
-            CommandResult::Meta(result) => Ok(result),
-            other => Err(unexpected(0, &RaftResponse::Proposed(vec![other]))),
-        }
-    }
-
-    /// Answers an encoded query of `service` in `group`: from this node's replica when
-    /// `consistency` allows it and the group is hosted here, else after a read-index round on
-    /// the group's leader, wherever that is (linearizable).
-    pub async fn read(
-        &self,
-        group: GroupId,
-        service: ServiceId,
-        query: Vec<u8>,
-        consistency: Consistency,
-    ) -> Result<Vec<u8>, ProposeError> {
-        if consistency == Consistency::Local
-            && self.group(group).is_some()
-            && let Ok(handled) = self.store.query(group, service, &query)
-        {
-            return answer(service, handled);
-        }
-        match self.ask_leader(group, RaftRequestBody::Read { service, query }).await? {
-            RaftResponse::Answer(bytes) => Ok(bytes),
-            other => Err(unexpected(group, &other)),
-        }
-    }
-
-    /// The router: serves `body` here when this node leads `group`, forwards it to the leader
-    /// otherwise, and follows one "not leader, try N" answer.
-    pub(super) async fn ask_leader(&self, group: GroupId, body: RaftRequestBody) -> Result<RaftResponse, ProposeError> {
-        // A hand-over running here: wait a little for the new leader, else "no leader" (serving
-        // now would keep the old leader's lease alive and spoil the hand-over).
-        if body.is_client_request() && !self.wait_transfer(group, TRANSFER_HOLD).await {
-            return Err(ProposeError::NoLeader { group });
-        }
-        let mut target = self.leader_of(group);
-        let mut followed = false;
-        loop {
-            let leader = target.ok_or(ProposeError::NoLeader { group })?;
-            let answer = if leader == self.node_id {
-                self.serve(group, body.clone()).await
-            } else {
-                self.forward(group, leader, body.clone()).await?
-            };
-            match answer {
-                // Never retry ourselves: our own view just proved stale.
-                RaftResponse::NotLeader { leader: next } if !followed => {
-                    self.note_leader(group, next);
-                    target = next.filter(|l| *l != leader);
-                    followed = true;
-                }
-                RaftResponse::NotLeader { leader: next } => {
-                    self.note_leader(group, next);
-                    return Err(ProposeError::NoLeader { group });
-                }
-                // The leader is handing over (it held the request a while already).
-                RaftResponse::HandingOver => return Err(ProposeError::NoLeader { group }),
-                RaftResponse::Unavailable { reason } => return Err(ProposeError::Unavailable { group, reason }),
-                other => {
-                    self.note_leader(group, Some(leader));
-                    return Ok(other);
-                }
-            }
-        }
-    }
-
-    pub(super) async fn forward(
-        &self,
-        group: GroupId,
-        leader: NodeId,
-        body: RaftRequestBody,
-    ) -> Result<RaftResponse, ProposeError> {
-        let result = self.transport.call_with_timeout(leader, RaftRequest { group, body }, FORWARD_TIMEOUT).await;
-        result.map_err(|e| {
-            self.note_leader(group, None);
-            ProposeError::Unavailable { group, reason: e.to_string() }
-        })
     }
 
     /// Commits `commands` as one log entry of `group`, led by this node.
@@ -567,7 +392,7 @@ impl RaftHost {
     }
 
     /// Serves a proposal, read or reconfiguration of `group` here (its supposed leader).
-    async fn serve(&self, group: GroupId, body: RaftRequestBody) -> RaftResponse {
+    pub async fn serve(&self, group: GroupId, body: RaftRequestBody) -> RaftResponse {
         match body {
             RaftRequestBody::Propose { commands } => self.commit_batch(group, commands).await,
             RaftRequestBody::Read { service, query } => self.read_linearizable(group, service, &query).await,
@@ -578,37 +403,6 @@ impl RaftHost {
             RaftRequestBody::MemberOf { node } => self.member_of(group, node),
             other => RaftResponse::Unavailable { reason: format!("not a routed request: {other:?}") },
         }
-    }
-
-    /// A batch forwarded by another node: joins this node's queue, so batches from every node
-    /// share log entries. Refused at once when this node does not lead the group (no loops).
-    async fn serve_forwarded(&self, group: GroupId, commands: Vec<Command>) -> RaftResponse {
-        let Some(g) = self.group(group) else { return unavailable(not_hosted(group)) };
-        let leader = g.raft.metrics().borrow().current_leader;
-        if leader != Some(self.node_id) {
-            return RaftResponse::NotLeader { leader };
-        }
-        if !self.cfg.raft.batching {
-            return self.commit_batch(group, commands).await;
-        }
-        let mut pending = Vec::with_capacity(commands.len());
-        for command in commands {
-            match self.proposals.enqueue(group, command).await {
-                Ok(reply) => pending.push(reply),
-                Err(e) => return unavailable(batch_error(group, e)),
-            }
-        }
-        let mut results = Vec::with_capacity(pending.len());
-        for reply in pending {
-            match reply.await.map_err(|e| batch_error(group, e)) {
-                Ok(v) => results.push(v),
-                Err(ProposeError::NotLeader { leader, .. }) => return RaftResponse::NotLeader { leader },
-                // Nothing was proposed: the forwarder may retry safely.
-                Err(ProposeError::NoLeader { .. }) => return RaftResponse::NotLeader { leader: None },
-                Err(e) => return unavailable(e),
-            }
-        }
-        RaftResponse::Proposed(results)
     }
 
     /// Serves a Raft message from peer `from`.
@@ -634,9 +428,11 @@ impl RaftHost {
                 let rpc = wire::to_snapshot(vote, last_log_id, last_membership, snapshot_id, offset, data, done);
                 wire::snapshot_response(g.raft.install_snapshot(rpc).await)
             }
-            RaftRequestBody::Propose { commands } => self.serve_forwarded(group, commands).await,
             RaftRequestBody::Campaign => handover::campaign(&g.raft).await,
-            body @ (RaftRequestBody::Read { .. }
+            // Forwarded proposals reach the router's queue first (crate::router::Router::handle);
+            // one arriving here is committed as it is.
+            body @ (RaftRequestBody::Propose { .. }
+            | RaftRequestBody::Read { .. }
             | RaftRequestBody::Reconfigure { .. }
             | RaftRequestBody::TransferLeader { .. }
             | RaftRequestBody::MemberOf { .. }) => self.serve(group, body).await,
@@ -666,20 +462,12 @@ impl RaftHost {
         self.group(group).is_some()
     }
 
-    /// The partitions (not meta) this node leads now, in ascending order.
-    pub fn led_partitions(&self) -> Vec<GroupId> {
-        let mut led: Vec<GroupId> =
-            self.read_groups().keys().copied().filter(|g| *g > 0 && self.leader_of(*g) == Some(self.node_id)).collect();
-        led.sort_unstable();
-        led
-    }
-
     /// Test-only (`testing.fault_injection`): this node's next write for `group` fails.
     pub fn inject_storage_fault(&self, group: GroupId) {
         self.store.inject_write_failure(group);
     }
 
-    /// Stops the placement loop and every group (their logs are already durable).
+    /// Stops every group (their logs are already durable).
     pub async fn shutdown(&self) {
         lock(&self.tasks).clear();
         let groups: Vec<(GroupId, Arc<Group>)> = self.read_groups().iter().map(|(k, v)| (*k, Arc::clone(v))).collect();
@@ -694,71 +482,5 @@ impl RaftHost {
         let mut rx = g.raft.metrics();
         let wait = rx.wait_for(|m| m.current_leader.is_some());
         tokio::time::timeout(deadline, wait).await.ok()?.ok()?.current_leader
-    }
-}
-
-pub(super) fn not_hosted(group: GroupId) -> ProposeError {
-    ProposeError::Unavailable { group, reason: "group not hosted on this node".into() }
-}
-
-fn unexpected(group: GroupId, answer: &RaftResponse) -> ProposeError {
-    ProposeError::Unavailable { group, reason: format!("unexpected answer {answer:?}") }
-}
-
-pub(super) fn unavailable(e: ProposeError) -> RaftResponse {
-    RaftResponse::Unavailable { reason: e.to_string() }
-}
-
-fn into_result(r: CommandResult) -> Result<CommandResult, ProposeError> {
-    match r {
-        CommandResult::Refused(refusal) => Err(ProposeError::Refused(refusal)),
-        ok => Ok(ok),
-    }
-}
-
-/// A query's answer, or why no service answered it.
-fn answer(service: ServiceId, handled: Handled) -> Result<Vec<u8>, ProposeError> {
-    match handled {
-        Handled::Done(bytes) => Ok(bytes),
-        Handled::UnknownService => Err(Refusal::UnknownService { service }.into()),
-        Handled::BadPayload => Err(Refusal::BadPayload { service }.into()),
-    }
-}
-
-/// How current a read must be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Consistency {
-    /// This node's replica when it hosts the group (possibly behind the leader), else the leader.
-    Local,
-    /// Linearizable: on the leader after a read-index round.
-    Linearizable,
-}
-
-/// The proposer of a host (see [`Proposer`]): batches go through `host`'s router; its queue
-/// tasks end with the host.
-fn proposer(cfg: &Config, host: Weak<RaftHost>) -> Proposer {
-    let max_batch = cfg.raft.max_batch;
-    let config = BatcherConfig { max_batch, capacity: max_batch * 4, idle: PROPOSER_IDLE, skip_abandoned: false };
-    Batcher::new(config, move |group, commands| {
-        let host = host.upgrade();
-        async move {
-            match host {
-                Some(host) => host.route_batch(group, commands).await,
-                None => Err(ProposeError::Unavailable { group, reason: "proposer stopped".into() }),
-            }
-        }
-    })
-}
-
-/// Why a queued proposal got no result of its own.
-fn batch_error(group: GroupId, e: BatchError<ProposeError>) -> ProposeError {
-    match e {
-        BatchError::Failed { error } => error,
-        BatchError::Mismatch { expected, got } => {
-            ProposeError::Unavailable { group, reason: format!("{got} results for {expected} commands") }
-        }
-        BatchError::Stopped | BatchError::Full => {
-            ProposeError::Unavailable { group, reason: "proposer stopped".into() }
-        }
     }
 }

@@ -1,6 +1,6 @@
 //! Membership changes: a group's leader makes the group's voters and learners the ones the
-//! layout wants (asked by the placement driver), and a node stops hosting (and deletes) the
-//! partitions it no longer replicates.
+//! layout wants (asked by the placement driver), and every node hosts the groups the layout
+//! gives it and stops hosting (and deletes) the partitions it no longer replicates.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -8,17 +8,46 @@ use std::time::Duration;
 use openraft::{ChangeMembers, Raft, ServerState};
 use tracing::{info, warn};
 
-use super::host::{RaftHost, not_hosted, unavailable};
-use super::wire::{RaftRequestBody, RaftResponse};
+use super::error::{not_hosted, unavailable};
+use super::host::{FORWARD_TIMEOUT, RaftHost};
+use super::wire::{RaftRequest, RaftRequestBody, RaftResponse};
 use super::{GroupId, NodeInfo, TypeConfig};
 use crate::NodeId;
+use crate::membership::Membership;
 use crate::placement::Placement;
+use crate::transport::proto::MemberRecord;
 use crate::util::lock;
 
 /// Longest wait for a new replica to catch up, or for a membership change to commit.
 const RECONFIGURE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl RaftHost {
+    /// Makes this node follow the placement `p` in meta state: hosts the groups its layout gives
+    /// this node, tells membership about every member, and drops the groups it moved away.
+    pub async fn follow_placement(&self, p: &Placement, membership: &Membership) {
+        self.metrics.layout_version.set(p.layout.version as i64);
+        for (group, replicas) in &p.layout.groups {
+            if replicas.contains(&self.node_id)
+                && self.group(*group).is_none()
+                && let Err(e) = self.open_group(*group, None).await
+            {
+                warn!(group, error = %e, "cannot host a group the layout gives this node");
+            }
+        }
+        let records: Vec<MemberRecord> = p
+            .members
+            .values()
+            .map(|m| MemberRecord { id: m.id, peer_addr: m.peer_addr.clone(), http_addr: m.http_addr.clone() })
+            .collect();
+        membership.merge(&records);
+        self.drop_moved_groups(p).await;
+    }
+
+    /// Counts a replica move the placement driver committed (`add`, `replace`, `rebalance`).
+    pub fn count_move(&self, kind: &str) {
+        self.metrics.placement_moves.with_label_values(&[kind]).inc();
+    }
+
     /// Makes `group`'s voters (and learners) the wanted ones. Answers `done` when they already
     /// match; otherwise starts the change in the background (new nodes join as learners, are
     /// waited for until they caught up, then the voters are replaced) and answers not done.
@@ -86,7 +115,7 @@ impl RaftHost {
     /// the layout does not give it and whose leader's committed membership leaves it out (until
     /// then it may still count for a quorum). Should the layout give one back later, the node
     /// joins it afresh, as a learner fed by a snapshot.
-    pub async fn drop_moved_groups(&self, p: &Placement) {
+    async fn drop_moved_groups(&self, p: &Placement) {
         let hosted: Vec<GroupId> = self.read_groups().keys().copied().filter(|g| *g > 0).collect();
         for group in hosted {
             if p.layout.groups.get(&group).is_none_or(|r| r.contains(&self.node_id)) {
@@ -119,7 +148,8 @@ impl RaftHost {
         let mut target = replicas.first().copied();
         for _ in 0..=replicas.len() {
             let Some(to) = target.filter(|t| *t != self.node_id) else { return false };
-            match self.forward(group, to, body.clone()).await {
+            let request = RaftRequest { group, body: body.clone() };
+            match self.transport.call_with_timeout(to, request, FORWARD_TIMEOUT).await {
                 Ok(RaftResponse::Member { member }) => return !member,
                 Ok(RaftResponse::NotLeader { leader: Some(next) }) => target = Some(next),
                 // No leader known there: try the next replica.

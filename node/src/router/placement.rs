@@ -1,61 +1,38 @@
-//! The placement loop of a node: every `placement.interval` it hosts the groups the layout gives
-//! this node, drops the ones it no longer replicates, and, on the meta leader, runs a round of
-//! the placement driver ([`crate::placement::driver`]), for which this host is the [`Cluster`].
+//! The placement loop of a node: every `placement.interval` the groups follow the layout in
+//! meta state ([`RaftHost::follow_placement`]), and on the meta leader a round of the placement
+//! driver ([`crate::placement::driver`]) runs, with this router as its [`Cluster`].
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use openraft::ServerState;
 use tracing::{debug, warn};
 
-use super::host::{RaftHost, info_of, initial_placement};
-use super::wire::{RaftRequestBody, RaftResponse};
-use super::{GroupId, MetaCommand, MetaResult, ProposeError};
+use super::Router;
 use crate::NodeId;
 use crate::membership::{Membership, PeerState};
 use crate::placement::MemberRec;
 use crate::placement::driver::{Cluster, Driver, Peer, Settings};
-use crate::transport::proto::MemberRecord;
+use crate::raft::host::{info_of, initial_placement};
+use crate::raft::wire::{RaftRequestBody, RaftResponse};
+use crate::raft::{GroupId, MetaCommand, MetaResult, ProposeError, RaftHost};
+use crate::util::{AbortOnDrop, lock};
 
-/// The placement loop: one [`RaftHost::placement_round`] per `placement.interval`.
-pub(super) async fn run(host: Weak<RaftHost>, membership: Arc<Membership>) {
-    let mut driver = Driver::default();
-    loop {
-        let Some(h) = host.upgrade() else { return };
-        let interval = h.cfg.placement.interval;
-        h.placement_round(&membership, &mut driver).await;
-        drop(h);
-        tokio::time::sleep(interval).await;
+impl Router {
+    /// Starts the placement loop; it ends with the router (or at [`Router::shutdown`]).
+    pub fn start_placement(self: &Arc<Self>, membership: Arc<Membership>) {
+        let task = AbortOnDrop::spawn(run(Arc::downgrade(self), membership));
+        lock(&self.tasks).push(task);
     }
-}
 
-impl RaftHost {
-    /// One round of the placement loop. On every node: host the groups the layout gives this
-    /// node and tell membership about every member in meta state. On the meta leader: the
-    /// placement driver (see [`Driver`]).
-    pub(super) async fn placement_round(&self, membership: &Membership, driver: &mut Driver) {
-        let placement = self.placement();
+    /// One round of the placement loop. On every node: the groups follow the layout. On the meta
+    /// leader: the placement driver (see [`Driver`]).
+    async fn placement_round(&self, membership: &Membership, driver: &mut Driver) {
+        let placement = self.host.placement();
         if let Some(p) = &placement {
-            self.metrics.layout_version.set(p.layout.version as i64);
-            for (group, replicas) in &p.layout.groups {
-                if replicas.contains(&self.node_id)
-                    && self.group(*group).is_none()
-                    && let Err(e) = self.open_group(*group, None).await
-                {
-                    warn!(group, error = %e, "cannot host a group the layout gives this node");
-                }
-            }
-            let records: Vec<MemberRecord> = p
-                .members
-                .values()
-                .map(|m| MemberRecord { id: m.id, peer_addr: m.peer_addr.clone(), http_addr: m.http_addr.clone() })
-                .collect();
-            membership.merge(&records);
-            self.drop_moved_groups(p).await;
+            self.host.follow_placement(p, membership).await;
         }
-        let leads_meta = self.group(0).is_some_and(|g| g.raft.metrics().borrow().state == ServerState::Leader);
-        if !leads_meta {
+        if !self.host.is_leader(0) {
             driver.reset();
             return;
         }
@@ -86,7 +63,19 @@ impl RaftHost {
     }
 }
 
-impl Cluster for RaftHost {
+/// The placement loop: one [`Router::placement_round`] per `placement.interval`.
+async fn run(router: Weak<Router>, membership: Arc<Membership>) {
+    let mut driver = Driver::default();
+    loop {
+        let Some(r) = router.upgrade() else { return };
+        let interval = r.cfg.placement.interval;
+        r.placement_round(&membership, &mut driver).await;
+        drop(r);
+        tokio::time::sleep(interval).await;
+    }
+}
+
+impl Cluster for Router {
     type Error = ProposeError;
 
     fn me(&self) -> NodeId {
@@ -94,7 +83,7 @@ impl Cluster for RaftHost {
     }
 
     fn leader_of(&self, group: GroupId) -> Option<NodeId> {
-        RaftHost::leader_of(self, group)
+        Router::leader_of(self, group)
     }
 
     async fn upsert_member(&self, member: MemberRec) -> Result<(), ProposeError> {
@@ -134,6 +123,6 @@ impl Cluster for RaftHost {
     }
 
     fn moved(&self, kind: &'static str) {
-        self.metrics.placement_moves.with_label_values(&[kind]).inc();
+        RaftHost::count_move(&self.host, kind);
     }
 }
