@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod node;
 pub mod placement;
 pub mod raft;
+pub mod router;
 pub mod services;
 pub mod storage;
 pub mod supervisor;

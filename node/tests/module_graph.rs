@@ -30,7 +30,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// Every top-level module and its layer. A module may import modules of its own layer or below.
-/// Some names are of the target design and do not exist yet (`router`).
 const LAYERS: &[(&str, u32)] = &[
     ("cli", 10),
     ("node", 9),

@@ -27,8 +27,8 @@ use utoipa_axum::routes;
 use crate::NodeId;
 use crate::membership::{MemberView, Membership};
 use crate::placement::Layout;
-use crate::raft::actor::RaftSlot;
-use crate::raft::host::{GroupView, ReplicaView};
+use crate::raft::view::{GroupView, ReplicaView};
+use crate::router::RouterSlot;
 use crate::services::Ctx;
 pub use crate::services::api::{ApiError, ErrorBody};
 use crate::util::{FaultInjector, InjectError};
@@ -41,7 +41,7 @@ pub struct AppState {
     /// Members and their health.
     pub membership: Arc<Membership>,
     /// The Raft groups hosted here (empty while they start).
-    pub raft: RaftSlot,
+    pub raft: RouterSlot,
     /// The node's registry, behind `/metrics`.
     pub registry: prometheus::Registry,
     /// The HTTP server's instruments.
@@ -335,7 +335,9 @@ async fn inject_storage_fault(State(state): State<AppState>, Path(group): Path<S
     let group: u64 = group.parse().map_err(|_| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_group", format!("`{group}` is not a group id (0 is meta)"))
     })?;
-    let host = state.raft.get().ok_or_else(|| ApiError::unavailable("starting", "the raft groups are starting", 1))?;
+    let router =
+        state.raft.get().ok_or_else(|| ApiError::unavailable("starting", "the raft groups are starting", 1))?;
+    let host = router.host();
     if !host.hosts(group) {
         return Err(ApiError::not_found(format!("group {group} is not hosted on this node")));
     }

@@ -2,13 +2,16 @@
 //!
 //! The layout lives in meta state ([`Placement`]), versioned. [`initial_layout`] is what the
 //! founders bootstrap with; [`plan`] is the placement driver's decision: given the layout and each
-//! member's health, the next layout and the replica moves that lead there.
+//! member's health, the next layout and the replica moves that lead there. [`driver`] runs those
+//! decisions on the meta leader, through a small trait the Raft side implements.
 
 use std::collections::BTreeMap;
 
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::NodeId;
+
+pub mod driver;
 
 /// A Raft group id: 0 is meta, 1..=P are partitions.
 pub type GroupId = u64;

@@ -15,8 +15,8 @@ use openraft::{Raft, ServerState};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use tracing::{debug, info};
 
-use super::host::progress;
 use super::metrics::RaftMetrics;
+use super::view::progress;
 use super::{GroupId, TypeConfig};
 use crate::NodeId;
 use crate::storage::Store;

@@ -1,16 +1,21 @@
-//! Raft: the meta group and the partition groups, their network on the QUIC transport, the
-//! batching proposer and the router in front of them. Durable state, and the log entry format
+//! Raft: the meta group and the partition groups hosted on this node, their network on the QUIC
+//! transport, and what a group's leader serves (proposals, reads, membership changes, leader
+//! hand-overs). Routing to the leader and batching are [`crate::router`]'s. Durable state, and the log entry format
 //! ([`crate::storage::entry`]), are in [`crate::storage`].
 
-pub mod actor;
+pub mod error;
 pub mod group;
+mod handover;
 pub mod host;
 pub mod metrics;
 pub mod network;
+mod reconfigure;
+pub mod view;
 pub mod wire;
 
 pub use crate::storage::entry::{
     BatchResult, Command, CommandBatch, CommandResult, GroupId, MetaCommand, MetaResult, NodeInfo, Refusal, ServiceId,
     SnapshotData, TypeConfig,
 };
-pub use host::{ProposeError, RaftHost};
+pub use error::{ProposeError, RaftHostError};
+pub use host::RaftHost;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::{Consistency, Payload, Service, decode_outcome};
 use crate::NodeId;
-use crate::raft::actor::RaftSlot;
-use crate::raft::{Command, CommandResult, GroupId, ProposeError, RaftHost};
+use crate::raft::{Command, CommandResult, GroupId, ProposeError};
+use crate::router::{Router, RouterSlot};
 use crate::storage::records::RecordError;
 
 /// Where a command or query goes.
@@ -47,22 +47,22 @@ impl From<RecordError> for CallError {
 /// See the module docs. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Client {
-    raft: RaftSlot,
+    router: RouterSlot,
 }
 
 impl Client {
-    /// A client of the Raft groups the Raft actor publishes in `raft`.
-    pub fn new(raft: RaftSlot) -> Self {
-        Self { raft }
+    /// A client of the router the Raft actor publishes in `router`.
+    pub fn new(router: RouterSlot) -> Self {
+        Self { router }
     }
 
-    fn host(&self) -> Result<Arc<RaftHost>, CallError> {
-        self.raft.get().ok_or(CallError::Starting)
+    fn router(&self) -> Result<Arc<Router>, CallError> {
+        self.router.get().ok_or(CallError::Starting)
     }
 
-    fn group(host: &RaftHost, route: Route<'_>) -> GroupId {
+    fn group(router: &Router, route: Route<'_>) -> GroupId {
         match route {
-            Route::Key(key) => host.partition_of(key),
+            Route::Key(key) => router.partition_of(key),
             Route::Meta => 0,
         }
     }
@@ -74,10 +74,10 @@ impl Client {
         route: impl Into<Route<'a>>,
         command: &S::Command,
     ) -> Result<Result<S::Reply, S::Rejection>, CallError> {
-        let host = self.host()?;
-        let group = Self::group(&host, route.into());
+        let router = self.router()?;
+        let group = Self::group(&router, route.into());
         let command = Command::Service { service: S::ID, payload: command.encode()? };
-        match host.propose(group, command).await? {
+        match router.propose(group, command).await? {
             CommandResult::Service(bytes) => Ok(decode_outcome::<S>(&bytes)?),
             other => Err(CallError::Corrupt(format!("a service command was answered {other:?}"))),
         }
@@ -90,26 +90,26 @@ impl Client {
         query: &S::Query,
         consistency: Consistency,
     ) -> Result<S::Answer, CallError> {
-        let host = self.host()?;
-        let group = Self::group(&host, route.into());
-        let bytes = host.read(group, S::ID, query.encode()?, consistency).await?;
+        let router = self.router()?;
+        let group = Self::group(&router, route.into());
+        let bytes = router.read(group, S::ID, query.encode()?, consistency).await?;
         Ok(S::Answer::decode(&bytes)?)
     }
 
     /// The partition group of `key`.
     pub fn partition_of(&self, key: &str) -> Result<GroupId, CallError> {
-        Ok(self.host()?.partition_of(key))
+        Ok(self.router()?.partition_of(key))
     }
 
     /// The node leading the partition of `key`, as this node knows it (`None`: no leader now,
     /// or the groups are starting).
     pub fn leader_of_key(&self, key: &str) -> Option<NodeId> {
-        let host = self.raft.get()?;
-        host.leader_of(host.partition_of(key))
+        let router = self.router.get()?;
+        router.leader_of(router.partition_of(key))
     }
 
     /// The partitions this node leads now.
     pub fn led_partitions(&self) -> Vec<GroupId> {
-        self.raft.get().map(|h| h.led_partitions()).unwrap_or_default()
+        self.router.get().map(|r| r.led_partitions()).unwrap_or_default()
     }
 }

@@ -38,7 +38,7 @@ pub use self::client::{CallError, Client, Route};
 use crate::NodeId;
 use crate::config::{AuthSection, Config};
 use crate::membership::Membership;
-pub use crate::raft::host::Consistency;
+pub use crate::router::Consistency;
 use crate::storage::records::{self, RecordError};
 pub use crate::storage::{Dispatch, Handled, Kv, KvRead, ServiceId, StoreError};
 use crate::transport::Transport;

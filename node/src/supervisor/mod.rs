@@ -24,8 +24,8 @@ use crate::http::metrics::HttpMetrics;
 use crate::membership::Membership;
 use crate::membership::MembershipMetrics;
 use crate::membership::actor::{MembershipActor, MembershipMsg};
-use crate::raft::actor::{RaftActor, RaftArgs, RaftMsg, RaftSlot};
 use crate::raft::metrics::RaftMetrics;
+use crate::router::actor::{RaftActor, RaftArgs, RaftMsg, RouterSlot};
 use crate::services::Services;
 use crate::services::actor::{ServicesActor, ServicesMsg};
 use crate::storage::StorageMetrics;
@@ -178,8 +178,8 @@ pub struct Deps {
     pub http_listener: std::net::TcpListener,
     /// The node's database.
     pub store: Arc<Store>,
-    /// Where the Raft actor publishes the running groups.
-    pub raft: RaftSlot,
+    /// Where the Raft actor publishes the router in front of the running groups.
+    pub raft: RouterSlot,
     /// Every service (caches, owned keys and reserved codes outlive actor restarts).
     pub services: Arc<Services>,
     /// Set when the supervisor gives up; the node then exits non-zero.

@@ -10,8 +10,8 @@ use super::{Deps, NodeMetrics};
 use crate::NodeId;
 use crate::config::Config;
 use crate::membership::{Membership, MembershipMetrics};
-use crate::raft::actor::RaftSlot;
 use crate::raft::wire::RaftRequest;
+use crate::router::RouterSlot;
 use crate::services::{Client, Platform, Registry, Services};
 use crate::storage::Store;
 use crate::transport::proto::{Request, Response, RpcError, RpcErrorCode};
@@ -84,7 +84,7 @@ pub fn build(config: Config, identity: &Identity) -> Result<Deps, NodeError> {
         Arc::clone(&transport),
         MembershipMetrics::clone(&metrics.membership),
     );
-    let raft = RaftSlot::default();
+    let raft = RouterSlot::default();
     let services = Services::new(Platform {
         config: &config,
         client: Client::new(raft.clone()),
@@ -115,7 +115,7 @@ pub fn build(config: Config, identity: &Identity) -> Result<Deps, NodeError> {
 /// Answers peer requests by handing them to the subsystem that owns them.
 struct NodeRpc {
     membership: Arc<Membership>,
-    raft: RaftSlot,
+    raft: RouterSlot,
     services: Arc<Services>,
 }
 
@@ -138,7 +138,7 @@ impl RpcHandler for NodeRpc {
 impl NodeRpc {
     fn raft(&self, from: NodeId, request: RaftRequest) -> BoxFuture<'static, Response> {
         match self.raft.get() {
-            Some(host) => Box::pin(async move { Response::Raft(host.handle(from, request).await) }),
+            Some(router) => Box::pin(async move { Response::Raft(router.handle(from, request).await) }),
             None => Box::pin(std::future::ready(Response::Error(RpcError {
                 code: RpcErrorCode::Unavailable,
                 message: "raft groups are starting".into(),

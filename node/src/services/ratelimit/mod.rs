@@ -23,18 +23,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rkyv::{Archive, Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
 
 pub use self::math::{Algorithm, Decision, Limit, State};
 pub use self::metrics::RateLimitMetrics;
 use super::client::Client;
-use super::peer::{self, PeerMessage};
+use super::peer::{self, PeerError, PeerMessage};
 use super::{Payload, ServiceId};
 use crate::NodeId;
 pub use crate::config::{MAX_LEASE_TTL, RoutePattern};
 use crate::config::{OnUnavailable, RateKey, RateLimitSection, RatePolicy};
 use crate::storage::records::RecordError;
 use crate::transport::Transport;
+use crate::util::batcher::{Batcher, BatcherConfig};
 use crate::util::lock;
 
 /// The limiter's service id: it replicates nothing, but its peer messages carry it.
@@ -42,6 +42,11 @@ pub const ID: ServiceId = 4;
 
 /// Checks one call to an owner carries at most.
 const MAX_BATCH: usize = 512;
+/// Checks that may wait per owner besides the call in flight; a check finding the queue full
+/// is not queued (the policy's `on_unavailable` decides).
+const QUEUE_CAPACITY: usize = MAX_BATCH * 8;
+/// An owner's queue task ends after this long without checks.
+const OWNER_IDLE: Duration = Duration::from_secs(60);
 /// Idle keys are forgotten this often.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Requests one lease carries at most.
@@ -195,10 +200,9 @@ impl PeerMessage for RateChecks {
     type Reply = RateAnswers;
 }
 
-struct Pending {
-    check: RateCheck,
-    reply: oneshot::Sender<Option<RateAnswer>>,
-}
+/// The queues of checks bound for other owners: one call in flight per owner, each carrying
+/// what queued meanwhile (up to [`MAX_BATCH`]); checks whose caller gave up are left out.
+type Owners = Batcher<NodeId, RateCheck, RateAnswer, Arc<PeerError>>;
 
 /// Requests an owner leased to this node, to spend before `expires`.
 #[derive(Debug)]
@@ -303,12 +307,11 @@ pub struct Limiter {
     cfg: RateLimitSection,
     policies: Vec<Policy>,
     node_id: NodeId,
-    transport: Arc<Transport>,
     client: Client,
     origin: Instant,
     owned: Mutex<HashMap<String, State>>,
     held: Arc<Mutex<HashMap<String, Held>>>,
-    queues: Mutex<HashMap<NodeId, mpsc::Sender<Pending>>>,
+    owners: Owners,
     metrics: RateLimitMetrics,
 }
 
@@ -327,16 +330,27 @@ impl Limiter {
         client: Client,
         metrics: RateLimitMetrics,
     ) -> Arc<Self> {
+        let timeout = cfg.owner_timeout;
+        let config =
+            BatcherConfig { max_batch: MAX_BATCH, capacity: QUEUE_CAPACITY, idle: OWNER_IDLE, skip_abandoned: true };
+        let batch_checks = metrics.batch_checks.clone();
+        let owners = Batcher::new(config, move |owner, checks| {
+            let transport = Arc::clone(&transport);
+            async move {
+                let answers = peer::call(&transport, owner, &RateChecks { checks }, timeout).await.map_err(Arc::new)?;
+                Ok(answers.answers)
+            }
+        })
+        .with_observer(move |_, checks| batch_checks.observe(checks as f64));
         Arc::new(Self {
             policies: cfg.policies.iter().map(Policy::new).collect(),
             cfg,
             node_id,
-            transport,
             client,
             origin: Instant::now(),
             owned: Mutex::new(HashMap::new()),
             held: Arc::new(Mutex::new(HashMap::new())),
-            queues: Mutex::new(HashMap::new()),
+            owners,
             metrics,
         })
     }
@@ -432,7 +446,7 @@ impl Limiter {
             lease: want,
             lease_ttl_ns: duration_ns(ttl),
         };
-        let answer = call_through(&self.queue(owner), check, self.cfg.owner_timeout).await;
+        let answer = call_through(&self.owners, owner, check, self.cfg.owner_timeout).await;
         if !ttl.is_zero()
             && let Some(a) = &answer
             && let Some(h) = lock(&self.held).get_mut(&key)
@@ -450,7 +464,6 @@ impl Limiter {
 
     /// Asks `owner` for `want` more requests of `key`, in the background.
     fn refill(&self, owner: NodeId, policy: &Policy, key: String, want: u64, ttl: Duration) {
-        let queue = self.queue(owner);
         let (held, timeout) = (Arc::clone(&self.held), self.cfg.owner_timeout);
         let check = RateCheck {
             policy: policy.cfg.name.clone(),
@@ -459,9 +472,14 @@ impl Limiter {
             lease: want,
             lease_ttl_ns: duration_ns(ttl),
         };
+        let sent = Instant::now();
+        // Queued here (a full queue: no refill this time), answered in the background.
+        let reply = self.owners.try_enqueue(owner, check).ok();
         tokio::spawn(async move {
-            let sent = Instant::now();
-            let answer = call_through(&queue, check, timeout).await;
+            let answer = match reply {
+                Some(reply) => tokio::time::timeout(timeout, reply).await.ok().and_then(Result::ok),
+                None => None,
+            };
             if let Some(h) = lock(&held).get_mut(&key) {
                 h.refilling = false;
                 if let Some(a) = &answer
@@ -535,26 +553,6 @@ impl Limiter {
         RateAnswers { answers }
     }
 
-    /// The queue of checks bound for `owner`, with its sender task.
-    fn queue(&self, owner: NodeId) -> mpsc::Sender<Pending> {
-        let mut queues = lock(&self.queues);
-        if let Some(q) = queues.get(&owner)
-            && !q.is_closed()
-        {
-            return q.clone();
-        }
-        let (tx, rx) = mpsc::channel(MAX_BATCH * 8);
-        tokio::spawn(send_batches(
-            Arc::clone(&self.transport),
-            owner,
-            rx,
-            self.cfg.owner_timeout,
-            self.metrics.clone(),
-        ));
-        queues.insert(owner, tx.clone());
-        tx
-    }
-
     /// Forgets keys whose state is as good as fresh, every [`SWEEP_EVERY`].
     pub async fn run_sweeper(self: Arc<Self>) {
         let mut tick = tokio::time::interval(SWEEP_EVERY);
@@ -580,44 +578,11 @@ fn duration_ns(d: Duration) -> u64 {
     d.as_nanos().min(u128::from(u64::MAX)) as u64
 }
 
-/// Sends one check through an owner's queue; `None` when it did not answer within `timeout`.
-async fn call_through(queue: &mpsc::Sender<Pending>, check: RateCheck, timeout: Duration) -> Option<RateAnswer> {
-    let (reply, rx) = oneshot::channel();
-    queue.try_send(Pending { check, reply }).ok()?;
-    tokio::time::timeout(timeout, rx).await.ok()?.ok()?
-}
-
-/// Sends the checks queued for one owner: one call at a time, each carrying everything queued
-/// meanwhile (up to [`MAX_BATCH`]).
-async fn send_batches(
-    transport: Arc<Transport>,
-    owner: NodeId,
-    mut rx: mpsc::Receiver<Pending>,
-    timeout: Duration,
-    metrics: RateLimitMetrics,
-) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH
-            && let Ok(p) = rx.try_recv()
-        {
-            batch.push(p);
-        }
-        // Callers that gave up meanwhile need no answer.
-        batch.retain(|p| !p.reply.is_closed());
-        if batch.is_empty() {
-            continue;
-        }
-        metrics.batch_checks.observe(batch.len() as f64);
-        let checks = RateChecks { checks: batch.iter().map(|p| p.check.clone()).collect() };
-        let answers = match peer::call(&transport, owner, &checks, timeout).await {
-            Ok(r) if r.answers.len() == batch.len() => r.answers.into_iter().map(Some).collect(),
-            _ => vec![None; batch.len()],
-        };
-        for (p, answer) in batch.into_iter().zip(answers) {
-            let _ = p.reply.send(answer);
-        }
-    }
+/// Sends one check through an owner's queue; `None` when the queue is full or the owner did not
+/// answer within `timeout`.
+async fn call_through(owners: &Owners, owner: NodeId, check: RateCheck, timeout: Duration) -> Option<RateAnswer> {
+    let reply = owners.try_enqueue(owner, check).ok()?;
+    tokio::time::timeout(timeout, reply).await.ok()?.ok()
 }
 
 #[cfg(test)]

@@ -1,33 +1,36 @@
-//! The Raft actor: owns the lifecycle of this node's [`RaftHost`] under supervision.
+//! The Raft actor: owns the lifecycle of this node's [`RaftHost`] and the [`Router`] in front of
+//! it under supervision.
 //!
-//! Starting it starts every hosted group from storage, each under its own group actor linked
-//! under this one ([`super::group`]). A group actor fails when its Raft core stops with a fatal
+//! Starting it starts every hosted group from storage, then the router and its placement loop; each under its own group actor linked
+//! under this one ([`crate::raft::group`]). A group actor fails when its Raft core stops with a fatal
 //! error (a storage failure, say); this actor then restarts that group alone from its durable
 //! state. Only if that fails does this actor fail, and the node supervisor restarts every group.
-//! Other subsystems reach the current host through the shared [`RaftSlot`].
+//! Other subsystems reach the current router through the shared [`RouterSlot`].
 
 use std::sync::{Arc, RwLock};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::{info, warn};
 
-use super::RaftHost;
+use super::Router;
 use crate::config::Config;
+use crate::raft::RaftHost;
 use crate::storage::Store;
 use crate::transport::Transport;
 use crate::util::InjectedFault;
 
-/// Where the current [`RaftHost`] lives; empty while the Raft actor (re)starts.
+/// Where the current [`Router`] (and through it the running [`RaftHost`]) lives; empty while
+/// the Raft actor (re)starts.
 #[derive(Debug, Clone, Default)]
-pub struct RaftSlot(Arc<RwLock<Option<Arc<RaftHost>>>>);
+pub struct RouterSlot(Arc<RwLock<Option<Arc<Router>>>>);
 
-impl RaftSlot {
-    /// The running host, if any.
-    pub fn get(&self) -> Option<Arc<RaftHost>> {
+impl RouterSlot {
+    /// The running router, if any.
+    pub fn get(&self) -> Option<Arc<Router>> {
         crate::util::read(&self.0).clone()
     }
 
-    fn replace(&self, host: Option<Arc<RaftHost>>) -> Option<Arc<RaftHost>> {
+    fn replace(&self, host: Option<Arc<Router>>) -> Option<Arc<Router>> {
         std::mem::replace(&mut *crate::util::write(&self.0), host)
     }
 }
@@ -48,8 +51,8 @@ pub struct RaftArgs {
     pub store: Arc<Store>,
     /// The node's transport.
     pub transport: Arc<Transport>,
-    /// Where to publish the host.
-    pub slot: RaftSlot,
+    /// Where to publish the router.
+    pub slot: RouterSlot,
     /// Raft instruments.
     pub metrics: crate::raft::metrics::RaftMetrics,
     /// The membership view (member health for the placement driver).
@@ -74,11 +77,12 @@ impl Actor for RaftActor {
             Arc::clone(&args.store),
             Arc::clone(&args.transport),
             args.metrics.clone(),
-            Arc::clone(&args.membership),
             myself.get_cell(),
         )
         .await?;
-        args.slot.replace(Some(host));
+        let router = Router::new(&args.config, host, Arc::clone(&args.transport));
+        router.start_placement(Arc::clone(&args.membership));
+        args.slot.replace(Some(router));
         Ok(args)
     }
 
@@ -107,7 +111,8 @@ impl Actor for RaftActor {
             _ => return Ok(()),
         };
         // Groups stopped on purpose have left the host's map first: only failures are found.
-        let Some(host) = state.slot.get() else { return Ok(()) };
+        let Some(router) = state.slot.get() else { return Ok(()) };
+        let host = router.host();
         let Some(group) = host.group_of_actor(actor.get_id()) else { return Ok(()) };
         warn!(group, error = %reason, "raft group stopped; restarting it from storage");
         if let Err(e) = host.restart_group(group).await {
