@@ -45,24 +45,27 @@ impl From<RecordError> for CallError {
 }
 
 /// See the module docs. Cheap to clone.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Client {
     router: RouterSlot,
+    /// `raft.partitions`: fixed for the cluster's life, so a key's partition needs no router.
+    partitions: u64,
 }
 
 impl Client {
-    /// A client of the router the Raft actor publishes in `router`.
-    pub fn new(router: RouterSlot) -> Self {
-        Self { router }
+    /// A client of the router the Raft actor publishes in `router`, for a cluster of
+    /// `partitions` partitions.
+    pub fn new(router: RouterSlot, partitions: u64) -> Self {
+        Self { router, partitions }
     }
 
     fn router(&self) -> Result<Arc<Router>, CallError> {
         self.router.get().ok_or(CallError::Starting)
     }
 
-    fn group(router: &Router, route: Route<'_>) -> GroupId {
+    fn group(&self, route: Route<'_>) -> GroupId {
         match route {
-            Route::Key(key) => router.partition_of(key),
+            Route::Key(key) => self.partition_of(key),
             Route::Meta => 0,
         }
     }
@@ -75,7 +78,7 @@ impl Client {
         command: &S::Command,
     ) -> Result<Result<S::Reply, S::Rejection>, CallError> {
         let router = self.router()?;
-        let group = Self::group(&router, route.into());
+        let group = self.group(route.into());
         let command = Command::Service { service: S::ID, payload: command.encode()? };
         match router.propose(group, command).await? {
             CommandResult::Service(bytes) => Ok(decode_outcome::<S>(&bytes)?),
@@ -91,21 +94,20 @@ impl Client {
         consistency: Consistency,
     ) -> Result<S::Answer, CallError> {
         let router = self.router()?;
-        let group = Self::group(&router, route.into());
+        let group = self.group(route.into());
         let bytes = router.read(group, S::ID, query.encode()?, consistency).await?;
         Ok(S::Answer::decode(&bytes)?)
     }
 
     /// The partition group of `key`.
-    pub fn partition_of(&self, key: &str) -> Result<GroupId, CallError> {
-        Ok(self.router()?.partition_of(key))
+    pub fn partition_of(&self, key: &str) -> GroupId {
+        crate::placement::partition_of(key, self.partitions)
     }
 
     /// The node leading the partition of `key`, as this node knows it (`None`: no leader now,
     /// or the groups are starting).
     pub fn leader_of_key(&self, key: &str) -> Option<NodeId> {
-        let router = self.router.get()?;
-        router.leader_of(router.partition_of(key))
+        self.router.get()?.leader_of(self.partition_of(key))
     }
 
     /// The partitions this node leads now.

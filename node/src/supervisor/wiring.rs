@@ -87,7 +87,7 @@ pub fn build(config: Config, identity: &Identity) -> Result<Deps, NodeError> {
     let raft = RouterSlot::default();
     let services = Services::new(Platform {
         config: &config,
-        client: Client::new(raft.clone()),
+        client: Client::new(raft.clone(), config.raft.partitions),
         transport: &transport,
         membership: &membership,
         registry: &metrics.registry,

@@ -291,7 +291,7 @@ impl UrlService {
                 continue;
             }
             tries += 1;
-            if tries >= CODE_SEARCH || target.is_none_or(|t| self.client.partition_of(&code).is_ok_and(|p| p == t)) {
+            if tries >= CODE_SEARCH || target.is_none_or(|t| self.client.partition_of(&code) == t) {
                 return Ok(code);
             }
         }
