@@ -8,10 +8,13 @@
 //! policy's `on_unavailable` decides. A new owner after a failover starts with fresh state.
 //!
 //! Leases: a node sending many requests for a token-bucket key asks the owner for a few requests
-//! ahead, sized to its recent demand, and admits them on its own within `ratelimit.lease_ttl`,
-//! asking for more before they run out. The owner counts a lease so that however the holder
-//! spends it within the span, nothing beyond the limit is admitted ([`Limit::lease`]), and leases
-//! at most a share of what is left, so near the limit every request is decided by the owner.
+//! ahead, sized to its recent demand, and admits them on its own within `ratelimit.lease_ttl`
+//! of the latest moment the answer could arrive (`owner_timeout` after asking, so a slow answer
+//! is not wasted), asking for more before they run out, one call at a time per key. The owner
+//! counts a lease so that however the holder spends it within the span, nothing beyond the
+//! limit is admitted ([`Limit::lease`]), and leases at most a share of what is left, so near the
+//! limit every request is decided by the owner. Requests leased and never spent are lost to the
+//! window: leases are sized to about half a span's demand to keep that small.
 
 pub mod http;
 pub mod math;
@@ -224,7 +227,7 @@ struct Held {
     reset_ns: u64,
     answered: Instant,
     decided_ns: u64,
-    /// A call for more is out.
+    /// A call asking for a lease is out (one at a time per key).
     refilling: bool,
     /// Requests in the current lease span (from `span_start`) and in the one before.
     span_start: Instant,
@@ -283,8 +286,9 @@ impl Held {
         Some((decision, left))
     }
 
-    /// Takes in the owner's answer to a call sent at `sent`.
-    fn answered(&mut self, answer: &RateAnswer, sent: Instant, ttl: Duration) {
+    /// Takes in the owner's answer to a call sent at `sent` that asked for a lease spanning
+    /// `span`.
+    fn answered(&mut self, answer: &RateAnswer, sent: Instant, span: Duration) {
         if let RateAnswer::Decided { remaining, reset_ns, leased, at_ns, .. } = *answer {
             // Answers to concurrent calls may be taken in any order; an older one's `remaining`
             // still counts leases a newer one granted.
@@ -295,7 +299,7 @@ impl Held {
             // The span runs from before the owner granted it, so it ends no later than the
             // owner counted it to.
             if leased > 0 {
-                self.grants.push_back(Grant { left: leased, expires: sent + ttl });
+                self.grants.push_back(Grant { left: leased, expires: sent + span });
             }
         }
     }
@@ -414,6 +418,7 @@ impl Limiter {
             None => return (None, "none"),
         };
         let ttl = self.lease_ttl(policy, consume);
+        let span = self.lease_span(ttl);
         let mut want = 0;
         if !ttl.is_zero() {
             let now = Instant::now();
@@ -424,16 +429,23 @@ impl Limiter {
                     *h = Held::new(owner, now);
                 }
                 h.note(now, ttl);
-                want = h.want();
                 let taken = h.take(now);
-                // Ask for more once a quarter of what is wanted is left, one call at a time.
-                let refill = taken.is_some_and(|(_, left)| !h.refilling && want > 0 && left <= want / 4);
-                h.refilling |= refill;
+                // One call asking for a lease at a time: requests that find none left while
+                // one is on its way ask the owner plainly, or every one of them would be
+                // leased as much, most of which would expire unspent. Ask for more once a
+                // quarter of what is wanted is left.
+                want = if h.refilling { 0 } else { h.want() };
+                let refill = taken.is_some_and(|(_, left)| want > 0 && left <= want / 4);
+                if taken.is_none() || refill {
+                    h.refilling |= want > 0;
+                } else {
+                    want = 0;
+                }
                 (taken, refill)
             };
             if let Some((decision, _)) = taken {
                 if refill {
-                    self.refill(owner, policy, key, want, ttl);
+                    self.refill(owner, policy, key, want, span);
                 }
                 return (Some(decision), "lease");
             }
@@ -444,15 +456,20 @@ impl Limiter {
             key: key.clone(),
             consume,
             lease: want,
-            lease_ttl_ns: duration_ns(ttl),
+            lease_ttl_ns: duration_ns(span),
         };
         let answer = call_through(&self.owners, owner, check, self.cfg.owner_timeout).await;
         if !ttl.is_zero()
-            && let Some(a) = &answer
             && let Some(h) = lock(&self.held).get_mut(&key)
-            && h.owner == owner
         {
-            h.answered(a, sent, ttl);
+            if want > 0 {
+                h.refilling = false;
+            }
+            if let Some(a) = &answer
+                && h.owner == owner
+            {
+                h.answered(a, sent, span);
+            }
         }
         (answer.as_ref().and_then(RateAnswer::decision), "remote")
     }
@@ -462,15 +479,23 @@ impl Limiter {
         if consume && policy.limit.algorithm == Algorithm::TokenBucket { self.cfg.lease_ttl } else { Duration::ZERO }
     }
 
+    /// How long a lease asked for now may be spent, counted from when the call is sent: its
+    /// `ttl` after the latest moment the answer is taken in (the owner timeout), so a slow
+    /// answer still leaves `ttl` to spend it. The owner counts the lease over the same span
+    /// (capped alike at [`MAX_LEASE_TTL`]).
+    fn lease_span(&self, ttl: Duration) -> Duration {
+        if ttl.is_zero() { ttl } else { (ttl + self.cfg.owner_timeout).min(MAX_LEASE_TTL) }
+    }
+
     /// Asks `owner` for `want` more requests of `key`, in the background.
-    fn refill(&self, owner: NodeId, policy: &Policy, key: String, want: u64, ttl: Duration) {
+    fn refill(&self, owner: NodeId, policy: &Policy, key: String, want: u64, span: Duration) {
         let (held, timeout) = (Arc::clone(&self.held), self.cfg.owner_timeout);
         let check = RateCheck {
             policy: policy.cfg.name.clone(),
             key: key.clone(),
             consume: false,
             lease: want,
-            lease_ttl_ns: duration_ns(ttl),
+            lease_ttl_ns: duration_ns(span),
         };
         let sent = Instant::now();
         // Queued here (a full queue: no refill this time), answered in the background.
@@ -485,7 +510,7 @@ impl Limiter {
                 if let Some(a) = &answer
                     && h.owner == owner
                 {
-                    h.answered(a, sent, ttl);
+                    h.answered(a, sent, span);
                 }
             }
         });
