@@ -130,6 +130,11 @@ impl RpcHandler for NodeRpc {
                 Ok(joined) => Response::Joined(joined),
                 Err(message) => Response::Error(RpcError { code: RpcErrorCode::Refused, message }),
             },
+            // The transport consumes it; it never reaches a handler.
+            Request::OpenLane => Response::Error(RpcError {
+                code: RpcErrorCode::BadFrame,
+                message: "open_lane is only the first frame of a stream".into(),
+            }),
         };
         Box::pin(std::future::ready(response))
     }

@@ -4,7 +4,10 @@
 //! quinn endpoint and the links; the transport actor ([`actor`]) owns the accept loop and is
 //! restarted by the supervisor without rebinding the socket.
 //!
-//! Each call is one bidirectional stream: a request frame, a response frame. Connections:
+//! Calls travel on a lane ([`lane`]): one long-lived bidirectional stream per connection that
+//! carries many tagged calls, batched into few writes; a call whose request frame is larger
+//! than [`lane::LANE_MAX_FRAME`] gets a bidirectional stream of its own (a request frame, a
+//! response frame). Connections:
 //! - either side may dial; when two live connections exist for a pair, the one dialled by the
 //!   lower node id wins on both sides, and a new dial from the same dialer replaces the old one;
 //! - a failed dial backs off exponentially, and callers fail fast until the next attempt is due;
@@ -13,6 +16,7 @@
 
 pub mod actor;
 pub mod frame;
+mod lane;
 pub mod metrics;
 pub mod proto;
 pub mod tls;
@@ -178,6 +182,8 @@ struct Link {
     conn: Mutex<Option<Conn>>,
     dial: tokio::sync::Mutex<DialState>,
     in_flight: Semaphore,
+    /// The lane to the peer on the current connection (opened on first use).
+    lane: tokio::sync::Mutex<Option<Arc<lane::Lane>>>,
 }
 
 /// The node's QUIC endpoint and its peer links.
@@ -270,6 +276,7 @@ impl Transport {
                         next_attempt: None,
                     }),
                     in_flight: Semaphore::new(self.cfg.max_in_flight_per_peer as usize),
+                    lane: tokio::sync::Mutex::new(None),
                 })
             })
             .clone()
@@ -291,7 +298,7 @@ impl Transport {
         let request: Request = request.into();
         let method = request.method();
         let frame = frame::encode(&request)?;
-        let result = match tokio::time::timeout(deadline, self.call_frame(peer, &frame)).await {
+        let result = match tokio::time::timeout(deadline, self.call_frame(peer, frame)).await {
             Ok(Ok(response)) => match response {
                 Response::Error(RpcError { code, message }) => Err(TransportError::Remote { peer, code, message }),
                 other => R::reply(other).ok_or(TransportError::UnexpectedReply { peer, method }),
@@ -308,7 +315,7 @@ impl Transport {
         result
     }
 
-    async fn call_frame(self: &Arc<Self>, peer: NodeId, frame: &[u8]) -> Result<Response, TransportError> {
+    async fn call_frame(self: &Arc<Self>, peer: NodeId, frame: Vec<u8>) -> Result<Response, TransportError> {
         let link = self.link(peer);
         let _permit = link
             .in_flight
@@ -317,14 +324,35 @@ impl Transport {
             .map_err(|_| TransportError::ConnectionLost { peer, reason: "transport closed".into() })?;
         let conn = self.connection(&link).await?;
         let lost = |reason: String| TransportError::ConnectionLost { peer, reason };
+        if frame.len() <= lane::LANE_MAX_FRAME {
+            let lane = self.lane(&link, &conn).await?;
+            let response = lane.call(frame).await.map_err(lost)?;
+            return Ok(frame::decode::<Response>(&response, self.cfg.max_frame_bytes)?);
+        }
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(e.to_string()))?;
-        send.write_all(frame).await.map_err(|e| lost(e.to_string()))?;
+        send.write_all(&frame).await.map_err(|e| lost(e.to_string()))?;
         send.finish().map_err(|e| lost(e.to_string()))?;
         let payload = frame::read_frame(&mut recv, self.cfg.max_frame_bytes).await.map_err(|e| match e {
             FrameError::Stream { reason } => lost(reason),
             other => TransportError::Frame(other),
         })?;
         Ok(frame::decode_payload::<Response>(&payload)?)
+    }
+
+    /// The lane on `conn` to `link.peer`, opened if there is none on this connection yet (or
+    /// the last one failed).
+    async fn lane(&self, link: &Link, conn: &quinn::Connection) -> Result<Arc<lane::Lane>, TransportError> {
+        let mut slot = link.lane.lock().await;
+        if let Some(lane) = slot.as_ref().filter(|l| l.conn_id == conn.stable_id() && l.is_alive()) {
+            return Ok(Arc::clone(lane));
+        }
+        let lost = |reason: String| TransportError::ConnectionLost { peer: link.peer, reason };
+        let (mut send, recv) = conn.open_bi().await.map_err(|e| lost(e.to_string()))?;
+        send.write_all(&frame::encode(&Request::OpenLane)?).await.map_err(|e| lost(e.to_string()))?;
+        let capacity = self.cfg.max_in_flight_per_peer as usize;
+        let lane = Arc::new(lane::Lane::start(conn.stable_id(), send, recv, capacity, self.cfg.max_frame_bytes));
+        *slot = Some(Arc::clone(&lane));
+        Ok(lane)
     }
 
     /// The live connection to `link.peer`, dialling if there is none and a dial is due.
@@ -436,7 +464,7 @@ impl Transport {
             match conn.accept_bi().await {
                 Ok((send, recv)) => {
                     let this = Arc::clone(&self);
-                    tokio::spawn(async move { this.serve_stream(peer, send, recv).await }.in_current_span());
+                    tokio::spawn(this.serve_stream(peer, send, recv).in_current_span());
                 }
                 Err(e) => break e,
             }
@@ -460,23 +488,15 @@ impl Transport {
         }
     }
 
-    async fn serve_stream(&self, peer: NodeId, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    async fn serve_stream(self: Arc<Self>, peer: NodeId, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
         let read = tokio::time::timeout(self.cfg.rpc_timeout, frame::read_frame(&mut recv, self.cfg.max_frame_bytes));
         let response = match read.await {
             Err(_) => return, // The caller gave up or stalled; drop the stream.
             Ok(Err(e)) => self.frame_error(peer, e),
             Ok(Ok(payload)) => match frame::decode_payload::<Request>(&payload) {
                 Err(e) => self.frame_error(peer, e),
-                Ok(request) => {
-                    self.metrics.served.with_label_values(&[request.method()]).inc();
-                    match self.handler.get() {
-                        Some(h) => h.handle(peer, request).await,
-                        None => Response::Error(RpcError {
-                            code: RpcErrorCode::Unavailable,
-                            message: "node is starting".into(),
-                        }),
-                    }
-                }
+                Ok(Request::OpenLane) => return self.serve_lane(peer, send, recv).await,
+                Ok(request) => self.respond(peer, request).await,
             },
         };
         match frame::encode(&response) {
@@ -486,6 +506,62 @@ impl Transport {
                 }
             }
             Err(e) => warn!(peer, error = %e, "cannot encode response"),
+        }
+    }
+
+    /// Serves a lane: its requests concurrently (up to `max_in_flight_per_peer` at once), each
+    /// response tagged with its request's id, in completion order.
+    async fn serve_lane(&self, peer: NodeId, send: quinn::SendStream, mut recv: quinn::RecvStream) {
+        let capacity = self.cfg.max_in_flight_per_peer as usize;
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        tokio::spawn(lane::write_loop(send, rx).in_current_span());
+        let permits = lane::server_permits(self.cfg.max_in_flight_per_peer);
+        loop {
+            let (id, bytes) = match lane::read_message(&mut recv, self.cfg.max_frame_bytes).await {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(e) => {
+                    // A broken length leaves nothing to resynchronise on: the lane ends.
+                    self.frame_error(peer, e);
+                    break;
+                }
+            };
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
+            let response = match frame::decode::<Request>(&bytes, self.cfg.max_frame_bytes) {
+                Ok(request) => self.respond(peer, request),
+                Err(e) => {
+                    let error = self.frame_error(peer, e);
+                    Box::pin(async move { error })
+                }
+            };
+            let tx = tx.clone();
+            tokio::spawn(
+                async move {
+                    let response = response.await;
+                    match frame::encode(&response) {
+                        Ok(bytes) => {
+                            let _ = tx.send((id, bytes)).await;
+                        }
+                        Err(e) => warn!(peer, error = %e, "cannot encode response"),
+                    }
+                    drop(permit);
+                }
+                .in_current_span(),
+            );
+        }
+    }
+
+    /// Answers one request through the installed handler.
+    fn respond(&self, peer: NodeId, request: Request) -> BoxFuture<'static, Response> {
+        self.metrics.served.with_label_values(&[request.method()]).inc();
+        let error = |code, message: &str| -> BoxFuture<'static, Response> {
+            let response = Response::Error(RpcError { code, message: message.into() });
+            Box::pin(async move { response })
+        };
+        match (request, self.handler.get()) {
+            (Request::OpenLane, _) => error(RpcErrorCode::BadFrame, "open_lane is only the first frame of a stream"),
+            (request, Some(h)) => h.handle(peer, request),
+            (_, None) => error(RpcErrorCode::Unavailable, "node is starting"),
         }
     }
 

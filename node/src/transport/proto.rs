@@ -102,6 +102,9 @@ pub enum Request {
     Raft(crate::raft::wire::RaftRequest),
     /// A message for a service, served by the same service on the callee.
     Service(ServiceCall),
+    /// The first frame of a lane: the stream carries many tagged calls from here on (see
+    /// `transport::lane`). Never a call of its own.
+    OpenLane,
 }
 
 impl Request {
@@ -111,6 +114,7 @@ impl Request {
             Request::Ping(_) => Ping::METHOD,
             Request::Echo(_) => Echo::METHOD,
             Request::Join(_) => Join::METHOD,
+            Request::OpenLane => "open_lane",
             Request::Service(call) => SERVICE_METHODS.get().and_then(|name| name(call.service)).unwrap_or("service"),
             Request::Raft(r) => {
                 use crate::raft::wire::RaftRequestBody as B;

@@ -16,6 +16,10 @@ impl RpcHandler for EchoHandler {
     fn handle(&self, _from: NodeId, request: Request) -> BoxFuture<'static, Response> {
         Box::pin(async move {
             match request {
+                Request::Echo(e) if e.payload == b"slow" => {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    Response::Echo(e)
+                }
                 Request::Echo(e) => Response::Echo(e),
                 Request::Ping(_) => Response::Pong(proto::Pong { members: vec![] }),
                 _ => Response::Error(RpcError { code: RpcErrorCode::Refused, message: "no".into() }),
@@ -113,4 +117,61 @@ async fn connect_addr_learns_the_peer_id() {
     let p = pair();
     let id = p.a.connect_addr(&p.b.local_addr().expect("addr").to_string()).await.expect("join dial");
     assert_eq!(id, 2);
+}
+
+/// The lane `a` holds to peer 2.
+async fn lane_of(t: &Transport, peer: NodeId) -> Arc<lane::Lane> {
+    t.link(peer).lane.lock().await.clone().expect("a lane")
+}
+
+#[tokio::test]
+async fn concurrent_calls_share_one_lane_and_each_gets_its_own_reply() {
+    let p = pair();
+    p.a.call(2, Echo { payload: vec![0] }).await.expect("first call");
+    let first = lane_of(&p.a, 2).await;
+    let calls = (0..300u32).map(|i| {
+        let a = Arc::clone(&p.a);
+        async move { (i, a.call(2, Echo { payload: i.to_be_bytes().repeat(1 + (i % 7) as usize) }).await) }
+    });
+    for (i, reply) in futures::future::join_all(calls).await {
+        assert_eq!(reply.expect("echo").payload, i.to_be_bytes().repeat(1 + (i % 7) as usize), "call {i}");
+    }
+    let after = lane_of(&p.a, 2).await;
+    assert!(Arc::ptr_eq(&first, &after), "every call went over the lane opened first");
+    assert_eq!(after.waiting(), 0);
+}
+
+#[tokio::test]
+async fn a_frame_larger_than_a_lane_takes_its_own_stream() {
+    let p = pair();
+    let big = vec![5u8; lane::LANE_MAX_FRAME + 1];
+    let reply = p.a.call(2, Echo { payload: big.clone() }).await.expect("big echo");
+    assert_eq!(reply.payload, big);
+    assert!(p.a.link(2).lane.lock().await.is_none(), "no lane was needed");
+}
+
+#[tokio::test]
+async fn a_call_that_times_out_leaves_the_lane_serving_others() {
+    let p = pair();
+    let err = p.a.call_with_timeout(2, Echo { payload: b"slow".to_vec() }, Duration::from_millis(300)).await;
+    assert!(matches!(err, Err(TransportError::Timeout { peer: 2, .. })), "{err:?}");
+    let lane = lane_of(&p.a, 2).await;
+    assert_eq!(lane.waiting(), 0, "the timed-out caller's entry is gone");
+    let reply = p.a.call(2, Echo { payload: b"next".to_vec() }).await.expect("next call");
+    assert_eq!(reply.payload, b"next");
+    assert!(Arc::ptr_eq(&lane, &lane_of(&p.a, 2).await));
+}
+
+#[tokio::test]
+async fn a_new_connection_gets_a_new_lane() {
+    let p = pair();
+    p.a.call(2, Echo { payload: vec![1] }).await.expect("first call");
+    let old = lane_of(&p.a, 2).await;
+    p.a.disconnect(2);
+    // The close reaches the lane's reader; the next call dials again and opens a new lane.
+    let reply = p.a.call_with_timeout(2, Echo { payload: vec![2] }, Duration::from_secs(10)).await.expect("after");
+    assert_eq!(reply.payload, vec![2]);
+    let new = lane_of(&p.a, 2).await;
+    assert_ne!(old.conn_id, new.conn_id);
+    assert!(!old.is_alive());
 }
