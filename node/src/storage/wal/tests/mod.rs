@@ -355,3 +355,48 @@ fn segments_before_a_gap_are_stale() {
     assert!(wal.first_index(1).unwrap() > 1);
     assert_eq!(wal.last_index(1), Some(160));
 }
+
+#[test]
+fn a_segment_is_deleted_only_once_what_killed_it_is_durable() {
+    use super::index::{Change, Index, Loc, Pos};
+    let mut index = Index::new(0);
+    index.add_segment(1);
+    index.add_segment(2);
+    let locs = [Loc { seq: 1, offset: 60, len: 40, crc: 0 }];
+    index.apply(1, Change::Append { first: 1, locs: &locs, cached: None }, Pos { seq: 1, offset: 100 }).unwrap();
+    assert_eq!(index.take_deletable(Pos { seq: 2, offset: 900 }), Vec::<u64>::new(), "segment 1 holds entry 1");
+    // The purge that empties segment 1 ends at (2, 500): not before a flush has made it durable.
+    index.apply(1, Change::Purge { upto: 1 }, Pos { seq: 2, offset: 500 }).unwrap();
+    assert_eq!(index.take_deletable(Pos { seq: 2, offset: 499 }), Vec::<u64>::new());
+    assert_eq!(index.take_deletable(Pos { seq: 2, offset: 500 }), vec![1]);
+    // The segment durable data ends in stays, whatever it holds.
+    assert_eq!(index.take_deletable(Pos { seq: 2, offset: 900 }), Vec::<u64>::new());
+    assert_eq!(index.segments(), 1);
+}
+
+#[test]
+fn dead_segments_left_by_a_crash_are_deleted_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(4096, 0);
+    let (wal, _) = open(dir.path(), &opts);
+    let mut model = Model::default();
+    write(&wal, &mut model, vec![Op::SetMeta { group: 1, key: 0, value: "vote".into() }]);
+    for i in 0..40 {
+        write(&wal, &mut model, vec![append(1, i * 2 + 1, 2, 100)]);
+    }
+    let files = segment_files(dir.path());
+    let saved: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    write(&wal, &mut model, vec![Op::Purge { group: 1, upto: 78 }]);
+    assert!(wal.segments() < files.len());
+    drop(wal);
+    // As if the crash came between the flush and the deletions.
+    for (file, bytes) in files.iter().zip(&saved).take(files.len() - 1) {
+        std::fs::write(file, bytes).unwrap();
+    }
+    let (wal, recovery) = open(dir.path(), &opts);
+    assert_eq!(recovery.segments, files.len(), "{recovery:?}");
+    model.check(&wal);
+    assert_eq!(segment_files(dir.path()).len(), wal.segments());
+    assert!(wal.segments() < files.len());
+    assert_eq!(wal.meta(1, 0).as_deref(), Some(&b"vote"[..]));
+}
