@@ -15,6 +15,7 @@ mod log_store;
 pub mod metrics;
 pub mod records;
 mod state_machine;
+pub mod wal;
 mod writer;
 
 use std::path::{Path, PathBuf};
