@@ -1,18 +1,25 @@
-//! openraft's log storage for one group, on the shared database and log writer.
+//! openraft's log storage for one group, on the node's shared WAL and log writer.
+//!
+//! Appends, votes and truncations are staged into the WAL right here, in openraft's storage
+//! task (so they are readable at once and ordered as openraft issued them); the writer thread
+//! makes them durable with everything else staged meanwhile and fires the callback after.
+//! Purges go through the writer, which first makes the state machines durable (the log is never
+//! purged past a durable checkpoint).
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
-use redb::ReadableDatabase;
 use tokio::sync::oneshot;
 
 use super::entry::{GroupId, TypeConfig};
 use super::records::{self, EntryRec, LogIdRec, VoteRec};
-use super::writer::WriteOp;
-use super::{LOGS, RAFT_META, Store, StoreError, meta_key};
+use super::wal::Op;
+use super::writer::{Synced, WriteOp};
+use super::{Store, StoreError, wal_key};
 use crate::NodeId;
 
 type Entry = openraft::Entry<TypeConfig>;
@@ -37,28 +44,23 @@ impl LogStore {
         Self { store, group }
     }
 
-    fn read_meta<T>(&self, key: &str) -> Result<Option<T>, StoreError>
+    fn read_meta<T>(&self, key: u8) -> Result<Option<T>, StoreError>
     where
         T: rkyv::Archive,
         T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
             + rkyv::Deserialize<T, rkyv::rancor::Strategy<rkyv::de::Pool, rkyv::rancor::Error>>,
     {
-        let txn = self.store.db().begin_read()?;
-        let table = txn.open_table(RAFT_META)?;
-        let value = table.get((self.group, key))?;
-        Ok(match value {
-            Some(v) => Some(records::decode::<T>(v.value())?),
-            None => None,
-        })
+        match self.store.wal().meta(self.group, key) {
+            Some(v) => Ok(Some(records::decode::<T>(&v)?)),
+            None => Ok(None),
+        }
     }
 
-    /// Sends a metadata or truncation op to the writer and waits until it is durable.
-    async fn write(
-        &self,
-        op: impl FnOnce(oneshot::Sender<Result<(), String>>) -> WriteOp,
-    ) -> Result<(), StorageError<NodeId>> {
+    /// Stages `op` and waits until it is durable.
+    async fn write(&self, op: Op) -> Result<(), StorageError<NodeId>> {
+        self.store.wal().stage([op]).map_err(write_err)?;
         let (tx, rx) = oneshot::channel();
-        self.store.send(op(tx)).map_err(write_err)?;
+        self.store.send(WriteOp::Sync { group: self.group, done: Synced::Wait(tx) }).map_err(write_err)?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(write_err(StoreError::Db(e))),
@@ -66,20 +68,34 @@ impl LogStore {
         }
     }
 
+    /// Entries in `start..end` this group holds (those before its first entry or after its last
+    /// are not asked for by openraft; they are left out rather than refused).
     fn range_entries(&self, start: u64, end: Bound<u64>) -> Result<Vec<Entry>, StoreError> {
-        let txn = self.store.db().begin_read()?;
-        let table = txn.open_table(LOGS)?;
-        let end = match end {
-            Bound::Included(e) => Bound::Included((self.group, e)),
-            Bound::Excluded(e) => Bound::Excluded((self.group, e)),
-            Bound::Unbounded => Bound::Included((self.group, u64::MAX)),
+        let wal = self.store.wal();
+        let (Some(first), Some(last)) = (wal.first_index(self.group), wal.last_index(self.group)) else {
+            return Ok(Vec::new());
         };
-        let mut out = Vec::new();
-        for item in table.range::<(u64, u64)>((Bound::Included((self.group, start)), end))? {
-            let (_, v) = item?;
-            out.push(records::decode::<EntryRec>(v.value())?.into());
+        let end = match end {
+            Bound::Included(e) => e.saturating_add(1),
+            Bound::Excluded(e) => e,
+            Bound::Unbounded => u64::MAX,
         }
-        Ok(out)
+        .min(last + 1);
+        let start = start.max(first);
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        wal.read(self.group, start..end)?.iter().map(|bytes| Ok(records::decode::<EntryRec>(bytes)?.into())).collect()
+    }
+
+    /// The log id of the group's last entry, if it holds any.
+    fn last_log_id(&self) -> Result<Option<LogId<NodeId>>, StoreError> {
+        let Some(last) = self.store.wal().last_index(self.group) else { return Ok(None) };
+        let bytes = self.store.wal().read(self.group, last..last + 1)?;
+        match bytes.first() {
+            Some(b) => Ok(Some(LogId::from(&records::decode::<EntryRec>(b)?.log_id))),
+            None => Ok(None),
+        }
     }
 }
 
@@ -101,21 +117,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
-        let purged = self.read_meta::<LogIdRec>(meta_key::PURGED).map_err(read_err)?.map(|r| LogId::from(&r));
-        let last = (|| -> Result<Option<LogId<NodeId>>, StoreError> {
-            let txn = self.store.db().begin_read()?;
-            let table = txn.open_table(LOGS)?;
-            let mut range = table.range((self.group, 0)..=(self.group, u64::MAX))?;
-            match range.next_back() {
-                Some(item) => {
-                    let (_, v) = item?;
-                    let rec = records::decode::<EntryRec>(v.value())?;
-                    Ok(Some(LogId::from(&rec.log_id)))
-                }
-                None => Ok(None),
-            }
-        })()
-        .map_err(read_err)?;
+        let purged = self.read_meta::<LogIdRec>(wal_key::PURGED).map_err(read_err)?.map(|r| LogId::from(&r));
+        let last = self.last_log_id().map_err(read_err)?;
         Ok(LogState { last_purged_log_id: purged, last_log_id: last.or(purged) })
     }
 
@@ -126,18 +129,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         let bytes =
             records::encode(&VoteRec::from(vote)).map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))?;
-        let group = self.group;
-        self.write(|done| WriteOp::Meta { group, key: meta_key::VOTE, value: Some(bytes), done }).await
+        self.write(Op::SetMeta { group: self.group, key: wal_key::VOTE, value: Bytes::from(bytes) }).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
         let v =
-            self.read_meta::<VoteRec>(meta_key::VOTE).map_err(|e| StorageError::from(StorageIOError::read_vote(&e)))?;
+            self.read_meta::<VoteRec>(wal_key::VOTE).map_err(|e| StorageError::from(StorageIOError::read_vote(&e)))?;
         Ok(v.map(|r| Vote::from(&r)))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
-        // No transaction of its own: it rides along with the next write (see `Store::note_committed`).
+        // No write of its own: it rides along with the next WAL flush (see `Store::note_committed`).
         if let Some(c) = committed {
             let bytes = records::encode(&LogIdRec::from(&c)).map_err(write_err)?;
             self.store.note_committed(self.group, c.index, bytes);
@@ -150,7 +152,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let rec = records::decode::<LogIdRec>(&bytes).map_err(read_err)?;
             return Ok(Some(LogId::from(&rec)));
         }
-        Ok(self.read_meta::<LogIdRec>(meta_key::COMMITTED).map_err(read_err)?.map(|r| LogId::from(&r)))
+        Ok(self.read_meta::<LogIdRec>(wal_key::COMMITTED).map_err(read_err)?.map(|r| LogId::from(&r)))
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
@@ -158,23 +160,43 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        // Entries at or below the purge point are covered by the state machine already (openraft
+        // purges up to what is applied when a state machine is ahead of its log): not kept.
+        let purged = self.store.wal().purged(self.group);
+        let mut first_index = None;
         let mut encoded = Vec::new();
         for e in entries {
-            let bytes = records::encode(&EntryRec::from(&e)).map_err(write_err)?;
-            encoded.push((e.log_id.index, bytes));
+            if purged.is_some_and(|p| e.log_id.index <= p) {
+                continue;
+            }
+            first_index.get_or_insert(e.log_id.index);
+            encoded.push(Bytes::from(records::encode(&EntryRec::from(&e)).map_err(write_err)?));
+        }
+        let count = encoded.len();
+        if let Some(first_index) = first_index {
+            self.store
+                .wal()
+                .stage([Op::Append { group: self.group, first_index, entries: encoded }])
+                .map_err(write_err)?;
         }
         // Returns at once; the callback fires after the group commit is durable.
-        self.store.send(WriteOp::Append { group: self.group, entries: encoded, done: callback }).map_err(write_err)
+        let done = Synced::Log { callback, entries: count };
+        self.store.send(WriteOp::Sync { group: self.group, done }).map_err(write_err)
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        let group = self.group;
-        self.write(|done| WriteOp::Truncate { group, from: log_id.index, done }).await
+        self.write(Op::Truncate { group: self.group, from: log_id.index }).await
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let purged = records::encode(&LogIdRec::from(&log_id)).map_err(write_err)?;
-        let group = self.group;
-        self.write(|done| WriteOp::Purge { group, upto: log_id.index, purged, done }).await
+        let (done, rx) = oneshot::channel();
+        let op = WriteOp::Purge { group: self.group, upto: log_id.index, purged, done };
+        self.store.send(op).map_err(write_err)?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(write_err(StoreError::Db(e))),
+            Err(_) => Err(write_err(StoreError::WriterStopped)),
+        }
     }
 }

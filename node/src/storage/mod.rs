@@ -1,13 +1,16 @@
-//! Durable state: one redb database per node holding every Raft group's log, vote, committed
-//! index and state machine, keyed by group id; snapshot files beside it. Services' rows live in
+//! Durable state of every Raft group on this node: the logs, votes and committed indexes in one
+//! shared write-ahead log ([`wal`], `data_dir/wal/`), the state machines in one redb database
+//! (`data_dir/shoal.redb`) keyed by group id, snapshot files beside it. Services' rows live in
 //! one table keyed by `(group, service id, key)`; storage never knows what a service is beyond
 //! its id (see [`kv`]).
 //!
-//! All writes (log appends, votes, truncations, purges and state-machine applies) go through one
-//! writer thread that group-commits: everything queued when it wakes, from every group, shares one
-//! transaction and one fsync (`Durability::Immediate`), and openraft's callbacks and the apply
-//! results are released only after that commit. redb allows one write transaction at a time, so
-//! one writer that batches is also the fastest way to use it.
+//! Log writes are staged into the WAL by the caller (readable at once) and made durable by one
+//! writer thread that group-commits: every sync queued when it wakes, from every group, shares
+//! one write and one `fdatasync`, and openraft's callbacks fire only after it. State-machine
+//! applies go to an in-memory overlay, reach redb in commits without fsync, and are made durable
+//! by a checkpoint at most every [`writer::CHECKPOINT_EVERY`] (and before any purge), which
+//! records each group's applied index: a restart replays the log from there, and the log is
+//! never purged past a durable checkpoint.
 
 pub mod entry;
 pub mod kv;
@@ -30,10 +33,6 @@ pub use metrics::StorageMetrics;
 pub use state_machine::StateMachineStore;
 use writer::WriteOp;
 
-/// `(group, index)` → encoded [`records::EntryRec`].
-pub(crate) const LOGS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("raft_logs");
-/// `(group, key)` → encoded record; keys in [`meta_key`].
-pub(crate) const RAFT_META: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("raft_meta");
 /// `(group, key)` → encoded record; keys in [`meta_key`].
 pub(crate) const SM_META: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("sm_meta");
 /// `group` → encoded [`crate::placement::Placement`] (meta group).
@@ -46,16 +45,25 @@ const FORMAT: TableDefinition<&str, u64> = TableDefinition::new("shoal_format");
 
 /// The data format this build writes and reads. Format 1 (Shoal before the service seam) kept
 /// each service's rows in tables of its own and a log entry format that named each service's
-/// commands; it is refused, never misread.
-pub const DATA_FORMAT: u64 = 2;
+/// commands; format 2 kept the Raft logs in redb (tables `raft_logs`, `raft_meta`). Both are
+/// refused, never misread.
+pub const DATA_FORMAT: u64 = 3;
 /// Tables only a format-1 database has.
 const FORMAT_1_TABLES: [&str; 3] = ["sm_counters", "sm_users", "sm_records"];
+/// Tables only a format-2 database has (a format-2 database without the format record is
+/// impossible: format 2 introduced it).
+const FORMAT_2_TABLES: [&str; 2] = ["raft_logs", "raft_meta"];
 
-/// Keys of the per-group metadata tables.
+/// Keys of the per-group metadata the WAL holds.
+pub(crate) mod wal_key {
+    pub const VOTE: u8 = 1;
+    pub const COMMITTED: u8 = 2;
+    /// The log id of the last purged entry (the WAL itself keeps only its index).
+    pub const PURGED: u8 = 3;
+}
+
+/// Keys of the per-group state-machine metadata table.
 pub(crate) mod meta_key {
-    pub const VOTE: &str = "vote";
-    pub const COMMITTED: &str = "committed";
-    pub const PURGED: &str = "purged";
     pub const APPLIED: &str = "applied";
     pub const MEMBERSHIP: &str = "membership";
     pub const SNAPSHOT: &str = "snapshot";
@@ -84,6 +92,9 @@ pub enum StoreError {
     /// The writer thread is gone (node shutting down).
     #[error("the log writer has stopped")]
     WriterStopped,
+    /// The write-ahead log failed.
+    #[error(transparent)]
+    Wal(#[from] wal::WalError),
     /// The data directory was written in another data format.
     #[error(
         "{path} was written in data format {found} but this build reads data format {DATA_FORMAT} only; there is \
@@ -119,6 +130,7 @@ db_err!(
 /// The node's database and its log writer.
 pub struct Store {
     db: Arc<Database>,
+    wal: Arc<wal::Wal>,
     writer: Option<std::sync::mpsc::Sender<WriteOp>>,
     writer_thread: Option<std::thread::JoinHandle<()>>,
     snapshot_dir: PathBuf,
@@ -150,8 +162,9 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (or creates) `data_dir/shoal.redb` and starts the log writer thread. `dispatch`
-    /// applies and answers service commands and queries (the service registry).
+    /// Opens (or creates) `data_dir/shoal.redb` and `data_dir/wal/`, replays the WAL and starts
+    /// the log writer thread. `dispatch` applies and answers service commands and queries (the
+    /// service registry).
     pub fn open(
         data_dir: &Path,
         metrics: StorageMetrics,
@@ -161,11 +174,24 @@ impl Store {
         let path = data_dir.join("shoal.redb");
         let db = Database::create(&path).map_err(|e| StoreError::Open { path: path.clone(), reason: e.to_string() })?;
         check_format(&db, &path)?;
+        let (wal, recovery) = wal::Wal::open(data_dir.join("wal"), wal::WalOptions::default())?;
+        metrics.wal_replay_seconds.set(recovery.elapsed.as_secs_f64());
+        metrics.wal_segments.set(wal.segments() as i64);
+        if let Some(torn) = &recovery.torn {
+            tracing::warn!(segment = %torn.segment.display(), offset = torn.offset, discarded = torn.discarded,
+                reason = %torn.reason, "cut a torn WAL tail (writes not acknowledged before a crash)");
+        }
+        tracing::info!(
+            segments = recovery.segments,
+            records = recovery.records,
+            bytes = recovery.bytes,
+            seconds = recovery.elapsed.as_secs_f64(),
+            "replayed the WAL"
+        );
+        drop_orphans(&db, &wal)?;
         {
             // Create every table once so readers never see a missing table.
             let txn = db.begin_write()?;
-            txn.open_table(LOGS)?;
-            txn.open_table(RAFT_META)?;
             txn.open_table(SM_META)?;
             txn.open_table(PLACEMENT)?;
             txn.open_table(SERVICES)?;
@@ -173,6 +199,7 @@ impl Store {
             txn.commit()?;
         }
         let db = Arc::new(db);
+        let wal = Arc::new(wal);
         let snapshot_dir = data_dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir)?;
         let committed = writer::Committed::default();
@@ -180,6 +207,7 @@ impl Store {
         let failing = writer::FailingGroups::default();
         let (writer, thread) = writer::spawn(
             Arc::clone(&db),
+            Arc::clone(&wal),
             metrics,
             Arc::clone(&committed),
             Arc::clone(&overlay),
@@ -188,6 +216,7 @@ impl Store {
         )?;
         Ok(Arc::new(Self {
             db,
+            wal,
             writer: Some(writer),
             writer_thread: Some(thread),
             snapshot_dir,
@@ -225,13 +254,7 @@ impl Store {
 
     /// Groups with durable Raft state on this node (they were hosted here before).
     pub fn stored_groups(&self) -> Result<std::collections::BTreeSet<GroupId>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(RAFT_META)?;
-        let mut out = std::collections::BTreeSet::new();
-        for item in redb::ReadableTable::iter(&table)? {
-            out.insert(item?.0.value().0);
-        }
-        Ok(out)
+        Ok(self.wal.groups().into_iter().collect())
     }
 
     fn overlay(&self) -> std::sync::MutexGuard<'_, state_machine::Overlay> {
@@ -268,6 +291,10 @@ impl Store {
 
     pub(crate) fn db(&self) -> &Arc<Database> {
         &self.db
+    }
+
+    pub(crate) fn wal(&self) -> &wal::Wal {
+        &self.wal
     }
 
     /// Records a group's committed index (an encoded log id) without a transaction of its own:
@@ -311,6 +338,9 @@ fn check_format(db: &Database, path: &Path) -> Result<(), StoreError> {
     if tables.iter().any(|t| FORMAT_1_TABLES.contains(&t.as_str())) {
         return Err(StoreError::Format { path: path.to_path_buf(), found: 1 });
     }
+    if tables.iter().any(|t| FORMAT_2_TABLES.contains(&t.as_str())) {
+        return Err(StoreError::Format { path: path.to_path_buf(), found: 2 });
+    }
     if tables.iter().any(|t| t == FORMAT.name()) {
         let table = txn.open_table(FORMAT)?;
         if let Some(found) = table.get("data_format")?.map(|v| v.value())
@@ -319,6 +349,34 @@ fn check_format(db: &Database, path: &Path) -> Result<(), StoreError> {
             return Err(StoreError::Format { path: path.to_path_buf(), found });
         }
     }
+    Ok(())
+}
+
+/// Deletes the state-machine rows of groups the WAL does not know: a group is dropped from the
+/// WAL first and from the database after, so a crash in between leaves such rows behind. (A
+/// group with rows always has WAL state: its vote is saved before it receives anything.)
+fn drop_orphans(db: &Database, wal: &wal::Wal) -> Result<(), StoreError> {
+    let known: std::collections::BTreeSet<GroupId> = wal.groups().into_iter().collect();
+    let txn = db.begin_read()?;
+    let mut orphans = std::collections::BTreeSet::new();
+    if txn.list_tables()?.any(|t| t.name() == SM_META.name()) {
+        for item in redb::ReadableTable::iter(&txn.open_table(SM_META)?)? {
+            let group = item?.0.value().0;
+            if !known.contains(&group) {
+                orphans.insert(group);
+            }
+        }
+    }
+    drop(txn);
+    if orphans.is_empty() {
+        return Ok(());
+    }
+    let txn = db.begin_write()?;
+    for g in &orphans {
+        writer::delete_group_rows(&txn, *g)?;
+    }
+    txn.commit()?;
+    tracing::warn!(groups = ?orphans, "deleted state-machine rows of groups dropped just before a crash");
     Ok(())
 }
 

@@ -104,6 +104,10 @@ pub(crate) struct Rows {
 }
 
 impl Rows {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn len(&self) -> usize {
         let services: usize = self.services.values().flat_map(|s| s.values()).map(BTreeMap::len).sum();
         services + self.placement.len() + self.meta.len()
@@ -111,7 +115,7 @@ impl Rows {
 
     /// Writes every row into `txn`'s tables.
     pub(crate) fn write_to(&self, txn: &WriteTransaction) -> Result<(), StoreError> {
-        if self.len() == 0 {
+        if self.is_empty() {
             return Ok(());
         }
         let mut table = txn.open_table(SERVICES)?;

@@ -139,8 +139,10 @@ async fn groups_and_services_are_isolated_and_state_survives_reopen() {
         assert_eq!(r, vec![BatchResult(vec![done(2), done(5)])]);
         let r = b.apply(vec![entry(1, vec![add("x", 1000), add_to(OTHER, "x", 1)])]).await.expect("apply");
         assert_eq!(r, vec![BatchResult(vec![done(1000), done(1)])]);
-        // Any durable log write also makes the state-machine commits before it durable.
+        // Both groups have Raft state, as every group with rows has (its vote comes first);
+        // closing the store makes a last checkpoint.
         store.log_store(1).save_vote(&openraft::Vote::new(1, 1)).await.expect("vote");
+        store.log_store(2).save_vote(&openraft::Vote::new(1, 1)).await.expect("vote");
     }
     let store = open(dir.path());
     assert_eq!(get(&store, 1, ADDER, "x"), Some(5));
@@ -261,6 +263,22 @@ fn a_data_directory_of_another_format_is_refused_naming_both_formats() {
     let message = e.to_string();
     assert!(matches!(e, StoreError::Format { found: 1, .. }), "{message}");
     assert!(message.contains("data format 1") && message.contains(&format!("data format {DATA_FORMAT}")), "{message}");
+    // What the build before the shared WAL left: the Raft logs in redb, format 2.
+    let two = tempfile::tempdir().expect("tempdir");
+    {
+        let db = Database::create(two.path().join("shoal.redb")).expect("create");
+        let txn = db.begin_write().expect("txn");
+        let logs: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("raft_logs");
+        txn.open_table(logs).expect("table").insert((1, 1), &b"entry"[..]).expect("insert");
+        let format: TableDefinition<&str, u64> = TableDefinition::new("shoal_format");
+        txn.open_table(format).expect("table").insert("data_format", 2).expect("insert");
+        txn.commit().expect("commit");
+    }
+    let Err(e) = Store::open(two.path(), StorageMetrics::unregistered().expect("m"), Arc::new(TestServices)) else {
+        panic!("a format-2 directory was opened");
+    };
+    assert!(matches!(e, StoreError::Format { found: 2, .. }), "{e}");
+    assert!(e.to_string().contains("data format 2") && e.to_string().contains("data format 3"), "{e}");
     // A directory of this format opens again.
     let other = tempfile::tempdir().expect("tempdir");
     drop(open(other.path()));
@@ -276,17 +294,15 @@ async fn a_dropped_group_leaves_nothing_and_other_groups_untouched() {
     for group in [4, 5] {
         let mut log = store.log_store(group);
         log.save_vote(&openraft::Vote::new(1, 1)).await.expect("vote");
-        // Log entries written as the writer writes them (openraft's flush callback cannot be
-        // made outside openraft).
-        let txn = store.db().begin_write().expect("txn");
-        {
-            let mut logs = txn.open_table(LOGS).expect("logs");
-            for index in [1, 2] {
-                let bytes = records::encode(&records::EntryRec::from(&entry(index, vec![inc()]))).expect("encode");
-                logs.insert((group, index), bytes.as_slice()).expect("insert");
-            }
-        }
-        txn.commit().expect("commit");
+        // Log entries written straight to the WAL (openraft's flush callback cannot be made
+        // outside openraft).
+        let entries = [1, 2]
+            .map(|index| {
+                let rec = records::EntryRec::from(&entry(index, vec![inc()]));
+                bytes::Bytes::from(records::encode(&rec).expect("encode"))
+            })
+            .to_vec();
+        store.wal().write([super::wal::Op::Append { group, first_index: 1, entries }]).expect("append");
         let mut sm = store.state_machine(group).expect("sm");
         sm.apply(vec![entry(1, vec![inc()]), entry(2, vec![inc()])]).await.expect("apply");
         sm.get_snapshot_builder().await.build_snapshot().await.expect("snapshot");

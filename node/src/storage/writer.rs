@@ -1,33 +1,39 @@
-//! The log writer: one thread, group commit. Every log operation queued when it wakes goes into
-//! one write transaction and one fsync; completions fire only after the commit.
+//! The log writer: one thread, group commit. Every WAL sync queued when it wakes shares one
+//! write and one `fdatasync` ([`Wal::flush`]); openraft's callbacks fire only after it.
 //!
-//! State-machine applies need no transaction of their own: the writer applies committed entries
-//! to the [`Overlay`] (in memory, over the last committed database state), answers at once, and
-//! writes the dirty rows with the next transaction it commits anyway, or after
-//! [`FLUSH_AFTER`] without other work. Readers look into the overlay first.
+//! State-machine applies need no write of their own: the writer applies committed entries to
+//! the [`Overlay`] (in memory, over the database), answers at once, and writes the dirty rows to
+//! redb in a commit without fsync after [`FLUSH_AFTER`] without other work (or when many are
+//! dirty). At most every [`CHECKPOINT_EVERY`], and always before a purge or a group removal,
+//! that commit is durable instead: a checkpoint. Each group's applied index is among the rows,
+//! so after a crash a group restarts from its last checkpoint and replays the log from there;
+//! purging only after a checkpoint keeps those entries in the log.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openraft::storage::LogFlushed;
-use redb::{Database, Durability, ReadableDatabase};
+use redb::{Database, Durability, ReadableDatabase, WriteTransaction};
 use tokio::sync::oneshot;
 use tracing::error;
 
 use super::entry::{BatchResult, GroupId, TypeConfig};
 use super::kv::Dispatch;
 use super::metrics::StorageMetrics;
-use super::state_machine::{Overlay, Rows, SmView};
-use super::{LOGS, RAFT_META, StoreError};
+use super::state_machine::{Overlay, SmView};
+use super::wal::{Op, Wal};
+use super::{StoreError, wal_key};
 use crate::util::lock;
 
-/// Most operations folded into one transaction.
+/// Most operations taken in one round.
 const MAX_BATCH: usize = 4096;
 /// Dirty state-machine rows are written at the latest after this long without other writes.
 const FLUSH_AFTER: Duration = Duration::from_millis(2);
 /// More dirty rows than this are written at once.
 const MAX_DIRTY: usize = 8192;
+/// The longest time between durable state-machine checkpoints while applies happen.
+pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 /// Groups whose next write fails (test-only storage fault injection).
 pub(crate) type FailingGroups = Arc<Mutex<std::collections::HashSet<GroupId>>>;
@@ -43,15 +49,21 @@ pub(crate) struct NotedCommit {
 /// Committed indexes per group, shared by the log stores and the writer.
 pub(crate) type Committed = Arc<Mutex<std::collections::HashMap<GroupId, NotedCommit>>>;
 
-/// A durable log operation.
+/// Who waits for a WAL sync.
+pub(crate) enum Synced {
+    /// openraft's callback for an append of `entries` entries.
+    Log { callback: LogFlushed<TypeConfig>, entries: usize },
+    /// A caller waiting for a vote or a truncation to be durable.
+    Wait(oneshot::Sender<Result<(), String>>),
+}
+
+/// An operation for the writer.
 pub(crate) enum WriteOp {
-    /// Append encoded entries `(index, bytes)`; `done` fires after the fsync.
-    Append { group: GroupId, entries: Vec<(u64, Vec<u8>)>, done: LogFlushed<TypeConfig> },
-    /// Set (or delete) a per-group metadata record (the vote).
-    Meta { group: GroupId, key: &'static str, value: Option<Vec<u8>>, done: oneshot::Sender<Result<(), String>> },
-    /// Delete entries with index ≥ `from`.
-    Truncate { group: GroupId, from: u64, done: oneshot::Sender<Result<(), String>> },
-    /// Delete entries with index ≤ `upto` and record the purge point.
+    /// Make everything the group (and any other) staged in the WAL durable; `done` after the
+    /// fsync.
+    Sync { group: GroupId, done: Synced },
+    /// Drop entries with index ≤ `upto` and record the purge point (`purged`: its encoded log
+    /// id), after a checkpoint.
     Purge { group: GroupId, upto: u64, purged: Vec<u8>, done: oneshot::Sender<Result<(), String>> },
     /// Apply committed entries to the group's state machine (in the overlay); `done` gets one
     /// result per entry at once.
@@ -72,9 +84,7 @@ impl WriteOp {
     /// The group the operation belongs to (`Flush` belongs to none).
     fn group(&self) -> Option<GroupId> {
         match self {
-            WriteOp::Append { group, .. }
-            | WriteOp::Meta { group, .. }
-            | WriteOp::Truncate { group, .. }
+            WriteOp::Sync { group, .. }
             | WriteOp::Purge { group, .. }
             | WriteOp::Apply { group, .. }
             | WriteOp::DropGroup { group, .. } => Some(*group),
@@ -82,13 +92,14 @@ impl WriteOp {
         }
     }
 
-    /// Completes the operation with the outcome of the transaction that carried it (applies are
-    /// answered when applied and never carried: they only ever complete here with an error).
+    /// Completes the operation (applies are answered when applied: they only ever complete
+    /// here with an error).
     fn complete(self, result: Result<(), String>) {
         match self {
-            WriteOp::Append { done, .. } => done.log_io_completed(result.map_err(std::io::Error::other)),
-            WriteOp::Meta { done, .. }
-            | WriteOp::Truncate { done, .. }
+            WriteOp::Sync { done: Synced::Log { callback, .. }, .. } => {
+                callback.log_io_completed(result.map_err(std::io::Error::other))
+            }
+            WriteOp::Sync { done: Synced::Wait(done), .. }
             | WriteOp::Purge { done, .. }
             | WriteOp::DropGroup { done, .. }
             | WriteOp::Flush { done } => {
@@ -99,19 +110,11 @@ impl WriteOp {
             }
         }
     }
-
-    /// Whether this operation must be on disk before it completes. Log writes, votes and purges
-    /// must; state-machine rows need not: after a crash they are re-derived from the durable log,
-    /// and every durable commit also persists the non-durable ones before it (so nothing is
-    /// purged from the log before the state it produced is on disk). The committed index never
-    /// comes here: it rides along with whatever transaction comes next.
-    fn needs_fsync(&self) -> bool {
-        !matches!(self, WriteOp::Apply { .. } | WriteOp::Flush { .. })
-    }
 }
 
 pub(crate) fn spawn(
     db: Arc<Database>,
+    wal: Arc<Wal>,
     metrics: StorageMetrics,
     committed: Committed,
     overlay: Arc<Mutex<Overlay>>,
@@ -119,42 +122,62 @@ pub(crate) fn spawn(
     dispatch: Arc<dyn Dispatch>,
 ) -> Result<(Sender<WriteOp>, std::thread::JoinHandle<()>), StoreError> {
     let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name("shoal-log-writer".into())
-        .spawn(move || Writer { db, metrics, committed, overlay, failing, dispatch }.run(rx))?;
+    let writer = Writer {
+        db,
+        wal,
+        metrics,
+        committed,
+        overlay,
+        failing,
+        dispatch,
+        last_checkpoint: Instant::now(),
+        undurable: false,
+    };
+    let thread = std::thread::Builder::new().name("shoal-log-writer".into()).spawn(move || writer.run(rx))?;
     Ok((tx, thread))
 }
 
 struct Writer {
     db: Arc<Database>,
+    wal: Arc<Wal>,
     metrics: StorageMetrics,
     committed: Committed,
     overlay: Arc<Mutex<Overlay>>,
     failing: FailingGroups,
     dispatch: Arc<dyn Dispatch>,
+    last_checkpoint: Instant,
+    /// State-machine rows were committed without fsync since the last checkpoint.
+    undurable: bool,
 }
 
 impl Writer {
-    fn run(self, rx: Receiver<WriteOp>) {
+    fn run(mut self, rx: Receiver<WriteOp>) {
         loop {
             let dirty = !lock(&self.overlay).is_empty();
-            let first = if dirty {
-                match rx.recv_timeout(FLUSH_AFTER) {
+            let wait = if dirty {
+                Some(FLUSH_AFTER)
+            } else if self.undurable {
+                Some(CHECKPOINT_EVERY.saturating_sub(self.last_checkpoint.elapsed()))
+            } else {
+                None
+            };
+            let first = match wait {
+                Some(wait) => match rx.recv_timeout(wait) {
                     Ok(op) => op,
                     Err(RecvTimeoutError::Timeout) => {
-                        self.commit(Vec::new(), false);
+                        // A failure is logged and the rows stay dirty for the next try.
+                        let _ = self.write_rows(false);
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => {
-                        self.commit(Vec::new(), false);
+                        let _ = self.write_rows(true);
                         return;
                     }
-                }
-            } else {
-                match rx.recv() {
+                },
+                None => match rx.recv() {
                     Ok(op) => op,
                     Err(_) => return,
-                }
+                },
             };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -170,16 +193,77 @@ impl Writer {
             if !applies.is_empty() {
                 self.apply(applies);
             }
-            for op in &rest {
-                if let WriteOp::DropGroup { group, .. } = op {
-                    lock(&self.overlay).forget_group(*group);
-                    lock(&self.committed).remove(group);
-                }
+            self.round(rest);
+        }
+    }
+
+    /// One round of log work: a checkpoint first if a purge or group removal needs one, then
+    /// one WAL flush for everything, then the removed groups' rows.
+    fn round(&mut self, ops: Vec<WriteOp>) {
+        let needs_checkpoint = ops.iter().any(|op| matches!(op, WriteOp::Purge { .. } | WriteOp::DropGroup { .. }));
+        let flushes = ops.iter().any(|op| matches!(op, WriteOp::Flush { .. }));
+        let too_dirty = lock(&self.overlay).len() > MAX_DIRTY;
+        let dropped: Vec<GroupId> = ops
+            .iter()
+            .filter_map(|op| if let WriteOp::DropGroup { group, .. } = op { Some(*group) } else { None })
+            .collect();
+        for group in &dropped {
+            lock(&self.overlay).forget_group(*group);
+            lock(&self.committed).remove(group);
+        }
+        let mut result = Ok(());
+        if needs_checkpoint || flushes || too_dirty {
+            result = self.write_rows(needs_checkpoint);
+        }
+        let logs = ops.iter().any(|op| !matches!(op, WriteOp::Flush { .. }));
+        if result.is_ok() && logs {
+            result = self.flush_wal(&ops, &dropped);
+        }
+        if result.is_ok() && !dropped.is_empty() {
+            result = self.delete_groups(&dropped);
+        }
+        for op in ops {
+            op.complete(result.clone());
+        }
+    }
+
+    /// Stages what the ops need besides what their callers staged (purge points, group
+    /// removals, the committed indexes noted meanwhile) and flushes the WAL.
+    fn flush_wal(&self, ops: &[WriteOp], dropped: &[GroupId]) -> Result<(), String> {
+        let mut staged: Vec<Op> = lock(&self.committed)
+            .iter_mut()
+            .filter_map(|(group, noted)| {
+                let value = noted.unwritten.take()?;
+                Some(Op::SetMeta { group: *group, key: wal_key::COMMITTED, value: value.into() })
+            })
+            .collect();
+        for op in ops {
+            if let WriteOp::Purge { group, upto, purged, .. } = op {
+                staged.push(Op::SetMeta { group: *group, key: wal_key::PURGED, value: purged.clone().into() });
+                staged.push(Op::Purge { group: *group, upto: *upto });
             }
-            let too_dirty = lock(&self.overlay).len() > MAX_DIRTY;
-            if !rest.is_empty() || too_dirty {
-                let durable = rest.iter().any(WriteOp::needs_fsync);
-                self.commit(rest, durable);
+        }
+        staged.extend(dropped.iter().map(|&group| Op::RemoveGroup { group }));
+        let appended: usize = ops
+            .iter()
+            .map(|op| if let WriteOp::Sync { done: Synced::Log { entries, .. }, .. } = op { *entries } else { 0 })
+            .sum();
+        let result = self.wal.stage(staged).and_then(|()| self.wal.flush());
+        match result {
+            Ok(stats) => {
+                if stats.syncs > 0 {
+                    self.metrics.fsync_seconds.observe(stats.fsync.as_secs_f64());
+                    self.metrics.wal_batch_bytes.observe(stats.bytes as f64);
+                    self.metrics.wal_batch_groups.observe(stats.groups as f64);
+                }
+                self.metrics.batch_ops.observe(ops.len() as f64);
+                self.metrics.appended_entries.inc_by(appended as u64);
+                self.metrics.wal_segments.set(self.wal.segments() as i64);
+                Ok(())
+            }
+            Err(e) => {
+                error!(error = %e, "WAL write failed");
+                Err(e.to_string())
             }
         }
     }
@@ -225,88 +309,59 @@ impl Writer {
         }
     }
 
-    /// One transaction: `ops`, the committed indexes noted meanwhile and the dirty rows.
-    fn commit(&self, ops: Vec<WriteOp>, durable: bool) {
-        let commits: Vec<(GroupId, Vec<u8>)> = lock(&self.committed)
-            .iter_mut()
-            .filter_map(|(group, noted)| Some((*group, noted.unwritten.take()?)))
-            .collect();
-        let appended: usize =
-            ops.iter().map(|op| if let WriteOp::Append { entries, .. } = op { entries.len() } else { 0 }).sum();
+    /// Writes the dirty state-machine rows in one redb commit: durable (a checkpoint) when
+    /// `checkpoint` says so or one is due, else without fsync.
+    fn write_rows(&mut self, checkpoint: bool) -> Result<(), String> {
+        let durable = checkpoint || (self.undurable && self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY);
         let start = Instant::now();
         // Readers keep seeing the rows (as "being written") until the database has them.
         let rows = lock(&self.overlay).start_flush();
-        let result = write_batch(&self.db, &ops, durable, &commits, &rows);
+        if rows.is_empty() && !durable {
+            lock(&self.overlay).finish_flush(true);
+            return Ok(());
+        }
+        let result = (|| -> Result<(), StoreError> {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
+            rows.write_to(&txn)?;
+            txn.commit()?;
+            Ok(())
+        })()
+        .map_err(|e| e.to_string());
         drop(rows);
         lock(&self.overlay).finish_flush(result.is_ok());
-        if durable {
-            self.metrics.fsync_seconds.observe(start.elapsed().as_secs_f64());
+        match &result {
+            Ok(()) if durable => {
+                self.metrics.checkpoint_seconds.observe(start.elapsed().as_secs_f64());
+                self.last_checkpoint = Instant::now();
+                self.undurable = false;
+            }
+            Ok(()) => self.undurable = true,
+            Err(e) => error!(error = %e, "state-machine write failed"),
         }
-        self.metrics.batch_ops.observe(ops.len() as f64);
-        self.metrics.appended_entries.inc_by(appended as u64);
-        if let Err(e) = &result {
-            error!(error = %e, "log write failed");
-        }
-        for op in ops {
-            op.complete(result.clone());
-        }
+        result
+    }
+
+    /// Deletes the removed groups' rows from the database, durably (after the WAL forgot them:
+    /// rows left by a crash in between are dropped at the next open).
+    fn delete_groups(&self, groups: &[GroupId]) -> Result<(), String> {
+        (|| -> Result<(), StoreError> {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            for g in groups {
+                delete_group_rows(&txn, *g)?;
+            }
+            txn.commit()?;
+            Ok(())
+        })()
+        .map_err(|e| e.to_string())
     }
 }
 
-fn write_batch(
-    db: &Database,
-    batch: &[WriteOp],
-    durable: bool,
-    commits: &[(GroupId, Vec<u8>)],
-    rows: &Rows,
-) -> Result<(), String> {
-    let inner = || -> Result<(), StoreError> {
-        let mut txn = db.begin_write()?;
-        txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
-        {
-            let mut logs = txn.open_table(LOGS)?;
-            let mut meta = txn.open_table(RAFT_META)?;
-            for (group, bytes) in commits {
-                meta.insert((*group, super::meta_key::COMMITTED), bytes.as_slice())?;
-            }
-            for op in batch.iter() {
-                match op {
-                    WriteOp::Append { group, entries, .. } => {
-                        for (index, bytes) in entries.iter() {
-                            logs.insert((*group, *index), bytes.as_slice())?;
-                        }
-                    }
-                    WriteOp::Meta { group, key, value, .. } => match value {
-                        Some(v) => {
-                            meta.insert((*group, *key), v.as_slice())?;
-                        }
-                        None => {
-                            meta.remove((*group, *key))?;
-                        }
-                    },
-                    WriteOp::Truncate { group, from, .. } => {
-                        logs.retain_in((*group, *from)..=(*group, u64::MAX), |_, _| false)?;
-                    }
-                    WriteOp::Purge { group, upto, purged, .. } => {
-                        logs.retain_in((*group, 0)..=(*group, *upto), |_, _| false)?;
-                        meta.insert((*group, super::meta_key::PURGED), purged.as_slice())?;
-                    }
-                    WriteOp::DropGroup { group, .. } => {
-                        let g = *group;
-                        logs.retain_in((g, 0)..=(g, u64::MAX), |_, _| false)?;
-                        meta.retain_in((g, "")..(g + 1, ""), |_, _| false)?;
-                        txn.open_table(super::SM_META)?.retain_in((g, "")..(g + 1, ""), |_, _| false)?;
-                        txn.open_table(super::PLACEMENT)?.remove(g)?;
-                        txn.open_table(super::SERVICES)?
-                            .retain_in((g, 0, &[][..])..(g + 1, 0, &[][..]), |_, _| false)?;
-                    }
-                    WriteOp::Apply { .. } | WriteOp::Flush { .. } => {}
-                }
-            }
-        }
-        rows.write_to(&txn)?;
-        txn.commit()?;
-        Ok(())
-    };
-    inner().map_err(|e| e.to_string())
+/// Deletes a group's state-machine rows and metadata in `txn`.
+pub(crate) fn delete_group_rows(txn: &WriteTransaction, g: GroupId) -> Result<(), StoreError> {
+    txn.open_table(super::SM_META)?.retain_in((g, "")..(g + 1, ""), |_, _| false)?;
+    txn.open_table(super::PLACEMENT)?.remove(g)?;
+    txn.open_table(super::SERVICES)?.retain_in((g, 0, &[][..])..(g + 1, 0, &[][..]), |_, _| false)?;
+    Ok(())
 }
