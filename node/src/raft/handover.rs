@@ -4,14 +4,15 @@
 
 use std::time::Duration;
 
-use openraft::{Raft, ServerState};
+use openraft::ServerState;
+use openraft::async_runtime::watch::WatchReceiver;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::error::{not_hosted, unavailable};
 use super::host::{FORWARD_TIMEOUT, RaftHost, TRANSFER_TIMEOUT};
 use super::wire::{RaftRequest, RaftRequestBody, RaftResponse};
-use super::{GroupId, TypeConfig};
+use super::{GroupId, GroupRaft};
 use crate::NodeId;
 use crate::util::lock;
 
@@ -29,7 +30,7 @@ impl RaftHost {
     /// [`RaftHost::hand_over`] in the background and answers not done.
     pub(super) fn transfer_leader(&self, group: GroupId, to: NodeId) -> RaftResponse {
         let Some(g) = self.group(group) else { return unavailable(not_hosted(group)) };
-        let m = g.raft.metrics().borrow().clone();
+        let m = g.raft.metrics().borrow_watched().clone();
         if m.current_leader == Some(to) {
             return RaftResponse::Transferred { done: true };
         }
@@ -72,11 +73,11 @@ impl RaftHost {
     /// candidates. Then `to` campaigns: its log is as long as anyone's, the voters' leases have
     /// run out, and their own election timers fire only `election_timeout_min` later, so it
     /// wins. Heartbeats resume whatever happened; waiting requests go to the new leader.
-    pub(super) async fn hand_over(&self, group: GroupId, raft: &Raft<TypeConfig>, to: NodeId) -> Result<(), String> {
+    pub(super) async fn hand_over(&self, group: GroupId, raft: &GroupRaft, to: NodeId) -> Result<(), String> {
         raft.runtime_config().heartbeat(false);
         let result = async {
             let mut rx = raft.metrics();
-            let caught_up = rx.wait_for(|m| {
+            let caught_up = rx.wait_until(|m| {
                 m.state != ServerState::Leader
                     || m.replication.as_ref().and_then(|r| r.get(&to).cloned()).flatten().map(|l| l.index)
                         == m.last_log_index
@@ -85,7 +86,7 @@ impl RaftHost {
                 .await
                 .map_err(|_| format!("node {to} did not catch up"))?
                 .map_err(|e| e.to_string())?;
-            if raft.metrics().borrow().state != ServerState::Leader {
+            if raft.metrics().borrow_watched().state != ServerState::Leader {
                 return Err("lost leadership before handing it over".to_string());
             }
             let r = &self.cfg.raft;
@@ -104,7 +105,7 @@ impl RaftHost {
             // requests held here go straight to it.
             let me = self.node_id;
             let stepped_down =
-                rx.wait_for(|m| m.state != ServerState::Leader && m.current_leader.is_some_and(|l| l != me));
+                rx.wait_until(|m| m.state != ServerState::Leader && m.current_leader.is_some_and(|l| l != me));
             tokio::time::timeout(r.election_timeout_max * 2, stepped_down)
                 .await
                 .map_err(|_| format!("node {to} did not win its election"))?
@@ -118,8 +119,8 @@ impl RaftHost {
 }
 
 /// Asked by the leader handing over: campaign now (see [`RaftHost::hand_over`]).
-pub(super) async fn campaign(raft: &Raft<TypeConfig>) -> RaftResponse {
-    match raft.trigger().elect().await {
+pub(super) async fn campaign(raft: &GroupRaft) -> RaftResponse {
+    match raft.trigger().elect(false).await {
         Ok(()) => RaftResponse::Transferred { done: true },
         Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
     }

@@ -127,6 +127,8 @@ pub struct Store {
     failing: writer::FailingGroups,
     /// Applied state-machine rows not written yet (see [`writer`]).
     overlay: Arc<std::sync::Mutex<state_machine::Overlay>>,
+    /// Log entries appended but not written yet (see [`log_store`]).
+    unflushed: log_store::SharedUnflushed,
     /// The service registry.
     dispatch: Arc<dyn Dispatch>,
 }
@@ -193,6 +195,7 @@ impl Store {
             committed,
             failing,
             overlay,
+            unflushed: Default::default(),
             dispatch,
         }))
     }
@@ -252,6 +255,7 @@ impl Store {
     /// Deletes everything stored for `group` (log, metadata, state machine, snapshots). Only for a
     /// group whose Raft instance has stopped and that this node no longer replicates.
     pub async fn drop_group(&self, group: GroupId) -> Result<(), StoreError> {
+        crate::util::lock(&self.unflushed).forget(group, ..);
         let (done, rx) = tokio::sync::oneshot::channel();
         self.send(WriteOp::DropGroup { group, done })?;
         match rx.await {
@@ -267,6 +271,16 @@ impl Store {
 
     pub(crate) fn db(&self) -> &Arc<Database> {
         &self.db
+    }
+
+    pub(crate) fn unflushed(&self) -> &log_store::SharedUnflushed {
+        &self.unflushed
+    }
+
+    /// A new file to receive a snapshot of `group` into (the network writes it; installing it
+    /// moves it into place).
+    pub async fn receive_snapshot(&self, group: GroupId) -> Result<entry::SnapshotData, StoreError> {
+        state_machine::incoming_snapshot(self, group).await
     }
 
     /// Records a group's committed index (an encoded log id) without a transaction of its own:

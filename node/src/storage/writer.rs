@@ -10,12 +10,11 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use openraft::storage::LogFlushed;
 use redb::{Database, Durability, ReadableDatabase};
 use tokio::sync::oneshot;
 use tracing::error;
 
-use super::entry::{BatchResult, GroupId, TypeConfig};
+use super::entry::{BatchResult, Entry, GroupId};
 use super::kv::Dispatch;
 use super::metrics::StorageMetrics;
 use super::state_machine::{Overlay, Rows, SmView};
@@ -43,10 +42,13 @@ pub(crate) struct NotedCommit {
 /// Committed indexes per group, shared by the log stores and the writer.
 pub(crate) type Committed = Arc<Mutex<std::collections::HashMap<GroupId, NotedCommit>>>;
 
+/// What runs once an append is durable (or failed): the log store releases openraft's callback.
+pub(crate) type AppendDone = Box<dyn FnOnce(Result<(), String>) + Send>;
+
 /// A durable log operation.
 pub(crate) enum WriteOp {
     /// Append encoded entries `(index, bytes)`; `done` fires after the fsync.
-    Append { group: GroupId, entries: Vec<(u64, Vec<u8>)>, done: LogFlushed<TypeConfig> },
+    Append { group: GroupId, entries: Vec<(u64, Vec<u8>)>, done: AppendDone },
     /// Set (or delete) a per-group metadata record (the vote).
     Meta { group: GroupId, key: &'static str, value: Option<Vec<u8>>, done: oneshot::Sender<Result<(), String>> },
     /// Delete entries with index ≥ `from`.
@@ -55,11 +57,7 @@ pub(crate) enum WriteOp {
     Purge { group: GroupId, upto: u64, purged: Vec<u8>, done: oneshot::Sender<Result<(), String>> },
     /// Apply committed entries to the group's state machine (in the overlay); `done` gets one
     /// result per entry at once.
-    Apply {
-        group: GroupId,
-        entries: Vec<openraft::Entry<TypeConfig>>,
-        done: oneshot::Sender<Result<Vec<BatchResult>, String>>,
-    },
+    Apply { group: GroupId, entries: Vec<Entry>, done: oneshot::Sender<Result<Vec<BatchResult>, String>> },
     /// Write every dirty state-machine row to the database (before a snapshot is built or
     /// installed, which work on the database directly).
     Flush { done: oneshot::Sender<Result<(), String>> },
@@ -86,7 +84,7 @@ impl WriteOp {
     /// answered when applied and never carried: they only ever complete here with an error).
     fn complete(self, result: Result<(), String>) {
         match self {
-            WriteOp::Append { done, .. } => done.log_io_completed(result.map_err(std::io::Error::other)),
+            WriteOp::Append { done, .. } => done(result),
             WriteOp::Meta { done, .. }
             | WriteOp::Truncate { done, .. }
             | WriteOp::Purge { done, .. }
