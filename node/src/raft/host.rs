@@ -19,6 +19,7 @@ use ractor::{ActorCell, ActorId, ActorRef, ActorStatus};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use super::ProposeError;
 use super::error::{RaftHostError, answer, not_hosted, unavailable};
 use super::group::{GroupActor, GroupArgs, GroupMsg};
 use super::metrics::RaftMetrics;
@@ -26,7 +27,6 @@ use super::network::GroupNetworkFactory;
 use super::view::{self, GroupView};
 use super::wire::{self, RaftRequest, RaftRequestBody, RaftResponse};
 use super::{Command, CommandBatch, GroupId, GroupRaft, NodeInfo, ServiceId, SnapshotData};
-use super::{ProposeError, handover};
 use crate::NodeId;
 use crate::config::Config;
 use crate::placement::{Layout, MemberRec, Placement};
@@ -458,7 +458,12 @@ impl RaftHost {
                     SnapshotChunk { vote, last_log_id, last_membership, transfer: snapshot_id, offset, data, done };
                 self.receive_snapshot_chunk(group, &g.raft, chunk).await
             }
-            RaftRequestBody::Campaign => handover::campaign(&g.raft).await,
+            RaftRequestBody::LeaderTransferNotice { from, to, last_log_id } => {
+                match g.raft.handle_transfer_leader(wire::to_transfer_notice(from, to, last_log_id)).await {
+                    Ok(r) => wire::transfer_response(r),
+                    Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
+                }
+            }
             // Forwarded proposals reach the router's queue first (crate::router::Router::handle);
             // one arriving here is committed as it is.
             body @ (RaftRequestBody::Propose { .. }

@@ -12,7 +12,10 @@ use std::sync::Arc;
 use openraft::OptionalSend;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
+};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::wire::{self, RaftRequest, RaftRequestBody, RaftResponse};
@@ -158,6 +161,15 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.vote_or_pre_vote(rpc, true, option).await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let r = self.send(wire::transfer_notice(&req), &option).await.map_err(transport_error)?;
+        wire::from_transfer_response(r.clone()).ok_or_else(|| unexpected(&r))
     }
 
     async fn full_snapshot(

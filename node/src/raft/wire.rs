@@ -1,6 +1,9 @@
 //! Raft RPCs on the peer transport: rkyv mirrors of openraft's messages, multiplexed by group.
 
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, TransferLeaderError, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
+};
 use rkyv::{Archive, Deserialize, Serialize};
 
 use super::{Command, CommandResult, GroupId, NodeInfo, ServiceId, TypeConfig};
@@ -91,9 +94,17 @@ pub enum RaftRequestBody {
         /// The node that should lead.
         to: NodeId,
     },
-    /// Leader handing over → its chosen successor: start an election now (the leader has gone
-    /// quiet long enough for the other voters to grant it).
-    Campaign,
+    /// openraft's leader transfer, from the leader handing over to every other voter: `to` is
+    /// the next leader (voters drop their leader lease; `to` campaigns once its log holds
+    /// `last_log_id`).
+    LeaderTransferNotice {
+        /// The vote of the leader handing over.
+        from: VoteRec,
+        /// The next leader.
+        to: NodeId,
+        /// The leader's last log entry.
+        last_log_id: Option<LogIdRec>,
+    },
     /// A node whose layout no longer lists it for the group → the group's leader: is `node`
     /// still in the group's membership (or may it be again: a change not yet committed)?
     MemberOf {
@@ -103,8 +114,8 @@ pub enum RaftRequestBody {
 }
 
 impl RaftRequestBody {
-    /// Proposals and reads, which a leader hand-over holds back (they would keep the leader's
-    /// lease alive).
+    /// Proposals and reads, which a leader hand-over holds back (proposals would add entries the
+    /// next leader has to catch up on first; once the transfer started, both are refused).
     pub fn is_client_request(&self) -> bool {
         matches!(self, Self::Propose { .. } | Self::Read { .. })
     }
@@ -156,14 +167,16 @@ pub enum RaftResponse {
         /// True when voters and learners already match; false while the change is under way.
         done: bool,
     },
-    /// Answer to `TransferLeader` and `Campaign`: whether the wanted node leads already (or, for
-    /// `Campaign`, whether the election was started).
+    /// Answer to `TransferLeader` and `LeaderTransferNotice`: whether the wanted node leads
+    /// already (or, for the notice, that it was taken).
     Transferred {
         /// True when done.
         done: bool,
     },
     /// This node is handing the group's leadership over right now: ask again shortly.
     HandingOver,
+    /// A `LeaderTransferNotice` refused (openraft's `TransferLeaderError`).
+    TransferRefused(TransferRefusal),
     /// Answer to `MemberOf`: false only when the leader's committed membership leaves the node out.
     Member {
         /// Whether the node is (or may still be) a member.
@@ -179,6 +192,76 @@ pub enum RaftResponse {
         /// Why.
         reason: String,
     },
+}
+
+/// Why a voter refused a leader transfer notice.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum TransferRefusal {
+    /// The voter's vote is no longer the handing-over leader's.
+    VoteChanged {
+        /// The leader's vote.
+        expected: VoteRec,
+        /// The voter's.
+        actual: VoteRec,
+    },
+    /// The next leader's log did not hold the leader's last entry in time.
+    LogNotFlushed {
+        /// The leader's last entry.
+        expected: Option<LogIdRec>,
+        /// The next leader's last flushed entry.
+        actual: Option<LogIdRec>,
+    },
+}
+
+/// The wire form of openraft's leader transfer request.
+pub fn transfer_notice(req: &TransferLeaderRequest<TypeConfig>) -> RaftRequestBody {
+    RaftRequestBody::LeaderTransferNotice {
+        from: req.from_leader().into(),
+        to: *req.to_node_id(),
+        last_log_id: req.last_log_id().map(LogIdRec::from),
+    }
+}
+
+/// openraft's leader transfer request from its wire form.
+pub fn to_transfer_notice(
+    from: VoteRec,
+    to: NodeId,
+    last_log_id: Option<LogIdRec>,
+) -> TransferLeaderRequest<TypeConfig> {
+    TransferLeaderRequest::new(vote(&from), to, log_id(&last_log_id))
+}
+
+/// The wire form of a voter's answer to a leader transfer notice.
+pub fn transfer_response(r: TransferLeaderResponse<TypeConfig>) -> RaftResponse {
+    match r {
+        Ok(()) => RaftResponse::Transferred { done: true },
+        Err(TransferLeaderError::VoteChanged { expected, actual }) => {
+            RaftResponse::TransferRefused(TransferRefusal::VoteChanged {
+                expected: (&expected).into(),
+                actual: (&actual).into(),
+            })
+        }
+        Err(TransferLeaderError::LogNotFlushed { expected, actual }) => {
+            RaftResponse::TransferRefused(TransferRefusal::LogNotFlushed {
+                expected: log_rec(&expected),
+                actual: log_rec(&actual),
+            })
+        }
+    }
+}
+
+/// openraft's answer to a leader transfer notice from its wire form.
+pub fn from_transfer_response(r: RaftResponse) -> Option<TransferLeaderResponse<TypeConfig>> {
+    match r {
+        RaftResponse::Transferred { done: true } => Some(Ok(())),
+        RaftResponse::TransferRefused(TransferRefusal::VoteChanged { expected, actual }) => {
+            Some(Err(TransferLeaderError::VoteChanged { expected: vote(&expected), actual: vote(&actual) }))
+        }
+        RaftResponse::TransferRefused(TransferRefusal::LogNotFlushed { expected, actual }) => {
+            Some(Err(TransferLeaderError::LogNotFlushed { expected: log_id(&expected), actual: log_id(&actual) }))
+        }
+        _ => None,
+    }
 }
 
 fn vote(v: &VoteRec) -> Vote {
