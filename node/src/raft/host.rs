@@ -117,6 +117,10 @@ fn raft_config(cfg: &Config) -> Result<Arc<openraft::Config>, RaftHostError> {
         snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_after_entries),
         max_in_snapshot_log_to_keep: r.keep_logs_after_snapshot,
         install_snapshot_timeout: 2000,
+        // A follower whose election timer fires first asks whether the others would vote for it
+        // (nothing persisted); only then does it raise its term. A node that was cut off or
+        // restarted cannot win, so it no longer bumps the term and unseats a healthy leader.
+        enable_pre_vote: Some(true),
         ..Default::default()
     };
     Ok(Arc::new(c.validate().map_err(|e| RaftHostError::Config(e.to_string()))?))
