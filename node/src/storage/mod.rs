@@ -176,6 +176,7 @@ impl Store {
         let db = Arc::new(db);
         let snapshot_dir = data_dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir)?;
+        state_machine::remove_partial_snapshots(&snapshot_dir)?;
         let committed = writer::Committed::default();
         let overlay = Arc::new(std::sync::Mutex::new(state_machine::Overlay::default()));
         let failing = writer::FailingGroups::default();

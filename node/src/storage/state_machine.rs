@@ -470,6 +470,24 @@ pub(crate) async fn incoming_snapshot(store: &Store, group: GroupId) -> Result<S
     Ok(SnapshotData { file, path })
 }
 
+/// Removes the `*.part` files a crash left in the groups' snapshot folders (snapshots being
+/// built or received then); nothing is building or receiving while the store opens.
+pub(crate) fn remove_partial_snapshots(snapshot_dir: &Path) -> Result<(), StoreError> {
+    for group in std::fs::read_dir(snapshot_dir)? {
+        let group = group?.path();
+        if !group.is_dir() {
+            continue;
+        }
+        for entry in std::fs::read_dir(&group)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "part") {
+                std::fs::remove_file(&path)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Whether `path` is a received snapshot in `dir` (moved into place when installed).
 fn is_incoming(dir: &Path, path: &Path) -> bool {
     path.parent() == Some(dir) && path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("incoming-"))

@@ -354,3 +354,28 @@ async fn appended_entries_are_readable_before_they_are_durable_and_truncation_dr
 fn lock_unflushed_is_empty(store: &Store) -> bool {
     crate::util::lock(store.unflushed()).is_empty()
 }
+
+#[tokio::test]
+async fn partial_snapshot_files_left_by_a_crash_are_removed_when_the_store_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let received = store.receive_snapshot(3).await.expect("incoming file");
+    let mut sm = store.state_machine(3).expect("sm");
+    sm.apply_entries(vec![entry(1, vec![add("x", 1)])]).await.expect("apply");
+    let built = sm.get_current_snapshot().await.expect("read");
+    assert!(built.is_none());
+    let kept = {
+        use openraft::RaftSnapshotBuilder;
+        sm.get_snapshot_builder().await.build_snapshot().await.expect("snapshot").snapshot.path
+    };
+    let half_built = store.group_snapshot_dir(3).join("1-1-0000000000000000.part");
+    std::fs::write(&half_built, b"half").expect("write");
+    assert!(received.path.exists());
+    drop((received, sm));
+    drop(store);
+    let store = open(dir.path());
+    assert!(!half_built.exists(), "a snapshot being built is gone");
+    let left: Vec<_> =
+        std::fs::read_dir(store.group_snapshot_dir(3)).expect("dir").map(|e| e.expect("entry").path()).collect();
+    assert_eq!(left, vec![kept], "only the current snapshot is left");
+}
