@@ -11,13 +11,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::{Raft, ServerState};
+use openraft::ServerState;
+use openraft::async_runtime::watch::WatchReceiver;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use tracing::{debug, info};
 
 use super::metrics::RaftMetrics;
 use super::view::progress;
-use super::{GroupId, TypeConfig};
+use super::{GroupId, GroupRaft};
 use crate::NodeId;
 use crate::storage::Store;
 use crate::util::AbortOnDrop;
@@ -33,7 +34,7 @@ pub enum GroupMsg {
 pub(crate) struct GroupArgs {
     pub(crate) group: GroupId,
     pub(crate) me: NodeId,
-    pub(crate) raft: Raft<TypeConfig>,
+    pub(crate) raft: GroupRaft,
     pub(crate) metrics: RaftMetrics,
     pub(crate) store: Arc<Store>,
 }
@@ -41,7 +42,7 @@ pub(crate) struct GroupArgs {
 /// A running group actor's state.
 pub(crate) struct GroupState {
     group: GroupId,
-    raft: Raft<TypeConfig>,
+    raft: GroupRaft,
     _watcher: AbortOnDrop<()>,
 }
 
@@ -94,7 +95,7 @@ impl Actor for GroupActor {
 async fn watch_group(
     group: GroupId,
     me: NodeId,
-    raft: Raft<TypeConfig>,
+    raft: GroupRaft,
     metrics: RaftMetrics,
     store: Arc<Store>,
     actor: ActorRef<GroupMsg>,

@@ -1,17 +1,19 @@
 //! Leader hand-over: the placement driver asks a partition's leader to hand leadership to its
-//! preferred node. openraft 0.9 has no leader transfer, so it is built from what it has (see
-//! [`RaftHost::hand_over`]); requests for the group wait on this node meanwhile.
+//! preferred node; the leader waits until that node has every entry and then uses openraft's
+//! leader transfer (see [`RaftHost::hand_over`]); requests for the group wait on this node
+//! meanwhile.
 
 use std::time::Duration;
 
-use openraft::{Raft, ServerState};
+use openraft::ServerState;
+use openraft::async_runtime::watch::WatchReceiver;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::error::{not_hosted, unavailable};
-use super::host::{FORWARD_TIMEOUT, RaftHost, TRANSFER_TIMEOUT};
-use super::wire::{RaftRequest, RaftRequestBody, RaftResponse};
-use super::{GroupId, TypeConfig};
+use super::host::{RaftHost, TRANSFER_TIMEOUT};
+use super::wire::RaftResponse;
+use super::{GroupId, GroupRaft};
 use crate::NodeId;
 use crate::util::lock;
 
@@ -29,7 +31,7 @@ impl RaftHost {
     /// [`RaftHost::hand_over`] in the background and answers not done.
     pub(super) fn transfer_leader(&self, group: GroupId, to: NodeId) -> RaftResponse {
         let Some(g) = self.group(group) else { return unavailable(not_hosted(group)) };
-        let m = g.raft.metrics().borrow().clone();
+        let m = g.raft.metrics().borrow_watched().clone();
         if m.current_leader == Some(to) {
             return RaftResponse::Transferred { done: true };
         }
@@ -53,7 +55,7 @@ impl RaftHost {
         let raft = g.raft.clone();
         tokio::spawn(async move {
             let Some(host) = me.upgrade() else { return };
-            let outcome = host.hand_over(group, &raft, to).await;
+            let outcome = host.hand_over(&raft, to).await;
             match &outcome {
                 Ok(()) => info!(group, to, "leadership handed over"),
                 Err(e) => warn!(group, to, error = %e, "leadership hand-over did not finish"),
@@ -66,61 +68,39 @@ impl RaftHost {
         RaftResponse::Transferred { done: false }
     }
 
-    /// The hand-over (openraft 0.9 has no leader transfer, so it is built from what it has): new
-    /// requests for the group wait here, heartbeats stop, and once `to` holds every entry this
-    /// node stays quiet for one `election_timeout_max`, the lease in which voters refuse other
-    /// candidates. Then `to` campaigns: its log is as long as anyone's, the voters' leases have
-    /// run out, and their own election timers fire only `election_timeout_min` later, so it
-    /// wins. Heartbeats resume whatever happened; waiting requests go to the new leader.
-    pub(super) async fn hand_over(&self, group: GroupId, raft: &Raft<TypeConfig>, to: NodeId) -> Result<(), String> {
-        raft.runtime_config().heartbeat(false);
-        let result = async {
-            let mut rx = raft.metrics();
-            let caught_up = rx.wait_for(|m| {
-                m.state != ServerState::Leader
-                    || m.replication.as_ref().and_then(|r| r.get(&to).cloned()).flatten().map(|l| l.index)
-                        == m.last_log_index
-            });
-            tokio::time::timeout(TRANSFER_TIMEOUT, caught_up)
-                .await
-                .map_err(|_| format!("node {to} did not catch up"))?
-                .map_err(|e| e.to_string())?;
-            if raft.metrics().borrow().state != ServerState::Leader {
-                return Err("lost leadership before handing it over".to_string());
-            }
-            let r = &self.cfg.raft;
-            tokio::time::sleep(r.election_timeout_max + r.election_timeout_min / 4).await;
-            let asked = self.transport.call_with_timeout(
-                to,
-                RaftRequest { group, body: RaftRequestBody::Campaign },
-                FORWARD_TIMEOUT,
-            );
-            match asked.await {
-                Ok(RaftResponse::Transferred { done: true }) => {}
-                Ok(other) => return Err(format!("node {to} did not campaign: {other:?}")),
-                Err(e) => return Err(format!("node {to} did not campaign: {e}")),
-            }
-            // Done once this node follows a new leader (not merely voted for one), so the
-            // requests held here go straight to it.
-            let me = self.node_id;
-            let stepped_down =
-                rx.wait_for(|m| m.state != ServerState::Leader && m.current_leader.is_some_and(|l| l != me));
-            tokio::time::timeout(r.election_timeout_max * 2, stepped_down)
-                .await
-                .map_err(|_| format!("node {to} did not win its election"))?
-                .map_err(|e| e.to_string())?;
-            Ok(())
+    /// The hand-over, on openraft 0.10's leader transfer: new requests for the group wait here
+    /// (they would add entries `to` lacks) until `to` holds every entry; then openraft transfers
+    /// leadership (`trigger().transfer_leader`): this node stops proposing and sending
+    /// heartbeats and tells every voter that `to` is next (`RaftNetworkV2::transfer_leader`, a
+    /// [`RaftRequestBody::LeaderTransferNotice`]); the voters drop their leader lease for it, and
+    /// `to` campaigns at once with a leadership-transfer vote, which they grant. Waiting requests
+    /// go to the new leader.
+    ///
+    /// [`RaftRequestBody::LeaderTransferNotice`]: super::wire::RaftRequestBody::LeaderTransferNotice
+    pub(super) async fn hand_over(&self, raft: &GroupRaft, to: NodeId) -> Result<(), String> {
+        let mut rx = raft.metrics();
+        let caught_up = rx.wait_until(|m| {
+            m.state != ServerState::Leader
+                || m.replication.as_ref().and_then(|r| r.get(&to).cloned()).flatten().map(|l| l.index)
+                    == m.last_log_index
+        });
+        tokio::time::timeout(TRANSFER_TIMEOUT, caught_up)
+            .await
+            .map_err(|_| format!("node {to} did not catch up"))?
+            .map_err(|e| e.to_string())?;
+        if raft.metrics().borrow_watched().state != ServerState::Leader {
+            return Err("lost leadership before handing it over".to_string());
         }
-        .await;
-        raft.runtime_config().heartbeat(true);
-        result
-    }
-}
-
-/// Asked by the leader handing over: campaign now (see [`RaftHost::hand_over`]).
-pub(super) async fn campaign(raft: &Raft<TypeConfig>) -> RaftResponse {
-    match raft.trigger().elect().await {
-        Ok(()) => RaftResponse::Transferred { done: true },
-        Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
+        raft.trigger().transfer_leader(to).await.map_err(|e| e.to_string())?;
+        // Done once this node follows a new leader (not merely voted for one), so the requests
+        // held here go straight to it.
+        let me = self.node_id;
+        let stepped_down =
+            rx.wait_until(|m| m.state != ServerState::Leader && m.current_leader.is_some_and(|l| l != me));
+        tokio::time::timeout(self.cfg.raft.election_timeout_max * 2, stepped_down)
+            .await
+            .map_err(|_| format!("node {to} did not win its election"))?
+            .map_err(|e| e.to_string())?;
+        Ok(())
     }
 }

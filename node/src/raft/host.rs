@@ -12,20 +12,21 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::{Raft, ServerState, SnapshotPolicy};
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::errors::{ClientWriteError, RaftError};
+use openraft::{Instant, Raft, ReadPolicy, ServerState, SnapshotPolicy};
 use ractor::{ActorCell, ActorId, ActorRef, ActorStatus};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use super::ProposeError;
 use super::error::{RaftHostError, answer, not_hosted, unavailable};
 use super::group::{GroupActor, GroupArgs, GroupMsg};
 use super::metrics::RaftMetrics;
 use super::network::GroupNetworkFactory;
 use super::view::{self, GroupView};
 use super::wire::{self, RaftRequest, RaftRequestBody, RaftResponse};
-use super::{Command, CommandBatch, GroupId, NodeInfo, ServiceId, TypeConfig};
-use super::{ProposeError, handover};
+use super::{Command, CommandBatch, GroupId, GroupRaft, NodeInfo, ServiceId, SnapshotData};
 use crate::NodeId;
 use crate::config::Config;
 use crate::placement::{Layout, MemberRec, Placement};
@@ -46,8 +47,19 @@ pub const TRANSFER_HOLD: Duration = Duration::from_millis(500);
 /// A group hosted here: its Raft instance (requests use it directly) and its actor (which owns
 /// the instance's lifecycle; see [`super::group`]).
 pub(super) struct Group {
-    pub(super) raft: Raft<TypeConfig>,
+    pub(super) raft: GroupRaft,
     pub(super) actor: ActorRef<GroupMsg>,
+}
+
+/// A snapshot being received from a group's leader, chunk by chunk (see
+/// [`RaftHost::receive_snapshot_chunk`]).
+struct Incoming {
+    /// The sender's id of the transfer.
+    transfer: String,
+    /// Offset of the next chunk.
+    next: u64,
+    /// The file it is written to.
+    data: SnapshotData,
 }
 
 impl Group {
@@ -81,6 +93,8 @@ pub struct RaftHost {
     /// Groups this node is handing leadership away from right now; the receiver turns true when
     /// the hand-over ended. Requests for them wait (see [`RaftHost::hand_over`]).
     pub(super) transfers: Mutex<HashMap<GroupId, watch::Receiver<bool>>>,
+    /// Snapshots being received, per group.
+    incoming: Mutex<HashMap<GroupId, Incoming>>,
     pub(super) me: Weak<RaftHost>,
     tasks: Mutex<Vec<AbortOnDrop<()>>>,
     /// The Raft actor: every group actor is linked under it.
@@ -103,6 +117,10 @@ fn raft_config(cfg: &Config) -> Result<Arc<openraft::Config>, RaftHostError> {
         snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_after_entries),
         max_in_snapshot_log_to_keep: r.keep_logs_after_snapshot,
         install_snapshot_timeout: 2000,
+        // A follower whose election timer fires first asks whether the others would vote for it
+        // (nothing persisted); only then does it raise its term. A node that was cut off or
+        // restarted cannot win, so it no longer bumps the term and unseats a healthy leader.
+        enable_pre_vote: Some(true),
         ..Default::default()
     };
     Ok(Arc::new(c.validate().map_err(|e| RaftHostError::Config(e.to_string()))?))
@@ -157,6 +175,7 @@ impl RaftHost {
             groups: RwLock::new(HashMap::new()),
             reconfiguring: Mutex::new(HashSet::new()),
             transfers: Mutex::new(HashMap::new()),
+            incoming: Mutex::new(HashMap::new()),
             me: me.clone(),
             tasks: Mutex::new(Vec::new()),
             supervisor,
@@ -286,10 +305,14 @@ impl RaftHost {
     pub fn local_leader(&self, group: GroupId) -> Option<Option<NodeId>> {
         let g = self.group(group)?;
         let rx = g.raft.metrics();
-        let m = rx.borrow();
+        let m = rx.borrow_watched();
         match m.current_leader {
             Some(l) if l == self.node_id => {
-                Some(m.millis_since_quorum_ack.filter(|ms| *ms <= self.quorum_lease_ms).map(|_| l))
+                // A leader that is its own quorum needs no acknowledgement (openraft reports none).
+                let alone = m.membership_config.membership().voter_ids().all(|v| v == l);
+                let lease = Duration::from_millis(self.quorum_lease_ms);
+                let acked = m.last_quorum_acked.is_some_and(|at| at.elapsed() <= lease);
+                Some((alone || acked).then_some(l))
             }
             Some(l) => Some(Some(l)),
             // An initialised group without a leader is electing one.
@@ -302,12 +325,12 @@ impl RaftHost {
     /// The leader of `group` as its Raft metrics on this node say, lease or not; `None` when the
     /// group is not hosted here.
     pub fn current_leader(&self, group: GroupId) -> Option<Option<NodeId>> {
-        Some(self.group(group)?.raft.metrics().borrow().current_leader)
+        Some(self.group(group)?.raft.metrics().borrow_watched().current_leader)
     }
 
     /// Whether this node's replica of `group` is its leader (by role, lease or not).
     pub fn is_leader(&self, group: GroupId) -> bool {
-        self.group(group).is_some_and(|g| g.raft.metrics().borrow().state == ServerState::Leader)
+        self.group(group).is_some_and(|g| g.raft.metrics().borrow_watched().state == ServerState::Leader)
     }
 
     /// The groups hosted here, in ascending order.
@@ -337,7 +360,7 @@ impl RaftHost {
             .read_groups()
             .iter()
             .map(|(id, g)| {
-                let m = g.raft.metrics().borrow().clone();
+                let m = g.raft.metrics().borrow_watched().clone();
                 view::hosted(*id, &m, self.node_id, self.store.committed_index(*id))
             })
             .collect();
@@ -368,6 +391,8 @@ impl RaftHost {
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 RaftResponse::NotLeader { leader: f.leader_id }
             }
+            // Including `LogEntryDiscarded` (leadership changed after the entry was appended:
+            // it may still commit), so the outcome is unknown.
             Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
         }
     }
@@ -376,7 +401,7 @@ impl RaftHost {
     /// (this node).
     async fn read_linearizable(&self, group: GroupId, service: ServiceId, query: &[u8]) -> RaftResponse {
         let Some(g) = self.group(group) else { return unavailable(not_hosted(group)) };
-        match g.raft.ensure_linearizable().await {
+        match g.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
             Ok(_) => match self.store.query(group, service, query).map_err(|e| e.to_string()) {
                 Ok(handled) => match answer(service, handled) {
                     Ok(bytes) => RaftResponse::Answer(bytes),
@@ -384,7 +409,7 @@ impl RaftHost {
                 },
                 Err(reason) => RaftResponse::Unavailable { reason },
             },
-            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+            Err(RaftError::APIError(openraft::errors::LinearizableReadError::ForwardToLeader(f))) => {
                 RaftResponse::NotLeader { leader: f.leader_id }
             }
             Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
@@ -415,20 +440,34 @@ impl RaftHost {
         }
         match request.body {
             RaftRequestBody::Append { vote, prev_log_id, entries, leader_commit } => {
-                match g.raft.append_entries(wire::to_append(vote, prev_log_id, entries, leader_commit)).await {
+                let rpc = match wire::to_append(vote, prev_log_id, entries, leader_commit) {
+                    Ok(rpc) => rpc,
+                    Err(e) => return RaftResponse::Unavailable { reason: e.to_string() },
+                };
+                match g.raft.append_entries(rpc).await {
                     Ok(r) => wire::append_response(r),
                     Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
                 }
             }
-            RaftRequestBody::Vote { vote, last_log_id } => match g.raft.vote(wire::to_vote(vote, last_log_id)).await {
-                Ok(r) => wire::vote_response(r),
-                Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
-            },
-            RaftRequestBody::Snapshot { vote, last_log_id, last_membership, snapshot_id, offset, data, done } => {
-                let rpc = wire::to_snapshot(vote, last_log_id, last_membership, snapshot_id, offset, data, done);
-                wire::snapshot_response(g.raft.install_snapshot(rpc).await)
+            RaftRequestBody::Vote { vote, last_log_id, leadership_transfer, pre_vote } => {
+                let rpc = wire::to_vote(vote, last_log_id, leadership_transfer);
+                let answer = if pre_vote { g.raft.pre_vote(rpc).await } else { g.raft.vote(rpc).await };
+                match answer {
+                    Ok(r) => wire::vote_response(r),
+                    Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
+                }
             }
-            RaftRequestBody::Campaign => handover::campaign(&g.raft).await,
+            RaftRequestBody::Snapshot { vote, last_log_id, last_membership, snapshot_id, offset, data, done } => {
+                let chunk =
+                    SnapshotChunk { vote, last_log_id, last_membership, transfer: snapshot_id, offset, data, done };
+                self.receive_snapshot_chunk(group, &g.raft, chunk).await
+            }
+            RaftRequestBody::LeaderTransferNotice { from, to, last_log_id } => {
+                match g.raft.handle_transfer_leader(wire::to_transfer_notice(from, to, last_log_id)).await {
+                    Ok(r) => wire::transfer_response(r),
+                    Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
+                }
+            }
             // Forwarded proposals reach the router's queue first (crate::router::Router::handle);
             // one arriving here is committed as it is.
             body @ (RaftRequestBody::Propose { .. }
@@ -436,6 +475,77 @@ impl RaftHost {
             | RaftRequestBody::Reconfigure { .. }
             | RaftRequestBody::TransferLeader { .. }
             | RaftRequestBody::MemberOf { .. }) => self.serve(group, body).await,
+        }
+    }
+
+    /// Takes one chunk of a snapshot `group`'s leader sends (see [`super::network`]): chunks of
+    /// one transfer arrive in order, the first starts a new file (dropping any unfinished
+    /// transfer), the last installs the snapshot. A chunk that does not continue the transfer
+    /// under way is refused; the leader starts over.
+    async fn receive_snapshot_chunk(&self, group: GroupId, raft: &GroupRaft, chunk: SnapshotChunk) -> RaftResponse {
+        use tokio::io::AsyncWriteExt;
+        let SnapshotChunk { vote, last_log_id, last_membership, transfer, offset, data, done } = chunk;
+        let current = if offset == 0 {
+            if let Some(old) = lock(&self.incoming).remove(&group) {
+                let _ = std::fs::remove_file(&old.data.path);
+            }
+            match self.store.receive_snapshot(group).await {
+                Ok(data) => Incoming { transfer: transfer.clone(), next: 0, data },
+                Err(e) => return RaftResponse::Unavailable { reason: e.to_string() },
+            }
+        } else {
+            let mut incoming = lock(&self.incoming);
+            match incoming.remove(&group) {
+                Some(i) if i.transfer == transfer && i.next == offset => i,
+                other => {
+                    let (expect_id, expect_offset) =
+                        other.as_ref().map(|i| (i.transfer.clone(), i.next)).unwrap_or_default();
+                    if let Some(i) = other {
+                        incoming.insert(group, i);
+                    }
+                    return RaftResponse::SnapshotMismatch {
+                        expect_id,
+                        expect_offset,
+                        got_id: transfer,
+                        got_offset: offset,
+                    };
+                }
+            }
+        };
+        let mut current = current;
+        let written = async {
+            current.data.file.write_all(&data).await?;
+            if done {
+                current.data.file.flush().await?;
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        if let Err(e) = written.await {
+            let _ = std::fs::remove_file(&current.data.path);
+            return RaftResponse::Unavailable { reason: format!("cannot write a received snapshot: {e}") };
+        }
+        if !done {
+            current.next += data.len() as u64;
+            lock(&self.incoming).insert(group, current);
+            return RaftResponse::Snapshot { vote: (&raft.metrics().borrow_watched().vote).into() };
+        }
+        let meta = match wire::to_snapshot_meta(last_log_id, &last_membership) {
+            Ok(meta) => meta,
+            Err(e) => {
+                let _ = std::fs::remove_file(&current.data.path);
+                return RaftResponse::Unavailable { reason: e.to_string() };
+            }
+        };
+        let path = current.data.path.clone();
+        let snapshot = crate::storage::entry::Snapshot { meta, snapshot: current.data };
+        let installed = raft.install_full_snapshot((&vote).into(), snapshot).await;
+        // Installing moves the file into place; one refused (a stale leader's) is removed.
+        if path.exists() {
+            let _ = std::fs::remove_file(&path);
+        }
+        match installed {
+            Ok(r) => RaftResponse::Snapshot { vote: (&r.vote).into() },
+            Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
         }
     }
 
@@ -480,7 +590,18 @@ impl RaftHost {
     pub async fn wait_for_leader(&self, group: GroupId, deadline: Duration) -> Option<NodeId> {
         let g = self.group(group)?;
         let mut rx = g.raft.metrics();
-        let wait = rx.wait_for(|m| m.current_leader.is_some());
+        let wait = rx.wait_until(|m| m.current_leader.is_some());
         tokio::time::timeout(deadline, wait).await.ok()?.ok()?.current_leader
     }
+}
+
+/// One received snapshot chunk ([`RaftRequestBody::Snapshot`]).
+struct SnapshotChunk {
+    vote: crate::storage::records::VoteRec,
+    last_log_id: Option<crate::storage::records::LogIdRec>,
+    last_membership: crate::storage::records::StoredMembershipRec,
+    transfer: String,
+    offset: u64,
+    data: Vec<u8>,
+    done: bool,
 }

@@ -18,4 +18,7 @@ pub use crate::storage::entry::{
     SnapshotData, TypeConfig,
 };
 pub use error::{ProposeError, RaftHostError};
+
+/// One group's Raft instance (openraft 0.10 names the state machine type in it).
+pub type GroupRaft = openraft::Raft<TypeConfig, crate::storage::StateMachineStore>;
 pub use host::RaftHost;

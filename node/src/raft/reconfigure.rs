@@ -5,13 +5,14 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use openraft::{ChangeMembers, Raft, ServerState};
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::{ChangeMembers, ServerState};
 use tracing::{info, warn};
 
 use super::error::{not_hosted, unavailable};
 use super::host::{FORWARD_TIMEOUT, RaftHost};
 use super::wire::{RaftRequest, RaftRequestBody, RaftResponse};
-use super::{GroupId, NodeInfo, TypeConfig};
+use super::{GroupId, GroupRaft, NodeInfo};
 use crate::NodeId;
 use crate::membership::Membership;
 use crate::placement::Placement;
@@ -59,7 +60,7 @@ impl RaftHost {
         learners: Vec<(NodeId, NodeInfo)>,
     ) -> RaftResponse {
         let Some(g) = self.group(group) else { return unavailable(not_hosted(group)) };
-        let m = g.raft.metrics().borrow().clone();
+        let m = g.raft.metrics().borrow_watched().clone();
         if m.state != ServerState::Leader {
             return RaftResponse::NotLeader { leader: m.current_leader };
         }
@@ -101,7 +102,7 @@ impl RaftHost {
     /// committed membership (applied here) that leaves the node out answers false.
     pub(super) fn member_of(&self, group: GroupId, node: NodeId) -> RaftResponse {
         let Some(g) = self.group(group) else { return unavailable(not_hosted(group)) };
-        let m = g.raft.metrics().borrow().clone();
+        let m = g.raft.metrics().borrow_watched().clone();
         if m.state != ServerState::Leader {
             return RaftResponse::NotLeader { leader: m.current_leader };
         }
@@ -163,7 +164,7 @@ impl RaftHost {
 /// Adds the new nodes as learners (waiting for wanted voters to catch up), replaces the voters,
 /// then removes nodes that are neither wanted voters nor wanted learners.
 async fn change_members(
-    raft: &Raft<TypeConfig>,
+    raft: &GroupRaft,
     group: GroupId,
     voters: Vec<(NodeId, NodeInfo)>,
     learners: Vec<(NodeId, NodeInfo)>,
@@ -192,7 +193,7 @@ async fn change_members(
             .map_err(|_| "membership change timed out".to_string())?
             .map_err(|e| format!("changing voters: {e}"))?;
     }
-    let m = raft.metrics().borrow().clone();
+    let m = raft.metrics().borrow_watched().clone();
     let stale: BTreeSet<NodeId> =
         m.membership_config.membership().learner_ids().filter(|id| !want_learners.contains(id)).collect();
     if !stale.is_empty() {

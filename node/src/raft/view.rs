@@ -7,7 +7,7 @@
 use openraft::ServerState;
 use serde::Serialize;
 
-use super::{GroupId, NodeInfo};
+use super::{GroupId, TypeConfig};
 use crate::NodeId;
 
 /// One replica of a group as its leader sees it.
@@ -72,7 +72,7 @@ pub(super) struct Progress {
 
 /// `committed`: what openraft last reported committed to this node's log store (followers learn
 /// it from the leader; openraft's metrics do not carry it).
-pub(super) fn progress(m: &openraft::RaftMetrics<NodeId, NodeInfo>, me: NodeId, committed: Option<u64>) -> Progress {
+pub(super) fn progress(m: &openraft::RaftMetrics<TypeConfig>, me: NodeId, committed: Option<u64>) -> Progress {
     let last = m.last_log_index.unwrap_or(0);
     let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
     let Some(r) = m.replication.as_ref() else {
@@ -109,7 +109,7 @@ pub(super) fn progress(m: &openraft::RaftMetrics<NodeId, NodeInfo>, me: NodeId, 
 /// A hosted group's view from this node's Raft metrics; `committed` as for [`progress`].
 pub(super) fn hosted(
     id: GroupId,
-    m: &openraft::RaftMetrics<NodeId, NodeInfo>,
+    m: &openraft::RaftMetrics<TypeConfig>,
     me: NodeId,
     committed: Option<u64>,
 ) -> GroupView {
@@ -164,28 +164,26 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
     use std::sync::Arc;
 
-    use openraft::{CommittedLeaderId, LogId, Membership, RaftMetrics, StoredMembership};
+    use openraft::RaftMetrics;
 
     use super::*;
+    use crate::raft::NodeInfo;
+    use crate::storage::entry::{CommittedLeaderId, LogId, Membership, StoredMembership};
 
-    fn log_id(index: u64) -> LogId<NodeId> {
-        LogId::new(CommittedLeaderId::new(1, 1), index)
+    fn log_id(index: u64) -> LogId {
+        LogId { leader_id: CommittedLeaderId { term: 1, node_id: 1 }, index }
     }
 
     /// Metrics of node `me` in a group of `voters` (and `learners`), `last` entries in its log,
     /// `applied` of them applied.
-    fn metrics(
-        me: NodeId,
-        voters: &[NodeId],
-        learners: &[NodeId],
-        last: u64,
-        applied: u64,
-    ) -> RaftMetrics<NodeId, NodeInfo> {
+    fn metrics(me: NodeId, voters: &[NodeId], learners: &[NodeId], last: u64, applied: u64) -> RaftMetrics<TypeConfig> {
         let voter_set: BTreeSet<NodeId> = voters.iter().copied().collect();
         let nodes: BTreeMap<NodeId, NodeInfo> =
             voters.iter().chain(learners).map(|id| (*id, NodeInfo::default())).collect();
-        let membership = Membership::new(vec![voter_set], nodes);
+        let membership = Membership::new(vec![voter_set], nodes).expect("valid membership");
         let mut m = RaftMetrics::new_initial(me);
+        // openraft 0.10 starts a node as a learner; these fixtures are voters.
+        m.state = ServerState::Follower;
         m.current_term = 3;
         m.last_log_index = Some(last);
         m.last_applied = Some(log_id(applied));
@@ -194,12 +192,7 @@ mod tests {
     }
 
     /// As [`metrics`], on the leader, with openraft's replication map (node → matched index).
-    fn leader(
-        me: NodeId,
-        voters: &[NodeId],
-        last: u64,
-        matched: &[(NodeId, Option<u64>)],
-    ) -> RaftMetrics<NodeId, NodeInfo> {
+    fn leader(me: NodeId, voters: &[NodeId], last: u64, matched: &[(NodeId, Option<u64>)]) -> RaftMetrics<TypeConfig> {
         let mut m = metrics(me, voters, &[], last, 0);
         m.state = ServerState::Leader;
         m.current_leader = Some(me);

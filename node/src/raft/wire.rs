@@ -1,16 +1,15 @@
 //! Raft RPCs on the peer transport: rkyv mirrors of openraft's messages, multiplexed by group.
 
-use openraft::error::{InstallSnapshotError, SnapshotMismatch};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, TransferLeaderError, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
 };
-use openraft::{LogId, SnapshotMeta, SnapshotSegmentId, Vote};
 use rkyv::{Archive, Deserialize, Serialize};
 
 use super::{Command, CommandResult, GroupId, NodeInfo, ServiceId, TypeConfig};
 use crate::NodeId;
-use crate::storage::records::{EntryRec, LogIdRec, StoredMembershipRec, VoteRec};
+use crate::storage::entry::{LogId, SnapshotMeta, Vote};
+use crate::storage::records::{EntryRec, LogIdRec, RecordError, StoredMembershipRec, VoteRec};
 
 /// A Raft message for one group.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -35,14 +34,20 @@ pub enum RaftRequestBody {
         /// Leader's commit index.
         leader_commit: Option<LogIdRec>,
     },
-    /// RequestVote.
+    /// RequestVote, or a Pre-Vote (would the receiver grant it? nothing is persisted).
     Vote {
         /// Candidate's vote.
         vote: VoteRec,
         /// Candidate's last log id.
         last_log_id: Option<LogIdRec>,
+        /// The candidate was asked to campaign by a leader handing over (openraft's leader
+        /// transfer): voters grant it despite their leader lease.
+        leadership_transfer: bool,
+        /// Only a Pre-Vote round.
+        pre_vote: bool,
     },
-    /// One chunk of a snapshot.
+    /// One chunk of a snapshot: openraft 0.10 hands the network a whole snapshot, which is sent
+    /// in chunks, a transfer at a time, and installed once the last chunk arrived.
     Snapshot {
         /// Leader's vote.
         vote: VoteRec,
@@ -50,7 +55,7 @@ pub enum RaftRequestBody {
         last_log_id: Option<LogIdRec>,
         /// Membership as of it.
         last_membership: StoredMembershipRec,
-        /// Snapshot id.
+        /// Id of this transfer (chosen by the sender).
         snapshot_id: String,
         /// Byte offset of this chunk.
         offset: u64,
@@ -89,9 +94,17 @@ pub enum RaftRequestBody {
         /// The node that should lead.
         to: NodeId,
     },
-    /// Leader handing over → its chosen successor: start an election now (the leader has gone
-    /// quiet long enough for the other voters to grant it).
-    Campaign,
+    /// openraft's leader transfer, from the leader handing over to every other voter: `to` is
+    /// the next leader (voters drop their leader lease; `to` campaigns once its log holds
+    /// `last_log_id`).
+    LeaderTransferNotice {
+        /// The vote of the leader handing over.
+        from: VoteRec,
+        /// The next leader.
+        to: NodeId,
+        /// The leader's last log entry.
+        last_log_id: Option<LogIdRec>,
+    },
     /// A node whose layout no longer lists it for the group → the group's leader: is `node`
     /// still in the group's membership (or may it be again: a change not yet committed)?
     MemberOf {
@@ -101,8 +114,8 @@ pub enum RaftRequestBody {
 }
 
 impl RaftRequestBody {
-    /// Proposals and reads, which a leader hand-over holds back (they would keep the leader's
-    /// lease alive).
+    /// Proposals and reads, which a leader hand-over holds back (proposals would add entries the
+    /// next leader has to catch up on first; once the transfer started, both are refused).
     pub fn is_client_request(&self) -> bool {
         matches!(self, Self::Propose { .. } | Self::Read { .. })
     }
@@ -128,12 +141,13 @@ pub enum RaftResponse {
         /// Responder's last log id.
         last_log_id: Option<LogIdRec>,
     },
-    /// Snapshot chunk accepted.
+    /// Snapshot chunk accepted (the last one: the snapshot was installed).
     Snapshot {
         /// Responder's vote.
         vote: VoteRec,
     },
-    /// The chunk does not continue what the receiver has; restart at the expected offset.
+    /// The chunk does not continue what the receiver has; restart at the expected offset (the
+    /// sender restarts the transfer).
     SnapshotMismatch {
         /// Expected snapshot id.
         expect_id: String,
@@ -153,14 +167,16 @@ pub enum RaftResponse {
         /// True when voters and learners already match; false while the change is under way.
         done: bool,
     },
-    /// Answer to `TransferLeader` and `Campaign`: whether the wanted node leads already (or, for
-    /// `Campaign`, whether the election was started).
+    /// Answer to `TransferLeader` and `LeaderTransferNotice`: whether the wanted node leads
+    /// already (or, for the notice, that it was taken).
     Transferred {
         /// True when done.
         done: bool,
     },
     /// This node is handing the group's leadership over right now: ask again shortly.
     HandingOver,
+    /// A `LeaderTransferNotice` refused (openraft's `TransferLeaderError`).
+    TransferRefused(TransferRefusal),
     /// Answer to `MemberOf`: false only when the leader's committed membership leaves the node out.
     Member {
         /// Whether the node is (or may still be) a member.
@@ -178,15 +194,85 @@ pub enum RaftResponse {
     },
 }
 
-fn vote(v: &VoteRec) -> Vote<NodeId> {
+/// Why a voter refused a leader transfer notice.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum TransferRefusal {
+    /// The voter's vote is no longer the handing-over leader's.
+    VoteChanged {
+        /// The leader's vote.
+        expected: VoteRec,
+        /// The voter's.
+        actual: VoteRec,
+    },
+    /// The next leader's log did not hold the leader's last entry in time.
+    LogNotFlushed {
+        /// The leader's last entry.
+        expected: Option<LogIdRec>,
+        /// The next leader's last flushed entry.
+        actual: Option<LogIdRec>,
+    },
+}
+
+/// The wire form of openraft's leader transfer request.
+pub fn transfer_notice(req: &TransferLeaderRequest<TypeConfig>) -> RaftRequestBody {
+    RaftRequestBody::LeaderTransferNotice {
+        from: req.from_leader().into(),
+        to: *req.to_node_id(),
+        last_log_id: req.last_log_id().map(LogIdRec::from),
+    }
+}
+
+/// openraft's leader transfer request from its wire form.
+pub fn to_transfer_notice(
+    from: VoteRec,
+    to: NodeId,
+    last_log_id: Option<LogIdRec>,
+) -> TransferLeaderRequest<TypeConfig> {
+    TransferLeaderRequest::new(vote(&from), to, log_id(&last_log_id))
+}
+
+/// The wire form of a voter's answer to a leader transfer notice.
+pub fn transfer_response(r: TransferLeaderResponse<TypeConfig>) -> RaftResponse {
+    match r {
+        Ok(()) => RaftResponse::Transferred { done: true },
+        Err(TransferLeaderError::VoteChanged { expected, actual }) => {
+            RaftResponse::TransferRefused(TransferRefusal::VoteChanged {
+                expected: (&expected).into(),
+                actual: (&actual).into(),
+            })
+        }
+        Err(TransferLeaderError::LogNotFlushed { expected, actual }) => {
+            RaftResponse::TransferRefused(TransferRefusal::LogNotFlushed {
+                expected: log_rec(&expected),
+                actual: log_rec(&actual),
+            })
+        }
+    }
+}
+
+/// openraft's answer to a leader transfer notice from its wire form.
+pub fn from_transfer_response(r: RaftResponse) -> Option<TransferLeaderResponse<TypeConfig>> {
+    match r {
+        RaftResponse::Transferred { done: true } => Some(Ok(())),
+        RaftResponse::TransferRefused(TransferRefusal::VoteChanged { expected, actual }) => {
+            Some(Err(TransferLeaderError::VoteChanged { expected: vote(&expected), actual: vote(&actual) }))
+        }
+        RaftResponse::TransferRefused(TransferRefusal::LogNotFlushed { expected, actual }) => {
+            Some(Err(TransferLeaderError::LogNotFlushed { expected: log_id(&expected), actual: log_id(&actual) }))
+        }
+        _ => None,
+    }
+}
+
+fn vote(v: &VoteRec) -> Vote {
     v.into()
 }
 
-fn log_id(l: &Option<LogIdRec>) -> Option<LogId<NodeId>> {
+fn log_id(l: &Option<LogIdRec>) -> Option<LogId> {
     l.as_ref().map(LogId::from)
 }
 
-fn log_rec(l: &Option<LogId<NodeId>>) -> Option<LogIdRec> {
+fn log_rec(l: &Option<LogId>) -> Option<LogIdRec> {
     l.as_ref().map(LogIdRec::from)
 }
 
@@ -200,70 +286,66 @@ pub fn append_request(rpc: &AppendEntriesRequest<TypeConfig>) -> RaftRequestBody
     }
 }
 
-/// Builds the wire form of a RequestVote request.
-pub fn vote_request(rpc: &VoteRequest<NodeId>) -> RaftRequestBody {
-    RaftRequestBody::Vote { vote: (&rpc.vote).into(), last_log_id: log_rec(&rpc.last_log_id) }
+/// Builds the wire form of a RequestVote (or, `pre_vote`, Pre-Vote) request.
+pub fn vote_request(rpc: &VoteRequest<TypeConfig>, pre_vote: bool) -> RaftRequestBody {
+    RaftRequestBody::Vote {
+        vote: (&rpc.vote).into(),
+        last_log_id: log_rec(&rpc.last_log_id),
+        leadership_transfer: rpc.leadership_transfer,
+        pre_vote,
+    }
 }
 
 /// Builds the wire form of a snapshot chunk.
-pub fn snapshot_request(rpc: &InstallSnapshotRequest<TypeConfig>) -> RaftRequestBody {
-    RaftRequestBody::Snapshot {
-        vote: (&rpc.vote).into(),
-        last_log_id: log_rec(&rpc.meta.last_log_id),
-        last_membership: (&rpc.meta.last_membership).into(),
-        snapshot_id: rpc.meta.snapshot_id.clone(),
-        offset: rpc.offset,
-        data: rpc.data.clone(),
-        done: rpc.done,
-    }
-}
-
-/// Turns a received AppendEntries into openraft's type.
-pub fn to_append(
-    vote_rec: VoteRec,
-    prev: Option<LogIdRec>,
-    entries: Vec<EntryRec>,
-    commit: Option<LogIdRec>,
-) -> AppendEntriesRequest<TypeConfig> {
-    AppendEntriesRequest {
-        vote: vote(&vote_rec),
-        prev_log_id: log_id(&prev),
-        entries: entries.into_iter().map(Into::into).collect(),
-        leader_commit: log_id(&commit),
-    }
-}
-
-/// Turns a received RequestVote into openraft's type.
-pub fn to_vote(vote_rec: VoteRec, last: Option<LogIdRec>) -> VoteRequest<NodeId> {
-    VoteRequest { vote: vote(&vote_rec), last_log_id: log_id(&last) }
-}
-
-/// Turns a received snapshot chunk into openraft's type.
-#[allow(clippy::too_many_arguments)]
-pub fn to_snapshot(
-    vote_rec: VoteRec,
-    last_log_id: Option<LogIdRec>,
-    last_membership: StoredMembershipRec,
-    snapshot_id: String,
+pub fn snapshot_chunk(
+    vote: &Vote,
+    meta: &SnapshotMeta,
+    transfer: &str,
     offset: u64,
     data: Vec<u8>,
     done: bool,
-) -> InstallSnapshotRequest<TypeConfig> {
-    InstallSnapshotRequest {
-        vote: vote(&vote_rec),
-        meta: SnapshotMeta {
-            last_log_id: log_id(&last_log_id),
-            last_membership: (&last_membership).into(),
-            snapshot_id,
-        },
+) -> RaftRequestBody {
+    RaftRequestBody::Snapshot {
+        vote: vote.into(),
+        last_log_id: log_rec(&meta.last_log_id),
+        last_membership: (&meta.last_membership).into(),
+        snapshot_id: transfer.to_string(),
         offset,
         data,
         done,
     }
 }
 
+/// Turns a received AppendEntries into openraft's type (`Err`: an entry does not decode).
+pub fn to_append(
+    vote_rec: VoteRec,
+    prev: Option<LogIdRec>,
+    entries: Vec<EntryRec>,
+    commit: Option<LogIdRec>,
+) -> Result<AppendEntriesRequest<TypeConfig>, RecordError> {
+    Ok(AppendEntriesRequest {
+        vote: vote(&vote_rec),
+        prev_log_id: log_id(&prev),
+        entries: entries.into_iter().map(EntryRec::into_entry).collect::<Result<_, _>>()?,
+        leader_commit: log_id(&commit),
+    })
+}
+
+/// Turns a received RequestVote into openraft's type.
+pub fn to_vote(vote_rec: VoteRec, last: Option<LogIdRec>, leadership_transfer: bool) -> VoteRequest<TypeConfig> {
+    VoteRequest { vote: vote(&vote_rec), last_log_id: log_id(&last), leadership_transfer }
+}
+
+/// The snapshot metadata of a received chunk.
+pub fn to_snapshot_meta(
+    last_log_id: Option<LogIdRec>,
+    last_membership: &StoredMembershipRec,
+) -> Result<SnapshotMeta, RecordError> {
+    Ok(SnapshotMeta { last_log_id: log_id(&last_log_id), last_membership: last_membership.try_into()? })
+}
+
 /// The wire form of an AppendEntries answer.
-pub fn append_response(r: AppendEntriesResponse<NodeId>) -> RaftResponse {
+pub fn append_response(r: AppendEntriesResponse<TypeConfig>) -> RaftResponse {
     match r {
         AppendEntriesResponse::Success => RaftResponse::AppendSuccess,
         AppendEntriesResponse::PartialSuccess(l) => RaftResponse::AppendPartial(log_rec(&l)),
@@ -273,38 +355,12 @@ pub fn append_response(r: AppendEntriesResponse<NodeId>) -> RaftResponse {
 }
 
 /// The wire form of a RequestVote answer.
-pub fn vote_response(r: VoteResponse<NodeId>) -> RaftResponse {
+pub fn vote_response(r: VoteResponse<TypeConfig>) -> RaftResponse {
     RaftResponse::Vote { vote: (&r.vote).into(), granted: r.vote_granted, last_log_id: log_rec(&r.last_log_id) }
 }
 
-/// The wire form of a snapshot answer or error.
-pub fn snapshot_response(
-    r: Result<InstallSnapshotResponse<NodeId>, openraft::error::RaftError<NodeId, InstallSnapshotError>>,
-) -> RaftResponse {
-    match r {
-        Ok(r) => RaftResponse::Snapshot { vote: (&r.vote).into() },
-        Err(openraft::error::RaftError::APIError(InstallSnapshotError::SnapshotMismatch(m))) => {
-            RaftResponse::SnapshotMismatch {
-                expect_id: m.expect.id,
-                expect_offset: m.expect.offset,
-                got_id: m.got.id,
-                got_offset: m.got.offset,
-            }
-        }
-        Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
-    }
-}
-
-/// openraft's mismatch error from its wire form.
-pub fn snapshot_mismatch(expect_id: String, expect_offset: u64, got_id: String, got_offset: u64) -> SnapshotMismatch {
-    SnapshotMismatch {
-        expect: SnapshotSegmentId { id: expect_id, offset: expect_offset },
-        got: SnapshotSegmentId { id: got_id, offset: got_offset },
-    }
-}
-
 /// openraft's AppendEntries answer from its wire form (`None`: not an append answer).
-pub fn from_append_response(r: RaftResponse) -> Option<AppendEntriesResponse<NodeId>> {
+pub fn from_append_response(r: RaftResponse) -> Option<AppendEntriesResponse<TypeConfig>> {
     Some(match r {
         RaftResponse::AppendSuccess => AppendEntriesResponse::Success,
         RaftResponse::AppendPartial(l) => AppendEntriesResponse::PartialSuccess(log_id(&l)),
@@ -315,7 +371,7 @@ pub fn from_append_response(r: RaftResponse) -> Option<AppendEntriesResponse<Nod
 }
 
 /// openraft's RequestVote answer from its wire form.
-pub fn from_vote_response(r: RaftResponse) -> Option<VoteResponse<NodeId>> {
+pub fn from_vote_response(r: RaftResponse) -> Option<VoteResponse<TypeConfig>> {
     match r {
         RaftResponse::Vote { vote: v, granted, last_log_id } => {
             Some(VoteResponse { vote: vote(&v), vote_granted: granted, last_log_id: log_id(&last_log_id) })

@@ -196,7 +196,8 @@ impl Router {
     /// and follows one "not leader, try N" answer.
     async fn ask_leader(&self, group: GroupId, body: RaftRequestBody) -> Result<RaftResponse, ProposeError> {
         // A hand-over running here: wait a little for the new leader, else "no leader" (serving
-        // now would keep the old leader's lease alive and spoil the hand-over).
+        // now would add entries the next leader has to catch up on first, and once the transfer
+        // started the old leader refuses them anyway).
         if body.is_client_request() && !self.host.wait_transfer(group, TRANSFER_HOLD).await {
             return Err(ProposeError::NoLeader { group });
         }

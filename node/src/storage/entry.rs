@@ -107,22 +107,55 @@ pub enum CommandResult {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommandBatch(pub Vec<Command>);
 
+/// openraft logs application data by `Display`: the number of commands, not their bytes.
+impl std::fmt::Display for CommandBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} command(s)", self.0.len())
+    }
+}
+
 /// The answers to a [`CommandBatch`], in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchResult(pub Vec<CommandResult>);
 
-/// Snapshot data: a file. Snapshots are streamed to and from disk, never held whole in memory.
-pub type SnapshotData = tokio::fs::File;
+/// Snapshot data: a snapshot file, open, and where it lies. Snapshots are streamed to and from
+/// disk, never held whole in memory. A snapshot received from a leader is written to an
+/// `incoming-*.part` file of the group's snapshot folder (see `Store::receive_snapshot`) and moved
+/// into place when installed; any other is copied.
+#[derive(Debug)]
+pub struct SnapshotData {
+    /// The open file, positioned anywhere (readers seek to the start).
+    pub file: tokio::fs::File,
+    /// Its path.
+    pub path: std::path::PathBuf,
+}
 
 openraft::declare_raft_types!(
-    /// Shoal's Raft type configuration: every group uses it.
+    /// Shoal's Raft type configuration: every group uses it. The leader id is openraft's default
+    /// (`leader_id_adv`: a log id is `(term, node, index)`), as in openraft 0.9, so stored log ids
+    /// and votes keep their layout.
     pub TypeConfig:
         D = CommandBatch,
         R = BatchResult,
         NodeId = NodeId,
         Node = NodeInfo,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = SnapshotData,
 );
+
+/// A log id of every group.
+pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+/// A vote of every group.
+pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+/// A log entry of every group.
+pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
+/// A stored membership of every group.
+pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
+/// A membership of every group.
+pub type Membership = openraft::Membership<NodeId, NodeInfo>;
+/// The committed leader id in a log id.
+pub type CommittedLeaderId = openraft::type_config::alias::CommittedLeaderIdOf<TypeConfig>;
+/// Snapshot metadata.
+pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+/// A snapshot with its data.
+pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
 
 pub use crate::placement::GroupId;

@@ -202,6 +202,7 @@ impl Store {
         let wal = Arc::new(wal);
         let snapshot_dir = data_dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir)?;
+        state_machine::remove_partial_snapshots(&snapshot_dir)?;
         let committed = writer::Committed::default();
         let overlay = Arc::new(std::sync::Mutex::new(state_machine::Overlay::default()));
         let failing = writer::FailingGroups::default();
@@ -295,6 +296,12 @@ impl Store {
 
     pub(crate) fn wal(&self) -> &wal::Wal {
         &self.wal
+    }
+
+    /// A new file to receive a snapshot of `group` into (the network writes it; installing it
+    /// moves it into place).
+    pub async fn receive_snapshot(&self, group: GroupId) -> Result<entry::SnapshotData, StoreError> {
+        state_machine::incoming_snapshot(self, group).await
     }
 
     /// Records a group's committed index (an encoded log id) without a transaction of its own:

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership, StoredMembership, Vote};
+use openraft::EntryPayload;
 use rkyv::api::high::{HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::de::Pool;
@@ -14,7 +14,7 @@ use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
-use super::entry::{CommandBatch, NodeInfo, TypeConfig};
+use super::entry::{CommandBatch, CommittedLeaderId, Entry, LogId, Membership, NodeInfo, StoredMembership, Vote};
 use crate::NodeId;
 
 /// The record format this build writes.
@@ -67,7 +67,7 @@ where
     }
 }
 
-/// Mirror of [`LogId`].
+/// Mirror of [`LogId`] (openraft's `leader_id_adv`: term, leader node, index).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogIdRec {
     /// Term of the leader that proposed it.
@@ -78,15 +78,15 @@ pub struct LogIdRec {
     pub index: u64,
 }
 
-impl From<&LogId<NodeId>> for LogIdRec {
-    fn from(l: &LogId<NodeId>) -> Self {
+impl From<&LogId> for LogIdRec {
+    fn from(l: &LogId) -> Self {
         Self { term: l.leader_id.term, node: l.leader_id.node_id, index: l.index }
     }
 }
 
-impl From<&LogIdRec> for LogId<NodeId> {
+impl From<&LogIdRec> for LogId {
     fn from(r: &LogIdRec) -> Self {
-        LogId::new(CommittedLeaderId::new(r.term, r.node), r.index)
+        LogId { leader_id: CommittedLeaderId { term: r.term, node_id: r.node }, index: r.index }
     }
 }
 
@@ -101,13 +101,13 @@ pub struct VoteRec {
     pub committed: bool,
 }
 
-impl From<&Vote<NodeId>> for VoteRec {
-    fn from(v: &Vote<NodeId>) -> Self {
+impl From<&Vote> for VoteRec {
+    fn from(v: &Vote) -> Self {
         Self { term: v.leader_id.term, node: v.leader_id.node_id, committed: v.committed }
     }
 }
 
-impl From<&VoteRec> for Vote<NodeId> {
+impl From<&VoteRec> for Vote {
     fn from(r: &VoteRec) -> Self {
         if r.committed { Vote::new_committed(r.term, r.node) } else { Vote::new(r.term, r.node) }
     }
@@ -122,8 +122,8 @@ pub struct MembershipRec {
     pub nodes: Vec<(NodeId, NodeInfo)>,
 }
 
-impl From<&Membership<NodeId, NodeInfo>> for MembershipRec {
-    fn from(m: &Membership<NodeId, NodeInfo>) -> Self {
+impl From<&Membership> for MembershipRec {
+    fn from(m: &Membership) -> Self {
         Self {
             configs: m.get_joint_config().iter().map(|c| c.iter().copied().collect()).collect(),
             nodes: m.nodes().map(|(id, n)| (*id, n.clone())).collect(),
@@ -131,11 +131,15 @@ impl From<&Membership<NodeId, NodeInfo>> for MembershipRec {
     }
 }
 
-impl From<&MembershipRec> for Membership<NodeId, NodeInfo> {
-    fn from(r: &MembershipRec) -> Self {
+/// openraft checks a membership when it is built (every voter has its node, no voter set is
+/// empty); a record failing that is corrupt.
+impl TryFrom<&MembershipRec> for Membership {
+    type Error = RecordError;
+
+    fn try_from(r: &MembershipRec) -> Result<Self, RecordError> {
         let configs: Vec<BTreeSet<NodeId>> = r.configs.iter().map(|c| c.iter().copied().collect()).collect();
         let nodes: BTreeMap<NodeId, NodeInfo> = r.nodes.iter().cloned().collect();
-        Membership::new(configs, nodes)
+        Membership::new(configs, nodes).map_err(|_| RecordError::Corrupt)
     }
 }
 
@@ -148,15 +152,17 @@ pub struct StoredMembershipRec {
     pub membership: MembershipRec,
 }
 
-impl From<&StoredMembership<NodeId, NodeInfo>> for StoredMembershipRec {
-    fn from(m: &StoredMembership<NodeId, NodeInfo>) -> Self {
+impl From<&StoredMembership> for StoredMembershipRec {
+    fn from(m: &StoredMembership) -> Self {
         Self { log_id: m.log_id().as_ref().map(LogIdRec::from), membership: m.membership().into() }
     }
 }
 
-impl From<&StoredMembershipRec> for StoredMembership<NodeId, NodeInfo> {
-    fn from(r: &StoredMembershipRec) -> Self {
-        StoredMembership::new(r.log_id.as_ref().map(LogId::from), (&r.membership).into())
+impl TryFrom<&StoredMembershipRec> for StoredMembership {
+    type Error = RecordError;
+
+    fn try_from(r: &StoredMembershipRec) -> Result<Self, RecordError> {
+        Ok(StoredMembership::new(r.log_id.as_ref().map(LogId::from), (&r.membership).try_into()?))
     }
 }
 
@@ -180,8 +186,8 @@ pub struct EntryRec {
     pub payload: PayloadRec,
 }
 
-impl From<&openraft::Entry<TypeConfig>> for EntryRec {
-    fn from(e: &openraft::Entry<TypeConfig>) -> Self {
+impl From<&Entry> for EntryRec {
+    fn from(e: &Entry) -> Self {
         let payload = match &e.payload {
             EntryPayload::Blank => PayloadRec::Blank,
             EntryPayload::Normal(batch) => PayloadRec::Normal(batch.clone()),
@@ -191,14 +197,16 @@ impl From<&openraft::Entry<TypeConfig>> for EntryRec {
     }
 }
 
-impl From<EntryRec> for openraft::Entry<TypeConfig> {
-    fn from(r: EntryRec) -> Self {
+impl EntryRec {
+    /// openraft's entry (a membership openraft refuses makes the record corrupt).
+    pub fn into_entry(self) -> Result<Entry, RecordError> {
+        let r = self;
         let payload = match r.payload {
             PayloadRec::Blank => EntryPayload::Blank,
             PayloadRec::Normal(batch) => EntryPayload::Normal(batch),
-            PayloadRec::Membership(m) => EntryPayload::Membership((&m).into()),
+            PayloadRec::Membership(m) => EntryPayload::Membership((&m).try_into()?),
         };
-        openraft::Entry { log_id: (&r.log_id).into(), payload }
+        Ok(Entry { log_id: (&r.log_id).into(), payload })
     }
 }
 
@@ -239,13 +247,13 @@ mod tests {
 
     #[test]
     fn entry_round_trips_through_a_record() {
-        let e = openraft::Entry::<TypeConfig> {
-            log_id: LogId::new(CommittedLeaderId::new(3, 2), 17),
+        let e = Entry {
+            log_id: LogId { leader_id: CommittedLeaderId { term: 3, node_id: 2 }, index: 17 },
             payload: EntryPayload::Normal(CommandBatch(vec![Command::Service { service: 3, payload: vec![1, 2] }])),
         };
         let bytes = encode(&EntryRec::from(&e)).expect("encode");
         assert_eq!(bytes[0], FORMAT_VERSION);
-        let back: openraft::Entry<TypeConfig> = decode::<EntryRec>(&bytes).expect("decode").into();
+        let back = decode::<EntryRec>(&bytes).expect("decode").into_entry().expect("valid entry");
         assert_eq!(back.log_id, e.log_id);
         assert!(matches!(back.payload, EntryPayload::Normal(ref b) if b.0.len() == 1));
     }
@@ -261,13 +269,17 @@ mod tests {
 
     #[test]
     fn membership_round_trips() {
-        let m: Membership<NodeId, NodeInfo> = Membership::new(
+        let m = Membership::new(
             vec![[1, 2, 3].into_iter().collect()],
             (1..=4)
                 .map(|i| (i, NodeInfo { peer_addr: format!("h:{i}"), http_addr: String::new() }))
                 .collect::<BTreeMap<_, _>>(),
-        );
-        let back: Membership<NodeId, NodeInfo> = (&MembershipRec::from(&m)).into();
+        )
+        .expect("valid membership");
+        let back = Membership::try_from(&MembershipRec::from(&m)).expect("valid record");
         assert_eq!(back, m);
+        // A voter without its node is refused by openraft: such a record is corrupt.
+        let broken = MembershipRec { configs: vec![vec![1, 5]], nodes: vec![(1, NodeInfo::default())] };
+        assert!(matches!(Membership::try_from(&broken), Err(RecordError::Corrupt)));
     }
 }

@@ -6,28 +6,25 @@
 //! row by row, never held whole in memory.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
-use openraft::{
-    EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError, StorageIOError, StoredMembership,
-};
+use futures::StreamExt;
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use redb::{Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
 use tokio::io::AsyncSeekExt;
 
 use super::entry::{
-    BatchResult, Command, CommandResult, GroupId, MetaCommand, MetaResult, NodeInfo, Refusal, SnapshotData, TypeConfig,
+    BatchResult, Command, CommandResult, Entry, GroupId, LogId, MetaCommand, MetaResult, Refusal, Snapshot,
+    SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
 };
 use super::kv::{self, Dispatch, Handled, Kv, KvRead, ServiceId};
 use super::records::{self, LogIdRec, SnapshotHeader, SnapshotRow, StoredMembershipRec};
 use super::{PLACEMENT, SERVICES, SM_META, Store, StoreError, meta_key};
-use crate::NodeId;
 use crate::placement::{Layout, Placement};
-
-type Entry = openraft::Entry<TypeConfig>;
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"SHOALSN2";
 /// Largest single record accepted in a snapshot file.
@@ -37,8 +34,6 @@ const MAX_SNAPSHOT_RECORD: u32 = 64 * 1024 * 1024;
 pub struct StateMachineStore {
     store: Arc<Store>,
     group: GroupId,
-    /// The file a snapshot is being received into, if any.
-    incoming: Option<PathBuf>,
 }
 
 /// Builds snapshots of one group from a consistent read view.
@@ -47,22 +42,27 @@ pub struct SnapshotBuilder {
     group: GroupId,
 }
 
-fn sm_read_err(e: impl Into<StoreError>) -> StorageError<NodeId> {
-    StorageIOError::read_state_machine(&e.into()).into()
-}
-
-fn sm_write_err(e: impl Into<StoreError>) -> StorageError<NodeId> {
-    StorageIOError::write_state_machine(&e.into()).into()
-}
-
-fn snap_err(e: impl Into<StoreError>) -> StorageError<NodeId> {
-    StorageIOError::write_snapshot(None, &e.into()).into()
+/// Storage errors as openraft takes them (it names what failed itself).
+fn io_err(e: impl Into<StoreError>) -> io::Error {
+    io::Error::other(e.into())
 }
 
 impl StateMachineStore {
     pub(crate) fn new(store: Arc<Store>, group: GroupId) -> Result<Self, StoreError> {
         std::fs::create_dir_all(store.group_snapshot_dir(group))?;
-        Ok(Self { store, group, incoming: None })
+        Ok(Self { store, group })
+    }
+
+    /// Applies committed `entries`; one result per entry. The log writer applies them, in the
+    /// same group commit as the log writes queued with them.
+    pub(crate) async fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<Vec<BatchResult>, StoreError> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        self.store.send(super::writer::WriteOp::Apply { group: self.group, entries, done })?;
+        match rx.await {
+            Ok(Ok(results)) => Ok(results),
+            Ok(Err(e)) => Err(StoreError::Db(e)),
+            Err(_) => Err(StoreError::WriterStopped),
+        }
     }
 }
 
@@ -81,13 +81,14 @@ where
 }
 
 /// The last applied entry and the membership as of it.
-type AppliedState = (Option<LogId<NodeId>>, StoredMembership<NodeId, NodeInfo>);
+type AppliedState = (Option<LogId>, StoredMembership);
 
 fn applied_state(txn: &redb::ReadTransaction, group: GroupId) -> Result<AppliedState, StoreError> {
     let applied = read_sm_meta::<LogIdRec>(txn, group, meta_key::APPLIED)?.map(|r| LogId::from(&r));
-    let membership = read_sm_meta::<StoredMembershipRec>(txn, group, meta_key::MEMBERSHIP)?
-        .map(|r| StoredMembership::from(&r))
-        .unwrap_or_default();
+    let membership = match read_sm_meta::<StoredMembershipRec>(txn, group, meta_key::MEMBERSHIP)? {
+        Some(r) => StoredMembership::try_from(&r)?,
+        None => StoredMembership::default(),
+    };
     Ok((applied, membership))
 }
 
@@ -446,12 +447,54 @@ fn read_record(input: &mut impl Read) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(Some(buf))
 }
 
-fn pointer_of(header: &SnapshotHeader) -> SnapshotMeta<NodeId, NodeInfo> {
-    SnapshotMeta {
+fn pointer_of(header: &SnapshotHeader) -> Result<SnapshotMeta, StoreError> {
+    Ok(SnapshotMeta {
         last_log_id: header.last_log_id.as_ref().map(LogId::from),
-        last_membership: (&header.last_membership).into(),
-        snapshot_id: header.snapshot_id.clone(),
+        last_membership: (&header.last_membership).try_into()?,
+    })
+}
+
+/// A new name for a snapshot of the state up to `last`: openraft 0.10's snapshots carry no id,
+/// the file name is Shoal's own.
+fn new_snapshot_id(last: Option<&LogId>) -> String {
+    format!(
+        "{}-{}-{:016x}",
+        last.map(|l| l.leader_id.term).unwrap_or(0),
+        last.map(|l| l.index).unwrap_or(0),
+        rand::random::<u64>()
+    )
+}
+
+/// Opens a new `incoming-*.part` file in `group`'s snapshot folder to receive a snapshot into.
+pub(crate) async fn incoming_snapshot(store: &Store, group: GroupId) -> Result<SnapshotData, StoreError> {
+    let dir = store.group_snapshot_dir(group);
+    tokio::fs::create_dir_all(&dir).await?;
+    let path = dir.join(format!("incoming-{:016x}.part", rand::random::<u64>()));
+    let file = tokio::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).await?;
+    Ok(SnapshotData { file, path })
+}
+
+/// Removes the `*.part` files a crash left in the groups' snapshot folders (snapshots being
+/// built or received then); nothing is building or receiving while the store opens.
+pub(crate) fn remove_partial_snapshots(snapshot_dir: &Path) -> Result<(), StoreError> {
+    for group in std::fs::read_dir(snapshot_dir)? {
+        let group = group?.path();
+        if !group.is_dir() {
+            continue;
+        }
+        for entry in std::fs::read_dir(&group)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "part") {
+                std::fs::remove_file(&path)?;
+            }
+        }
     }
+    Ok(())
+}
+
+/// Whether `path` is a received snapshot in `dir` (moved into place when installed).
+fn is_incoming(dir: &Path, path: &Path) -> bool {
+    path.parent() == Some(dir) && path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("incoming-"))
 }
 
 fn snapshot_file(dir: &Path, id: &str) -> PathBuf {
@@ -489,12 +532,7 @@ fn set_current_snapshot(
 fn build_blocking(store: &Store, group: GroupId) -> Result<SnapshotHeader, StoreError> {
     let txn = store.db().begin_read()?;
     let (applied, membership) = applied_state(&txn, group)?;
-    let snapshot_id = format!(
-        "{}-{}-{:016x}",
-        applied.map(|l| l.leader_id.term).unwrap_or(0),
-        applied.map(|l| l.index).unwrap_or(0),
-        rand::random::<u64>()
-    );
+    let snapshot_id = new_snapshot_id(applied.as_ref());
     let header = SnapshotHeader {
         last_log_id: applied.as_ref().map(LogIdRec::from),
         last_membership: (&membership).into(),
@@ -530,9 +568,9 @@ fn build_blocking(store: &Store, group: GroupId) -> Result<SnapshotHeader, Store
 fn install_blocking(
     store: &Store,
     group: GroupId,
-    meta: &SnapshotMeta<NodeId, NodeInfo>,
+    meta: &SnapshotMeta,
     file: std::fs::File,
-    incoming: Option<PathBuf>,
+    source: PathBuf,
 ) -> Result<(), StoreError> {
     let mut input = BufReader::new(file);
     let mut magic = [0u8; 8];
@@ -545,7 +583,7 @@ fn install_blocking(
     let header = SnapshotHeader {
         last_log_id: meta.last_log_id.as_ref().map(LogIdRec::from),
         last_membership: (&meta.last_membership).into(),
-        snapshot_id: meta.snapshot_id.clone(),
+        snapshot_id: new_snapshot_id(meta.last_log_id.as_ref()),
     };
     let txn = store.db().begin_write()?;
     {
@@ -572,12 +610,12 @@ fn install_blocking(
         };
         sm.insert((group, meta_key::MEMBERSHIP), records::encode(&header.last_membership)?.as_slice())?;
     }
-    // Keep the received file as the current snapshot.
+    // Keep the received file as the current snapshot (any other source is copied).
     let dir = store.group_snapshot_dir(group);
     let target = snapshot_file(&dir, &header.snapshot_id);
-    match incoming {
-        Some(path) => std::fs::rename(path, &target)?,
-        None => {
+    match is_incoming(&dir, &source) {
+        true => std::fs::rename(&source, &target)?,
+        false => {
             let mut source = input.into_inner();
             std::io::Seek::seek(&mut source, std::io::SeekFrom::Start(0))?;
             let mut out = std::fs::File::create(&target)?;
@@ -595,90 +633,79 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        self.store.flush().await.map_err(snap_err)?;
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        self.store.flush().await.map_err(io_err)?;
         let store = Arc::clone(&self.store);
         let group = self.group;
-        let header = blocking(move || build_blocking(&store, group)).await.map_err(snap_err)?;
+        let header = blocking(move || build_blocking(&store, group)).await.map_err(io_err)?;
         let path = snapshot_file(&self.store.group_snapshot_dir(self.group), &header.snapshot_id);
-        let file = tokio::fs::File::open(path).await.map_err(snap_err)?;
-        Ok(Snapshot { meta: pointer_of(&header), snapshot: Box::new(file) })
+        let file = tokio::fs::File::open(&path).await?;
+        Ok(Snapshot { meta: pointer_of(&header).map_err(io_err)?, snapshot: SnapshotData { file, path } })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, NodeInfo>), StorageError<NodeId>> {
-        self.store.flush().await.map_err(sm_read_err)?;
-        let txn = self.store.db().begin_read().map_err(sm_read_err)?;
-        applied_state(&txn, self.group).map_err(sm_read_err)
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        self.store.flush().await.map_err(io_err)?;
+        let txn = self.store.db().begin_read().map_err(io_err)?;
+        applied_state(&txn, self.group).map_err(io_err)
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchResult>, StorageError<NodeId>>
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
     where
-        I: IntoIterator<Item = Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
+        Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        // Applied by the log writer, in the same group commit as the log writes queued with it.
-        let (done, rx) = tokio::sync::oneshot::channel();
-        let op = super::writer::WriteOp::Apply { group: self.group, entries: entries.into_iter().collect(), done };
-        self.store.send(op).map_err(sm_write_err)?;
-        match rx.await {
-            Ok(Ok(results)) => Ok(results),
-            Ok(Err(e)) => Err(sm_write_err(StoreError::Db(e))),
-            Err(_) => Err(sm_write_err(StoreError::WriterStopped)),
+        let mut batch = Vec::new();
+        let mut responders = Vec::new();
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            batch.push(entry);
+            responders.push(responder);
         }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let results = self.apply_entries(batch).await.map_err(io_err)?;
+        for (responder, result) in responders.into_iter().zip(results) {
+            if let Some(r) = responder {
+                r.send(result);
+            }
+        }
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder { store: Arc::clone(&self.store), group: self.group }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError<NodeId>> {
-        let path =
-            self.store.group_snapshot_dir(self.group).join(format!("incoming-{:016x}.part", rand::random::<u64>()));
-        let file = tokio::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .await
-            .map_err(snap_err)?;
-        self.incoming = Some(path);
-        Ok(Box::new(file))
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta<NodeId, NodeInfo>,
-        mut snapshot: Box<SnapshotData>,
-    ) -> Result<(), StorageError<NodeId>> {
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
         // Rows applied before the snapshot must not be written over the installed state later.
-        self.store.flush().await.map_err(snap_err)?;
-        snapshot.sync_all().await.map_err(snap_err)?;
-        snapshot.seek(std::io::SeekFrom::Start(0)).await.map_err(snap_err)?;
-        let file = snapshot.into_std().await;
+        self.store.flush().await.map_err(io_err)?;
+        let SnapshotData { mut file, path } = snapshot;
+        file.sync_all().await?;
+        file.seek(std::io::SeekFrom::Start(0)).await?;
+        let file = file.into_std().await;
         let store = Arc::clone(&self.store);
         let group = self.group;
         let meta = meta.clone();
-        let incoming = self.incoming.take();
-        blocking(move || install_blocking(&store, group, &meta, file, incoming)).await.map_err(snap_err)
+        blocking(move || install_blocking(&store, group, &meta, file, path)).await.map_err(io_err)
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let header = {
-            let txn = self.store.db().begin_read().map_err(sm_read_err)?;
-            read_sm_meta::<SnapshotHeader>(&txn, self.group, meta_key::SNAPSHOT).map_err(sm_read_err)?
+            let txn = self.store.db().begin_read().map_err(io_err)?;
+            read_sm_meta::<SnapshotHeader>(&txn, self.group, meta_key::SNAPSHOT).map_err(io_err)?
         };
         let Some(header) = header else {
             return Ok(None);
         };
         let path = snapshot_file(&self.store.group_snapshot_dir(self.group), &header.snapshot_id);
-        let file = tokio::fs::File::open(path).await.map_err(snap_err)?;
-        Ok(Some(Snapshot { meta: pointer_of(&header), snapshot: Box::new(file) }))
+        let file = tokio::fs::File::open(&path).await?;
+        Ok(Some(Snapshot { meta: pointer_of(&header).map_err(io_err)?, snapshot: SnapshotData { file, path } }))
     }
 }

@@ -1,17 +1,20 @@
 //! openraft's storage test suite against the real redb store, plus durability checks.
 
-use openraft::storage::{RaftLogStorage, RaftStateMachine};
-use openraft::testing::{StoreBuilder, Suite};
-use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftLogReader, StorageError};
+use openraft::storage::{IOFlushed, RaftLogStorage, RaftStateMachine};
+use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::type_config::TypeConfigExt;
+use openraft::{EntryPayload, RaftLogReader, StorageError};
 
-use super::entry::{BatchResult, Command, CommandBatch, CommandResult, MetaCommand, MetaResult, Refusal, TypeConfig};
+use super::entry::{
+    BatchResult, Command, CommandBatch, CommandResult, CommittedLeaderId, Entry, LogId, MetaCommand, MetaResult,
+    Refusal, TypeConfig, Vote,
+};
 use super::*;
-use crate::NodeId;
 
 struct Builder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for Builder {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(dir.path());
         // A group id other than 0, so keys of other groups cannot mask mistakes.
@@ -19,16 +22,26 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
     }
 }
 
-#[test]
-fn openraft_storage_suite() {
-    Suite::test_all(Builder).expect("openraft storage suite");
+/// openraft's own suite (`openraft::testing::log::Suite`): log and state-machine semantics,
+/// initial state and re-apply after restart, snapshots built and installed across stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_storage_suite() {
+    Suite::test_all(Builder).await.expect("openraft storage suite");
 }
 
-fn entry(index: u64, commands: Vec<Command>) -> openraft::Entry<TypeConfig> {
-    openraft::Entry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(CommandBatch(commands)),
-    }
+fn log_id(index: u64) -> LogId {
+    LogId { leader_id: CommittedLeaderId { term: 1, node_id: 1 }, index }
+}
+
+fn entry(index: u64, commands: Vec<Command>) -> Entry {
+    Entry { log_id: log_id(index), payload: EntryPayload::Normal(CommandBatch(commands)) }
+}
+
+/// Appends `entries` to `log` and waits until they are durable.
+async fn append(log: &mut LogStore, entries: Vec<Entry>) {
+    let (tx, rx) = TypeConfig::oneshot();
+    log.append(entries, IOFlushed::signal(tx)).await.expect("append");
+    rx.await.expect("callback").expect("durable");
 }
 
 /// A service for storage tests, speaking plain bytes: `a` + 8-byte amount + key adds to the
@@ -135,14 +148,14 @@ async fn groups_and_services_are_isolated_and_state_survives_reopen() {
         let store = open(dir.path());
         let mut a = store.state_machine(1).expect("sm");
         let mut b = store.state_machine(2).expect("sm");
-        let r = a.apply(vec![entry(1, vec![add("x", 2), add("x", 3)])]).await.expect("apply");
+        let r = a.apply_entries(vec![entry(1, vec![add("x", 2), add("x", 3)])]).await.expect("apply");
         assert_eq!(r, vec![BatchResult(vec![done(2), done(5)])]);
-        let r = b.apply(vec![entry(1, vec![add("x", 1000), add_to(OTHER, "x", 1)])]).await.expect("apply");
+        let r = b.apply_entries(vec![entry(1, vec![add("x", 1000), add_to(OTHER, "x", 1)])]).await.expect("apply");
         assert_eq!(r, vec![BatchResult(vec![done(1000), done(1)])]);
         // Both groups have Raft state, as every group with rows has (its vote comes first);
         // closing the store makes a last checkpoint.
-        store.log_store(1).save_vote(&openraft::Vote::new(1, 1)).await.expect("vote");
-        store.log_store(2).save_vote(&openraft::Vote::new(1, 1)).await.expect("vote");
+        store.log_store(1).save_vote(&Vote::new(1, 1)).await.expect("vote");
+        store.log_store(2).save_vote(&Vote::new(1, 1)).await.expect("vote");
     }
     let store = open(dir.path());
     assert_eq!(get(&store, 1, ADDER, "x"), Some(5));
@@ -161,7 +174,7 @@ async fn unknown_services_and_bad_payloads_are_refused_deterministically() {
     let mut sm = store.state_machine(1).expect("sm");
     let unknown = Command::Service { service: 99, payload: b"a".to_vec() };
     let bad = Command::Service { service: ADDER, payload: b"?".to_vec() };
-    let r = sm.apply(vec![entry(1, vec![unknown, bad, add("x", 1)])]).await.expect("apply");
+    let r = sm.apply_entries(vec![entry(1, vec![unknown, bad, add("x", 1)])]).await.expect("apply");
     assert_eq!(
         r[0].0,
         vec![
@@ -184,7 +197,7 @@ async fn meta_commands_record_placement_once_and_refuse_stale_layouts() {
     };
     let member = crate::placement::MemberRec { id: 4, peer_addr: "p".into(), http_addr: "h".into(), dead: false };
     let r = sm
-        .apply(vec![entry(
+        .apply_entries(vec![entry(
             1,
             vec![
                 Command::Meta(MetaCommand::MemberUpsert { member: member.clone() }),
@@ -219,26 +232,28 @@ async fn applied_rows_are_readable_at_once_deletable_scannable_and_in_snapshots(
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     let mut sm = store.state_machine(3).expect("sm");
-    sm.apply(vec![entry(1, vec![add("a/1", 1), add("a/2", 2), add("a/3", 3), add("b/1", 4)])]).await.expect("apply");
+    sm.apply_entries(vec![entry(1, vec![add("a/1", 1), add("a/2", 2), add("a/3", 3), add("b/1", 4)])])
+        .await
+        .expect("apply");
     // Applied rows live in the writer's overlay until the next transaction; reads see them.
     assert_eq!(get(&store, 3, ADDER, "a/2"), Some(2));
     assert_eq!(scan(&store, 3, "a/"), "a/1,a/2,a/3,");
     // Written to the database, then deleted in the overlay: the deletion hides the row.
     store.flush().await.expect("flush");
-    sm.apply(vec![entry(2, vec![del("a/2"), add("a/0", 9)])]).await.expect("apply");
+    sm.apply_entries(vec![entry(2, vec![del("a/2"), add("a/0", 9)])]).await.expect("apply");
     assert_eq!(get(&store, 3, ADDER, "a/2"), None);
     assert_eq!(scan(&store, 3, "a/"), "a/0,a/1,a/3,");
     store.flush().await.expect("flush");
     assert_eq!(get(&store, 3, ADDER, "a/2"), None, "the deletion reached the database");
     assert_eq!(scan(&store, 3, "a/"), "a/0,a/1,a/3,");
     // A snapshot built at once holds them: building flushes the overlay first.
-    sm.apply(vec![entry(3, vec![add("a/1", 10)])]).await.expect("apply");
+    sm.apply_entries(vec![entry(3, vec![add("a/1", 10)])]).await.expect("apply");
     let snap = sm.get_snapshot_builder().await.build_snapshot().await.expect("snapshot");
     assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(3));
     let other = tempfile::tempdir().expect("tempdir");
     let fresh = open(other.path());
     let mut target = fresh.state_machine(3).expect("sm");
-    target.apply(vec![entry(1, vec![add("stale", 1)])]).await.expect("apply");
+    target.apply_entries(vec![entry(1, vec![add("stale", 1)])]).await.expect("apply");
     target.install_snapshot(&snap.meta, snap.snapshot).await.expect("install");
     assert_eq!(scan(&fresh, 3, ""), "a/0,a/1,a/3,b/1,", "the snapshot replaced every row");
     assert_eq!(get(&fresh, 3, ADDER, "a/1"), Some(11));
@@ -293,26 +308,18 @@ async fn a_dropped_group_leaves_nothing_and_other_groups_untouched() {
     let inc = || add("x", 1);
     for group in [4, 5] {
         let mut log = store.log_store(group);
-        log.save_vote(&openraft::Vote::new(1, 1)).await.expect("vote");
-        // Log entries written straight to the WAL (openraft's flush callback cannot be made
-        // outside openraft).
-        let entries = [1, 2]
-            .map(|index| {
-                let rec = records::EntryRec::from(&entry(index, vec![inc()]));
-                bytes::Bytes::from(records::encode(&rec).expect("encode"))
-            })
-            .to_vec();
-        store.wal().write([super::wal::Op::Append { group, first_index: 1, entries }]).expect("append");
+        log.save_vote(&Vote::new(1, 1)).await.expect("vote");
+        append(&mut log, vec![entry(1, vec![inc()]), entry(2, vec![inc()])]).await;
         let mut sm = store.state_machine(group).expect("sm");
-        sm.apply(vec![entry(1, vec![inc()]), entry(2, vec![inc()])]).await.expect("apply");
+        sm.apply_entries(vec![entry(1, vec![inc()]), entry(2, vec![inc()])]).await.expect("apply");
         sm.get_snapshot_builder().await.build_snapshot().await.expect("snapshot");
         // One more row only in the overlay: dropping must not write it back.
-        sm.apply(vec![entry(3, vec![inc()])]).await.expect("apply");
+        sm.apply_entries(vec![entry(3, vec![inc()])]).await.expect("apply");
     }
     assert!(store.group_snapshot_dir(4).exists());
     store.drop_group(4).await.expect("drop");
     assert!(!store.group_snapshot_dir(4).exists(), "snapshots deleted");
-    store.log_store(5).save_vote(&openraft::Vote::new(2, 1)).await.expect("a later commit");
+    store.log_store(5).save_vote(&Vote::new(2, 1)).await.expect("a later commit");
     assert_eq!(get(&store, 4, ADDER, "x"), None);
     assert_eq!(get(&store, 5, ADDER, "x"), Some(3));
     assert!(!store.stored_groups().expect("groups").contains(&4));
@@ -324,4 +331,64 @@ async fn a_dropped_group_leaves_nothing_and_other_groups_untouched() {
     assert_eq!(applied, None);
     let mut kept = store.log_store(5);
     assert_eq!(kept.try_get_log_entries(0..10).await.expect("read").len(), 2);
+}
+
+#[tokio::test]
+async fn appended_entries_are_readable_before_they_are_durable_and_truncation_drops_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let mut log = store.log_store(9);
+    append(&mut log, vec![entry(1, vec![add("x", 1)]), entry(2, vec![add("x", 1)])]).await;
+    // openraft 0.10 replicates an entry as soon as `append` returns: it must be readable then,
+    // whether or not the writer has committed it.
+    let (tx, rx) = TypeConfig::oneshot();
+    log.append(vec![entry(3, vec![add("x", 1)]), entry(4, vec![add("x", 1)])], IOFlushed::signal(tx))
+        .await
+        .expect("append");
+    let mut reader = log.get_log_reader().await;
+    let indexes = |es: Vec<Entry>| es.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
+    assert_eq!(indexes(reader.try_get_log_entries(1..5).await.expect("read")), vec![1, 2, 3, 4]);
+    assert_eq!(log.get_log_state().await.expect("state").last_log_id.map(|l| l.index), Some(4));
+    rx.await.expect("callback").expect("durable");
+    // Truncation drops what follows, durable or not; a new entry 3 replaces the old one.
+    log.truncate_after(Some(log_id(2))).await.expect("truncate");
+    let newer =
+        Entry { log_id: LogId { leader_id: CommittedLeaderId { term: 2, node_id: 1 }, index: 3 }, ..entry(3, vec![]) };
+    let (tx, rx) = TypeConfig::oneshot();
+    log.append(vec![newer.clone()], IOFlushed::signal(tx)).await.expect("append");
+    let read = reader.try_get_log_entries(1..).await.expect("read");
+    assert_eq!(indexes(read.clone()), vec![1, 2, 3]);
+    assert_eq!(read[2].log_id, newer.log_id);
+    rx.await.expect("callback").expect("durable");
+    drop((log, reader));
+    drop(store);
+    let store = open(dir.path());
+    let read = store.log_store(9).try_get_log_entries(..).await.expect("read");
+    assert_eq!(indexes(read.clone()), vec![1, 2, 3]);
+    assert_eq!(read[2].log_id, newer.log_id);
+}
+
+#[tokio::test]
+async fn partial_snapshot_files_left_by_a_crash_are_removed_when_the_store_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let received = store.receive_snapshot(3).await.expect("incoming file");
+    let mut sm = store.state_machine(3).expect("sm");
+    sm.apply_entries(vec![entry(1, vec![add("x", 1)])]).await.expect("apply");
+    let built = sm.get_current_snapshot().await.expect("read");
+    assert!(built.is_none());
+    let kept = {
+        use openraft::RaftSnapshotBuilder;
+        sm.get_snapshot_builder().await.build_snapshot().await.expect("snapshot").snapshot.path
+    };
+    let half_built = store.group_snapshot_dir(3).join("1-1-0000000000000000.part");
+    std::fs::write(&half_built, b"half").expect("write");
+    assert!(received.path.exists());
+    drop((received, sm));
+    drop(store);
+    let store = open(dir.path());
+    assert!(!half_built.exists(), "a snapshot being built is gone");
+    let left: Vec<_> =
+        std::fs::read_dir(store.group_snapshot_dir(3)).expect("dir").map(|e| e.expect("entry").path()).collect();
+    assert_eq!(left, vec![kept], "only the current snapshot is left");
 }

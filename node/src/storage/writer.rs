@@ -13,12 +13,12 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use openraft::storage::LogFlushed;
+use openraft::storage::IOFlushed;
 use redb::{Database, Durability, ReadableDatabase, WriteTransaction};
 use tokio::sync::oneshot;
 use tracing::error;
 
-use super::entry::{BatchResult, GroupId, TypeConfig};
+use super::entry::{BatchResult, Entry, GroupId, TypeConfig};
 use super::kv::Dispatch;
 use super::metrics::StorageMetrics;
 use super::state_machine::{Overlay, SmView};
@@ -52,7 +52,7 @@ pub(crate) type Committed = Arc<Mutex<std::collections::HashMap<GroupId, NotedCo
 /// Who waits for a WAL sync.
 pub(crate) enum Synced {
     /// openraft's callback for an append of `entries` entries.
-    Log { callback: LogFlushed<TypeConfig>, entries: usize },
+    Log { callback: IOFlushed<TypeConfig>, entries: usize },
     /// A caller waiting for a vote or a truncation to be durable.
     Wait(oneshot::Sender<Result<(), String>>),
 }
@@ -67,11 +67,7 @@ pub(crate) enum WriteOp {
     Purge { group: GroupId, upto: u64, purged: Vec<u8>, done: oneshot::Sender<Result<(), String>> },
     /// Apply committed entries to the group's state machine (in the overlay); `done` gets one
     /// result per entry at once.
-    Apply {
-        group: GroupId,
-        entries: Vec<openraft::Entry<TypeConfig>>,
-        done: oneshot::Sender<Result<Vec<BatchResult>, String>>,
-    },
+    Apply { group: GroupId, entries: Vec<Entry>, done: oneshot::Sender<Result<Vec<BatchResult>, String>> },
     /// Write every dirty state-machine row to the database (before a snapshot is built or
     /// installed, which work on the database directly).
     Flush { done: oneshot::Sender<Result<(), String>> },
@@ -97,7 +93,7 @@ impl WriteOp {
     fn complete(self, result: Result<(), String>) {
         match self {
             WriteOp::Sync { done: Synced::Log { callback, .. }, .. } => {
-                callback.log_io_completed(result.map_err(std::io::Error::other))
+                callback.io_completed(result.map_err(std::io::Error::other))
             }
             WriteOp::Sync { done: Synced::Wait(done), .. }
             | WriteOp::Purge { done, .. }

@@ -125,7 +125,7 @@ impl Request {
                     B::Propose { .. } => "raft_propose",
                     B::Read { .. } => "raft_read",
                     B::Reconfigure { .. } => "raft_reconfigure",
-                    B::TransferLeader { .. } | B::Campaign => "raft_transfer_leader",
+                    B::TransferLeader { .. } | B::LeaderTransferNotice { .. } => "raft_transfer_leader",
                     B::MemberOf { .. } => "raft_member_of",
                 }
             }
