@@ -409,6 +409,26 @@ impl Cluster {
         Some(sample(&text, series).unwrap_or(0.0))
     }
 
+    /// Every Raft group's applied index on node `id`, from `/metrics` (see [`applied_indexes`]).
+    pub async fn applied(&self, id: u64) -> Option<BTreeMap<String, u64>> {
+        let applied = applied_indexes(&self.metrics(id).await?);
+        (!applied.is_empty()).then_some(applied)
+    }
+
+    /// Waits until every node in `ids` is ready and has applied the same index in every Raft
+    /// group (replication has caught up everywhere).
+    pub async fn wait_converged(&self, ids: &[u64], deadline: Duration) -> Result<BTreeMap<String, u64>> {
+        self.wait_ready(ids, deadline).await?;
+        wait_for("every node to apply the same index in every group", deadline, || async {
+            let mut views = Vec::new();
+            for id in ids {
+                views.push(self.applied(*id).await?);
+            }
+            views.windows(2).all(|w| w[0] == w[1]).then(|| views.swap_remove(0))
+        })
+        .await
+    }
+
     /// The contents of a node's log.
     pub fn log(&self, id: u64) -> String {
         std::fs::read_to_string(&self.node(id).log).unwrap_or_default()
@@ -464,6 +484,17 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// Every `shoal_raft_applied_index{group="…"}` sample in a text exposition, by group.
+pub fn applied_indexes(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("shoal_raft_applied_index{group=\""))
+        .filter_map(|rest| {
+            let (group, value) = rest.split_once("\"} ")?;
+            Some((group.to_string(), value.trim().parse::<f64>().ok()? as u64))
+        })
+        .collect()
 }
 
 impl Drop for Cluster {

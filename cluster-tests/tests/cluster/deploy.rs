@@ -10,7 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use cluster_tests::harness::{Cluster, ClusterSpec, FORM, free_port, plain_client, tool, wait_for, wait_for_result};
+use cluster_tests::harness::{
+    Cluster, ClusterSpec, FORM, applied_indexes, free_port, plain_client, tool, wait_for, wait_for_result,
+};
 use serde_json::{Value, json};
 
 use crate::{bin, repo};
@@ -267,16 +269,9 @@ impl Published {
     }
 
     /// Every group's applied index on node `id` (from /metrics, which no rate limit covers).
-    async fn applied(&self, id: u64) -> Option<BTreeMap<String, f64>> {
+    async fn applied(&self, id: u64) -> Option<BTreeMap<String, u64>> {
         let text = self.http.get(self.url(id, "/metrics")).send().await.ok()?.text().await.ok()?;
-        let applied: BTreeMap<String, f64> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("shoal_raft_applied_index{group=\""))
-            .filter_map(|rest| {
-                let (group, value) = rest.split_once("\"} ")?;
-                Some((group.to_string(), value.parse().ok()?))
-            })
-            .collect();
+        let applied = applied_indexes(&text);
         (!applied.is_empty()).then_some(applied)
     }
 

@@ -9,6 +9,7 @@ use cluster_tests::harness::{Cluster, ClusterSpec};
 
 mod cli;
 mod counters;
+mod crash;
 mod deploy;
 mod k8s;
 mod observe;
