@@ -257,7 +257,8 @@ pub struct RaftSection {
     pub partitions: u64,
     /// Voters per partition group (R), capped by the number of founders.
     pub replication_factor: usize,
-    /// Leader heartbeat period.
+    /// Heartbeat period: each period, every group this node leads sends its followers a
+    /// heartbeat, all groups at once.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
     /// Shortest election timeout.
@@ -284,8 +285,8 @@ impl Default for RaftSection {
             partitions: 16,
             replication_factor: 3,
             heartbeat_interval: Duration::from_millis(100),
-            election_timeout_min: Duration::from_millis(500),
-            election_timeout_max: Duration::from_millis(1000),
+            election_timeout_min: Duration::from_millis(400),
+            election_timeout_max: Duration::from_millis(800),
             snapshot_after_entries: 10_000,
             keep_logs_after_snapshot: 1_000,
             max_batch: 1024,

@@ -67,7 +67,7 @@ fn validation_names_the_bad_field() {
     assert_eq!(bad_field("node.id=3"), "cluster.join");
     assert_eq!(bad_field("supervisor.restart_backoff_max=\"1ms\""), "supervisor.restart_backoff_max");
     assert_eq!(bad_field("raft.partitions=0"), "raft.partitions");
-    assert_eq!(bad_field("raft.election_timeout_max=\"500ms\""), "raft.election_timeout_max");
+    assert_eq!(bad_field("raft.election_timeout_max=\"400ms\""), "raft.election_timeout_max");
     assert_eq!(bad_field("raft.election_timeout_min=\"150ms\""), "raft.election_timeout_min");
 }
 

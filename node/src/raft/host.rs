@@ -49,6 +49,8 @@ pub const TRANSFER_HOLD: Duration = Duration::from_millis(500);
 pub(super) struct Group {
     pub(super) raft: GroupRaft,
     pub(super) actor: ActorRef<GroupMsg>,
+    /// When this replica last accepted an AppendEntries from its leader (see [`super::tick`]).
+    pub(super) heard: super::tick::Heard,
 }
 
 /// A snapshot being received from a group's leader, chunk by chunk (see
@@ -96,6 +98,8 @@ pub struct RaftHost {
     /// Snapshots being received, per group.
     incoming: Mutex<HashMap<GroupId, Incoming>>,
     pub(super) me: Weak<RaftHost>,
+    /// What [`Group::heard`] counts from.
+    pub(super) epoch: std::time::Instant,
     tasks: Mutex<Vec<AbortOnDrop<()>>>,
     /// The Raft actor: every group actor is linked under it.
     supervisor: ActorCell,
@@ -111,7 +115,13 @@ fn raft_config(cfg: &Config) -> Result<Arc<openraft::Config>, RaftHostError> {
     let r = &cfg.raft;
     let c = openraft::Config {
         cluster_name: "shoal".into(),
-        heartbeat_interval: r.heartbeat_interval.as_millis() as u64,
+        // Heartbeats are the node tick's job (see `super::tick`), so a group's own tick only
+        // checks its election timer, and runs only while that can fire. openraft ticks every
+        // `heartbeat_interval * 13 / 64`; this interval makes that a seventh of the shortest
+        // election timeout (71 ms at the default 500 ms) instead of a fifth of the heartbeat
+        // interval (20 ms). It also bounds a replication call's wait.
+        heartbeat_interval: openraft_heartbeat_ms(r.election_timeout_min),
+        enable_heartbeat: false,
         election_timeout_min: r.election_timeout_min.as_millis() as u64,
         election_timeout_max: r.election_timeout_max.as_millis() as u64,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_after_entries),
@@ -124,6 +134,13 @@ fn raft_config(cfg: &Config) -> Result<Arc<openraft::Config>, RaftHostError> {
         ..Default::default()
     };
     Ok(Arc::new(c.validate().map_err(|e| RaftHostError::Config(e.to_string()))?))
+}
+
+/// openraft's own `heartbeat_interval` for a shortest election timeout of `election_min`: its
+/// tick (`* 13 / 64` of it) is a seventh of `election_min`, which keeps openraft's rule that a
+/// heartbeat interval plus a tick stays below the election timeout.
+fn openraft_heartbeat_ms(election_min: Duration) -> u64 {
+    (election_min.as_millis() as u64 * 64 / (13 * 7)).max(1)
 }
 
 /// The placement the founders bootstrap with, from `cluster.initial_members`.
@@ -177,6 +194,7 @@ impl RaftHost {
             transfers: Mutex::new(HashMap::new()),
             incoming: Mutex::new(HashMap::new()),
             me: me.clone(),
+            epoch: std::time::Instant::now(),
             tasks: Mutex::new(Vec::new()),
             supervisor,
         });
@@ -230,6 +248,8 @@ impl RaftHost {
             });
             lock(&host.tasks).push(task);
         }
+        let tick = AbortOnDrop::spawn(super::tick::run(Arc::downgrade(&host), super::tick::Timing::new(&cfg.raft)));
+        lock(&host.tasks).push(tick);
         info!(groups = host.read_groups().len(), partitions = cfg.raft.partitions, "raft groups started");
         Ok(host)
     }
@@ -278,7 +298,7 @@ impl RaftHost {
                 return Err(err(&e));
             }
         };
-        let opened = Arc::new(Group { raft, actor });
+        let opened = Arc::new(Group { raft, actor, heard: super::tick::Heard::default() });
         let duplicate = {
             let mut groups = crate::util::write(&self.groups);
             match groups.entry(group) {
@@ -445,7 +465,14 @@ impl RaftHost {
                     Err(e) => return RaftResponse::Unavailable { reason: e.to_string() },
                 };
                 match g.raft.append_entries(rpc).await {
-                    Ok(r) => wire::append_response(r),
+                    Ok(r) => {
+                        // The sender is this replica's leader unless it was refused for a newer
+                        // vote seen here.
+                        if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
+                            g.heard.note(self.epoch);
+                        }
+                        wire::append_response(r)
+                    }
                     Err(e) => RaftResponse::Unavailable { reason: e.to_string() },
                 }
             }
@@ -587,6 +614,24 @@ impl RaftHost {
     }
 
     /// Waits until `group` has a leader, up to `deadline`.
+    /// Resolves once this node's replica of `group` learns of a leader other than `old`,
+    /// elected in a later term than the replica knew when this was called (so `old` leads no
+    /// more; a replica that merely lags behind `old`'s election does not count); never when the
+    /// group is not hosted here.
+    pub async fn leader_other_than(&self, group: GroupId, old: NodeId) -> NodeId {
+        if let Some(g) = self.group(group) {
+            let mut rx = g.raft.metrics();
+            let term = rx.borrow_watched().current_term;
+            let wait = rx.wait_until(|m| m.current_term > term && m.current_leader.is_some_and(|l| l != old));
+            if let Ok(m) = wait.await
+                && let Some(l) = m.current_leader
+            {
+                return l;
+            }
+        }
+        std::future::pending().await
+    }
+
     pub async fn wait_for_leader(&self, group: GroupId, deadline: Duration) -> Option<NodeId> {
         let g = self.group(group)?;
         let mut rx = g.raft.metrics();

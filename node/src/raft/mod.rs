@@ -10,6 +10,7 @@ pub mod host;
 pub mod metrics;
 pub mod network;
 mod reconfigure;
+mod tick;
 pub mod view;
 pub mod wire;
 

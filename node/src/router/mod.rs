@@ -238,10 +238,20 @@ impl Router {
         leader: NodeId,
         body: RaftRequestBody,
     ) -> Result<RaftResponse, ProposeError> {
-        let result = self.transport.call_with_timeout(leader, RaftRequest { group, body }, FORWARD_TIMEOUT).await;
-        result.map_err(|e| {
+        let call = self.transport.call_with_timeout(leader, RaftRequest { group, body }, FORWARD_TIMEOUT);
+        // A leader that died leaves the call waiting out its deadline, while this node's replica
+        // may learn of its successor sooner: then the caller hears at once (the outcome is
+        // unknown all the same: the old leader may have replicated the command) and can retry
+        // with the new leader instead of waiting for the deadline.
+        let result = tokio::select! {
+            result = call => result.map_err(|e| e.to_string()),
+            next = self.host.leader_other_than(group, leader) => {
+                Err(format!("node {leader} no longer leads group {group}: node {next} was elected"))
+            }
+        };
+        result.map_err(|reason| {
             self.note_leader(group, None);
-            ProposeError::Unavailable { group, reason: e.to_string() }
+            ProposeError::Unavailable { group, reason }
         })
     }
 
