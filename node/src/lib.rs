@@ -3,6 +3,12 @@
 //! The crate is organised one folder per subsystem. [`supervisor`] is the one place that starts
 //! and wires them; [`node::run`] is the entry point `shoal start` and the tests call.
 
+/// mimalloc instead of glibc's allocator: a node allocates and frees many small buffers per
+/// request on two runtime threads, and glibc's malloc (arena locks, chunk consolidation) took
+/// about 15 % of a node's CPU under load (see `docs/design.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod certs;
 pub mod cli;
 pub mod config;

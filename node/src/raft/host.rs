@@ -51,6 +51,9 @@ pub(super) struct Group {
     pub(super) actor: ActorRef<GroupMsg>,
     /// When this replica last accepted an AppendEntries from its leader (see [`super::tick`]).
     pub(super) heard: super::tick::Heard,
+    /// The term and leader this replica knows, as the node tick last saw them: cheaper to wait
+    /// on than openraft's metrics, which change several times per log entry.
+    pub(super) leadership: watch::Sender<(u64, Option<NodeId>)>,
 }
 
 /// A snapshot being received from a group's leader, chunk by chunk (see
@@ -298,7 +301,8 @@ impl RaftHost {
                 return Err(err(&e));
             }
         };
-        let opened = Arc::new(Group { raft, actor, heard: super::tick::Heard::default() });
+        let leadership = watch::Sender::new((0, None));
+        let opened = Arc::new(Group { raft, actor, heard: super::tick::Heard::default(), leadership });
         let duplicate = {
             let mut groups = crate::util::write(&self.groups);
             match groups.entry(group) {
@@ -616,15 +620,14 @@ impl RaftHost {
     /// Waits until `group` has a leader, up to `deadline`.
     /// Resolves once this node's replica of `group` learns of a leader other than `old`,
     /// elected in a later term than the replica knew when this was called (so `old` leads no
-    /// more; a replica that merely lags behind `old`'s election does not count); never when the
-    /// group is not hosted here.
+    /// more; a replica that merely lags behind `old`'s election does not count), as the node
+    /// tick sees it (within half a heartbeat interval); never when the group is not hosted here.
     pub async fn leader_other_than(&self, group: GroupId, old: NodeId) -> NodeId {
         if let Some(g) = self.group(group) {
-            let mut rx = g.raft.metrics();
-            let term = rx.borrow_watched().current_term;
-            let wait = rx.wait_until(|m| m.current_term > term && m.current_leader.is_some_and(|l| l != old));
-            if let Ok(m) = wait.await
-                && let Some(l) = m.current_leader
+            let mut rx = g.leadership.subscribe();
+            let term = rx.borrow().0;
+            if let Ok(seen) = rx.wait_for(|(t, l)| *t > term && l.is_some_and(|l| l != old)).await
+                && let Some(l) = seen.1
             {
                 return l;
             }

@@ -17,7 +17,9 @@
 //!   failovers took between one and two `election_timeout_max`. The successor (the lowest id
 //!   among the voters other than the silent leader: one per group, so no split votes between
 //!   followers) starts a pre-vote once its own lease ran out, and again every tick until a
-//!   leader is elected.
+//!   leader is elected;
+//! - each group's term and leader are published on its `leadership` channel, which requests
+//!   forwarded to a leader watch (openraft's metrics change several times per log entry).
 
 use std::sync::Weak;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -134,6 +136,8 @@ pub(super) async fn run(host: Weak<RaftHost>, timing: Timing) {
             let seen = {
                 let rx = g.raft.metrics();
                 let m = rx.borrow_watched();
+                let known = (m.current_term, m.current_leader);
+                g.leadership.send_if_modified(|v| std::mem::replace(v, known) != known);
                 let successor =
                     m.current_leader.and_then(|l| successor(m.membership_config.membership().voter_ids(), l));
                 Seen {
