@@ -488,8 +488,14 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
 
 /// Every `shoal_raft_applied_index{group="…"}` sample in a text exposition, by group.
 pub fn applied_indexes(text: &str) -> BTreeMap<String, u64> {
+    group_samples(text, "shoal_raft_applied_index")
+}
+
+/// Every sample of a per-group metric `name` (labelled only by `group`), by group.
+pub fn group_samples(text: &str, name: &str) -> BTreeMap<String, u64> {
+    let prefix = format!("{name}{{group=\"");
     text.lines()
-        .filter_map(|l| l.strip_prefix("shoal_raft_applied_index{group=\""))
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
         .filter_map(|rest| {
             let (group, value) = rest.split_once("\"} ")?;
             Some((group.to_string(), value.trim().parse::<f64>().ok()? as u64))

@@ -265,3 +265,44 @@ async fn a_follower_behind_a_compacted_log_catches_up_by_snapshot() -> Result<()
     assert_eq!(v, 350);
     Ok(())
 }
+
+/// Every group's term on node `id`, from /metrics.
+async fn terms(c: &Cluster, id: u64) -> Option<std::collections::BTreeMap<String, u64>> {
+    let terms = cluster_tests::harness::group_samples(&c.metrics(id).await?, "shoal_raft_term");
+    (!terms.is_empty()).then_some(terms)
+}
+
+/// The node tick (raft/tick.rs) sends every led group's heartbeats and switches the groups' own
+/// election timers off while their leader is heard: an idle cluster must keep its leaders (no
+/// group's term moves on any node) while heartbeats keep flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_cluster_keeps_every_leader_on_the_node_ticks_heartbeats() -> Result<()> {
+    let c = led(&ClusterSpec::new(3)).await?;
+    c.wait_converged(&[1, 2, 3], FORM).await?;
+    let appends = r#"shoal_transport_rpc_calls_total{method="raft_append",outcome="ok"}"#;
+    let mut before = Vec::new();
+    for id in [1, 2, 3] {
+        let t = terms(&c, id).await.ok_or_else(|| anyhow!("no terms from node {id}"))?;
+        let sent = c.metric(id, appends).await.ok_or_else(|| anyhow!("metrics of node {id}"))?;
+        before.push((t, sent));
+    }
+    // The observation window, not a synchronisation: three longest election timeouts (2 s in
+    // test clusters), long enough for any follower whose leader went unheard to campaign.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for (id, (terms_before, sent_before)) in [1, 2, 3].into_iter().zip(before) {
+        let t = terms(&c, id).await.ok_or_else(|| anyhow!("no terms from node {id}"))?;
+        assert_eq!(t, terms_before, "node {id}: a group elected a new leader while the cluster was idle");
+        let led = c
+            .metrics(id)
+            .await
+            .ok_or_else(|| anyhow!("metrics of node {id}"))?
+            .lines()
+            .any(|l| l.starts_with("shoal_raft_leader{") && l.ends_with("} 1"));
+        let sent = c.metric(id, appends).await.ok_or_else(|| anyhow!("metrics of node {id}"))? - sent_before;
+        if led {
+            // Heartbeats every 150 ms to two followers: about 80 in 6 s; well over 20.
+            assert!(sent >= 20.0, "node {id} leads a group but sent only {sent} AppendEntries in 6 s");
+        }
+    }
+    Ok(())
+}
