@@ -121,7 +121,7 @@ fn raft_config(cfg: &Config) -> Result<Arc<openraft::Config>, RaftHostError> {
         // Heartbeats are the node tick's job (see `super::tick`), so a group's own tick only
         // checks its election timer, and runs only while that can fire. openraft ticks every
         // `heartbeat_interval * 13 / 64`; this interval makes that a seventh of the shortest
-        // election timeout (71 ms at the default 500 ms) instead of a fifth of the heartbeat
+        // election timeout (57 ms at the default 400 ms) instead of a fifth of the heartbeat
         // interval (20 ms). It also bounds a replication call's wait.
         heartbeat_interval: openraft_heartbeat_ms(r.election_timeout_min),
         enable_heartbeat: false,
@@ -617,7 +617,6 @@ impl RaftHost {
         }
     }
 
-    /// Waits until `group` has a leader, up to `deadline`.
     /// Resolves once this node's replica of `group` learns of a leader other than `old`,
     /// elected in a later term than the replica knew when this was called (so `old` leads no
     /// more; a replica that merely lags behind `old`'s election does not count), as the node
@@ -635,6 +634,7 @@ impl RaftHost {
         std::future::pending().await
     }
 
+    /// Waits until `group` has a leader, up to `deadline`.
     pub async fn wait_for_leader(&self, group: GroupId, deadline: Duration) -> Option<NodeId> {
         let g = self.group(group)?;
         let mut rx = g.raft.metrics();
