@@ -8,6 +8,7 @@ use std::path::Path;
 use anyhow::{Result, anyhow};
 
 use crate::harness::{Cluster, ClusterSpec, FORM, formed, wait_for, wait_for_result};
+use crate::history::{Kind, Outcome};
 
 /// A formed cluster (see [`formed`]) whose every Raft group (meta and partitions) has elected a
 /// leader.
@@ -82,4 +83,40 @@ pub async fn increment(c: &Cluster, node: u64, name: &str) -> Result<u64> {
 pub async fn read(c: &Cluster, node: u64, name: &str) -> Result<u64> {
     let v = c.get_json(node, &format!("/v1/counters/{name}")).await.ok_or_else(|| anyhow!("read failed"))?;
     v["value"].as_u64().ok_or_else(|| anyhow!("no value in {v}"))
+}
+
+/// How one recorded counter operation ended, from the client's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// The node refused the connection (it is down): never sent.
+    Refused,
+    /// Answered 503 `no_leader`, which the API promises proposed nothing: not applied.
+    NotApplied,
+    /// Sent, with this outcome (any failure other than the two above is an unknown outcome).
+    Done(Outcome),
+}
+
+/// One operation of `kind` on counter `name` through `node`: an increment by 1 or a
+/// linearizable read. Operation histories record the [`Attempt::Done`] ones only, so an
+/// increment applied after a `no_leader` answer shows up as applied twice.
+pub async fn counter_op(c: &Cluster, node: u64, name: &str, kind: Kind) -> Attempt {
+    let result = match kind {
+        Kind::Increment => post_increment(c, node, name).await,
+        Kind::Read => c.http.get(c.node(node).url(&format!("/v1/counters/{name}"))).send().await,
+    };
+    let response = match result {
+        Err(e) if e.is_connect() => return Attempt::Refused,
+        Err(_) => return Attempt::Done(Outcome::Unknown),
+        Ok(r) => r,
+    };
+    let status = response.status();
+    let body = response.json::<serde_json::Value>().await.ok();
+    if status.is_success() {
+        let value = body.and_then(|v| v["value"].as_u64());
+        return Attempt::Done(value.map_or(Outcome::Unknown, Outcome::Ok));
+    }
+    if status.as_u16() == 503 && body.is_some_and(|v| v["error"]["code"] == "no_leader") {
+        return Attempt::NotApplied;
+    }
+    Attempt::Done(Outcome::Unknown)
 }

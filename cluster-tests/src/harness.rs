@@ -409,10 +409,16 @@ impl Cluster {
         Some(sample(&text, series).unwrap_or(0.0))
     }
 
-    /// Every Raft group's applied index on node `id`, from `/metrics` (see [`applied_indexes`]).
+    /// Every sample of the per-group metric `name` on node `id` (see [`group_samples`]);
+    /// `None` when the node did not answer or exposes none.
+    pub async fn group_metric(&self, id: u64, name: &str) -> Option<BTreeMap<String, u64>> {
+        let samples = group_samples(&self.metrics(id).await?, name);
+        (!samples.is_empty()).then_some(samples)
+    }
+
+    /// Every Raft group's applied index on node `id`, from `/metrics`.
     pub async fn applied(&self, id: u64) -> Option<BTreeMap<String, u64>> {
-        let applied = applied_indexes(&self.metrics(id).await?);
-        (!applied.is_empty()).then_some(applied)
+        self.group_metric(id, "shoal_raft_applied_index").await
     }
 
     /// Waits until every node in `ids` is ready and has applied the same index in every Raft

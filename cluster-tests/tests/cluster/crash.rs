@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, ensure};
-use cluster_tests::api::read;
+use cluster_tests::api::{Attempt, counter_op, read};
 use cluster_tests::harness::{Cluster, ClusterSpec, FORM, wait_for};
 use cluster_tests::history::{Kind, Op, Outcome, check_counter};
 use rand::{Rng, SeedableRng};
@@ -27,61 +27,59 @@ const SETTLE: Duration = Duration::from_secs(60);
 type Histories = Arc<Mutex<BTreeMap<&'static str, Vec<Op>>>>;
 
 /// Eight closed-loop clients, two per counter, each starting on its own node and moving to the
-/// next node when its node refuses the connection (it is down). A refused connection and a 503
-/// `no_leader` mean nothing was applied, so they are not recorded; any other failure is an
-/// unknown outcome.
-fn spawn_clients(c: &Arc<Cluster>, histories: &Histories, stop: &Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..8usize)
-        .map(|i| {
-            let (c, histories, stop) = (Arc::clone(c), Arc::clone(histories), Arc::clone(stop));
-            let name = COUNTERS[i % COUNTERS.len()];
-            tokio::spawn(async move {
-                let mut node = NODES[i % NODES.len()];
-                let mut n = 0u64;
-                // Bounded: the stop flag, and at most 50,000 operations per client.
-                while !stop.load(Ordering::Relaxed) && n < 50_000 {
-                    n += 1;
-                    let kind = if (n + i as u64) % 5 == 0 { Kind::Read } else { Kind::Increment };
-                    let start = Instant::now();
-                    let result = match kind {
-                        Kind::Increment => {
-                            c.http
-                                .post(c.node(node).url(&format!("/v1/counters/{name}/increment")))
-                                .json(&serde_json::json!({"by": 1}))
-                                .send()
-                                .await
-                        }
-                        Kind::Read => c.http.get(c.node(node).url(&format!("/v1/counters/{name}"))).send().await,
-                    };
-                    let outcome = match result {
-                        Err(e) if e.is_connect() => {
-                            node = node % NODES.len() as u64 + 1;
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            continue;
-                        }
-                        Ok(r) if r.status().is_success() => match r.json::<serde_json::Value>().await {
-                            Ok(v) => v["value"].as_u64().map(Outcome::Ok).unwrap_or(Outcome::Unknown),
-                            Err(_) => Outcome::Unknown,
-                        },
-                        Ok(r) => {
-                            let status = r.status().as_u16();
-                            let code = r.json::<serde_json::Value>().await.ok().map(|v| v["error"]["code"].clone());
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            // The API promises that `no_leader` proposed nothing: not recorded, so
-                            // an increment applied after all would show up as applied twice.
-                            if status == 503 && code.as_ref().and_then(|c| c.as_str()) == Some("no_leader") {
+/// next node when its node refuses the connection (it is down). Only operations that may have
+/// been applied are recorded ([`counter_op`]).
+struct Load {
+    histories: Histories,
+    stop: Arc<AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(c: &Arc<Cluster>) -> Self {
+        let histories: Histories = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = (0..8usize)
+            .map(|i| {
+                let (c, histories, stop) = (Arc::clone(c), Arc::clone(&histories), Arc::clone(&stop));
+                let name = COUNTERS[i % COUNTERS.len()];
+                tokio::spawn(async move {
+                    let mut node = NODES[i % NODES.len()];
+                    let mut n = 0u64;
+                    // Bounded: the stop flag, and at most 50,000 operations per client.
+                    while !stop.load(Ordering::Relaxed) && n < 50_000 {
+                        n += 1;
+                        let kind = if (n + i as u64) % 5 == 0 { Kind::Read } else { Kind::Increment };
+                        let start = Instant::now();
+                        let outcome = match counter_op(&c, node, name, kind).await {
+                            Attempt::Done(outcome) => outcome,
+                            // Not applied: pause like a client honouring Retry-After (on the
+                            // next node if this one is down), then try again.
+                            attempt => {
+                                if attempt == Attempt::Refused {
+                                    node = node % NODES.len() as u64 + 1;
+                                }
+                                tokio::time::sleep(Duration::from_millis(20)).await;
                                 continue;
                             }
-                            Outcome::Unknown
-                        }
-                        Err(_) => Outcome::Unknown,
-                    };
-                    let op = Op { kind, start, end: Instant::now(), outcome };
-                    histories.lock().unwrap_or_else(|e| e.into_inner()).entry(name).or_default().push(op);
-                }
+                        };
+                        let op = Op { kind, start, end: Instant::now(), outcome };
+                        histories.lock().unwrap_or_else(|e| e.into_inner()).entry(name).or_default().push(op);
+                    }
+                })
             })
-        })
-        .collect()
+            .collect();
+        Self { histories, stop, clients }
+    }
+
+    /// Stops the clients and waits for them.
+    async fn stop(self) -> Result<Histories> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.clients {
+            t.await?;
+        }
+        Ok(self.histories)
+    }
 }
 
 /// Acknowledged operations recorded so far, over all counters.
@@ -132,11 +130,8 @@ async fn a_crash_loop_under_load_loses_no_acknowledged_increment_and_applies_non
     eprintln!("crash loop: {secs} s, SHOAL_CRASH_LOOP_SEED={seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut c = led(&ClusterSpec::new(3)).await?;
-    let view = Arc::new(c.client_view());
-    let histories: Histories = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients = spawn_clients(&view, &histories, &stop);
-    wait_acknowledged(&histories, 50, "load before the first crash").await?;
+    let load = Load::start(&Arc::new(c.client_view()));
+    wait_acknowledged(&load.histories, 50, "load before the first crash").await?;
     let began = Instant::now();
     let mut kills = Vec::new();
     while began.elapsed() < Duration::from_secs(secs) {
@@ -152,34 +147,24 @@ async fn a_crash_loop_under_load_loses_no_acknowledged_increment_and_applies_non
         c.wait_ready(&[victim], FORM).await.with_context(|| format!("node {victim} after its restart"))?;
     }
     eprintln!("killed, in order: {kills:?}");
-    wait_acknowledged(&histories, 50, "load after the last crash").await?;
-    stop.store(true, Ordering::Relaxed);
-    for t in clients {
-        t.await?;
-    }
-    check(&c, &histories).await
+    wait_acknowledged(&load.histories, 50, "load after the last crash").await?;
+    check(&c, &load.stop().await?).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_increment_survives_sigkilling_every_node_at_once_under_load() -> Result<()> {
     let mut c = led(&ClusterSpec::new(3)).await?;
-    let view = Arc::new(c.client_view());
-    let histories: Histories = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients = spawn_clients(&view, &histories, &stop);
-    wait_acknowledged(&histories, 200, "load before the crash").await?;
+    let load = Load::start(&Arc::new(c.client_view()));
+    wait_acknowledged(&load.histories, 200, "load before the crash").await?;
     for id in NODES {
         c.kill(id)?;
     }
-    let before = acknowledged(&histories);
+    let before = acknowledged(&load.histories);
     for id in NODES {
         c.start_node(id)?;
     }
-    wait_acknowledged(&histories, 50, "load after the restart").await?;
-    stop.store(true, Ordering::Relaxed);
-    for t in clients {
-        t.await?;
-    }
+    wait_acknowledged(&load.histories, 50, "load after the restart").await?;
+    let histories = load.stop().await?;
     eprintln!("{before} operations acknowledged before the crash, {} in all", acknowledged(&histories));
     check(&c, &histories).await
 }

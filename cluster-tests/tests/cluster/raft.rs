@@ -6,9 +6,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
-use cluster_tests::api::{increment, leader_of, post_increment, read};
-use cluster_tests::harness::{Cluster, ClusterSpec, FORM, wait_for};
+use anyhow::{Context, Result, anyhow, ensure};
+use cluster_tests::api::{Attempt, counter_op, increment, leader_of, post_increment, read};
+use cluster_tests::harness::{Cluster, ClusterSpec, FORM, wait_for, wait_for_result};
 use cluster_tests::history::{Kind, Op, Outcome, check_counter};
 
 use crate::{formed, led};
@@ -50,27 +50,14 @@ fn spawn_clients(
                 n += 1;
                 let kind = if (n + i as u64) % 5 == 0 { Kind::Read } else { Kind::Increment };
                 let start = Instant::now();
-                let result = match kind {
-                    Kind::Increment => {
-                        c.http
-                            .post(c.node(node).url(&format!("/v1/counters/{name}/increment")))
-                            .json(&serde_json::json!({"by": 1}))
-                            .send()
-                            .await
-                    }
-                    Kind::Read => c.http.get(c.node(node).url(&format!("/v1/counters/{name}"))).send().await,
-                };
-                let outcome = match result {
-                    // Never sent: the node is down; certainly not applied.
-                    Err(e) if e.is_connect() => {
+                let outcome = match counter_op(&c, node, name, kind).await {
+                    Attempt::Done(outcome) => outcome,
+                    // Not applied (the node is down, or no leader yet): pause like a client
+                    // honouring Retry-After, then try again.
+                    Attempt::Refused | Attempt::NotApplied => {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
-                    Ok(r) if r.status().is_success() => match r.json::<serde_json::Value>().await {
-                        Ok(v) => v["value"].as_u64().map(Outcome::Ok).unwrap_or(Outcome::Unknown),
-                        Err(_) => Outcome::Unknown,
-                    },
-                    _ => Outcome::Unknown,
                 };
                 history.lock().unwrap_or_else(|e| e.into_inner()).push(Op {
                     kind,
@@ -266,12 +253,6 @@ async fn a_follower_behind_a_compacted_log_catches_up_by_snapshot() -> Result<()
     Ok(())
 }
 
-/// Every group's term on node `id`, from /metrics.
-async fn terms(c: &Cluster, id: u64) -> Option<std::collections::BTreeMap<String, u64>> {
-    let terms = cluster_tests::harness::group_samples(&c.metrics(id).await?, "shoal_raft_term");
-    (!terms.is_empty()).then_some(terms)
-}
-
 /// The node tick (raft/tick.rs) sends every led group's heartbeats and switches the groups' own
 /// election timers off while their leader is heard: an idle cluster must keep its leaders (no
 /// group's term moves on any node) while heartbeats keep flowing.
@@ -282,27 +263,28 @@ async fn an_idle_cluster_keeps_every_leader_on_the_node_ticks_heartbeats() -> Re
     let appends = r#"shoal_transport_rpc_calls_total{method="raft_append",outcome="ok"}"#;
     let mut before = Vec::new();
     for id in [1, 2, 3] {
-        let t = terms(&c, id).await.ok_or_else(|| anyhow!("no terms from node {id}"))?;
+        let terms = c.group_metric(id, "shoal_raft_term").await.ok_or_else(|| anyhow!("no terms from node {id}"))?;
+        let led: u64 = c.group_metric(id, "shoal_raft_leader").await.unwrap_or_default().values().sum();
         let sent = c.metric(id, appends).await.ok_or_else(|| anyhow!("metrics of node {id}"))?;
-        before.push((t, sent));
+        before.push((id, terms, led, sent));
     }
-    // The observation window, not a synchronisation: three longest election timeouts (2 s in
-    // test clusters), long enough for any follower whose leader went unheard to campaign.
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    for (id, (terms_before, sent_before)) in [1, 2, 3].into_iter().zip(before) {
-        let t = terms(&c, id).await.ok_or_else(|| anyhow!("no terms from node {id}"))?;
-        assert_eq!(t, terms_before, "node {id}: a group elected a new leader while the cluster was idle");
-        let led = c
-            .metrics(id)
-            .await
-            .ok_or_else(|| anyhow!("metrics of node {id}"))?
-            .lines()
-            .any(|l| l.starts_with("shoal_raft_leader{") && l.ends_with("} 1"));
-        let sent = c.metric(id, appends).await.ok_or_else(|| anyhow!("metrics of node {id}"))? - sent_before;
-        if led {
-            // Heartbeats every 150 ms to two followers: about 80 in 6 s; well over 20.
-            assert!(sent >= 20.0, "node {id} leads a group but sent only {sent} AppendEntries in 6 s");
+    // Heartbeats go out every 150 ms to two followers in test clusters, so 80 per led group span
+    // three of the longest election timeouts (2 s): long enough for any follower whose leader
+    // went unheard to campaign. Every poll checks that no term moved; the deadline fails a node
+    // whose leaders fall far behind that pace.
+    wait_for_result("heartbeats spanning three election timeouts", Duration::from_secs(20), || async {
+        let mut done = true;
+        for (id, terms, led, sent) in &before {
+            let now = c.group_metric(*id, "shoal_raft_term").await.ok_or_else(|| anyhow!("no terms from node {id}"))?;
+            ensure!(
+                now == *terms,
+                "node {id}: a group elected a new leader while the cluster was idle: {terms:?} -> {now:?}"
+            );
+            let sent_now = c.metric(*id, appends).await.ok_or_else(|| anyhow!("metrics of node {id}"))?;
+            done &= sent_now - sent >= 80.0 * *led as f64;
         }
-    }
+        Ok(done.then_some(()))
+    })
+    .await?;
     Ok(())
 }
