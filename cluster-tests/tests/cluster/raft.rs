@@ -82,10 +82,13 @@ async fn first_ack_after(history: &Mutex<Vec<Op>>, t: Instant, deadline: Duratio
     .await
 }
 
+/// Waits for `count` acknowledged increments sent after `t`.
 async fn ops_after(history: &Mutex<Vec<Op>>, t: Instant, count: usize, deadline: Duration) -> Result<()> {
-    wait_for("more acknowledged operations", deadline, || async {
+    wait_for("more acknowledged increments", deadline, || async {
         let h = history.lock().unwrap_or_else(|e| e.into_inner());
-        (h.iter().filter(|o| o.start > t && matches!(o.outcome, Outcome::Ok(_))).count() >= count).then_some(())
+        let acked =
+            h.iter().filter(|o| o.kind == Kind::Increment && o.start > t && matches!(o.outcome, Outcome::Ok(_)));
+        (acked.count() >= count).then_some(())
     })
     .await
 }
@@ -136,8 +139,9 @@ async fn no_acknowledged_increment_is_lost_when_leaders_are_sigkilled() -> Resul
     assert!(finals.windows(2).all(|w| w[0] == w[1]), "nodes disagree: {finals:?}");
     let h = history.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let acked = h.iter().filter(|o| o.kind == Kind::Increment && matches!(o.outcome, Outcome::Ok(_))).count();
+    // The load made progress in both phases: 30 acknowledged increments before each kill and 30
+    // after each failover, or `ops_after` failed the test.
     eprintln!("{} operations, {acked} acknowledged increments, final value {}", h.len(), finals[0]);
-    assert!(acked >= 120, "the load made progress in both phases");
     check_counter(&h, finals[0]).map_err(|e| anyhow!("history is not linearizable: {e}"))?;
     Ok(())
 }
@@ -258,7 +262,9 @@ async fn a_follower_behind_a_compacted_log_catches_up_by_snapshot() -> Result<()
 /// group's term moves on any node) while heartbeats keep flowing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_cluster_keeps_every_leader_on_the_node_ticks_heartbeats() -> Result<()> {
-    let c = led(&ClusterSpec::new(3)).await?;
+    // No hand-overs to preferred leaders either: each raises a term, and this test counts any
+    // new term as an election the node tick failed to prevent.
+    let c = led(&ClusterSpec::new(3).set("placement", "balance_leaders = false")).await?;
     c.wait_converged(&[1, 2, 3], FORM).await?;
     let appends = r#"shoal_transport_rpc_calls_total{method="raft_append",outcome="ok"}"#;
     let mut before = Vec::new();
