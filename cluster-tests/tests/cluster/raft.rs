@@ -266,6 +266,16 @@ async fn an_idle_cluster_keeps_every_leader_on_the_node_ticks_heartbeats() -> Re
     // new term as an election the node tick failed to prevent.
     let c = led(&ClusterSpec::new(3).set("placement", "balance_leaders = false")).await?;
     c.wait_converged(&[1, 2, 3], FORM).await?;
+    // Every replica has joined its group's current term (a replica that had not heard from its
+    // leader yet would report a new term below without any election).
+    wait_for("every node to know every group's term", FORM, || async {
+        let mut views = Vec::new();
+        for id in [1, 2, 3] {
+            views.push(c.group_metric(id, "shoal_raft_term").await?);
+        }
+        (views.windows(2).all(|w| w[0] == w[1]) && views[0].values().all(|t| *t > 0)).then_some(())
+    })
+    .await?;
     let appends = r#"shoal_transport_rpc_calls_total{method="raft_append",outcome="ok"}"#;
     let mut before = Vec::new();
     for id in [1, 2, 3] {
