@@ -134,6 +134,15 @@ fn raft_config(cfg: &Config) -> Result<Arc<openraft::Config>, RaftHostError> {
         // (nothing persisted); only then does it raise its term. A node that was cut off or
         // restarted cannot win, so it no longer bumps the term and unseats a healthy leader.
         enable_pre_vote: Some(true),
+        // A leader restarted after a crash must not take its leadership back unasked: the commit
+        // index of its newest entries rides along with a later log flush and its state machine
+        // is checkpointed lazily, so it restarts behind what it acknowledged, and openraft's
+        // read index for a restored leader is that stale commit index (a linearizable read
+        // would miss an acknowledged write). It also may have replicated entries it never
+        // wrote itself (the leader appends in parallel with replication); a restored leader
+        // would reuse their log ids for new entries. Disabled, it rejoins as a follower and a
+        // new term's election decides, by log, who leads.
+        enable_leader_restore: Some(false),
         ..Default::default()
     };
     Ok(Arc::new(c.validate().map_err(|e| RaftHostError::Config(e.to_string()))?))
