@@ -3,11 +3,12 @@
 //! restarts one group, a lagging follower installs a snapshot, a restart of every node keeps
 //! every write, and reads right after such a restart already see them all.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, ensure};
-use cluster_tests::api::{Attempt, counter_op, increment, leader_of, post_increment, read};
+use cluster_tests::api::{Attempt, counter_op, increment, leader_of, leaders, post_increment, read};
 use cluster_tests::harness::{Cluster, ClusterSpec, FORM, wait_for, wait_for_result};
 use cluster_tests::history::{Kind, Op, Outcome, check_counter};
 
@@ -320,47 +321,188 @@ async fn a_follower_behind_a_compacted_log_catches_up_by_snapshot() -> Result<()
 /// The node tick (raft/tick.rs) sends every led group's heartbeats and switches the groups' own
 /// election timers off while their leader is heard: an idle cluster must keep its leaders (no
 /// group's term moves on any node) while heartbeats keep flowing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_cluster_keeps_every_leader_on_the_node_ticks_heartbeats() -> Result<()> {
-    // No hand-overs to preferred leaders either: each raises a term, and this test counts any
-    // new term as an election the node tick failed to prevent.
-    let c = led(&ClusterSpec::new(3).set("placement", "balance_leaders = false")).await?;
-    c.wait_converged(&[1, 2, 3], FORM).await?;
-    // Every replica has joined its group's current term (a replica that had not heard from its
-    // leader yet would report a new term below without any election).
+/// Waits until every group's leader reports it quiet (see `node/src/raft/tick.rs`), checking
+/// the terms `terms` (per node) on every poll when given.
+async fn wait_all_quiet(c: &Cluster, ids: &[u64], groups: usize) -> Result<()> {
+    wait_for("every group to go quiet", FORM, || async {
+        let mut quiet = 0;
+        for id in ids {
+            quiet += c.group_metric(*id, "shoal_raft_quiet").await.unwrap_or_default().values().sum::<u64>();
+        }
+        (quiet as usize == groups).then_some(())
+    })
+    .await
+}
+
+/// Every node's terms once all nodes in `ids` agree on a nonzero term for every group (a
+/// replica that had not heard from its leader yet would report a new term later without any
+/// election).
+async fn settled_terms(c: &Cluster, ids: &[u64]) -> Result<BTreeMap<String, u64>> {
     wait_for("every node to know every group's term", FORM, || async {
         let mut views = Vec::new();
-        for id in [1, 2, 3] {
-            views.push(c.group_metric(id, "shoal_raft_term").await?);
+        for id in ids {
+            // From /v1/cluster (openraft's metrics), not the gauges, which trail them.
+            let v = c.get_json(*id, "/v1/cluster").await?;
+            let mut terms = BTreeMap::new();
+            terms.insert("0".to_string(), v["meta"]["term"].as_u64()?);
+            for p in v["partitions"].as_array()? {
+                terms.insert(p["id"].as_u64()?.to_string(), p["term"].as_u64()?);
+            }
+            views.push(terms);
         }
-        (views.windows(2).all(|w| w[0] == w[1]) && views[0].values().all(|t| *t > 0)).then_some(())
+        (views.windows(2).all(|w| w[0] == w[1]) && views[0].values().all(|t| *t > 0)).then_some(views.remove(0))
     })
-    .await?;
-    let appends = r#"shoal_transport_rpc_calls_total{method="raft_append",outcome="ok"}"#;
+    .await
+}
+
+const APPENDS: &str = r#"shoal_transport_rpc_calls_total{method="raft_append",outcome="ok"}"#;
+const QUIET_BEATS: &str = r#"shoal_transport_rpc_calls_total{method="raft_quiet_beat",outcome="ok"}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_cluster_goes_quiet_and_keeps_every_leader_on_quiet_beats_alone() -> Result<()> {
+    // No hand-overs to preferred leaders either: each raises a term, and this test counts any
+    // new term as an election quiet beats failed to prevent.
+    let c = led(&ClusterSpec::new(3).set("placement", "balance_leaders = false")).await?;
+    c.wait_converged(&[1, 2, 3], FORM).await?;
+    let groups = 5; // meta and the harness's 4 partitions
+    wait_all_quiet(&c, &[1, 2, 3], groups).await?;
+    let terms = settled_terms(&c, &[1, 2, 3]).await?;
     let mut before = Vec::new();
     for id in [1, 2, 3] {
-        let terms = c.group_metric(id, "shoal_raft_term").await.ok_or_else(|| anyhow!("no terms from node {id}"))?;
         let led: u64 = c.group_metric(id, "shoal_raft_leader").await.unwrap_or_default().values().sum();
-        let sent = c.metric(id, appends).await.ok_or_else(|| anyhow!("metrics of node {id}"))?;
-        before.push((id, terms, led, sent));
+        let appends = c.metric(id, APPENDS).await.ok_or_else(|| anyhow!("metrics of node {id}"))?;
+        let beats = c.metric(id, QUIET_BEATS).await.ok_or_else(|| anyhow!("metrics of node {id}"))?;
+        before.push((id, led, appends, beats));
     }
-    // Heartbeats go out every 150 ms to two followers in test clusters, so 80 per led group span
-    // three of the longest election timeouts (2 s): long enough for any follower whose leader
-    // went unheard to campaign. Every poll checks that no term moved; the deadline fails a node
-    // whose leaders fall far behind that pace.
-    wait_for_result("heartbeats spanning three election timeouts", Duration::from_secs(20), || async {
+    // Quiet beats go to each peer every 300 ms in test clusters, so 20 per peer span three of
+    // the longest election timeouts (2 s): long enough for any follower whose leader went
+    // unheard to campaign. Every poll checks that no term moved, that no group woke and that
+    // no AppendEntries at all went out; the deadline fails a node whose beats fall far behind.
+    wait_for_result("quiet beats spanning three election timeouts", Duration::from_secs(20), || async {
         let mut done = true;
-        for (id, terms, led, sent) in &before {
+        for (id, led, appends, beats) in &before {
             let now = c.group_metric(*id, "shoal_raft_term").await.ok_or_else(|| anyhow!("no terms from node {id}"))?;
             ensure!(
-                now == *terms,
+                now == terms,
                 "node {id}: a group elected a new leader while the cluster was idle: {terms:?} -> {now:?}"
             );
-            let sent_now = c.metric(*id, appends).await.ok_or_else(|| anyhow!("metrics of node {id}"))?;
-            done &= sent_now - sent >= 80.0 * *led as f64;
+            let quiet: u64 = c.group_metric(*id, "shoal_raft_quiet").await.unwrap_or_default().values().sum();
+            ensure!(quiet == *led, "node {id}: {quiet} of the {led} groups it leads are quiet");
+            let appends_now = c.metric(*id, APPENDS).await.ok_or_else(|| anyhow!("metrics of node {id}"))?;
+            ensure!(appends_now == *appends, "node {id} sent {} AppendEntries while quiet", appends_now - appends);
+            let beats_now = c.metric(*id, QUIET_BEATS).await.ok_or_else(|| anyhow!("metrics of node {id}"))?;
+            if *led > 0 {
+                done &= beats_now - beats >= 40.0;
+            }
         }
         Ok(done.then_some(()))
     })
     .await?;
+    // A write wakes its group, commits, and the group goes quiet again.
+    assert_eq!(increment(&c, 2, "wakes-up").await?, 1);
+    assert_eq!(read(&c, 3, "wakes-up").await?, 1);
+    wait_all_quiet(&c, &[1, 2, 3], groups).await?;
+    assert_eq!(settled_terms(&c, &[1, 2, 3]).await?, terms, "the write needed no election");
+    Ok(())
+}
+
+/// The partitions (not meta) each node leads, as the leaders report it.
+async fn partitions_led(c: &Cluster, ids: &[u64]) -> BTreeMap<u64, Vec<u64>> {
+    let mut led_by: BTreeMap<u64, Vec<u64>> = ids.iter().map(|id| (*id, Vec::new())).collect();
+    for (group, state) in leaders(c, ids).await {
+        if group > 0
+            && let Some(l) = state["leader"].as_u64()
+        {
+            led_by.entry(l).or_default().push(group);
+        }
+    }
+    led_by
+}
+
+/// The terms of the groups not in `except`.
+fn terms_but(terms: &BTreeMap<String, u64>, except: &[u64]) -> BTreeMap<String, u64> {
+    terms.iter().filter(|(g, _)| !except.iter().any(|e| e.to_string() == **g)).map(|(g, t)| (g.clone(), *t)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_groups_fail_over_and_a_restarted_follower_unseats_no_quiet_leader() -> Result<()> {
+    let mut c = led(&ClusterSpec::new(3).set("placement", "balance_leaders = false")).await?;
+    c.wait_converged(&[1, 2, 3], FORM).await?;
+    let groups = 5;
+    wait_all_quiet(&c, &[1, 2, 3], groups).await?;
+    let terms = settled_terms(&c, &[1, 2, 3]).await?;
+
+    // A node leading partitions dies while every group is quiet: its groups elect new leaders
+    // (the others' quiet beats stop nothing) and serve writes.
+    let (victim, orphaned) = partitions_led(&c, &[1, 2, 3])
+        .await
+        .into_iter()
+        .max_by_key(|(_, g)| g.len())
+        .ok_or_else(|| anyhow!("no leaders"))?;
+    ensure!(!orphaned.is_empty(), "no node leads a partition");
+    let names: Vec<String> = orphaned
+        .iter()
+        .map(|g| (0..).map(|i| format!("orphan-{i}")).find(|n| shoal::placement::partition_of(n, 4) == *g))
+        .collect::<Option<_>>()
+        .ok_or_else(|| anyhow!("no key for a group"))?;
+    c.kill(victim)?;
+    let alive: Vec<u64> = [1, 2, 3].into_iter().filter(|n| *n != victim).collect();
+    // Once both survivors know a new leader (a request forwarded to the dead one would have an
+    // unknown outcome), each orphaned group serves writes.
+    for g in &orphaned {
+        wait_for("a new leader", FORM, || async {
+            let mut seen = Vec::new();
+            for id in &alive {
+                seen.push(leader_of(&c, *id, *g).await.filter(|l| *l != victim)?);
+            }
+            seen.windows(2).all(|w| w[0] == w[1]).then_some(())
+        })
+        .await?;
+    }
+    for name in &names {
+        assert_eq!(increment(&c, alive[0], name).await?, 1, "{name}: served by a new leader");
+    }
+    let failed_over = settled_terms(&c, &alive).await?;
+    // The meta group may have moved too if the victim led it.
+    let moved: Vec<u64> =
+        failed_over.iter().filter(|(g, t)| terms.get(*g) != Some(*t)).filter_map(|(g, _)| g.parse().ok()).collect();
+    assert!(
+        orphaned.iter().all(|g| moved.contains(g)),
+        "every group node {victim} led ({orphaned:?}) elected: terms {terms:?} -> {failed_over:?}"
+    );
+    assert_eq!(terms_but(&failed_over, &moved), terms_but(&terms, &moved), "only the dead leader's groups elected");
+    c.start_node(victim)?;
+    c.wait_converged(&[1, 2, 3], FORM).await?;
+    wait_all_quiet(&c, &[1, 2, 3], groups).await?;
+    assert_eq!(settled_terms(&c, &[1, 2, 3]).await?, failed_over, "the returning node caused an election");
+    for name in &names {
+        assert_eq!(read(&c, victim, name).await?, 1, "{name} through the returning node");
+    }
+
+    // A node restarted at once while its groups stay quiet (nothing was written meanwhile, so
+    // their leaders still count it matched): it knows no leader until their quiet beats wake its
+    // groups, and its election timers, running meanwhile, unseat no leader: voters that quiet
+    // beats keep refuse its votes. Only groups it led itself need an election.
+    let terms = settled_terms(&c, &[1, 2, 3]).await?;
+    let (restarted, its_own) = partitions_led(&c, &[1, 2, 3])
+        .await
+        .into_iter()
+        .min_by_key(|(_, g)| g.len())
+        .ok_or_else(|| anyhow!("no nodes"))?;
+    let meta_leader = leader_of(&c, 1, 0).await.ok_or_else(|| anyhow!("no meta leader"))?;
+    let mut its_own = its_own;
+    if meta_leader == restarted {
+        its_own.push(0);
+    }
+    c.kill(restarted)?;
+    c.start_node(restarted)?;
+    c.wait_converged(&[1, 2, 3], FORM).await?;
+    wait_all_quiet(&c, &[1, 2, 3], groups).await?;
+    let after = settled_terms(&c, &[1, 2, 3]).await?;
+    assert_eq!(
+        terms_but(&after, &its_own),
+        terms_but(&terms, &its_own),
+        "node {restarted}'s restart unseated a leader of a group it did not lead ({its_own:?})"
+    );
     Ok(())
 }

@@ -277,6 +277,10 @@ pub struct RaftSection {
     /// Batch proposals (default). `false` proposes every command as its own log entry, for
     /// measuring what batching buys.
     pub batching: bool,
+    /// Idle groups go quiet (default): a leader stops heartbeating a group with nothing left to
+    /// replicate, and one small message per peer and heartbeat interval keeps all such groups'
+    /// followers from electing. `false` heartbeats every group always.
+    pub quiescence: bool,
 }
 
 impl Default for RaftSection {
@@ -291,6 +295,7 @@ impl Default for RaftSection {
             keep_logs_after_snapshot: 1_000,
             max_batch: 1024,
             batching: true,
+            quiescence: true,
         }
     }
 }

@@ -54,6 +54,8 @@ pub(super) struct Group {
     /// The term and leader this replica knows, as the node tick last saw them: cheaper to wait
     /// on than openraft's metrics, which change several times per log entry.
     pub(super) leadership: watch::Sender<(u64, Option<NodeId>)>,
+    /// Whether, led here, the group is quiet (see [`super::tick`]).
+    pub(super) quiet: super::tick::Quiet,
 }
 
 /// A snapshot being received from a group's leader, chunk by chunk (see
@@ -89,6 +91,8 @@ pub struct RaftHost {
     raft_config: Arc<openraft::Config>,
     /// How recent a leader's quorum acknowledgement must be for it to count as leader.
     quorum_lease_ms: u64,
+    /// Whether idle groups go quiet (`raft.quiescence`).
+    pub(super) quiescence: bool,
     pub(super) store: Arc<Store>,
     pub(super) transport: Arc<Transport>,
     pub(super) metrics: RaftMetrics,
@@ -198,6 +202,7 @@ impl RaftHost {
             cfg: cfg.clone(),
             raft_config,
             quorum_lease_ms: cfg.raft.election_timeout_max.as_millis() as u64,
+            quiescence: cfg.raft.quiescence,
             store: Arc::clone(&store),
             transport,
             metrics,
@@ -274,6 +279,18 @@ impl RaftHost {
         self.read_groups().get(&id).cloned()
     }
 
+    /// openraft's leader lease, which is also Shoal's quorum lease.
+    pub(super) fn lease(&self) -> Duration {
+        Duration::from_millis(self.quorum_lease_ms)
+    }
+
+    /// Whether a membership change or a leader hand-over of `group` runs here now (such a group
+    /// does not go quiet).
+    pub(super) fn busy(&self, group: GroupId) -> bool {
+        lock(&self.reconfiguring).contains(&group)
+            || lock(&self.transfers).get(&group).is_some_and(|done| !*done.borrow())
+    }
+
     /// Starts hosting `group` (from its stored state, if any); `init` initialises a new store
     /// with that membership (founders only; every founder passes the same one).
     pub(super) async fn open_group(
@@ -311,7 +328,13 @@ impl RaftHost {
             }
         };
         let leadership = watch::Sender::new((0, None));
-        let opened = Arc::new(Group { raft, actor, heard: super::tick::Heard::default(), leadership });
+        let opened = Arc::new(Group {
+            raft,
+            actor,
+            heard: super::tick::Heard::default(),
+            leadership,
+            quiet: super::tick::Quiet::default(),
+        });
         let duplicate = {
             let mut groups = crate::util::write(&self.groups);
             match groups.entry(group) {
@@ -333,8 +356,9 @@ impl RaftHost {
 
     /// The leader of `group` as this node's replica knows it (itself only while its quorum
     /// lease holds: a leader that has not heard from a quorum within an election timeout cannot
-    /// commit, and its followers are electing a new one). `None` when this replica cannot tell:
-    /// the group is not hosted here, or only just opened here and knows no leader yet.
+    /// commit, and its followers are electing a new one; for a quiet group, quiet beats
+    /// acknowledged by a quorum count). `None` when this replica cannot tell: the group is not
+    /// hosted here, or only just opened here and knows no leader yet.
     pub fn local_leader(&self, group: GroupId) -> Option<Option<NodeId>> {
         let g = self.group(group)?;
         let rx = g.raft.metrics();
@@ -344,7 +368,8 @@ impl RaftHost {
                 // A leader that is its own quorum needs no acknowledgement (openraft reports none).
                 let alone = m.membership_config.membership().voter_ids().all(|v| v == l);
                 let lease = Duration::from_millis(self.quorum_lease_ms);
-                let acked = m.last_quorum_acked.is_some_and(|at| at.elapsed() <= lease);
+                let acked = m.last_quorum_acked.is_some_and(|at| at.elapsed() <= lease)
+                    || g.quiet.quorum_within(m.membership_config.membership().voter_ids(), l, lease);
                 Some((alone || acked).then_some(l))
             }
             Some(l) => Some(Some(l)),
@@ -415,6 +440,7 @@ impl RaftHost {
         let start = std::time::Instant::now();
         let count = commands.len() as u64;
         self.metrics.batch_size.with_label_values(&[&label]).observe(count as f64);
+        super::tick::renew_lease(&g.raft, &g.quiet, self.lease()).await;
         let result = g.raft.client_write(CommandBatch(commands)).await;
         let outcome = if result.is_ok() { "committed" } else { "failed" };
         self.metrics.proposals.with_label_values(&[&label, outcome]).inc_by(count);
@@ -464,7 +490,10 @@ impl RaftHost {
     }
 
     /// Serves a Raft message from peer `from`.
-    pub async fn handle(&self, _from: NodeId, request: RaftRequest) -> RaftResponse {
+    pub async fn handle(&self, from: NodeId, request: RaftRequest) -> RaftResponse {
+        if let RaftRequestBody::QuietBeat { groups } = &request.body {
+            return self.quiet_beat(from, groups);
+        }
         let group = request.group;
         let Some(g) = self.group(group) else { return unavailable(not_hosted(group)) };
         if request.body.is_client_request() && !self.wait_transfer(group, TRANSFER_HOLD).await {
@@ -490,6 +519,9 @@ impl RaftHost {
                 }
             }
             RaftRequestBody::Vote { vote, last_log_id, leadership_transfer, pre_vote } => {
+                if !leadership_transfer && let Some(refusal) = self.refuses_vote(&g, vote.node) {
+                    return refusal;
+                }
                 let rpc = wire::to_vote(vote, last_log_id, leadership_transfer);
                 let answer = if pre_vote { g.raft.pre_vote(rpc).await } else { g.raft.vote(rpc).await };
                 match answer {
@@ -510,12 +542,55 @@ impl RaftHost {
             }
             // Forwarded proposals reach the router's queue first (crate::router::Router::handle);
             // one arriving here is committed as it is.
+            RaftRequestBody::QuietBeat { .. } => self.quiet_beat(from, &[]),
             body @ (RaftRequestBody::Propose { .. }
             | RaftRequestBody::Read { .. }
             | RaftRequestBody::Reconfigure { .. }
             | RaftRequestBody::TransferLeader { .. }
             | RaftRequestBody::MemberOf { .. }) => self.serve(group, body).await,
         }
+    }
+
+    /// Answers a quiet beat from `from` (see [`super::tick`]): each listed group this replica
+    /// follows exactly as the beat says counts as heard from its leader; the others are asked to
+    /// wake. Groups not hosted here are left out (their leader's replication finds out).
+    fn quiet_beat(&self, from: NodeId, groups: &[wire::QuietGroup]) -> RaftResponse {
+        let mut wake = Vec::new();
+        for q in groups {
+            let Some(g) = self.group(q.group) else { continue };
+            let follows = super::tick::follows_quietly(&g.raft.metrics().borrow_watched(), from, q);
+            if follows {
+                g.heard.note_quietly(self.epoch);
+            } else {
+                wake.push(q.group);
+            }
+        }
+        RaftResponse::QuietAck { wake }
+    }
+
+    /// A refusal for `candidate`'s (pre-)vote in `g` while this replica's leader is known alive
+    /// by quiet beats: openraft refuses votes during its own leader lease, which only
+    /// AppendEntries renew, so a quiet group needs this to keep a restarted or cut-off replica
+    /// from unseating a live leader. Refusing a vote never breaks safety. `None`: openraft
+    /// decides.
+    fn refuses_vote(&self, g: &Group, candidate: NodeId) -> Option<RaftResponse> {
+        let m = g.raft.metrics().borrow_watched().clone();
+        let lease = Duration::from_millis(self.quorum_lease_ms);
+        let alive = match (m.state, m.current_leader) {
+            (ServerState::Leader, Some(l)) if l == self.node_id => {
+                g.quiet.quorum_within(m.membership_config.membership().voter_ids(), l, lease)
+            }
+            (ServerState::Follower | ServerState::Learner, Some(l)) if l != candidate => {
+                g.heard.since(self.epoch).is_some_and(|d| d <= lease)
+            }
+            _ => false,
+        };
+        if !alive {
+            return None;
+        }
+        // This replica's own (lower) vote, not granted; no last log id (openraft uses it only to
+        // delay a candidate that saw a longer log).
+        Some(wire::vote_response(openraft::raft::VoteResponse::new(m.vote, None, false)))
     }
 
     /// Takes one chunk of a snapshot `group`'s leader sends (see [`super::network`]): chunks of

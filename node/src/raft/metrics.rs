@@ -37,6 +37,8 @@ pub struct RaftMetrics {
     pub groups_removed: prometheus::IntCounter,
     /// Entries a replica's log is behind the leader (set on the leader only), by group and peer.
     pub replica_lag: IntGaugeVec,
+    /// 1 while this node leads the group and the group is quiet (no heartbeats).
+    pub quiet: IntGaugeVec,
 }
 
 impl RaftMetrics {
@@ -122,7 +124,15 @@ impl RaftMetrics {
                 ),
                 &["group", "peer"],
             )?,
+            quiet: IntGaugeVec::new(
+                Opts::new(
+                    "shoal_raft_quiet",
+                    "1 while this node leads the group and the group is quiet: settled, no heartbeats, its followers kept by quiet beats.",
+                ),
+                g,
+            )?,
         };
+        registry.register(Box::new(m.quiet.clone()))?;
         registry.register(Box::new(m.placement_moves.clone()))?;
         registry.register(Box::new(m.layout_version.clone()))?;
         registry.register(Box::new(m.reconfigurations.clone()))?;

@@ -78,7 +78,10 @@ impl RaftHost {
         let raft = g.raft.clone();
         let me = self.me.clone();
         let metrics = self.metrics.clone();
+        let lease = self.lease();
         tokio::spawn(async move {
+            // The group is busy now, so it stays awake; a quiet one needs its lease back first.
+            super::tick::renew_lease(&raft, &g.quiet, lease).await;
             let result = change_members(&raft, group, voters, learners, have_voters, have_learners).await;
             let outcome = match &result {
                 Ok(()) => {

@@ -111,6 +111,24 @@ pub enum RaftRequestBody {
         /// The node asking about itself.
         node: NodeId,
     },
+    /// The node tick → a peer, every heartbeat interval: the quiet groups the sender leads that
+    /// the peer replicates, in place of their heartbeats (see `super::tick`). Not for one group:
+    /// the request's `group` is 0 and means nothing.
+    QuietBeat {
+        /// The groups, with the leader's term and last index.
+        groups: Vec<QuietGroup>,
+    },
+}
+
+/// One quiet group in a [`RaftRequestBody::QuietBeat`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuietGroup {
+    /// The group.
+    pub group: GroupId,
+    /// The sender's term in it.
+    pub term: u64,
+    /// Its last (committed, applied, replicated) index.
+    pub last_index: u64,
 }
 
 impl RaftRequestBody {
@@ -132,6 +150,11 @@ pub enum RaftResponse {
     AppendConflict,
     /// A higher vote was seen.
     HigherVote(VoteRec),
+    /// QuietBeat answer: the listed groups to wake (heartbeat again); the others follow.
+    QuietAck {
+        /// Groups whose replica here is not where the beat says.
+        wake: Vec<GroupId>,
+    },
     /// RequestVote answer.
     Vote {
         /// Responder's vote.

@@ -127,6 +127,7 @@ impl Request {
                     B::Reconfigure { .. } => "raft_reconfigure",
                     B::TransferLeader { .. } | B::LeaderTransferNotice { .. } => "raft_transfer_leader",
                     B::MemberOf { .. } => "raft_member_of",
+                    B::QuietBeat { .. } => "raft_quiet_beat",
                 }
             }
         }
