@@ -291,11 +291,55 @@ async fn history_pages_newest_first_until_the_first_message() -> Result<()> {
     Ok(())
 }
 
-/// What the sender of the failover test got acknowledged: (client_msg_id, body, seq), in order.
+/// What the failover test's senders got acknowledged, in the order the answers came:
+/// (sender id, body, seq).
 type Acked = Arc<Mutex<Vec<(String, String, u64)>>>;
 
 fn acked_count(acked: &Acked) -> usize {
     acked.lock().unwrap_or_else(|e| e.into_inner()).len()
+}
+
+/// A closed-loop sender of `from` to `to`: one message at a time, each retried with the same
+/// `client_msg_id` until acknowledged, on the next of `nodes` after any failure (a killed node
+/// refuses connections). Answers (attempts, acknowledgements that were 200: a resend of a
+/// message already stored).
+fn spawn_sender(
+    view: &Arc<Cluster>,
+    from: &User,
+    to: &User,
+    nodes: Vec<u64>,
+    acked: &Acked,
+    stop: &Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(u64, u64)> {
+    let (view, acked, stop, from, to) =
+        (Arc::clone(view), Arc::clone(acked), Arc::clone(stop), from.clone(), to.id.clone());
+    tokio::spawn(async move {
+        let (mut attempts, mut resent_stored, mut at) = (0u64, 0u64, 0usize);
+        // Bounded: the stop flag, and at most 2,000 messages.
+        for i in 0..2_000u64 {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let (id, body) = (format!("m{i}"), format!("{} says {i}", from.id));
+            loop {
+                attempts += 1;
+                let message = json!({"to": to, "client_msg_id": id, "body": body});
+                match call(&view, nodes[at % nodes.len()], &from, "POST", "/v1/chat/messages", Some(message)).await {
+                    Ok((status @ (200 | 201), v)) => {
+                        resent_stored += u64::from(status == 200);
+                        let seq = v["seq"].as_u64().unwrap_or(0);
+                        acked.lock().unwrap_or_else(|e| e.into_inner()).push((from.id.clone(), body.clone(), seq));
+                        break;
+                    }
+                    _ => {
+                        at += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        }
+        (attempts, resent_stored)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,40 +352,16 @@ async fn acknowledged_messages_survive_a_leader_sigkill_exactly_once_and_in_orde
     pair.sort();
     let group = shoal::placement::partition_of(&pair.join(":"), 4);
     let leader = wait_for("the conversation's partition leader", FORM, || leader_of(&c, 1, group)).await?;
-    // The sender talks to a node that survives; the kill makes that node's forwards fail.
-    let entry = [1, 2, 3].into_iter().find(|n| *n != leader).unwrap_or(1);
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|n| *n != leader).collect();
+    // Both write at once: Ann through the leader (requests in flight when it dies have an
+    // unknown outcome and are resent elsewhere), Bob through a node that survives (its forwards
+    // fail until a new leader is elected).
     let acked: Acked = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let sender = {
-        let (view, acked, stop, ann, to) =
-            (Arc::clone(&view), Arc::clone(&acked), Arc::clone(&stop), ann.clone(), bob.id.clone());
-        tokio::spawn(async move {
-            let (mut attempts, mut resent_stored) = (0u64, 0u64);
-            // Bounded: the stop flag, and at most 2,000 messages.
-            for i in 0..2_000u64 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let (id, body) = (format!("m{i}"), format!("message {i}"));
-                // Retried with the same client_msg_id until acknowledged, however it failed.
-                loop {
-                    attempts += 1;
-                    let message = json!({"to": to, "client_msg_id": id, "body": body});
-                    match call(&view, entry, &ann, "POST", "/v1/chat/messages", Some(message)).await {
-                        Ok((status @ (200 | 201), v)) => {
-                            // A 200 is a resend of a message whose first answer was lost.
-                            resent_stored += u64::from(status == 200);
-                            let seq = v["seq"].as_u64().unwrap_or(0);
-                            acked.lock().unwrap_or_else(|e| e.into_inner()).push((id.clone(), body.clone(), seq));
-                            break;
-                        }
-                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
-                    }
-                }
-            }
-            (attempts, resent_stored)
-        })
-    };
+    let senders = [
+        spawn_sender(&view, &ann, &bob, [vec![leader], others.clone()].concat(), &acked, &stop),
+        spawn_sender(&view, &bob, &ann, others.clone(), &acked, &stop),
+    ];
     wait_for("30 messages acknowledged before the kill", Duration::from_secs(30), || async {
         (acked_count(&acked) >= 30).then_some(())
     })
@@ -353,20 +373,33 @@ async fn acknowledged_messages_survive_a_leader_sigkill_exactly_once_and_in_orde
     })
     .await?;
     stop.store(true, Ordering::Relaxed);
-    let (attempts, resent_stored) = sender.await?;
+    let (mut attempts, mut resent_stored) = (0, 0);
+    for sender in senders {
+        let (a, r) = sender.await?;
+        attempts += a;
+        resent_stored += r;
+    }
     let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
     eprintln!(
         "killed node {leader} (leader of group {group}) after {at_kill} acks; {} acked in {attempts} attempts, \
          {resent_stored} answered 200 (a resend of a message already stored)",
         acked.len()
     );
-    // Every acknowledged message has the seq of its place: dense from 1, in sending order.
-    let seqs: Vec<u64> = acked.iter().map(|a| a.2).collect();
+    // Each sender's messages got increasing seqs, in the order it sent them.
+    for user in [&ann, &bob] {
+        let seqs: Vec<u64> = acked.iter().filter(|a| a.0 == user.id).map(|a| a.2).collect();
+        assert!(seqs.len() >= 10, "{} got only {} messages through", user.id, seqs.len());
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{}'s seqs are not increasing: {seqs:?}", user.id);
+    }
+    // Together: each seq once, dense from 1 (every sender stopped after an acknowledgement,
+    // so nothing unacknowledged was stored).
+    let mut expected: Vec<(u64, String, String)> =
+        acked.iter().map(|(from, body, seq)| (*seq, from.clone(), body.clone())).collect();
+    expected.sort();
+    let seqs: Vec<u64> = expected.iter().map(|m| m.0).collect();
     assert_eq!(seqs, (1..=acked.len() as u64).collect::<Vec<_>>(), "acknowledged seqs");
-    // And the stored history is exactly those, once each, read through both survivors.
-    let expected: Vec<(u64, String, String)> =
-        acked.iter().map(|(_, body, seq)| (*seq, ann.id.clone(), body.clone())).collect();
-    for node in [1, 2, 3].into_iter().filter(|n| *n != leader) {
+    // The stored history is exactly the acknowledged messages, once each, through both survivors.
+    for node in others {
         assert_eq!(full_history(&view, node, &bob, &ann.id).await?, expected, "history through node {node}");
     }
     Ok(())
