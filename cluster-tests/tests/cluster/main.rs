@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use cluster_tests::harness::{Cluster, ClusterSpec};
 
+mod chat;
 mod cli;
 mod counters;
 mod crash;

@@ -84,6 +84,9 @@ pub struct Config {
     /// The rate limiter.
     #[serde(default)]
     pub ratelimit: RateLimitSection,
+    /// Chat.
+    #[serde(default)]
+    pub chat: ChatSection,
     /// Restart policy of the actor supervisor.
     #[serde(default)]
     pub supervisor: SupervisorSection,
@@ -351,6 +354,25 @@ impl Default for UrlsSection {
     }
 }
 
+/// `[chat]`: one-on-one conversations.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChatSection {
+    /// Longest message body accepted, in bytes of UTF-8 (each message is one Raft command).
+    pub max_body_bytes: usize,
+}
+
+/// Default of `chat.max_body_bytes`.
+pub const DEFAULT_CHAT_MAX_BODY_BYTES: usize = 4096;
+/// Largest `chat.max_body_bytes` allowed.
+pub const MAX_CHAT_BODY_BYTES: usize = 64 * 1024;
+
+impl Default for ChatSection {
+    fn default() -> Self {
+        Self { max_body_bytes: DEFAULT_CHAT_MAX_BODY_BYTES }
+    }
+}
+
 /// `[supervisor]`: restarts of failed actors.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -593,6 +615,9 @@ impl Config {
         }
         nonzero("urls.default_retention", u.default_retention)?;
         ratelimit::validate(&self.ratelimit)?;
+        if !(1..=MAX_CHAT_BODY_BYTES).contains(&self.chat.max_body_bytes) {
+            return Err(invalid("chat.max_body_bytes", format!("must be between 1 and {MAX_CHAT_BODY_BYTES}")));
+        }
         let s = &self.supervisor;
         nonzero("supervisor.restart_backoff_min", s.restart_backoff_min)?;
         if s.restart_backoff_max < s.restart_backoff_min {

@@ -69,6 +69,9 @@ fn validation_names_the_bad_field() {
     assert_eq!(bad_field("raft.partitions=0"), "raft.partitions");
     assert_eq!(bad_field("raft.election_timeout_max=\"400ms\""), "raft.election_timeout_max");
     assert_eq!(bad_field("raft.election_timeout_min=\"150ms\""), "raft.election_timeout_min");
+    assert_eq!(bad_field("chat.max_body_bytes=0"), "chat.max_body_bytes");
+    assert_eq!(bad_field("chat.max_body_bytes=65537"), "chat.max_body_bytes");
+    assert_eq!(with("chat.max_body_bytes=100").expect("valid").chat.max_body_bytes, 100);
 }
 
 #[test]

@@ -43,6 +43,7 @@ pub const BEARER: &str = "bearer";
         (name = "counters", description = "Linearizable counters"),
         (name = "urls", description = "The URL shortener and its redirects"),
         (name = "ratelimit", description = "The caller's quota"),
+        (name = "chat", description = "One-on-one conversations: send, history, conversation list, read cursors"),
         (name = "testing", description = "Fault injection; 403 unless `testing.fault_injection = true`"),
     )
 )]

@@ -16,6 +16,8 @@ pub enum Route<'a> {
     Key(&'a str),
     /// The meta group (cluster-wide records such as users).
     Meta,
+    /// Partition group `1..=partitions` itself (a scatter over every partition).
+    Partition(GroupId),
 }
 
 impl<'a> From<&'a str> for Route<'a> {
@@ -67,6 +69,7 @@ impl Client {
         match route {
             Route::Key(key) => self.partition_of(key),
             Route::Meta => 0,
+            Route::Partition(group) => group,
         }
     }
 
@@ -97,6 +100,11 @@ impl Client {
         let group = self.group(route.into());
         let bytes = router.read(group, S::ID, query.encode()?, consistency).await?;
         Ok(S::Answer::decode(&bytes)?)
+    }
+
+    /// How many partitions the cluster has (groups `1..=partitions`).
+    pub fn partitions(&self) -> u64 {
+        self.partitions
     }
 
     /// The partition group of `key`.

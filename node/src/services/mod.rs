@@ -15,6 +15,7 @@
 
 pub mod actor;
 pub mod api;
+pub mod chat;
 pub mod client;
 pub mod counters;
 pub mod peer;
@@ -158,6 +159,7 @@ static REGISTRY: &[&dyn Entry] = &[
     &Typed::<users::Users>(PhantomData),
     &Typed::<counters::Counters>(PhantomData),
     &Typed::<urls::Urls>(PhantomData),
+    &Typed::<chat::Chat>(PhantomData),
 ];
 
 /// The registry as storage's [`Dispatch`].
@@ -200,6 +202,7 @@ pub fn routes() -> utoipa_axum::router::OpenApiRouter<Ctx> {
         .merge(counters::http::routes())
         .merge(urls::http::routes())
         .merge(ratelimit::http::routes())
+        .merge(chat::http::routes())
 }
 
 /// What the wiring place hands every service when it builds them.
@@ -244,6 +247,8 @@ pub struct Services {
     pub urls: Arc<urls::UrlService>,
     /// The rate limiter.
     pub ratelimit: Arc<ratelimit::Limiter>,
+    /// Chat.
+    pub chat: Arc<chat::ChatService>,
     /// Base of the short links this node hands out (`urls.base_url`, else its HTTP address).
     pub short_base: Arc<str>,
 }
@@ -276,6 +281,7 @@ impl Services {
             p.client.clone(),
             ratelimit::RateLimitMetrics::new(p.registry)?,
         );
+        let chat = chat::ChatService::new(c.chat.clone(), chat::ChatMetrics::new(p.registry)?, p.client.clone());
         let short_base =
             c.urls.base_url.clone().unwrap_or_else(|| format!("http://{}", c.advertised_http_addr())).into();
         Ok(Arc::new(Self {
@@ -284,6 +290,7 @@ impl Services {
             membership: Arc::clone(p.membership),
             urls,
             ratelimit,
+            chat: Arc::new(chat),
             short_base,
         }))
     }
@@ -333,7 +340,8 @@ mod tests {
 
     #[test]
     fn service_ids_are_unique() {
-        let mut ids: Vec<ServiceId> = REGISTRY.iter().map(|e| e.id()).collect();
+        // The rate limiter has peer messages only, but its id is taken all the same.
+        let mut ids: Vec<ServiceId> = REGISTRY.iter().map(|e| e.id()).chain([ratelimit::ID]).collect();
         let n = ids.len();
         ids.sort_unstable();
         ids.dedup();

@@ -47,6 +47,16 @@ pub enum Query {
         /// SHA-256 of the bearer token, hex.
         token_hash: String,
     },
+    /// The user with id `id` (users created before the by-id rows existed are not found).
+    ById {
+        /// User id.
+        id: String,
+    },
+}
+
+/// The row of a user by id (`id/{id}`; token hashes are 64 hex digits, so they never clash).
+fn id_key(id: &str) -> Vec<u8> {
+    format!("id/{id}").into_bytes()
 }
 
 /// See the module docs.
@@ -68,7 +78,9 @@ impl Service for Users {
                 if kv.get(token_hash.as_bytes())?.is_some() {
                     return Ok(Err(Rejection::TokenInUse));
                 }
-                kv.put(token_hash.as_bytes(), user.encode()?);
+                let encoded = user.encode()?;
+                kv.put(&id_key(&user.id), encoded.clone());
+                kv.put(token_hash.as_bytes(), encoded);
                 Ok(Ok(()))
             }
         }
@@ -79,6 +91,7 @@ impl Service for Users {
             Query::ByToken { token_hash } => {
                 Ok(kv.get(token_hash.as_bytes())?.map(|b| User::decode(&b)).transpose()?)
             }
+            Query::ById { id } => Ok(kv.get(&id_key(&id))?.map(|b| User::decode(&b)).transpose()?),
         }
     }
 }
@@ -88,6 +101,16 @@ impl Service for Users {
 /// be applied here yet).
 pub async fn by_token(client: &Client, token_hash: &str) -> Result<Option<User>, CallError> {
     let query = Query::ByToken { token_hash: token_hash.to_string() };
+    if let Ok(Some(user)) = client.read::<Users>(Route::Meta, &query, Consistency::Local).await {
+        return Ok(Some(user));
+    }
+    client.read::<Users>(Route::Meta, &query, Consistency::Linearizable).await
+}
+
+/// The user with id `id`: from this node's meta state when present, else by a linearizable
+/// lookup on the meta leader (as [`by_token`]).
+pub async fn by_id(client: &Client, id: &str) -> Result<Option<User>, CallError> {
+    let query = Query::ById { id: id.to_string() };
     if let Ok(Some(user)) = client.read::<Users>(Route::Meta, &query, Consistency::Local).await {
         return Ok(Some(user));
     }
@@ -108,7 +131,10 @@ mod tests {
         let bob = User { id: "u2".into(), name: "Bob".into() };
         assert_eq!(Users::apply(&mut kv, create(&bob)).expect("apply"), Err(Rejection::TokenInUse));
         let found = Users::query(&kv, Query::ByToken { token_hash: "h1".into() }).expect("query");
-        assert_eq!(found, Some(ann));
+        assert_eq!(found, Some(ann.clone()));
         assert_eq!(Users::query(&kv, Query::ByToken { token_hash: "h2".into() }).expect("query"), None);
+        let by_id = |id: &str| Users::query(&kv, Query::ById { id: id.into() }).expect("query");
+        assert_eq!(by_id("u1"), Some(ann));
+        assert_eq!(by_id("u2"), None, "a refused create stores nothing");
     }
 }
