@@ -440,7 +440,9 @@ impl RaftHost {
         let start = std::time::Instant::now();
         let count = commands.len() as u64;
         self.metrics.batch_size.with_label_values(&[&label]).observe(count as f64);
-        super::tick::renew_lease(&g.raft, &g.quiet, self.lease()).await;
+        if super::tick::renew_lease(&g.raft, &g.quiet, self.lease()).await {
+            self.metrics.quiet_wakes.with_label_values(&[&label, "write"]).inc();
+        }
         let result = g.raft.client_write(CommandBatch(commands)).await;
         let outcome = if result.is_ok() { "committed" } else { "failed" };
         self.metrics.proposals.with_label_values(&[&label, outcome]).inc_by(count);

@@ -39,6 +39,8 @@ pub struct RaftMetrics {
     pub replica_lag: IntGaugeVec,
     /// 1 while this node leads the group and the group is quiet (no heartbeats).
     pub quiet: IntGaugeVec,
+    /// Quiet groups led here that woke, by group and reason.
+    pub quiet_wakes: IntCounterVec,
 }
 
 impl RaftMetrics {
@@ -131,8 +133,16 @@ impl RaftMetrics {
                 ),
                 g,
             )?,
+            quiet_wakes: IntCounterVec::new(
+                Opts::new(
+                    "shoal_raft_quiet_wakes_total",
+                    "Quiet groups led here that woke, by reason: write (a proposal), reconfigure, replica (a replica was not where a quiet beat said), unsettled (new entries or a hand-over), leadership (this node stopped leading).",
+                ),
+                &["group", "reason"],
+            )?,
         };
         registry.register(Box::new(m.quiet.clone()))?;
+        registry.register(Box::new(m.quiet_wakes.clone()))?;
         registry.register(Box::new(m.placement_moves.clone()))?;
         registry.register(Box::new(m.layout_version.clone()))?;
         registry.register(Box::new(m.reconfigurations.clone()))?;

@@ -81,7 +81,9 @@ impl RaftHost {
         let lease = self.lease();
         tokio::spawn(async move {
             // The group is busy now, so it stays awake; a quiet one needs its lease back first.
-            super::tick::renew_lease(&raft, &g.quiet, lease).await;
+            if super::tick::renew_lease(&raft, &g.quiet, lease).await {
+                metrics.quiet_wakes.with_label_values(&[&group.to_string(), "reconfigure"]).inc();
+            }
             let result = change_members(&raft, group, voters, learners, have_voters, have_learners).await;
             let outcome = match &result {
                 Ok(()) => {

@@ -215,11 +215,14 @@ impl Quiet {
         quiet
     }
 
-    /// A replica asked for heartbeats, or this node no longer leads: loud again.
-    pub(super) fn wake(&self) {
+    /// A replica asked for heartbeats, a write came, or this node no longer leads: loud again.
+    /// Answers whether the group was quiet.
+    pub(super) fn wake(&self) -> bool {
         let mut q = lock(&self.inner);
+        let was = q.quiet;
         *q = QuietInner::default();
         self.quiet.store(false, Ordering::Relaxed);
+        was
     }
 
     /// `peer` confirmed it follows this leader at the beat's term and index.
@@ -284,18 +287,20 @@ pub(super) fn follows_quietly(m: &Metrics, from: NodeId, q: &QuietGroup) -> bool
 /// group (quiet beats keep Shoal's lease, not openraft's). Wakes the group, sends one round of
 /// heartbeats and waits (at most `lease`) for their acknowledgements: a write after an idle
 /// spell costs one extra round trip.
-pub(super) async fn renew_lease(raft: &GroupRaft, quiet: &Quiet, lease: Duration) {
+/// Answers whether it woke a quiet group.
+pub(super) async fn renew_lease(raft: &GroupRaft, quiet: &Quiet, lease: Duration) -> bool {
     let fresh = |m: &Metrics| {
         m.last_quorum_acked.is_some_and(|at| at.elapsed() < lease / 2)
             || m.membership_config.membership().voter_ids().all(|v| v == m.id)
     };
     if fresh(&raft.metrics().borrow_watched()) {
-        return;
+        return false;
     }
-    quiet.wake();
+    let woke = quiet.wake();
     let _ = raft.trigger().heartbeat().await;
     // A lease still lapsed afterwards makes the write fail as it would have anyway.
     let _ = raft.wait(Some(lease)).metrics(fresh, "leader lease renewed").await;
+    woke
 }
 
 /// Sends `peer` this tick's quiet beat and applies its answer: the groups it asks to wake are
@@ -315,7 +320,9 @@ async fn send_quiet_beat(host: Weak<RaftHost>, peer: NodeId, groups: Vec<QuietGr
     for group in listed {
         let Some(g) = host.group(group) else { continue };
         if wake.contains(&group) {
-            g.quiet.wake();
+            if g.quiet.wake() {
+                host.metrics.quiet_wakes.with_label_values(&[&group.to_string(), "replica"]).inc();
+            }
         } else {
             g.quiet.ack(peer, sent);
         }
@@ -367,12 +374,16 @@ pub(super) async fn run(host: Weak<RaftHost>, timing: Timing) {
             let plan = plan(&seen, &timing);
             g.raft.runtime_config().tick(plan.openraft_tick);
             if seen.state != ServerState::Leader {
-                if g.quiet.is_quiet() {
-                    g.quiet.wake();
+                if g.quiet.wake() {
                     strong.metrics.quiet.with_label_values(&[&group.to_string()]).set(0);
+                    strong.metrics.quiet_wakes.with_label_values(&[&group.to_string(), "leadership"]).inc();
                 }
             } else if beat {
+                let was_quiet = g.quiet.is_quiet();
                 let quiet = g.quiet.observe(settled);
+                if was_quiet && !quiet {
+                    strong.metrics.quiet_wakes.with_label_values(&[&group.to_string(), "unsettled"]).inc();
+                }
                 strong.metrics.quiet.with_label_values(&[&group.to_string()]).set(i64::from(quiet));
                 if let (true, Some((term, last_index))) = (quiet, settled) {
                     for peer in peers {
