@@ -39,6 +39,10 @@ enum Workload {
     Echo,
     /// Start a local 3-node cluster, let it idle, report each node's resident memory.
     IdleMemory,
+    /// Start a local 3-node cluster with production defaults (16 partitions), wait until it is
+    /// ready and settled (`--warmup`, at least 15 s is sensible), then report each node's CPU use
+    /// over `--duration` as a percentage of one core (from /proc).
+    IdleCpu,
     /// Counter increments over HTTP, spread over the nodes and over many counters.
     Counters,
     /// etcd v3 puts over its HTTP/JSON gateway (needs `--endpoints`), for side-by-side figures.
@@ -119,6 +123,7 @@ fn main() -> Result<()> {
         match args.workload {
             Workload::Echo => workloads::echo(&args).await,
             Workload::IdleMemory => workloads::idle_memory(&args).await,
+            Workload::IdleCpu => workloads::idle_cpu(&args).await,
             Workload::Counters => workloads::counters(&args).await,
             Workload::EtcdPut => workloads::etcd_put(&args).await,
             Workload::Failover => workloads::failover(&args).await,

@@ -126,6 +126,76 @@ pub async fn idle_memory(args: &Args) -> Result<Report> {
     })
 }
 
+/// User plus system CPU time of process `pid` so far, in clock ticks (from /proc).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) end with `)`; utime and stime are
+    // the 14th and 15th fields overall, the 12th and 13th after it.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// CPU use of the nodes of an idle 3-node cluster with production defaults.
+pub async fn idle_cpu(args: &Args) -> Result<Report> {
+    let cluster = start_cluster(args, &[])?;
+    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+    cluster.wait_ready(&ids, Duration::from_secs(60)).await?;
+    // Leaders settle, hand-overs finish and idle groups go quiet: the warm-up is part of the
+    // workload, like the idle period itself.
+    tokio::time::sleep(args.warmup).await;
+    let pids: Vec<(u64, u32)> = ids
+        .iter()
+        .map(|id| cluster.node(*id).pid().map(|p| (*id, p)).ok_or_else(|| anyhow!("node {id} not running")))
+        .collect::<Result<_>>()?;
+    let before: Vec<u64> = pids
+        .iter()
+        .map(|(_, p)| cpu_ticks(*p).ok_or_else(|| anyhow!("cannot read /proc/{p}/stat")))
+        .collect::<Result<_>>()?;
+    let start = std::time::Instant::now();
+    tokio::time::sleep(args.duration).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    // Clock ticks per second (USER_HZ): 100 on Linux unless `getconf` says otherwise.
+    let ticks_per_s = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse::<f64>().ok())
+        .unwrap_or(100.0);
+    let mut nodes = Vec::new();
+    let mut max: f64 = 0.0;
+    for ((id, pid), b) in pids.iter().zip(before) {
+        let after = cpu_ticks(*pid).ok_or_else(|| anyhow!("cannot read /proc/{pid}/stat"))?;
+        let percent = (after - b) as f64 / ticks_per_s / elapsed * 100.0;
+        max = max.max(percent);
+        nodes.push(json!({ "id": id, "pid": pid, "cpu_percent": (percent * 100.0).round() / 100.0 }));
+    }
+    let quiet = {
+        let mut n = 0.0;
+        for id in &ids {
+            if let Some(text) = cluster.metrics(*id).await {
+                n += text.lines().filter(|l| l.starts_with("shoal_raft_quiet{") && l.ends_with(" 1")).count() as f64;
+            }
+        }
+        n
+    };
+    Ok(Report {
+        workload: "idle-cpu".into(),
+        clients: 0,
+        rate_per_s: None,
+        duration_s: elapsed,
+        requests: 0,
+        errors: 0,
+        throughput_per_s: 0.0,
+        latency_ms: None,
+        extra: serde_json::Map::from_iter([
+            ("nodes".to_string(), json!(nodes)),
+            ("max_cpu_percent".to_string(), json!((max * 100.0).round() / 100.0)),
+            ("quiet_groups".to_string(), json!(quiet)),
+        ]),
+    })
+}
+
 /// `--endpoints` as base URLs.
 fn normalized(endpoints: &[String]) -> Vec<String> {
     endpoints.iter().map(|e| if e.starts_with("http") { e.clone() } else { format!("http://{e}") }).collect()

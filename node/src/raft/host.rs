@@ -369,7 +369,7 @@ impl RaftHost {
                 let alone = m.membership_config.membership().voter_ids().all(|v| v == l);
                 let lease = Duration::from_millis(self.quorum_lease_ms);
                 let acked = m.last_quorum_acked.is_some_and(|at| at.elapsed() <= lease)
-                    || g.quiet.quorum_within(m.membership_config.membership().voter_ids(), l, lease);
+                    || g.quiet.quorum_within(m.membership_config.membership().voter_ids(), l, m.current_term, lease);
                 Some((alone || acked).then_some(l))
             }
             Some(l) => Some(Some(l)),
@@ -555,11 +555,14 @@ impl RaftHost {
 
     /// Answers a quiet beat from `from` (see [`super::tick`]): each listed group this replica
     /// follows exactly as the beat says counts as heard from its leader; the others are asked to
-    /// wake. Groups not hosted here are left out (their leader's replication finds out).
+    /// wake, including groups not hosted here (yet), so that they count toward no quorum lease.
     fn quiet_beat(&self, from: NodeId, groups: &[wire::QuietGroup]) -> RaftResponse {
         let mut wake = Vec::new();
         for q in groups {
-            let Some(g) = self.group(q.group) else { continue };
+            let Some(g) = self.group(q.group) else {
+                wake.push(q.group);
+                continue;
+            };
             let follows = super::tick::follows_quietly(&g.raft.metrics().borrow_watched(), from, q);
             if follows {
                 g.heard.note_quietly(self.epoch);
@@ -580,7 +583,7 @@ impl RaftHost {
         let lease = Duration::from_millis(self.quorum_lease_ms);
         let alive = match (m.state, m.current_leader) {
             (ServerState::Leader, Some(l)) if l == self.node_id => {
-                g.quiet.quorum_within(m.membership_config.membership().voter_ids(), l, lease)
+                g.quiet.quorum_within(m.membership_config.membership().voter_ids(), l, m.current_term, lease)
             }
             (ServerState::Follower | ServerState::Learner, Some(l)) if l != candidate => {
                 g.heard.since(self.epoch).is_some_and(|d| d <= lease)

@@ -188,8 +188,10 @@ struct QuietInner {
     /// Heartbeat ticks in a row at `mark`.
     settled: u32,
     quiet: bool,
-    /// Per peer, when it last confirmed in a quiet beat that it follows this leader.
-    acks: BTreeMap<NodeId, Instant>,
+    /// Per peer, when it last confirmed in a quiet beat that it follows this node, and in which
+    /// term. Kept when the group wakes: they stay valid confirmations (openraft's own lease,
+    /// stale after a quiet spell, is renewed only by the first heartbeat round after the wake).
+    acks: BTreeMap<NodeId, (Instant, u64)>,
 }
 
 impl Quiet {
@@ -202,22 +204,28 @@ impl Quiet {
             other => {
                 q.mark = other;
                 q.settled = 0;
-                q.acks.clear();
             }
         }
         let quiet = q.mark.is_some() && q.settled >= QUIET_AFTER;
-        if quiet && !q.quiet {
-            // Acknowledgements count from the moment heartbeats stop.
-            q.acks.clear();
-        }
         q.quiet = quiet;
         self.quiet.store(quiet, Ordering::Relaxed);
         quiet
     }
 
-    /// A replica asked for heartbeats, a write came, or this node no longer leads: loud again.
+    /// A replica asked for heartbeats or a write came: loud again (acknowledgements kept).
     /// Answers whether the group was quiet.
     pub(super) fn wake(&self) -> bool {
+        let mut q = lock(&self.inner);
+        let was = q.quiet;
+        q.quiet = false;
+        q.mark = None;
+        q.settled = 0;
+        self.quiet.store(false, Ordering::Relaxed);
+        was
+    }
+
+    /// This node no longer leads: forget everything. Answers whether the group was quiet.
+    pub(super) fn reset(&self) -> bool {
         let mut q = lock(&self.inner);
         let was = q.quiet;
         *q = QuietInner::default();
@@ -225,29 +233,29 @@ impl Quiet {
         was
     }
 
-    /// `peer` confirmed it follows this leader at the beat's term and index.
-    pub(super) fn ack(&self, peer: NodeId, at: Instant) {
-        let mut q = lock(&self.inner);
-        if q.quiet {
-            q.acks.insert(peer, at);
-        }
+    /// `peer` confirmed, in a quiet beat sent `at`, that it follows this node in `term`.
+    pub(super) fn ack(&self, peer: NodeId, at: Instant, term: u64) {
+        lock(&self.inner).acks.insert(peer, (at, term));
     }
 
     pub(super) fn is_quiet(&self) -> bool {
         self.quiet.load(Ordering::Relaxed)
     }
 
-    /// Whether, quiet, a majority of `voters` (this node `me` included) confirmed within
-    /// `lease`: the quiet form of openraft's quorum acknowledgement.
-    pub(super) fn quorum_within(&self, voters: impl Iterator<Item = NodeId>, me: NodeId, lease: Duration) -> bool {
+    /// Whether a majority of `voters` (this node `me` included) confirmed within `lease` that
+    /// they follow it in `term`: the quiet form of openraft's quorum acknowledgement.
+    pub(super) fn quorum_within(
+        &self,
+        voters: impl Iterator<Item = NodeId>,
+        me: NodeId,
+        term: u64,
+        lease: Duration,
+    ) -> bool {
         let q = lock(&self.inner);
-        if !q.quiet {
-            return false;
-        }
         let (mut total, mut acked) = (0usize, 0usize);
         for v in voters {
             total += 1;
-            if v == me || q.acks.get(&v).is_some_and(|at| at.elapsed() <= lease) {
+            if v == me || q.acks.get(&v).is_some_and(|(at, t)| *t == term && at.elapsed() <= lease) {
                 acked += 1;
             }
         }
@@ -308,7 +316,7 @@ pub(super) async fn renew_lease(raft: &GroupRaft, quiet: &Quiet, lease: Duration
 async fn send_quiet_beat(host: Weak<RaftHost>, peer: NodeId, groups: Vec<QuietGroup>, deadline: Duration) {
     let Some(transport) = host.upgrade().map(|h| Arc::clone(&h.transport)) else { return };
     let sent = Instant::now();
-    let listed: Vec<GroupId> = groups.iter().map(|q| q.group).collect();
+    let listed: Vec<(GroupId, u64)> = groups.iter().map(|q| (q.group, q.term)).collect();
     let request = RaftRequest { group: 0, body: RaftRequestBody::QuietBeat { groups } };
     let answer = transport.call_with_timeout(peer, request, deadline).await;
     let Some(host) = host.upgrade() else { return };
@@ -317,14 +325,14 @@ async fn send_quiet_beat(host: Weak<RaftHost>, peer: NodeId, groups: Vec<QuietGr
         // Unreachable, or a peer that does not know quiet beats: no acknowledgement.
         _ => return,
     };
-    for group in listed {
+    for (group, term) in listed {
         let Some(g) = host.group(group) else { continue };
         if wake.contains(&group) {
             if g.quiet.wake() {
                 host.metrics.quiet_wakes.with_label_values(&[&group.to_string(), "replica"]).inc();
             }
         } else {
-            g.quiet.ack(peer, sent);
+            g.quiet.ack(peer, sent, term);
         }
     }
 }
@@ -374,7 +382,7 @@ pub(super) async fn run(host: Weak<RaftHost>, timing: Timing) {
             let plan = plan(&seen, &timing);
             g.raft.runtime_config().tick(plan.openraft_tick);
             if seen.state != ServerState::Leader {
-                if g.quiet.wake() {
+                if g.quiet.reset() {
                     strong.metrics.quiet.with_label_values(&[&group.to_string()]).set(0);
                     strong.metrics.quiet_wakes.with_label_values(&[&group.to_string(), "leadership"]).inc();
                 }
@@ -555,30 +563,31 @@ mod tests {
     }
 
     #[test]
-    fn a_quiet_leader_holds_its_lease_only_while_a_majority_acknowledged_recently() {
+    fn a_quiet_leader_holds_its_lease_only_while_a_majority_acknowledged_its_term_recently() {
         let q = Quiet::default();
         let lease = Duration::from_millis(800);
         let voters = || [1, 2, 3].into_iter();
-        q.ack(2, Instant::now());
-        assert!(!q.quorum_within(voters(), 1, lease), "acknowledgements count only once quiet");
+        assert!(!q.quorum_within(voters(), 1, 7, lease), "alone is no majority of three");
+        q.ack(2, Instant::now() - Duration::from_secs(2), 7);
+        assert!(!q.quorum_within(voters(), 1, 7, lease), "a stale acknowledgement");
+        q.ack(3, Instant::now(), 6);
+        assert!(!q.quorum_within(voters(), 1, 7, lease), "an acknowledgement of another term");
+        q.ack(3, Instant::now(), 7);
+        assert!(q.quorum_within(voters(), 1, 7, lease));
+        // Waking keeps them (openraft's lease comes back only with the next heartbeat round);
+        // losing the lead forgets them.
         for _ in 0..=QUIET_AFTER {
-            q.observe(Some((1, 5)));
+            q.observe(Some((7, 5)));
         }
-        assert!(!q.quorum_within(voters(), 1, lease), "alone is no majority of three");
-        q.ack(2, Instant::now() - Duration::from_secs(2));
-        assert!(!q.quorum_within(voters(), 1, lease), "a stale acknowledgement");
-        q.ack(3, Instant::now());
-        assert!(q.quorum_within(voters(), 1, lease));
-        q.wake();
-        assert!(!q.quorum_within(voters(), 1, lease), "a loud group has openraft's own lease");
+        assert!(q.wake());
+        assert!(q.quorum_within(voters(), 1, 7, lease), "still confirmed after a wake");
+        q.reset();
+        assert!(!q.quorum_within(voters(), 1, 7, lease), "forgotten once no longer leading");
         let five = || [1, 2, 3, 4, 5].into_iter();
-        for _ in 0..=QUIET_AFTER {
-            q.observe(Some((1, 5)));
-        }
-        q.ack(2, Instant::now());
-        assert!(!q.quorum_within(five(), 1, lease), "two of five");
-        q.ack(4, Instant::now());
-        assert!(q.quorum_within(five(), 1, lease), "three of five");
+        q.ack(2, Instant::now(), 7);
+        assert!(!q.quorum_within(five(), 1, 7, lease), "two of five");
+        q.ack(4, Instant::now(), 7);
+        assert!(q.quorum_within(five(), 1, 7, lease), "three of five");
     }
 
     #[test]
