@@ -361,9 +361,6 @@ async fn settled_leadership(c: &Cluster, ids: &[u64]) -> Result<BTreeMap<String,
     .await
 }
 
-/// Heartbeats in a row a leader waits before its settled group goes quiet (`raft/tick.rs`).
-const QUIET_AFTER: u32 = 3;
-
 /// How many quiet groups led by node `id` woke so far, for any reason.
 async fn wakes(c: &Cluster, id: u64) -> Option<f64> {
     let text = c.metrics(id).await?;
@@ -415,7 +412,7 @@ async fn an_idle_cluster_goes_quiet_and_keeps_every_leader_on_quiet_beats_alone(
             let woken = wakes(&c, *id).await.ok_or_else(|| anyhow!("metrics of node {id}"))? - woke;
             ensure!(woken <= 1.0, "node {id}: {woken} quiet groups woke while the cluster was idle: {reasons:?}");
             let sent = c.metric(*id, APPENDS).await.ok_or_else(|| anyhow!("metrics of node {id}"))? - appends;
-            let allowed = woken * f64::from(QUIET_AFTER + 2) * 2.0;
+            let allowed = woken * f64::from(shoal::raft::QUIET_AFTER + 2) * 2.0;
             ensure!(sent <= allowed, "node {id} sent {sent} AppendEntries while quiet ({woken} wakes: {reasons:?})");
             let beats_now = c.metric(*id, QUIET_BEATS).await.ok_or_else(|| anyhow!("metrics of node {id}"))?;
             if *led > 0 {

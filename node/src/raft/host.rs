@@ -553,51 +553,6 @@ impl RaftHost {
         }
     }
 
-    /// Answers a quiet beat from `from` (see [`super::tick`]): each listed group this replica
-    /// follows exactly as the beat says counts as heard from its leader; the others are asked to
-    /// wake, including groups not hosted here (yet), so that they count toward no quorum lease.
-    fn quiet_beat(&self, from: NodeId, groups: &[wire::QuietGroup]) -> RaftResponse {
-        let mut wake = Vec::new();
-        for q in groups {
-            let Some(g) = self.group(q.group) else {
-                wake.push(q.group);
-                continue;
-            };
-            let follows = super::tick::follows_quietly(&g.raft.metrics().borrow_watched(), from, q);
-            if follows {
-                g.heard.note_quietly(self.epoch);
-            } else {
-                wake.push(q.group);
-            }
-        }
-        RaftResponse::QuietAck { wake }
-    }
-
-    /// A refusal for `candidate`'s (pre-)vote in `g` while this replica's leader is known alive
-    /// by quiet beats: openraft refuses votes during its own leader lease, which only
-    /// AppendEntries renew, so a quiet group needs this to keep a restarted or cut-off replica
-    /// from unseating a live leader. Refusing a vote never breaks safety. `None`: openraft
-    /// decides.
-    fn refuses_vote(&self, g: &Group, candidate: NodeId) -> Option<RaftResponse> {
-        let m = g.raft.metrics().borrow_watched().clone();
-        let lease = Duration::from_millis(self.quorum_lease_ms);
-        let alive = match (m.state, m.current_leader) {
-            (ServerState::Leader, Some(l)) if l == self.node_id => {
-                g.quiet.quorum_within(m.membership_config.membership().voter_ids(), l, m.current_term, lease)
-            }
-            (ServerState::Follower | ServerState::Learner, Some(l)) if l != candidate => {
-                g.heard.since(self.epoch).is_some_and(|d| d <= lease)
-            }
-            _ => false,
-        };
-        if !alive {
-            return None;
-        }
-        // This replica's own (lower) vote, not granted; no last log id (openraft uses it only to
-        // delay a candidate that saw a longer log).
-        Some(wire::vote_response(openraft::raft::VoteResponse::new(m.vote, None, false)))
-    }
-
     /// Takes one chunk of a snapshot `group`'s leader sends (see [`super::network`]): chunks of
     /// one transfer arrive in order, the first starts a new file (dropping any unfinished
     /// transfer), the last installs the snapshot. A chunk that does not continue the transfer

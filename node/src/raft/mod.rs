@@ -23,3 +23,4 @@ pub use error::{ProposeError, RaftHostError};
 /// One group's Raft instance (openraft 0.10 names the state machine type in it).
 pub type GroupRaft = openraft::Raft<TypeConfig, crate::storage::StateMachineStore>;
 pub use host::RaftHost;
+pub use tick::QUIET_AFTER;

@@ -50,7 +50,7 @@ use crate::util::lock;
 
 /// Heartbeats in a row a leader must see its group settled before the group goes quiet: the
 /// first carries the final commit index to the followers, the others leave room for one lost.
-pub(super) const QUIET_AFTER: u32 = 3;
+pub const QUIET_AFTER: u32 = 3;
 /// Quiet beats go out every this many heartbeat intervals: they are most of what an idle node
 /// does (each is a request and an answer per peer), and every other interval keeps a follower's
 /// contact well within the shortest election timeout (measured idle CPU per node: 1.3 % with
@@ -287,6 +287,55 @@ pub(super) fn follows_quietly(m: &Metrics, from: NodeId, q: &QuietGroup) -> bool
         && m.current_term == q.term
         && m.last_log_index == Some(q.last_index)
         && m.local_committed.as_ref().map(|l| l.index) == Some(q.last_index)
+}
+
+/// A quiet group's side on the follower: beats answered, votes refused while they keep the
+/// leader alive.
+impl RaftHost {
+    /// Answers a quiet beat from `from` (see the module docs): each listed group this replica
+    /// follows exactly as the beat says counts as heard from its leader; the others are asked to
+    /// wake, including groups not hosted here (yet), so that they count toward no quorum lease.
+    pub(super) fn quiet_beat(&self, from: NodeId, groups: &[QuietGroup]) -> RaftResponse {
+        let mut wake = Vec::new();
+        for q in groups {
+            let Some(g) = self.group(q.group) else {
+                wake.push(q.group);
+                continue;
+            };
+            let follows = follows_quietly(&g.raft.metrics().borrow_watched(), from, q);
+            if follows {
+                g.heard.note_quietly(self.epoch);
+            } else {
+                wake.push(q.group);
+            }
+        }
+        RaftResponse::QuietAck { wake }
+    }
+
+    /// A refusal for `candidate`'s (pre-)vote in `g` while this replica's leader is known alive
+    /// by quiet beats: openraft refuses votes during its own leader lease, which only
+    /// AppendEntries renew, so a quiet group needs this to keep a restarted or cut-off replica
+    /// from unseating a live leader. Refusing a vote never breaks safety. `None`: openraft
+    /// decides.
+    pub(super) fn refuses_vote(&self, g: &super::host::Group, candidate: NodeId) -> Option<RaftResponse> {
+        let m = g.raft.metrics().borrow_watched().clone();
+        let lease = self.lease();
+        let alive = match (m.state, m.current_leader) {
+            (ServerState::Leader, Some(l)) if l == self.node_id => {
+                g.quiet.quorum_within(m.membership_config.membership().voter_ids(), l, m.current_term, lease)
+            }
+            (ServerState::Follower | ServerState::Learner, Some(l)) if l != candidate => {
+                g.heard.since(self.epoch).is_some_and(|d| d <= lease)
+            }
+            _ => false,
+        };
+        if !alive {
+            return None;
+        }
+        // This replica's own (lower) vote, not granted; no last log id (openraft uses it only to
+        // delay a candidate that saw a longer log).
+        Some(super::wire::vote_response(openraft::raft::VoteResponse::new(m.vote, None, false)))
+    }
 }
 
 /// Makes sure openraft's leader lease of `raft` (a group led here) holds, before a write:
