@@ -11,6 +11,8 @@
 //! shoal-bench shorten --clients 64                      # URL shortens on a local 3-node cluster
 //! shoal-bench redirect --clients 64                     # cached redirects, spread over the nodes
 //! shoal-bench ratelimited --clients 64                  # requests whose limiter key another node owns
+//! shoal-bench chat --clients 32                         # 32 pairs of users chatting over WebSockets
+//! shoal-bench chat-idle --clients 10000 --warmup 15s    # idle WebSocket sessions: node CPU and memory
 //! ```
 //!
 //! Closed-loop load: each client issues its next request as soon as the previous one answered.
@@ -22,6 +24,7 @@
 //! Requests completing during `--warmup` are not counted. Latencies are recorded per client in
 //! HDR histograms (microseconds) and merged at the end, so recording never contends.
 
+mod chat;
 mod driver;
 mod services;
 mod workloads;
@@ -60,6 +63,12 @@ enum Workload {
     /// Authenticated requests through the rate limiter, each key owned by another node than
     /// the one asked (`--set ratelimit.enabled=false` for the baseline).
     Ratelimited,
+    /// `--clients` pairs of users on different nodes, each sending over a WebSocket as fast as
+    /// its `sent` arrives: messages delivered per second, send → recipient latency.
+    Chat,
+    /// `--clients` idle WebSocket sessions pinging every `--heartbeat`: the nodes' CPU and
+    /// memory.
+    ChatIdle,
 }
 
 #[derive(Parser, Debug)]
@@ -108,6 +117,9 @@ struct Args {
     /// restart: kill the node before the log is filled, so it must catch up on every entry.
     #[arg(long)]
     while_down: bool,
+    /// chat-idle: how often each session pings.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    heartbeat: Duration,
 }
 
 impl Args {
@@ -131,6 +143,8 @@ fn main() -> Result<()> {
             Workload::Shorten => services::shorten(&args).await,
             Workload::Redirect => services::redirect(&args).await,
             Workload::Ratelimited => services::ratelimited(&args).await,
+            Workload::Chat => chat::chat(&args).await,
+            Workload::ChatIdle => chat::chat_idle(&args).await,
         }
     })?;
     if args.json {

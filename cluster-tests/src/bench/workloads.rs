@@ -87,7 +87,7 @@ fn node_binary(args: &Args) -> Result<PathBuf> {
     }
 }
 
-fn vm_rss_mb(pid: u32) -> Option<f64> {
+pub(super) fn vm_rss_mb(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -127,13 +127,23 @@ pub async fn idle_memory(args: &Args) -> Result<Report> {
 }
 
 /// User plus system CPU time of process `pid` so far, in clock ticks (from /proc).
-fn cpu_ticks(pid: u32) -> Option<u64> {
+pub(super) fn cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) end with `)`; utime and stime are
     // the 14th and 15th fields overall, the 12th and 13th after it.
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Clock ticks per second (USER_HZ): 100 on Linux unless `getconf` says otherwise.
+pub(super) fn clock_ticks_per_s() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse::<f64>().ok())
+        .unwrap_or(100.0)
 }
 
 /// CPU use of the nodes of an idle 3-node cluster with production defaults.
@@ -155,13 +165,7 @@ pub async fn idle_cpu(args: &Args) -> Result<Report> {
     let start = std::time::Instant::now();
     tokio::time::sleep(args.duration).await;
     let elapsed = start.elapsed().as_secs_f64();
-    // Clock ticks per second (USER_HZ): 100 on Linux unless `getconf` says otherwise.
-    let ticks_per_s = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse::<f64>().ok())
-        .unwrap_or(100.0);
+    let ticks_per_s = clock_ticks_per_s();
     let mut nodes = Vec::new();
     let mut max: f64 = 0.0;
     for ((id, pid), b) in pids.iter().zip(before) {

@@ -15,12 +15,12 @@ use crate::led;
 
 /// A user of a test cluster.
 #[derive(Debug, Clone)]
-struct User {
-    id: String,
-    token: String,
+pub(crate) struct User {
+    pub(crate) id: String,
+    pub(crate) token: String,
 }
 
-async fn sign_up(c: &Cluster, node: u64, name: &str) -> Result<User> {
+pub(crate) async fn sign_up(c: &Cluster, node: u64, name: &str) -> Result<User> {
     let r = plain_client()?.post(c.node(node).url("/v1/users")).json(&json!({"name": name})).send().await?;
     ensure!(r.status().as_u16() == 201, "sign-up answered {}", r.status());
     let v: Value = r.json().await?;
@@ -53,7 +53,7 @@ async fn call(
 }
 
 /// [`call`], retrying 503s (no leader yet); only for requests that are safe to repeat.
-async fn call_ok(
+pub(crate) async fn call_ok(
     c: &Cluster,
     node: u64,
     user: &User,
@@ -70,7 +70,7 @@ async fn call_ok(
 
 /// Sends `body` to `to` as `from` through `node` (a resend with the same `client_msg_id` is
 /// safe); answers status and body.
-async fn send(c: &Cluster, node: u64, from: &User, to: &str, id: &str, body: &str) -> Result<(u16, Value)> {
+pub(crate) async fn send(c: &Cluster, node: u64, from: &User, to: &str, id: &str, body: &str) -> Result<(u16, Value)> {
     let message = json!({"to": to, "client_msg_id": id, "body": body});
     call_ok(c, node, from, "POST", "/v1/chat/messages", Some(message)).await
 }
@@ -106,7 +106,12 @@ async fn page(
 }
 
 /// The whole history, oldest first, read page by page.
-async fn full_history(c: &Cluster, node: u64, user: &User, peer: &str) -> Result<Vec<(u64, String, String)>> {
+pub(crate) async fn full_history(
+    c: &Cluster,
+    node: u64,
+    user: &User,
+    peer: &str,
+) -> Result<Vec<(u64, String, String)>> {
     let mut all = Vec::new();
     let mut query = "?limit=200".to_string();
     loop {
@@ -121,7 +126,7 @@ async fn full_history(c: &Cluster, node: u64, user: &User, peer: &str) -> Result
     Ok(all)
 }
 
-async fn conversations(c: &Cluster, node: u64, user: &User) -> Result<Vec<Value>> {
+pub(crate) async fn conversations(c: &Cluster, node: u64, user: &User) -> Result<Vec<Value>> {
     let (status, v) = call_ok(c, node, user, "GET", "/v1/chat/conversations", None).await?;
     ensure!(status == 200, "conversations answered {status}: {v}");
     v["conversations"].as_array().cloned().ok_or_else(|| anyhow!("no conversations in {v}"))

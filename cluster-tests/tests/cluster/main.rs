@@ -8,6 +8,7 @@ use anyhow::Result;
 use cluster_tests::harness::{Cluster, ClusterSpec};
 
 mod chat;
+mod chat_ws;
 mod cli;
 mod counters;
 mod crash;

@@ -360,16 +360,25 @@ impl Default for UrlsSection {
 pub struct ChatSection {
     /// Longest message body accepted, in bytes of UTF-8 (each message is one Raft command).
     pub max_body_bytes: usize,
+    /// Longest WebSocket frame a client may send; a longer one closes the connection with 1009.
+    pub max_frame_bytes: usize,
+    /// Events one WebSocket session may have queued; a session that falls further behind is
+    /// closed with 1013 and resyncs when it reconnects.
+    pub session_queue: usize,
 }
 
 /// Default of `chat.max_body_bytes`.
 pub const DEFAULT_CHAT_MAX_BODY_BYTES: usize = 4096;
 /// Largest `chat.max_body_bytes` allowed.
 pub const MAX_CHAT_BODY_BYTES: usize = 64 * 1024;
+/// Room a `send` frame needs besides its body (type, recipient, client_msg_id, quoting).
+pub const CHAT_FRAME_OVERHEAD: usize = 512;
+/// Largest `chat.max_frame_bytes` allowed.
+pub const MAX_CHAT_FRAME_BYTES: usize = 1024 * 1024;
 
 impl Default for ChatSection {
     fn default() -> Self {
-        Self { max_body_bytes: DEFAULT_CHAT_MAX_BODY_BYTES }
+        Self { max_body_bytes: DEFAULT_CHAT_MAX_BODY_BYTES, max_frame_bytes: 16 * 1024, session_queue: 4096 }
     }
 }
 
@@ -617,6 +626,18 @@ impl Config {
         ratelimit::validate(&self.ratelimit)?;
         if !(1..=MAX_CHAT_BODY_BYTES).contains(&self.chat.max_body_bytes) {
             return Err(invalid("chat.max_body_bytes", format!("must be between 1 and {MAX_CHAT_BODY_BYTES}")));
+        }
+        let least = self.chat.max_body_bytes + CHAT_FRAME_OVERHEAD;
+        if !(least..=MAX_CHAT_FRAME_BYTES).contains(&self.chat.max_frame_bytes) {
+            return Err(invalid(
+                "chat.max_frame_bytes",
+                format!(
+                    "must be between chat.max_body_bytes + {CHAT_FRAME_OVERHEAD} ({least}) and {MAX_CHAT_FRAME_BYTES}"
+                ),
+            ));
+        }
+        if !(16..=1_000_000).contains(&self.chat.session_queue) {
+            return Err(invalid("chat.session_queue", "must be between 16 and 1000000"));
         }
         let s = &self.supervisor;
         nonzero("supervisor.restart_backoff_min", s.restart_backoff_min)?;

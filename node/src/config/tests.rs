@@ -72,6 +72,10 @@ fn validation_names_the_bad_field() {
     assert_eq!(bad_field("chat.max_body_bytes=0"), "chat.max_body_bytes");
     assert_eq!(bad_field("chat.max_body_bytes=65537"), "chat.max_body_bytes");
     assert_eq!(with("chat.max_body_bytes=100").expect("valid").chat.max_body_bytes, 100);
+    assert_eq!(bad_field("chat.max_frame_bytes=1000"), "chat.max_frame_bytes");
+    assert_eq!(bad_field("chat.max_frame_bytes=2000000"), "chat.max_frame_bytes");
+    assert_eq!(with("chat.max_frame_bytes=5000").expect("valid").chat.max_frame_bytes, 5000);
+    assert_eq!(bad_field("chat.session_queue=1"), "chat.session_queue");
 }
 
 #[test]

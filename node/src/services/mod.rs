@@ -281,7 +281,13 @@ impl Services {
             p.client.clone(),
             ratelimit::RateLimitMetrics::new(p.registry)?,
         );
-        let chat = chat::ChatService::new(c.chat.clone(), chat::ChatMetrics::new(p.registry)?, p.client.clone());
+        let chat = chat::ChatService::new(
+            c.chat.clone(),
+            chat::ChatMetrics::new(p.registry)?,
+            p.client.clone(),
+            Arc::clone(p.transport),
+            Arc::clone(p.membership),
+        );
         let short_base =
             c.urls.base_url.clone().unwrap_or_else(|| format!("http://{}", c.advertised_http_addr())).into();
         Ok(Arc::new(Self {
@@ -302,6 +308,7 @@ impl Services {
             let answer = match call.service {
                 ratelimit::ID => me.ratelimit.on_peer(from, &call.payload),
                 s if s == urls::Urls::ID => me.urls.on_peer(from, &call.payload).await,
+                s if s == chat::Chat::ID => me.chat.on_peer(from, &call.payload),
                 other => {
                     let message = format!("no service with id {other} takes peer messages");
                     return Response::Error(RpcError { code: RpcErrorCode::Refused, message });
@@ -318,7 +325,9 @@ impl Services {
     pub fn tasks(self: &Arc<Self>) -> Vec<Task> {
         let limiter = Arc::clone(&self.ratelimit);
         let urls = Arc::clone(&self.urls);
+        let chat = Arc::clone(&self.chat);
         vec![
+            Task { name: "chat_pusher", start: Box::new(move || Box::pin(chat.pusher().run())) },
             Task { name: "ratelimit_sweeper", start: Box::new(move || Box::pin(Arc::clone(&limiter).run_sweeper())) },
             Task {
                 name: "urls_click_flusher",

@@ -1,4 +1,5 @@
-//! Chat's endpoints: `POST /v1/chat/messages`, `GET /v1/chat/conversations`,
+//! Chat's endpoints: `GET /v1/chat/ws` (the WebSocket, [`super::session`]),
+//! `POST /v1/chat/messages`, `GET /v1/chat/conversations`,
 //! `GET /v1/chat/conversations/{peer}/messages` and `POST /v1/chat/conversations/{peer}/read`.
 //! Every one takes a user's bearer token (the admin token has no conversations).
 
@@ -6,8 +7,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -16,6 +19,7 @@ use super::{ChatError, MessageRec, Summary};
 use crate::services::Ctx;
 use crate::services::api::{ApiError, ErrorBody, call_error};
 use crate::services::users::Caller;
+use crate::services::users::http::identify;
 
 /// Longest `client_msg_id`, in bytes.
 const MAX_CLIENT_MSG_ID: usize = 128;
@@ -27,17 +31,17 @@ const MAX_USER_ID: usize = 64;
 /// `POST /v1/chat/messages` body.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewMessage {
+pub(crate) struct NewMessage {
     /// The recipient's user id: an existing user other than the caller.
     #[schema(example = "u0123456789abcdef")]
-    to: String,
+    pub(crate) to: String,
     /// The caller's id for this message, 1 to 128 printable ASCII characters: a resend with the
     /// same id within 24 h gets the first send's answer and stores nothing.
     #[schema(min_length = 1, max_length = 128, pattern = "^[\\x20-\\x7e]{1,128}$", example = "c-42")]
-    client_msg_id: String,
+    pub(crate) client_msg_id: String,
     /// The text: 1 to `chat.max_body_bytes` (default 4,096) bytes of UTF-8.
     #[schema(min_length = 1, example = "hello")]
-    body: String,
+    pub(crate) body: String,
 }
 
 /// A message's place in its conversation.
@@ -74,6 +78,9 @@ pub(crate) struct Conversation {
     last_message: Message,
     /// Messages from the peer after the caller's read cursor.
     unread: u64,
+    /// The caller's delivered cursor: every message up to it was acknowledged (`ack`) on one
+    /// of the caller's WebSocket sessions; a new session starts after it.
+    delivered_seq: u64,
 }
 
 /// The caller's conversations, newest message first.
@@ -113,7 +120,7 @@ fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, code, message)
 }
 
-fn chat_error(e: ChatError) -> ApiError {
+pub(crate) fn chat_error(e: ChatError) -> ApiError {
     match e {
         e @ ChatError::UnknownUser(_) => ApiError::new(StatusCode::NOT_FOUND, "user_not_found", e.to_string()),
         e @ ChatError::SameUser => bad("invalid_to", format!("to: {e}; you cannot chat with yourself")),
@@ -123,7 +130,7 @@ fn chat_error(e: ChatError) -> ApiError {
     }
 }
 
-fn rfc3339_ms(ms: u64) -> String {
+pub(crate) fn rfc3339_ms(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
@@ -160,7 +167,7 @@ fn check_peer(user: &str, peer: &str) -> Result<(), ApiError> {
 }
 
 /// The fields of a send, checked; the first bad field names the error.
-fn check_message(m: &NewMessage, max_body: usize) -> Result<(), ApiError> {
+pub(crate) fn check_message(m: &NewMessage, max_body: usize) -> Result<(), ApiError> {
     if !user_id_shaped(&m.to) {
         return Err(bad("invalid_to", "to must be a user id (letters and digits, at most 64)"));
     }
@@ -252,6 +259,7 @@ pub(crate) async fn conversations(State(ctx): State<Ctx>, caller: Caller) -> Res
             peer: s.peer,
             last_message: message(s.last_message),
             unread: s.unread,
+            delivered_seq: s.delivered_seq,
         })
         .collect();
     Ok(Json(Conversations { conversations }))
@@ -348,10 +356,73 @@ pub(crate) async fn read(
     Ok(Json(ReadCursor { conversation_id: super::state::conversation_id(user, &peer), read_seq }))
 }
 
+/// The token of a WebSocket request: `?token=` (browsers cannot set headers on a WebSocket)
+/// as an `Authorization` header, else the request's own.
+fn ws_headers(headers: &HeaderMap, query: Option<&str>) -> Result<HeaderMap, ApiError> {
+    let token = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned());
+    let Some(token) = token else { return Ok(headers.clone()) };
+    let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+        ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", "token: not a token (it has characters no token has)")
+    })?;
+    let mut headers = headers.clone();
+    headers.insert(header::AUTHORIZATION, value);
+    Ok(headers)
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/chat/ws",
+    operation_id = "chat_websocket",
+    tag = "chat",
+    params(("token" = Option<String>, Query, description = "The user's token, for clients that cannot set \
+                                                            `Authorization` on a WebSocket")),
+    security(("bearer" = [])),
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol: JSON text frames as described in \
+                                      docs/api.md (`send`, `ack`, `read`, `ping` in; `sent`, `message`, `receipt`, \
+                                      `error`, `pong` out)"),
+        (status = 401, description = "`missing_token` or `invalid_token`", body = ErrorBody),
+        (status = 403, description = "`user_required`: the admin token has no conversations", body = ErrorBody),
+        (status = 426, description = "`upgrade_required`: not a WebSocket handshake", body = ErrorBody),
+        (status = 503, description = "`no_leader`, `partition_unavailable` or `starting`: the token could not \
+                                      be checked", body = ErrorBody),
+    )
+)]
+pub(crate) async fn websocket(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let caller = identify(&ctx, &ws_headers(&headers, query.as_deref())?).await?;
+    let user = user_of(&caller)?.to_string();
+    let upgrade = upgrade.map_err(|e| {
+        ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            format!("this endpoint speaks WebSocket only (GET with Connection: Upgrade, Upgrade: websocket): {e}"),
+        )
+    })?;
+    let max_frame = ctx.chat.config().max_frame_bytes;
+    let chat = std::sync::Arc::clone(&ctx.chat);
+    // The WebSocket layer refuses frames far over the limit itself; the session closes with
+    // 1009 on anything over it.
+    let layer_limit = max_frame.saturating_mul(4).max(64 * 1024);
+    let mut response = upgrade
+        .max_message_size(layer_limit)
+        .max_frame_size(layer_limit)
+        .on_upgrade(move |socket| super::session::run(chat, user, socket));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
 /// Chat's routes.
 pub(crate) fn routes() -> utoipa_axum::router::OpenApiRouter<Ctx> {
     use utoipa_axum::routes;
     utoipa_axum::router::OpenApiRouter::new()
+        .routes(routes!(websocket))
         .routes(routes!(send))
         .routes(routes!(conversations))
         .routes(routes!(history))

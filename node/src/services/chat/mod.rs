@@ -1,26 +1,35 @@
-//! Chat, first slice: one-on-one conversations over HTTP, sequenced and stored through Raft.
+//! Chat: one-on-one conversations over WebSockets and HTTP, sequenced and stored through Raft.
 //!
 //! A conversation (the sorted pair of user ids) lives in the partition of its id; its messages,
-//! read cursors, dedupe entries and the members' index rows are that partition's rows
-//! ([`state`]). Sends and read cursors are Raft commands on the conversation's partition; a
-//! user's conversation list is a scatter over every partition (each holds the index rows of
-//! the conversations it owns). Reads are linearizable.
+//! read and delivered cursors, dedupe entries and the members' index rows are that partition's
+//! rows ([`state`]). Sends, read cursors and acks are Raft commands on the conversation's
+//! partition; a user's conversation list is a scatter over every partition (each holds the
+//! index rows of the conversations it owns). Reads are linearizable.
 //!
-//! Not here yet (the WebSocket slice): sessions, live delivery, delivered cursors, presence,
-//! routing between nodes, backpressure. See "Chat" in `docs/design.md`.
+//! Sessions ([`session`]) live on whichever node a client reached; a committed message or
+//! receipt reaches them through [`delivery`]. See "Chat" in `docs/design.md`.
 
+pub mod delivery;
 pub mod http;
 pub mod metrics;
+pub mod session;
 pub mod state;
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use self::delivery::{Event, Push, Pusher, Sessions};
 pub use self::metrics::ChatMetrics;
 use self::state::{Answer, Command, Query, Rejection, Reply};
-pub use self::state::{Chat, MessageRec, Summary};
+pub use self::state::{Chat, CursorRec, MessageRec, Summary};
 use super::client::{CallError, Client, Route};
-use super::{Consistency, users};
+use super::peer::PeerMessage;
+use super::{Consistency, Payload, users};
+use crate::NodeId;
 use crate::config::ChatSection;
+use crate::membership::Membership;
+use crate::storage::records::RecordError;
+use crate::transport::Transport;
 
 /// Why a chat operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -73,11 +82,13 @@ pub struct Page {
     pub next_before_seq: Option<u64>,
 }
 
-/// Chat on one node: stateless apart from its configuration and instruments.
+/// Chat on one node: its sessions and pushes; everything else is in the partitions.
 pub struct ChatService {
     cfg: ChatSection,
     client: Client,
     metrics: ChatMetrics,
+    sessions: Arc<Sessions>,
+    pusher: Arc<Pusher>,
 }
 
 impl std::fmt::Debug for ChatService {
@@ -87,9 +98,45 @@ impl std::fmt::Debug for ChatService {
 }
 
 impl ChatService {
-    /// Chat over `client`.
-    pub fn new(cfg: ChatSection, metrics: ChatMetrics, client: Client) -> Self {
-        Self { cfg, client, metrics }
+    /// Chat over `client`, pushing to the other members over `transport`.
+    pub fn new(
+        cfg: ChatSection,
+        metrics: ChatMetrics,
+        client: Client,
+        transport: Arc<Transport>,
+        membership: Arc<Membership>,
+    ) -> Self {
+        let sessions = Sessions::new(cfg.session_queue, metrics.clone());
+        let pusher = Pusher::new(transport, membership, metrics.clone());
+        Self { cfg, client, metrics, sessions, pusher }
+    }
+
+    /// The sessions connected here.
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.sessions
+    }
+
+    /// The pusher's loop (a background task).
+    pub fn pusher(&self) -> Arc<Pusher> {
+        Arc::clone(&self.pusher)
+    }
+
+    /// Shows `event` to the sessions of its users, here and on every other node.
+    fn deliver(&self, event: Event) {
+        let event = Arc::new(event);
+        self.sessions.deliver(&event);
+        self.pusher.push(event);
+    }
+
+    /// Serves a [`Push`] from another node.
+    pub fn on_peer(&self, from: NodeId, payload: &[u8]) -> Result<Vec<u8>, RecordError> {
+        let push = Push::decode(payload)?;
+        tracing::trace!(from, events = push.events.len(), "chat push");
+        let mut reached = 0u32;
+        for event in push.events {
+            reached = reached.saturating_add(self.sessions.deliver(&Arc::new(event)));
+        }
+        <Push as PeerMessage>::Reply::encode(&reached)
     }
 
     /// The configuration.
@@ -125,13 +172,78 @@ impl ChatService {
             body: body.to_string(),
             sent_at: super::urls::now_ms(),
         };
-        match self.client.propose::<Chat>(conv.as_str(), &command).await? {
+        let sent = match self.client.propose::<Chat>(conv.as_str(), &command).await? {
             Ok(Reply::Sent { conversation_id, seq, sent_at, duplicate }) => {
-                Ok(Sent { conversation_id, seq, sent_at, duplicate })
+                Sent { conversation_id, seq, sent_at, duplicate }
             }
+            Err(Rejection::SameUser) => return Err(ChatError::SameUser),
+            other => return Err(unexpected(other)),
+        };
+        // A resend is delivered again (the first send's node may have died before it pushed),
+        // with the stored body: sessions that had it drop it by seq.
+        let body = if sent.duplicate {
+            match self.after(from, to, sent.seq - 1, 1).await?.into_iter().next() {
+                Some(m) if m.seq == sent.seq => m.body,
+                _ => return Ok(sent),
+            }
+        } else {
+            body.to_string()
+        };
+        self.deliver(Event::Message {
+            conversation_id: sent.conversation_id.clone(),
+            seq: sent.seq,
+            from: from.to_string(),
+            to: to.to_string(),
+            body,
+            sent_at: sent.sent_at,
+        });
+        Ok(sent)
+    }
+
+    /// Moves `user`'s delivered cursor with `peer` forward to `seq`; answers the cursor.
+    pub async fn ack(&self, user: &str, peer: &str, seq: u64) -> Result<u64, ChatError> {
+        let conv = state::conversation_id(user, peer);
+        let command = Command::Ack { user: user.to_string(), peer: peer.to_string(), seq };
+        match self.client.propose::<Chat>(conv.as_str(), &command).await? {
+            Ok(Reply::Acked { delivered_seq }) => Ok(delivered_seq),
+            Err(Rejection::BeyondLast { last }) => Err(ChatError::BeyondLast { seq, last }),
             Err(Rejection::SameUser) => Err(ChatError::SameUser),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Messages of the conversation of `user` and `peer` after `after_seq`, oldest first
+    /// (linearizable).
+    pub async fn after(
+        &self,
+        user: &str,
+        peer: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<MessageRec>, ChatError> {
+        let conv = state::conversation_id(user, peer);
+        let query = Query::After { user: user.to_string(), peer: peer.to_string(), after_seq, limit };
+        match self.client.read::<Chat>(conv.as_str(), &query, Consistency::Linearizable).await? {
+            Answer::Messages(messages) => Ok(messages),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Where `user` stands in every conversation: one linearizable read of every partition.
+    pub async fn cursors(&self, user: &str) -> Result<Vec<CursorRec>, ChatError> {
+        let query = Query::Cursors { user: user.to_string() };
+        let reads = (1..=self.client.partitions()).map(|group| {
+            let query = &query;
+            async move { self.client.read::<Chat>(Route::Partition(group), query, Consistency::Linearizable).await }
+        });
+        let mut all = Vec::new();
+        for answer in futures::future::join_all(reads).await {
+            match answer? {
+                Answer::Cursors(some) => all.extend(some),
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(all)
     }
 
     /// Moves `reader`'s read cursor with `peer` forward to `seq`; answers the cursor.
@@ -143,7 +255,15 @@ impl ChatService {
         let conv = state::conversation_id(reader, peer);
         let command = Command::Read { reader: reader.to_string(), peer: peer.to_string(), seq };
         match self.client.propose::<Chat>(conv.as_str(), &command).await? {
-            Ok(Reply::Read { read_seq }) => Ok(read_seq),
+            Ok(Reply::Read { read_seq }) => {
+                self.deliver(Event::Receipt {
+                    conversation_id: conv,
+                    seq: read_seq,
+                    reader: reader.to_string(),
+                    peer: peer.to_string(),
+                });
+                Ok(read_seq)
+            }
             Err(Rejection::BeyondLast { last }) => Err(ChatError::BeyondLast { seq, last }),
             Err(Rejection::SameUser) => Err(ChatError::SameUser),
             other => Err(unexpected(other)),

@@ -8,7 +8,10 @@
 //! - `e/{sent_at:020}/{conv}/{from}/{client_msg_id}`: the same dedupe entries in time order
 //!   (the value is the `d/` key), so pruning expired ones is a bounded scan from the front;
 //! - `u/{user}/{conv}`: the user → conversations index of this partition ([`IndexRec`]), so a
-//!   user's conversation list is one scan per partition.
+//!   user's conversation list is one scan per partition;
+//! - `k/{conv}/{user}`: the user's delivered cursor (a `u64`): every message up to it reached one
+//!   of the user's sessions and was acknowledged there; a (re)connecting session gets what
+//!   follows it.
 //!
 //! Time comes only from commands (`sent_at`, stamped by the proposing node), so every replica
 //! prunes the same entries.
@@ -146,6 +149,16 @@ pub enum Command {
         /// Last seq read.
         seq: u64,
     },
+    /// Moves `user`'s delivered cursor in the conversation with `peer` forward to `seq`;
+    /// answers [`Reply::Acked`].
+    Ack {
+        /// The member whose session acknowledged.
+        user: String,
+        /// The other member.
+        peer: String,
+        /// Last seq received.
+        seq: u64,
+    },
 }
 
 /// Chat's command answers.
@@ -166,6 +179,11 @@ pub enum Reply {
     Read {
         /// Last seq read.
         read_seq: u64,
+    },
+    /// The delivered cursor after the command (unchanged if `seq` was behind it).
+    Acked {
+        /// Last seq delivered.
+        delivered_seq: u64,
     },
 }
 
@@ -203,6 +221,39 @@ pub enum Query {
         /// The user.
         user: String,
     },
+    /// Where `user` stands in each of their conversations in this partition (at most
+    /// [`LIST_PER_PARTITION`]): what a connecting session resumes from.
+    Cursors {
+        /// The user.
+        user: String,
+    },
+    /// Messages of the conversation of `user` and `peer` after `after_seq`, oldest first, at
+    /// most `limit` (capped at [`MAX_PAGE`]).
+    After {
+        /// One member.
+        user: String,
+        /// The other.
+        peer: String,
+        /// Only seqs above this.
+        after_seq: u64,
+        /// Page size.
+        limit: u32,
+    },
+}
+
+/// Where a user stands in one conversation.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct CursorRec {
+    /// The conversation.
+    pub conversation_id: String,
+    /// The other member.
+    pub peer: String,
+    /// The user's delivered cursor (0: nothing acknowledged yet).
+    pub delivered_seq: u64,
+    /// The conversation's last seq.
+    pub last_seq: u64,
+    /// `sent_at` of the first message after the cursor (of the last one when none is).
+    pub first_pending_at: u64,
 }
 
 /// One conversation as a list shows it.
@@ -216,6 +267,8 @@ pub struct Summary {
     pub last_message: MessageRec,
     /// Messages of the peer after the user's read cursor.
     pub unread: u64,
+    /// The user's delivered cursor: every message up to it was acknowledged by a session.
+    pub delivered_seq: u64,
 }
 
 /// Chat's query answers.
@@ -230,6 +283,10 @@ pub enum Answer {
     },
     /// Conversations, in no particular order.
     Conversations(Vec<Summary>),
+    /// Cursors, in no particular order.
+    Cursors(Vec<CursorRec>),
+    /// Messages, oldest first.
+    Messages(Vec<MessageRec>),
 }
 
 /// See the module docs.
@@ -264,6 +321,10 @@ fn expiry_time(key: &[u8]) -> Option<u64> {
 
 fn index_key(user: &str, conv: &str) -> Vec<u8> {
     format!("u/{user}/{conv}").into_bytes()
+}
+
+fn delivered_key(conv: &str, user: &str) -> Vec<u8> {
+    format!("k/{conv}/{user}").into_bytes()
 }
 
 fn expired(sent_at: u64, now: u64) -> bool {
@@ -356,6 +417,59 @@ fn read(kv: &mut dyn Kv, reader: String, peer: String, seq: u64) -> Result<Resul
     Ok(Ok(Reply::Read { read_seq: seq }))
 }
 
+fn ack(kv: &mut dyn Kv, user: String, peer: String, seq: u64) -> Result<Result<Reply, Rejection>, StoreError> {
+    if user == peer {
+        return Ok(Err(Rejection::SameUser));
+    }
+    let conv = conversation_id(&user, &peer);
+    let last = get::<ConvRec>(kv, &conv_key(&conv))?.map_or(0, |c| c.last_seq);
+    if seq > last {
+        return Ok(Err(Rejection::BeyondLast { last }));
+    }
+    let key = delivered_key(&conv, &user);
+    let now = get::<u64>(kv, &key)?.unwrap_or(0);
+    if seq <= now {
+        return Ok(Ok(Reply::Acked { delivered_seq: now }));
+    }
+    kv.put(&key, seq.encode()?);
+    Ok(Ok(Reply::Acked { delivered_seq: seq }))
+}
+
+fn cursors(kv: &dyn KvRead, user: &str) -> Result<Answer, StoreError> {
+    let prefix = format!("u/{user}/").into_bytes();
+    let mut out = Vec::new();
+    for (key, value) in kv.scan(&prefix, None, LIST_PER_PARTITION)? {
+        let index = IndexRec::decode(&value)?;
+        let conv = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+        let delivered_seq = get::<u64>(kv, &delivered_key(&conv, user))?.unwrap_or(0).min(index.last_seq);
+        let first_pending_at = if delivered_seq < index.last_seq {
+            get::<MessageRec>(kv, &message_key(&conv, delivered_seq + 1))?.map_or(index.last_sent_at, |m| m.sent_at)
+        } else {
+            index.last_sent_at
+        };
+        out.push(CursorRec {
+            conversation_id: conv,
+            peer: index.peer,
+            delivered_seq,
+            last_seq: index.last_seq,
+            first_pending_at,
+        });
+    }
+    Ok(Answer::Cursors(out))
+}
+
+fn after(kv: &dyn KvRead, user: &str, peer: &str, after_seq: u64, limit: u32) -> Result<Answer, StoreError> {
+    let conv = conversation_id(user, peer);
+    let prefix = format!("m/{conv}/").into_bytes();
+    let from = message_key(&conv, after_seq);
+    let messages = kv
+        .scan(&prefix, Some(from.as_slice()), limit.clamp(1, MAX_PAGE) as usize)?
+        .into_iter()
+        .map(|(_, v)| MessageRec::decode(&v))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Answer::Messages(messages))
+}
+
 fn history(kv: &dyn KvRead, user: &str, peer: &str, before: Option<u64>, limit: u32) -> Result<Answer, StoreError> {
     let conv = conversation_id(user, peer);
     let last = get::<ConvRec>(kv, &conv_key(&conv))?.map_or(0, |c| c.last_seq);
@@ -387,7 +501,14 @@ fn conversations(kv: &dyn KvRead, user: &str) -> Result<Answer, StoreError> {
         else {
             return Err(StoreError::Db(format!("the index of {user} names {conv}, which is incomplete")));
         };
-        out.push(Summary { unread: rec.unread(user), conversation_id: conv, peer: index.peer, last_message: last });
+        let delivered_seq = get::<u64>(kv, &delivered_key(&conv, user))?.unwrap_or(0);
+        out.push(Summary {
+            unread: rec.unread(user),
+            delivered_seq,
+            conversation_id: conv,
+            peer: index.peer,
+            last_message: last,
+        });
     }
     Ok(Answer::Conversations(out))
 }
@@ -407,6 +528,7 @@ impl Service for Chat {
                 send(kv, from, to, client_msg_id, body, sent_at)
             }
             Command::Read { reader, peer, seq } => read(kv, reader, peer, seq),
+            Command::Ack { user, peer, seq } => ack(kv, user, peer, seq),
         }
     }
 
@@ -414,6 +536,8 @@ impl Service for Chat {
         match query {
             Query::History { user, peer, before_seq, limit } => history(kv, &user, &peer, before_seq, limit),
             Query::Conversations { user } => conversations(kv, &user),
+            Query::Cursors { user } => cursors(kv, &user),
+            Query::After { user, peer, after_seq, limit } => after(kv, &user, &peer, after_seq, limit),
         }
     }
 }
@@ -611,5 +735,77 @@ mod tests {
         let view: Vec<(&str, u64)> = all.iter().map(|s| (s.peer.as_str(), s.unread)).collect();
         assert_eq!(view, [("uc", 2), ("ub", 1)]);
         assert!(list(&kv, "uz").is_empty());
+    }
+
+    fn ack(kv: &mut MemKv, user: &str, peer: &str, seq: u64) -> Result<Reply, Rejection> {
+        Chat::apply(kv, Command::Ack { user: user.into(), peer: peer.into(), seq }).expect("apply")
+    }
+
+    fn cursors(kv: &MemKv, user: &str) -> Vec<CursorRec> {
+        match Chat::query(kv, Query::Cursors { user: user.into() }).expect("query") {
+            Answer::Cursors(mut all) => {
+                all.sort_by(|x, y| x.conversation_id.cmp(&y.conversation_id));
+                all
+            }
+            other => panic!("not cursors: {other:?}"),
+        }
+    }
+
+    fn after(kv: &MemKv, after_seq: u64, limit: u32) -> Vec<u64> {
+        let query = Query::After { user: "ub".into(), peer: "ua".into(), after_seq, limit };
+        match Chat::query(kv, query).expect("query") {
+            Answer::Messages(messages) => messages.iter().map(|m| m.seq).collect(),
+            other => panic!("not messages: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn delivered_cursors_move_forward_only_and_not_past_the_last_message() {
+        let mut kv = MemKv::default();
+        assert_eq!(ack(&mut kv, "ua", "ub", 1), Err(Rejection::BeyondLast { last: 0 }));
+        for i in 0..3 {
+            send_at(&mut kv, "ub", "ua", &format!("c{i}"), T0 + i);
+        }
+        assert_eq!(ack(&mut kv, "ua", "ub", 2), Ok(Reply::Acked { delivered_seq: 2 }));
+        assert_eq!(ack(&mut kv, "ua", "ub", 1), Ok(Reply::Acked { delivered_seq: 2 }), "stays at 2");
+        assert_eq!(ack(&mut kv, "ua", "ub", 4), Err(Rejection::BeyondLast { last: 3 }));
+        assert_eq!(ack(&mut kv, "ua", "ua", 1), Err(Rejection::SameUser));
+        // The other member's cursor is its own.
+        assert_eq!(ack(&mut kv, "ub", "ua", 3), Ok(Reply::Acked { delivered_seq: 3 }));
+        assert_eq!(ack(&mut kv, "ua", "ub", 2), Ok(Reply::Acked { delivered_seq: 2 }));
+    }
+
+    #[test]
+    fn cursors_say_where_a_connecting_session_resumes() {
+        let mut kv = MemKv::default();
+        send_at(&mut kv, "ub", "ua", "c0", T0);
+        send_at(&mut kv, "ua", "ub", "c1", T0 + 10);
+        send_at(&mut kv, "ub", "ua", "c2", T0 + 20);
+        send_at(&mut kv, "uc", "ua", "c0", T0 + 5);
+        ack(&mut kv, "ua", "ub", 1).expect("ack");
+        let view: Vec<(String, u64, u64, u64)> =
+            cursors(&kv, "ua").into_iter().map(|c| (c.peer, c.delivered_seq, c.last_seq, c.first_pending_at)).collect();
+        assert_eq!(
+            view,
+            [("ub".to_string(), 1, 3, T0 + 10), ("uc".to_string(), 0, 1, T0 + 5)],
+            "the first pending message's time orders the resync"
+        );
+        ack(&mut kv, "ua", "ub", 3).expect("ack");
+        assert_eq!(cursors(&kv, "ua")[0].first_pending_at, T0 + 20, "nothing pending: the last message's time");
+        assert!(cursors(&kv, "uz").is_empty());
+    }
+
+    #[test]
+    fn messages_after_a_seq_come_oldest_first_and_bounded() {
+        let mut kv = MemKv::default();
+        assert!(after(&kv, 0, 10).is_empty());
+        for i in 0..7 {
+            send_at(&mut kv, "ua", "ub", &format!("c{i}"), T0 + i);
+        }
+        assert_eq!(after(&kv, 0, 3), [1, 2, 3]);
+        assert_eq!(after(&kv, 3, 10), [4, 5, 6, 7]);
+        assert_eq!(after(&kv, 7, 10), Vec::<u64>::new());
+        assert_eq!(after(&kv, 0, 0), [1], "at least one");
+        assert_eq!(after(&kv, 0, 10_000).len(), 7);
     }
 }
