@@ -422,3 +422,59 @@ async fn sigkill_of_the_recipients_node_loses_nothing_pending() -> Result<()> {
     assert_eq!(got, stored[5..], "what followed the cursor, once, in order");
     Ok(())
 }
+
+/// The next `presence` frame about `user` (other frames are skipped).
+async fn presence_frame(socket: &mut ChatSocket, user: &User) -> Result<Value> {
+    loop {
+        let f = socket.frame(FRAME).await?;
+        if f["type"] == "presence" && f["user"] == user.id.as_str() {
+            return Ok(f);
+        }
+    }
+}
+
+/// `GET /v1/presence/{user}` on `node` until `online` is as wanted; answers the body.
+async fn presence_until(c: &Cluster, node: u64, asker: &User, user: &User, online: bool) -> Result<Value> {
+    let path = format!("/v1/presence/{}", user.id);
+    wait_for_result(&format!("{} online = {online}", user.id), FORM, || async {
+        let (status, v) = crate::chat::call_ok(c, node, asker, "GET", &path, None).await?;
+        ensure!(status == 200, "presence answered {status}: {v}");
+        Ok((v["online"].as_bool() == Some(online)).then_some(v))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_goes_online_then_offline_after_the_timeout_then_online_again() -> Result<()> {
+    let spec = ClusterSpec::new(3).set("chat", "heartbeat = \"300ms\"").set("chat", "offline_after = \"1500ms\"");
+    let c = led(&spec).await?;
+    let ann = sign_up(&c, 1, "ann").await?;
+    let bob = sign_up(&c, 1, "bob").await?;
+    let (status, _) = send(&c, 1, &ann, &bob.id, "hello", "hello").await?;
+    ensure!(status == 201, "they are contacts once they talked");
+    let never = presence_until(&c, 3, &ann, &bob, false).await?;
+    assert!(never.get("last_seen").is_none(), "never seen: {never}");
+    let mut a = connect(&c, 1, &ann).await?;
+    a.send_json(&json!({"type": "ping"})).await?;
+    while a.frame(FRAME).await?["type"] != "pong" {}
+    // Bob connects on another node: Ann is told, and anyone can ask.
+    let b = connect(&c, 2, &bob).await?;
+    let online = presence_frame(&mut a, &bob).await?;
+    assert_eq!(online["online"], true, "{online}");
+    presence_until(&c, 3, &ann, &bob, true).await?;
+    // He leaves: offline once chat.offline_after passed without a live session.
+    let left = std::time::Instant::now();
+    b.close().await;
+    let offline = presence_frame(&mut a, &bob).await?;
+    assert_eq!(offline["online"], false, "{offline}");
+    assert!(left.elapsed() >= Duration::from_millis(1000), "offline only after the timeout ({:?})", left.elapsed());
+    let body = presence_until(&c, 3, &ann, &bob, false).await?;
+    assert!(body["last_seen"].is_string(), "last seen when he went: {body}");
+    // And back.
+    let _b = connect(&c, 3, &bob).await?;
+    assert_eq!(presence_frame(&mut a, &bob).await?["online"], true);
+    // An unknown user is 404.
+    let (status, v) = crate::chat::call_ok(&c, 1, &ann, "GET", "/v1/presence/u0000000000000000", None).await?;
+    assert_eq!((status, v["error"]["code"].as_str()), (404, Some("user_not_found")));
+    Ok(())
+}

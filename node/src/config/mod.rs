@@ -365,6 +365,13 @@ pub struct ChatSection {
     /// Events one WebSocket session may have queued; a session that falls further behind is
     /// closed with 1013 and resyncs when it reconnects.
     pub session_queue: usize,
+    /// How often a node pings its WebSocket sessions and tells the users' owners who is live.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// A user with no live session for this long is offline; a session silent this long (no
+    /// frame, no pong) is closed.
+    #[serde(with = "humantime_serde")]
+    pub offline_after: Duration,
 }
 
 /// Default of `chat.max_body_bytes`.
@@ -378,7 +385,13 @@ pub const MAX_CHAT_FRAME_BYTES: usize = 1024 * 1024;
 
 impl Default for ChatSection {
     fn default() -> Self {
-        Self { max_body_bytes: DEFAULT_CHAT_MAX_BODY_BYTES, max_frame_bytes: 16 * 1024, session_queue: 4096 }
+        Self {
+            max_body_bytes: DEFAULT_CHAT_MAX_BODY_BYTES,
+            max_frame_bytes: 16 * 1024,
+            session_queue: 4096,
+            heartbeat: Duration::from_secs(10),
+            offline_after: Duration::from_secs(30),
+        }
     }
 }
 
@@ -638,6 +651,12 @@ impl Config {
         }
         if !(16..=1_000_000).contains(&self.chat.session_queue) {
             return Err(invalid("chat.session_queue", "must be between 16 and 1000000"));
+        }
+        if self.chat.heartbeat < Duration::from_millis(100) {
+            return Err(invalid("chat.heartbeat", "must be at least 100ms"));
+        }
+        if self.chat.offline_after < self.chat.heartbeat * 2 {
+            return Err(invalid("chat.offline_after", "must be at least twice chat.heartbeat"));
         }
         let s = &self.supervisor;
         nonzero("supervisor.restart_backoff_min", s.restart_backoff_min)?;

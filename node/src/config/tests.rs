@@ -76,6 +76,9 @@ fn validation_names_the_bad_field() {
     assert_eq!(bad_field("chat.max_frame_bytes=2000000"), "chat.max_frame_bytes");
     assert_eq!(with("chat.max_frame_bytes=5000").expect("valid").chat.max_frame_bytes, 5000);
     assert_eq!(bad_field("chat.session_queue=1"), "chat.session_queue");
+    assert_eq!(bad_field("chat.heartbeat=\"10ms\""), "chat.heartbeat");
+    assert_eq!(bad_field("chat.offline_after=\"15s\""), "chat.offline_after");
+    assert_eq!(with("chat.heartbeat=\"1s\"").expect("valid").chat.heartbeat, Duration::from_secs(1));
 }
 
 #[test]

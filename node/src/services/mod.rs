@@ -326,8 +326,10 @@ impl Services {
         let limiter = Arc::clone(&self.ratelimit);
         let urls = Arc::clone(&self.urls);
         let chat = Arc::clone(&self.chat);
+        let presence = Arc::clone(&self.chat);
         vec![
             Task { name: "chat_pusher", start: Box::new(move || Box::pin(chat.pusher().run())) },
+            Task { name: "chat_presence", start: Box::new(move || Box::pin(Arc::clone(presence.presence()).run())) },
             Task { name: "ratelimit_sweeper", start: Box::new(move || Box::pin(Arc::clone(&limiter).run_sweeper())) },
             Task {
                 name: "urls_click_flusher",

@@ -50,7 +50,7 @@ pub fn method_of(service: ServiceId) -> Option<&'static str> {
     match service {
         super::ratelimit::ID => Some(<super::ratelimit::RateChecks as PeerMessage>::METHOD),
         s if s == super::urls::Urls::ID => Some(<super::urls::UrlDeleted as PeerMessage>::METHOD),
-        s if s == super::chat::Chat::ID => Some(<super::chat::delivery::Push as PeerMessage>::METHOD),
+        s if s == super::chat::Chat::ID => Some(<super::chat::delivery::ChatPeer as PeerMessage>::METHOD),
         _ => None,
     }
 }

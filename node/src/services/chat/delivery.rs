@@ -58,30 +58,65 @@ pub enum Event {
         /// The other member.
         peer: String,
     },
+    /// A user came online or went offline (for their contacts' sessions).
+    Presence {
+        /// Whose presence changed.
+        user: String,
+        /// Online now.
+        online: bool,
+        /// When the user was last live, Unix milliseconds (now, when online).
+        last_seen: u64,
+        /// The users with a conversation with `user`.
+        contacts: Vec<String>,
+    },
 }
 
 impl Event {
     /// The users whose sessions show it.
-    pub fn users(&self) -> [&str; 2] {
+    pub fn users(&self) -> Vec<&str> {
         match self {
-            Event::Message { from, to, .. } => [from, to],
-            Event::Receipt { reader, peer, .. } => [reader, peer],
+            Event::Message { from, to, .. } if from == to => vec![from],
+            Event::Message { from, to, .. } => vec![from, to],
+            Event::Receipt { reader, peer, .. } => vec![reader, peer],
+            Event::Presence { contacts, .. } => contacts.iter().map(String::as_str).collect(),
         }
     }
 }
 
-/// Events for the sessions on the receiving node.
+/// Chat's messages between nodes.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct Push {
-    /// In the order the sender queued them.
-    pub events: Vec<Event>,
+pub enum ChatPeer {
+    /// Events for the sessions on the receiving node, in the order the sender queued them.
+    Push(Vec<Event>),
+    /// These users have live sessions on the sending node (to the node leading their
+    /// partitions, which keeps presence).
+    Live(Vec<String>),
+    /// Is this user online? (to the node leading the user's partition)
+    Presence(String),
 }
 
-impl PeerMessage for Push {
-    const SERVICE: ServiceId = Chat::ID;
-    const METHOD: &'static str = "chat_push";
+/// Answers to [`ChatPeer`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum ChatPeerReply {
     /// Sessions that got at least one event.
-    type Reply = u32;
+    Pushed(u32),
+    /// Liveness noted.
+    Noted,
+    /// The user's presence as the owner knows it.
+    Presence {
+        /// Online now.
+        online: bool,
+        /// Last live, Unix milliseconds (`None`: not seen since this node took over).
+        last_seen: Option<u64>,
+    },
+    /// This node does not lead the user's partition (any more).
+    NotOwner,
+}
+
+impl PeerMessage for ChatPeer {
+    const SERVICE: ServiceId = Chat::ID;
+    const METHOD: &'static str = "chat";
+    type Reply = ChatPeerReply;
 }
 
 /// Events one push carries at most.
@@ -182,16 +217,18 @@ impl Sessions {
         lock(&self.by_user).contains_key(user)
     }
 
+    /// The users with a session here.
+    pub fn users(&self) -> Vec<String> {
+        lock(&self.by_user).keys().cloned().collect()
+    }
+
     /// Hands `event` to every session here of the users it names; answers how many took it. A
     /// session whose queue is full is told it fell behind.
     pub fn deliver(&self, event: &Arc<Event>) -> u32 {
         let all = lock(&self.by_user);
         let mut n = 0;
-        let [x, y] = event.users();
-        let users = [x, y];
-        let users = if x == y { &users[..1] } else { &users[..] };
-        for user in users {
-            for entry in all.get(*user).into_iter().flatten() {
+        for user in event.users() {
+            for entry in all.get(user).into_iter().flatten() {
                 match entry.tx.try_send(Arc::clone(event)) {
                     Ok(()) => n += 1,
                     Err(mpsc::error::TrySendError::Full(_)) => entry.slow.raise(),
@@ -269,7 +306,7 @@ impl Pusher {
     }
 
     async fn send(self: Arc<Self>, peer: NodeId, events: Vec<Event>) -> NodeId {
-        let push = Push { events };
+        let push = ChatPeer::Push(events);
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
         for attempt in 1..=PUSH_ATTEMPTS {
             match peer::call(&self.transport, peer, &push, PUSH_TIMEOUT).await {

@@ -127,6 +127,7 @@ pub(crate) fn chat_error(e: ChatError) -> ApiError {
         e @ ChatError::BeyondLast { .. } => bad("invalid_seq", format!("seq: {e}")),
         ChatError::Cluster(e) => call_error(e),
         ChatError::Internal(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
+        ChatError::Unavailable(m) => ApiError::unavailable("no_leader", m, 1),
     }
 }
 
@@ -418,11 +419,53 @@ pub(crate) async fn websocket(
     Ok(response)
 }
 
+/// A user's presence.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PresenceBody {
+    user: String,
+    /// Whether the user has a live session (heard from within `chat.offline_after`).
+    online: bool,
+    /// When the user was last live (now, when online); absent when not seen since the node
+    /// keeping the user's presence took over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime, required = false, example = "2030-01-31T12:00:00.123Z")]
+    last_seen: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/presence/{user}",
+    operation_id = "get_presence",
+    tag = "chat",
+    params(("user" = String, Path, description = "A user id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Online or not, and when last seen (soft state: kept by the node leading the \
+                                      user's partition, rebuilt from heartbeats after a failover)", body = PresenceBody),
+        (status = 401, description = "`missing_token` or `invalid_token`", body = ErrorBody),
+        (status = 404, description = "`user_not_found`: no user has this id", body = ErrorBody),
+        (status = 503, description = "`no_leader`, `partition_unavailable` or `starting`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn presence(
+    State(ctx): State<Ctx>,
+    _caller: Caller,
+    Path(user): Path<String>,
+) -> Result<Json<PresenceBody>, ApiError> {
+    if !user_id_shaped(&user) {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "user_not_found", format!("no user has the id `{user}`")));
+    }
+    ctx.chat.check_user(&user).await.map_err(chat_error)?;
+    let status = ctx.chat.presence().of(&user).await.map_err(chat_error)?;
+    Ok(Json(PresenceBody { user, online: status.online, last_seen: status.last_seen.map(rfc3339_ms) }))
+}
+
 /// Chat's routes.
 pub(crate) fn routes() -> utoipa_axum::router::OpenApiRouter<Ctx> {
     use utoipa_axum::routes;
     utoipa_axum::router::OpenApiRouter::new()
         .routes(routes!(websocket))
+        .routes(routes!(presence))
         .routes(routes!(send))
         .routes(routes!(conversations))
         .routes(routes!(history))

@@ -23,6 +23,10 @@ pub struct ChatMetrics {
     pub pushes: IntCounterVec,
     /// Events dropped from a full push queue.
     pub push_dropped: IntCounter,
+    /// Users this node owns (leads the partition of) that are online.
+    pub online: IntGauge,
+    /// Presence changes this node announced, by direction.
+    pub presence_changes: IntCounterVec,
 }
 
 impl ChatMetrics {
@@ -82,6 +86,17 @@ impl ChatMetrics {
                 "shoal_chat_push_dropped_total",
                 "Events dropped from a full push queue (their sessions fill the gap from the store).",
             )?,
+            online: IntGauge::new(
+                "shoal_chat_online_users",
+                "Online users among those whose partition this node leads (it keeps their presence).",
+            )?,
+            presence_changes: IntCounterVec::new(
+                Opts::new(
+                    "shoal_chat_presence_changes_total",
+                    "Presence changes announced by this node (as the users' owner), by direction: online, offline.",
+                ),
+                &["direction"],
+            )?,
         };
         registry.register(Box::new(m.messages.clone()))?;
         registry.register(Box::new(m.list_seconds.clone()))?;
@@ -92,6 +107,8 @@ impl ChatMetrics {
         registry.register(Box::new(m.slow_consumers.clone()))?;
         registry.register(Box::new(m.pushes.clone()))?;
         registry.register(Box::new(m.push_dropped.clone()))?;
+        registry.register(Box::new(m.online.clone()))?;
+        registry.register(Box::new(m.presence_changes.clone()))?;
         Ok(m)
     }
 }

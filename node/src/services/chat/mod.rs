@@ -12,13 +12,14 @@
 pub mod delivery;
 pub mod http;
 pub mod metrics;
+pub mod presence;
 pub mod session;
 pub mod state;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use self::delivery::{Event, Push, Pusher, Sessions};
+use self::delivery::{ChatPeer, ChatPeerReply, Event, Pusher, Sessions};
 pub use self::metrics::ChatMetrics;
 use self::state::{Answer, Command, Query, Rejection, Reply};
 pub use self::state::{Chat, CursorRec, MessageRec, Summary};
@@ -54,9 +55,12 @@ pub enum ChatError {
     /// An answer of the wrong kind (a node of another build, or a bug).
     #[error("{0}")]
     Internal(String),
+    /// Nobody can answer now (a partition without a leader); retry.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
-fn unexpected<T: std::fmt::Debug>(what: T) -> ChatError {
+pub(crate) fn unexpected<T: std::fmt::Debug>(what: T) -> ChatError {
     ChatError::Internal(format!("unexpected answer {what:?}"))
 }
 
@@ -89,6 +93,7 @@ pub struct ChatService {
     metrics: ChatMetrics,
     sessions: Arc<Sessions>,
     pusher: Arc<Pusher>,
+    presence: Arc<presence::Presence>,
 }
 
 impl std::fmt::Debug for ChatService {
@@ -107,13 +112,29 @@ impl ChatService {
         membership: Arc<Membership>,
     ) -> Self {
         let sessions = Sessions::new(cfg.session_queue, metrics.clone());
-        let pusher = Pusher::new(transport, membership, metrics.clone());
-        Self { cfg, client, metrics, sessions, pusher }
+        let node_id = membership.node_id();
+        let pusher = Pusher::new(Arc::clone(&transport), membership, metrics.clone());
+        let presence = presence::Presence::new(
+            node_id,
+            client.clone(),
+            transport,
+            Arc::clone(&sessions),
+            Arc::clone(&pusher),
+            cfg.heartbeat,
+            cfg.offline_after,
+            metrics.clone(),
+        );
+        Self { cfg, client, metrics, sessions, pusher, presence }
     }
 
     /// The sessions connected here.
     pub fn sessions(&self) -> &Arc<Sessions> {
         &self.sessions
+    }
+
+    /// Presence.
+    pub fn presence(&self) -> &Arc<presence::Presence> {
+        &self.presence
     }
 
     /// The pusher's loop (a background task).
@@ -128,15 +149,21 @@ impl ChatService {
         self.pusher.push(event);
     }
 
-    /// Serves a [`Push`] from another node.
+    /// Serves a [`ChatPeer`] message from another node.
     pub fn on_peer(&self, from: NodeId, payload: &[u8]) -> Result<Vec<u8>, RecordError> {
-        let push = Push::decode(payload)?;
-        tracing::trace!(from, events = push.events.len(), "chat push");
-        let mut reached = 0u32;
-        for event in push.events {
-            reached = reached.saturating_add(self.sessions.deliver(&Arc::new(event)));
-        }
-        <Push as PeerMessage>::Reply::encode(&reached)
+        let reply = match ChatPeer::decode(payload)? {
+            ChatPeer::Push(events) => {
+                tracing::trace!(from, events = events.len(), "chat push");
+                let mut reached = 0u32;
+                for event in events {
+                    reached = reached.saturating_add(self.sessions.deliver(&Arc::new(event)));
+                }
+                ChatPeerReply::Pushed(reached)
+            }
+            ChatPeer::Live(users) => self.presence.note_live(users),
+            ChatPeer::Presence(user) => self.presence.local_answer(&user),
+        };
+        <ChatPeer as PeerMessage>::Reply::encode(&reply)
     }
 
     /// The configuration.

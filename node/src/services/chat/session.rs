@@ -48,6 +48,8 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 pub const CLOSE_TRY_AGAIN: u16 = 1013;
 /// Close code: the session could not resync (the cluster could not answer); reconnect.
 pub const CLOSE_UNAVAILABLE: u16 = 1011;
+/// Close code: nothing heard from the client for `chat.offline_after` (not even a pong).
+pub const CLOSE_SILENT: u16 = 1001;
 
 /// A client frame.
 #[derive(Deserialize, Debug)]
@@ -80,6 +82,11 @@ enum ServerFrame<'a> {
         conversation_id: &'a str,
         seq: u64,
         reader: &'a str,
+    },
+    Presence {
+        user: &'a str,
+        online: bool,
+        last_seen: String,
     },
     Error {
         code: &'a str,
@@ -229,6 +236,9 @@ impl Session {
                 }
                 Event::Receipt { conversation_id, seq, reader, .. } => {
                     ServerFrame::Receipt { conversation_id, seq: *seq, reader }.text()
+                }
+                Event::Presence { user, online, last_seen, .. } => {
+                    ServerFrame::Presence { user, online: *online, last_seen: rfc3339_ms(*last_seen) }.text()
                 }
             };
             sink.feed(WsMessage::Text(text)).await.map_err(|_| End::Gone)?;
@@ -458,6 +468,10 @@ async fn close(sink: &mut Sink, code: u16, reason: &'static str) {
 /// Runs the session of `user` on `socket` until either side ends it.
 pub async fn run(chat: Arc<ChatService>, user: String, socket: WebSocket) {
     let mut registration = chat.sessions().register(&user);
+    // The user's owner hears of this session now, not at the next heartbeat.
+    let presence = Arc::clone(chat.presence());
+    let live = vec![user.clone()];
+    tokio::spawn(async move { presence.report(live).await });
     let (mut sink, mut stream) = socket.split();
     let mut session =
         Session { chat: Arc::clone(&chat), user, order: Sequencer::default(), acks: HashMap::new(), unacked: 0 };
@@ -485,11 +499,17 @@ pub async fn run(chat: Arc<ChatService>, user: String, socket: WebSocket) {
     let max_frame = chat.config().max_frame_bytes;
     let mut flush = tokio::time::interval(ACK_FLUSH);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (heartbeat, offline_after) = (chat.config().heartbeat, chat.config().offline_after);
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heard = Instant::now();
     let slow = Arc::clone(&registration.slow);
     let end = loop {
         let gap = session.order.next_deadline();
         let step = tokio::select! {
-            incoming = stream.next() => match incoming {
+            incoming = stream.next() => {
+                heard = Instant::now();
+                match incoming {
                 Some(Ok(WsMessage::Text(text))) => {
                     if text.len() > max_frame {
                         break End::Close(CLOSE_TOO_BIG, "frame over chat.max_frame_bytes");
@@ -521,7 +541,7 @@ pub async fn run(chat: Arc<ChatService>, user: String, socket: WebSocket) {
                     }
                     Err(End::Gone)
                 }
-            },
+            }},
             Some(event) = registration.events.recv() => {
                 let ready = session.order.offer(event);
                 session.write(&mut sink, ready).await
@@ -532,6 +552,13 @@ pub async fn run(chat: Arc<ChatService>, user: String, socket: WebSocket) {
             _ = flush.tick() => {
                 session.flush_acks(&replies_tx);
                 Ok(())
+            }
+            _ = ping.tick() => {
+                if heard.elapsed() >= offline_after {
+                    Err(End::Close(CLOSE_SILENT, "nothing heard within chat.offline_after"))
+                } else {
+                    sink.send(WsMessage::Ping(Default::default())).await.map_err(|_| End::Gone)
+                }
             }
         };
         if let Err(end) = step {
@@ -574,7 +601,7 @@ mod tests {
             .iter()
             .map(|e| match &**e {
                 Event::Message { seq, .. } => *seq,
-                Event::Receipt { .. } => 0,
+                _ => 0,
             })
             .collect()
     }

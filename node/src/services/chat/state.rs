@@ -227,6 +227,12 @@ pub enum Query {
         /// The user.
         user: String,
     },
+    /// The other members of `user`'s conversations in this partition (at most
+    /// [`LIST_PER_PARTITION`]).
+    Contacts {
+        /// The user.
+        user: String,
+    },
     /// Messages of the conversation of `user` and `peer` after `after_seq`, oldest first, at
     /// most `limit` (capped at [`MAX_PAGE`]).
     After {
@@ -287,6 +293,8 @@ pub enum Answer {
     Cursors(Vec<CursorRec>),
     /// Messages, oldest first.
     Messages(Vec<MessageRec>),
+    /// User ids, in no particular order.
+    Contacts(Vec<String>),
 }
 
 /// See the module docs.
@@ -458,6 +466,16 @@ fn cursors(kv: &dyn KvRead, user: &str) -> Result<Answer, StoreError> {
     Ok(Answer::Cursors(out))
 }
 
+fn contacts(kv: &dyn KvRead, user: &str) -> Result<Answer, StoreError> {
+    let prefix = format!("u/{user}/").into_bytes();
+    let peers = kv
+        .scan(&prefix, None, LIST_PER_PARTITION)?
+        .into_iter()
+        .map(|(_, v)| IndexRec::decode(&v).map(|i| i.peer))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Answer::Contacts(peers))
+}
+
 fn after(kv: &dyn KvRead, user: &str, peer: &str, after_seq: u64, limit: u32) -> Result<Answer, StoreError> {
     let conv = conversation_id(user, peer);
     let prefix = format!("m/{conv}/").into_bytes();
@@ -537,6 +555,7 @@ impl Service for Chat {
             Query::History { user, peer, before_seq, limit } => history(kv, &user, &peer, before_seq, limit),
             Query::Conversations { user } => conversations(kv, &user),
             Query::Cursors { user } => cursors(kv, &user),
+            Query::Contacts { user } => contacts(kv, &user),
             Query::After { user, peer, after_seq, limit } => after(kv, &user, &peer, after_seq, limit),
         }
     }
