@@ -478,3 +478,76 @@ async fn presence_goes_online_then_offline_after_the_timeout_then_online_again()
     assert_eq!((status, v["error"]["code"].as_str()), (404, Some("user_not_found")));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipient_that_stops_reading_is_closed_with_1013_and_resyncs_everything_on_reconnect() -> Result<()> {
+    let spec = ClusterSpec::new(3).set("chat", "session_queue = 16");
+    let c = led(&spec).await?;
+    let ann = sign_up(&c, 1, "ann").await?;
+    let bob = sign_up(&c, 1, "bob").await?;
+    let mut b = connect(&c, 2, &bob).await?;
+    b.send_json(&json!({"type": "ping"})).await?;
+    while b.frame(FRAME).await?["type"] != "pong" {}
+    // Bob stops reading. Ann sends 4 KB messages over HTTP, 50 at a time, until his node gives
+    // up on him: once the socket buffers are full, his 16-event queue overflows.
+    let body = "x".repeat(4000);
+    let mut sent = 0u64;
+    loop {
+        ensure!(sent < 20_000, "bob was not closed as a slow consumer after {sent} messages");
+        let ids: Vec<String> = (sent..sent + 50).map(|i| format!("m{i}")).collect();
+        let batch = ids.iter().map(|id| send(&c, 1, &ann, &bob.id, id, &body));
+        for answer in futures::future::join_all(batch).await {
+            let (status, v) = answer?;
+            ensure!(status == 201, "send answered {status}: {v}");
+        }
+        sent += 50;
+        if c.metric(2, "shoal_chat_slow_consumer_disconnects_total").await.is_some_and(|n| n >= 1.0) {
+            break;
+        }
+    }
+    // What was written before the close comes first, then the close: 1013.
+    let mut read = 0u64;
+    let code = loop {
+        match b.next(FRAME).await? {
+            Incoming::Frame(f) if f["type"] == "message" => {
+                read += 1;
+                assert_eq!(f["seq"].as_u64(), Some(read), "in order before the close");
+            }
+            Incoming::Frame(_) => {}
+            Incoming::Closed(code) => break code,
+        }
+    };
+    assert_eq!(code, Some(1013), "closed as too slow after {read} messages");
+    // Bob reconnects and gets everything (he never acknowledged a thing), in order.
+    // (Pushes of Ann's burst may still be arriving at node 3 while the resync runs: if they
+    // overflow the small queue the new session is closed too, and Bob reconnects again, as any
+    // client would.)
+    let mut attempts = 0;
+    let got = loop {
+        attempts += 1;
+        ensure!(attempts <= 10, "no session got through the resync in 10 attempts");
+        let mut again = connect(&c, 3, &bob).await?;
+        let mut got = Vec::new();
+        let complete = loop {
+            match again.next(FRAME).await? {
+                Incoming::Frame(f) if f["type"] == "message" => {
+                    got.push(got_of(&f)?);
+                    if got.len() as u64 == sent {
+                        break true;
+                    }
+                }
+                Incoming::Frame(_) => {}
+                Incoming::Closed(code) => {
+                    assert_eq!(code, Some(1013), "only a slow consumer is closed");
+                    break false;
+                }
+            }
+        };
+        if complete {
+            break got;
+        }
+    };
+    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), (1..=sent).collect::<Vec<_>>());
+    eprintln!("closed after {read} of {sent} messages; all {sent} resent on reconnect ({attempts} attempts)");
+    Ok(())
+}

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::debug;
 
-use super::delivery::Event;
+use super::delivery::{Event, Slow};
 use super::http::{NewMessage, chat_error, check_message, rfc3339_ms};
 use super::{ChatError, ChatService, MessageRec};
 use crate::services::api::ApiError;
@@ -205,6 +205,8 @@ struct Session {
     acks: HashMap<String, u64>,
     /// Messages written here and not acknowledged (what this session adds to the gauge).
     unacked: i64,
+    /// Raised when the session's queue overflowed.
+    slow: Arc<Slow>,
 }
 
 /// Why a session ended on the server's side.
@@ -228,6 +230,7 @@ impl Session {
         if events.is_empty() {
             return Ok(());
         }
+        let mut texts = Vec::with_capacity(events.len());
         for event in &events {
             let text = match &**event {
                 Event::Message { conversation_id, seq, from, body, sent_at, .. } => {
@@ -241,9 +244,9 @@ impl Session {
                     ServerFrame::Presence { user, online: *online, last_seen: rfc3339_ms(*last_seen) }.text()
                 }
             };
-            sink.feed(WsMessage::Text(text)).await.map_err(|_| End::Gone)?;
+            texts.push(WsMessage::Text(text));
         }
-        sink.flush().await.map_err(|_| End::Gone)?;
+        guarded(sink, texts, &self.slow, self.chat.config().offline_after).await?;
         let now = super::super::urls::now_ms();
         let metrics = self.chat.metrics();
         for event in &events {
@@ -460,9 +463,28 @@ fn not_yours(conversation_id: &str) -> ServerFrame<'static> {
     }
 }
 
+/// Writes `messages`, unless the session falls behind meanwhile (its queue overflows: close
+/// with 1013) or the client takes `within` to take them (gone).
+async fn guarded(sink: &mut Sink, messages: Vec<WsMessage>, slow: &Slow, within: Duration) -> Result<(), End> {
+    let writing = async {
+        for m in messages {
+            sink.feed(m).await?;
+        }
+        sink.flush().await
+    };
+    tokio::select! {
+        written = writing => written.map_err(|_| End::Gone),
+        () = slow.wait() => Err(End::Close(CLOSE_TRY_AGAIN, "too slow: reconnect to resync")),
+        () = tokio::time::sleep(within) => Err(End::Gone),
+    }
+}
+
+/// How long a close frame may take to go out.
+const CLOSE_WITHIN: Duration = Duration::from_secs(5);
+
 async fn close(sink: &mut Sink, code: u16, reason: &'static str) {
     let frame = CloseFrame { code, reason: reason.into() };
-    let _ = sink.send(WsMessage::Close(Some(frame))).await;
+    let _ = tokio::time::timeout(CLOSE_WITHIN, sink.send(WsMessage::Close(Some(frame)))).await;
 }
 
 /// Runs the session of `user` on `socket` until either side ends it.
@@ -473,8 +495,14 @@ pub async fn run(chat: Arc<ChatService>, user: String, socket: WebSocket) {
     let live = vec![user.clone()];
     tokio::spawn(async move { presence.report(live).await });
     let (mut sink, mut stream) = socket.split();
-    let mut session =
-        Session { chat: Arc::clone(&chat), user, order: Sequencer::default(), acks: HashMap::new(), unacked: 0 };
+    let mut session = Session {
+        chat: Arc::clone(&chat),
+        user,
+        order: Sequencer::default(),
+        acks: HashMap::new(),
+        unacked: 0,
+        slow: Arc::clone(&registration.slow),
+    };
     // A partition without a leader (a failover under way) holds the resync up, within reason.
     let give_up = Instant::now() + RESYNC_PATIENCE;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
@@ -487,7 +515,7 @@ pub async fn run(chat: Arc<ChatService>, user: String, socket: WebSocket) {
             }
             Err(e) => {
                 let frame = ServerFrame::error(chat_error(e), None);
-                let _ = sink.send(WsMessage::Text(frame.text())).await;
+                let _ = tokio::time::timeout(CLOSE_WITHIN, sink.send(WsMessage::Text(frame.text()))).await;
                 close(&mut sink, CLOSE_UNAVAILABLE, "could not resync; reconnect").await;
                 session.chat.metrics().pending.sub(session.unacked);
                 return;
@@ -515,7 +543,7 @@ pub async fn run(chat: Arc<ChatService>, user: String, socket: WebSocket) {
                         break End::Close(CLOSE_TOO_BIG, "frame over chat.max_frame_bytes");
                     }
                     match session.on_frame(text.as_str(), &replies_tx, &in_flight) {
-                        Some(frame) => sink.send(WsMessage::Text(frame.text())).await.map_err(|_| End::Gone),
+                        Some(frame) => guarded(&mut sink, vec![WsMessage::Text(frame.text())], &slow, offline_after).await,
                         None => Ok(()),
                     }
                 }
@@ -529,7 +557,7 @@ pub async fn run(chat: Arc<ChatService>, user: String, socket: WebSocket) {
                         client_msg_id: None,
                         retry_after_ms: None,
                     };
-                    sink.send(WsMessage::Text(frame.text())).await.map_err(|_| End::Gone)
+                    guarded(&mut sink, vec![WsMessage::Text(frame.text())], &slow, offline_after).await
                 }
                 Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => Ok(()),
                 Some(Ok(WsMessage::Close(_))) | None => Err(End::Gone),
@@ -546,7 +574,9 @@ pub async fn run(chat: Arc<ChatService>, user: String, socket: WebSocket) {
                 let ready = session.order.offer(event);
                 session.write(&mut sink, ready).await
             },
-            Some(text) = replies.recv() => sink.send(WsMessage::Text(text.into())).await.map_err(|_| End::Gone),
+            Some(text) = replies.recv() => {
+                guarded(&mut sink, vec![WsMessage::Text(text.into())], &slow, offline_after).await
+            }
             () = slow.wait() => Err(End::Close(CLOSE_TRY_AGAIN, "too slow: reconnect to resync")),
             () = sleep_until(gap), if gap.is_some() => session.fill_gaps(&mut sink).await,
             _ = flush.tick() => {
@@ -557,7 +587,7 @@ pub async fn run(chat: Arc<ChatService>, user: String, socket: WebSocket) {
                 if heard.elapsed() >= offline_after {
                     Err(End::Close(CLOSE_SILENT, "nothing heard within chat.offline_after"))
                 } else {
-                    sink.send(WsMessage::Ping(Default::default())).await.map_err(|_| End::Gone)
+                    guarded(&mut sink, vec![WsMessage::Ping(Default::default())], &slow, offline_after).await
                 }
             }
         };
