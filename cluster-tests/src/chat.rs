@@ -10,8 +10,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
 /// What a socket read gave.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,7 +63,10 @@ impl ChatSocket {
         if let (Some(t), false) = (token, in_query) {
             request.headers_mut().insert("authorization", HeaderValue::from_str(&format!("Bearer {t}"))?);
         }
-        match connect_async(request).await {
+        // Small frames both ways: no Nagle; tungstenite zero-fills its read buffer before every
+        // read, so a small one.
+        let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
+        match connect_async_with_config(request, Some(config), true).await {
             Ok((ws, _)) => Ok(Self { ws }),
             Err(WsError::Http(response)) => {
                 let status = response.status().as_u16();

@@ -107,6 +107,7 @@ async fn converse(mut socket: ChatSocket, me: User, peer: User, n: usize, total:
                     socket.ack(&conversation, got.len() as u64).await?;
                 }
             }
+            Some("presence") => {}
             _ => bail!("unexpected frame {frame}"),
         }
     }
@@ -341,6 +342,7 @@ async fn send_through_failover(
                 socket.send_message(&peer.id, &id, &format!("{} #{next}", me.id)).await?;
             }
             Some("message") => got.push(got_of(&frame)?),
+            Some("presence" | "receipt") => {}
             _ => bail!("unexpected frame {frame}"),
         }
     }
@@ -362,11 +364,19 @@ async fn sigkill_of_the_partition_leader_while_both_send_delivers_every_sent_mes
     let (total_tx, total_rx) = tokio::sync::watch::channel(None);
     let ann_side = tokio::spawn(send_through_failover(a, ann.clone(), bob.clone(), N, ann_done, total_rx.clone()));
     let bob_side = tokio::spawn(send_through_failover(b, bob.clone(), ann.clone(), N, bob_done, total_rx));
-    ann_progress.wait_for(|n| *n >= 15).await?;
+    // A side that fails drops its progress channel: its own error says why.
+    let early = |side: &str| anyhow!("{side}'s side ended before it was done");
+    if ann_progress.wait_for(|n| *n >= 15).await.is_err() {
+        return Err(ann_side.await?.err().unwrap_or_else(|| early("ann")));
+    }
     c.kill(leader)?;
     let mut bob_progress = bob_progress;
-    ann_progress.wait_for(|n| *n >= N).await?;
-    bob_progress.wait_for(|n| *n >= N).await?;
+    if ann_progress.wait_for(|n| *n >= N).await.is_err() {
+        return Err(ann_side.await?.err().unwrap_or_else(|| early("ann")));
+    }
+    if bob_progress.wait_for(|n| *n >= N).await.is_err() {
+        return Err(bob_side.await?.err().unwrap_or_else(|| early("bob")));
+    }
     // Everything was answered `sent`: the conversation holds exactly 2N messages.
     total_tx.send_replace(Some(2 * N as u64));
     let (ann_acked, ann_got) = ann_side.await??;

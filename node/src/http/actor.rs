@@ -52,7 +52,11 @@ impl Actor for HttpActor {
     async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: HttpArgs) -> Result<HttpState, ActorProcessingErr> {
         let std_listener = args.listener.try_clone()?;
         std_listener.set_nonblocking(true)?;
-        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        // No Nagle: WebSocket sessions write many small frames, and a response held back for a
+        // delayed ACK costs up to 40 ms.
+        let listener = axum::serve::ListenerExt::tap_io(tokio::net::TcpListener::from_std(std_listener)?, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let app = router(args.state, args.body_limit, args.max_in_flight);
         let (stop, mut stopped) = watch::channel(false);
         let server = AbortOnDrop::spawn(async move {

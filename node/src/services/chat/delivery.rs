@@ -90,7 +90,15 @@ pub enum ChatPeer {
     Push(Vec<Event>),
     /// These users have live sessions on the sending node (to the node leading their
     /// partitions, which keeps presence).
-    Live(Vec<String>),
+    Live {
+        /// The users.
+        users: Vec<String>,
+        /// A session just connected (else the periodic report). An owner that has no record
+        /// of a user announces it online only on a fresh report: a periodic one about a user
+        /// it does not know means it took over from another owner, and the user's contacts
+        /// heard of them already.
+        fresh: bool,
+    },
     /// Is this user online? (to the node leading the user's partition)
     Presence(String),
 }

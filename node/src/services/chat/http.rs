@@ -21,6 +21,8 @@ use crate::services::api::{ApiError, ErrorBody, call_error};
 use crate::services::users::Caller;
 use crate::services::users::http::identify;
 
+/// Read buffer of a WebSocket session (tungstenite's default is 128 KiB).
+const WS_READ_BUFFER: usize = 8 * 1024;
 /// Longest `client_msg_id`, in bytes.
 const MAX_CLIENT_MSG_ID: usize = 128;
 /// History page size without `limit`.
@@ -411,7 +413,10 @@ pub(crate) async fn websocket(
     // The WebSocket layer refuses frames far over the limit itself; the session closes with
     // 1009 on anything over it.
     let layer_limit = max_frame.saturating_mul(4).max(64 * 1024);
+    // tungstenite zero-fills the free part of its read buffer before every read: a small buffer
+    // keeps that (and each idle session's memory) small.
     let mut response = upgrade
+        .read_buffer_size(WS_READ_BUFFER)
         .max_message_size(layer_limit)
         .max_frame_size(layer_limit)
         .on_upgrade(move |socket| super::session::run(chat, user, socket));

@@ -32,6 +32,9 @@ use crate::membership::Membership;
 use crate::storage::records::RecordError;
 use crate::transport::Transport;
 
+/// Users remembered as existing, at most.
+const KNOWN_USERS: u64 = 100_000;
+
 /// Why a chat operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
@@ -94,6 +97,7 @@ pub struct ChatService {
     sessions: Arc<Sessions>,
     pusher: Arc<Pusher>,
     presence: Arc<presence::Presence>,
+    known_users: moka::future::Cache<String, ()>,
 }
 
 impl std::fmt::Debug for ChatService {
@@ -124,7 +128,8 @@ impl ChatService {
             cfg.offline_after,
             metrics.clone(),
         );
-        Self { cfg, client, metrics, sessions, pusher, presence }
+        let known_users = moka::future::Cache::new(KNOWN_USERS);
+        Self { cfg, client, metrics, sessions, pusher, presence, known_users }
     }
 
     /// The sessions connected here.
@@ -160,7 +165,7 @@ impl ChatService {
                 }
                 ChatPeerReply::Pushed(reached)
             }
-            ChatPeer::Live(users) => self.presence.note_live(users),
+            ChatPeer::Live { users, fresh } => self.presence.note_live(users, fresh),
             ChatPeer::Presence(user) => self.presence.local_answer(&user),
         };
         <ChatPeer as PeerMessage>::Reply::encode(&reply)
@@ -176,10 +181,17 @@ impl ChatService {
         &self.metrics
     }
 
-    /// Fails unless a user has the id `id`.
+    /// Fails unless a user has the id `id`. Users are never deleted, so a user found once is
+    /// remembered (a bounded cache): a send costs no user lookup after the first.
     pub async fn check_user(&self, id: &str) -> Result<(), ChatError> {
+        if self.known_users.contains_key(id) {
+            return Ok(());
+        }
         match users::by_id(&self.client, id).await? {
-            Some(_) => Ok(()),
+            Some(_) => {
+                self.known_users.insert(id.to_string(), ()).await;
+                Ok(())
+            }
             None => Err(ChatError::UnknownUser(id.to_string())),
         }
     }

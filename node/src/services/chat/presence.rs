@@ -91,7 +91,7 @@ impl Presence {
     }
 
     /// Owner side: `users` have live sessions somewhere.
-    pub fn note_live(self: &Arc<Self>, users: Vec<String>) -> ChatPeerReply {
+    pub fn note_live(self: &Arc<Self>, users: Vec<String>, fresh: bool) -> ChatPeerReply {
         let (now, now_ms) = (Instant::now(), urls::now_ms());
         let mut came_online = Vec::new();
         {
@@ -100,7 +100,9 @@ impl Presence {
                 if !self.owns(&user) {
                     continue;
                 }
-                let seen = owned.entry(user.clone()).or_insert(Seen { heard: now, heard_ms: now_ms, online: false });
+                // A user first heard of in a periodic report was online before this node took
+                // over: nothing to announce.
+                let seen = owned.entry(user.clone()).or_insert(Seen { heard: now, heard_ms: now_ms, online: !fresh });
                 seen.heard = now;
                 seen.heard_ms = now_ms;
                 if !seen.online {
@@ -184,7 +186,7 @@ impl Presence {
     }
 
     /// Reporting side: tells the owners of `users` (one message per owner).
-    pub async fn report(self: &Arc<Self>, users: Vec<String>) {
+    pub async fn report(self: &Arc<Self>, users: Vec<String>, fresh: bool) {
         let mut by_owner: BTreeMap<NodeId, Vec<String>> = BTreeMap::new();
         for user in users {
             if let Some(owner) = self.client.leader_of_key(&user) {
@@ -193,8 +195,10 @@ impl Presence {
         }
         let calls = by_owner.into_iter().map(|(owner, users)| async move {
             if owner == self.node_id {
-                self.note_live(users);
-            } else if let Err(e) = peer::call(&self.transport, owner, &ChatPeer::Live(users), self.heartbeat).await {
+                self.note_live(users, fresh);
+            } else if let Err(e) =
+                peer::call(&self.transport, owner, &ChatPeer::Live { users, fresh }, self.heartbeat).await
+            {
                 debug!(owner, error = %e, "liveness not reported");
             }
         });
@@ -232,7 +236,7 @@ impl Presence {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            self.report(self.sessions.users()).await;
+            self.report(self.sessions.users(), false).await;
             self.sweep();
         }
     }

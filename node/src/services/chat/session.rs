@@ -493,7 +493,7 @@ pub async fn run(chat: Arc<ChatService>, user: String, socket: WebSocket) {
     // The user's owner hears of this session now, not at the next heartbeat.
     let presence = Arc::clone(chat.presence());
     let live = vec![user.clone()];
-    tokio::spawn(async move { presence.report(live).await });
+    tokio::spawn(async move { presence.report(live, true).await });
     let (mut sink, mut stream) = socket.split();
     let mut session = Session {
         chat: Arc::clone(&chat),
