@@ -95,6 +95,12 @@ async fn objects_round_trip_by_hash_with_ranges_and_conditional_gets() -> Result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_uploads_complete_whole_with_s3_etags_and_abort_cleanly() -> Result<()> {
+    // 64 MiB in eight parallel parts of 8 MiB.
+    run("multipart", json!({"size": 64 * 1024 * 1024})).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_pages_by_prefix_and_delimiter_and_copy_and_batch_delete_work() -> Result<()> {
     run("listing", json!({})).await
 }

@@ -28,7 +28,9 @@ use tracing::warn;
 
 pub use self::chunks::{ChunkError, ChunkStore};
 pub use self::metrics::ObjectMetrics;
-use self::state::{Answer, BucketRec, ChunkRef, Command, KeyRec, Listed, ObjectRec, Query, Rejection, Reply};
+use self::state::{
+    Answer, BucketRec, ChunkRef, Command, KeyRec, Listed, ObjectRec, PartRec, Query, Rejection, Reply, UploadRec,
+};
 pub use self::state::{LIST_PER_PARTITION, Objects};
 use super::client::{CallError, Client, Route};
 use super::peer::{self, PeerMessage};
@@ -102,6 +104,15 @@ pub enum ObjError {
     /// A chunk could not reach a write quorum, or be read from any replica.
     #[error("{0}")]
     Replicas(String),
+    /// No such multipart upload.
+    #[error("the upload does not exist (completed, aborted, or never started)")]
+    NoSuchUpload,
+    /// A listed part is missing or has another ETag.
+    #[error("part {0} was not uploaded with that ETag")]
+    InvalidPart(u32),
+    /// The listed parts are not in ascending order.
+    #[error("the parts are not listed in ascending order")]
+    InvalidPartOrder,
     /// The cluster could not answer.
     #[error(transparent)]
     Cluster(#[from] CallError),
@@ -320,22 +331,46 @@ impl ObjectService {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        let group = self.client.partition_of(&object_route(bucket, key));
+        let (chunks, size, etag) = self.store_stream(group, body, self.cfg.max_size).await?;
+        self.metrics.bytes_in.inc_by(size);
+        let rec = ObjectRec {
+            size,
+            content_type,
+            cache_control,
+            etag,
+            chunks,
+            owner: owner.to_string(),
+            modified_ms: now_ms(),
+        };
+        self.commit(bucket, key, rec).await
+    }
+
+    /// Stores a body's chunks on a write quorum of `group`'s replicas as it streams in (one
+    /// chunk held at a time); answers the chunk list, the size and the hex MD5.
+    async fn store_stream<S, E>(
+        self: &Arc<Self>,
+        group: GroupId,
+        mut body: S,
+        max_size: u64,
+    ) -> Result<(Vec<ChunkRef>, u64, String), ObjError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
         use md5::Digest;
-        let route = object_route(bucket, key);
-        let group = self.client.partition_of(&route);
         let chunk_size = self.cfg.chunk_size;
         let mut md5 = md5::Md5::new();
         let mut buf = BytesMut::with_capacity(chunk_size);
         let mut chunks = Vec::new();
         let mut size = 0u64;
-        let mut body = body;
         loop {
             let next = body.next().await.transpose().map_err(|e| ObjError::Body(e.to_string()))?;
             let done = next.is_none();
             if let Some(bytes) = next {
                 size += bytes.len() as u64;
-                if size > self.cfg.max_size {
-                    return Err(ObjError::TooLarge(self.cfg.max_size));
+                if size > max_size {
+                    return Err(ObjError::TooLarge(max_size));
                 }
                 md5.update(&bytes);
                 buf.extend_from_slice(&bytes);
@@ -348,20 +383,114 @@ impl ObjectService {
                 chunks.push(ChunkRef { hash, len: n as u32 });
             }
             if done {
-                break;
+                return Ok((chunks, size, hex(&md5.finalize())));
             }
         }
-        self.metrics.bytes_in.inc_by(size);
-        let rec = ObjectRec {
-            size,
+    }
+
+    // ---- multipart uploads ----
+
+    /// Starts a multipart upload of `key` in `bucket`; answers its id.
+    pub async fn create_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        owner: &str,
+        content_type: String,
+        cache_control: Option<String>,
+    ) -> Result<String, ObjError> {
+        let upload_id = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
+        let rec = UploadRec {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            owner: owner.to_string(),
             content_type,
             cache_control,
-            etag: hex(&md5.finalize()),
-            chunks,
-            owner: owner.to_string(),
-            modified_ms: now_ms(),
+            created_ms: now_ms(),
         };
-        self.commit(bucket, key, rec).await
+        let route = object_route(bucket, key);
+        let command = Command::CreateUpload { upload_id: upload_id.clone(), rec };
+        match self.client.propose::<Objects>(route.as_str(), &command).await? {
+            Ok(Reply::Done) => Ok(upload_id),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Upload `id` of `key` in `bucket` with its parts (`None`: no such upload there).
+    pub async fn upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        id: &str,
+    ) -> Result<Option<(UploadRec, Vec<(u32, PartRec)>)>, ObjError> {
+        let route = object_route(bucket, key);
+        match self
+            .client
+            .read::<Objects>(route.as_str(), &Query::Upload(id.to_string()), Consistency::Linearizable)
+            .await?
+        {
+            Answer::Upload(Some((rec, parts))) if rec.bucket == bucket && rec.key == key => Ok(Some((rec, parts))),
+            Answer::Upload(_) => Ok(None),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Stores part `part` of upload `id`; answers its hex MD5.
+    pub async fn upload_part<S, E>(
+        self: &Arc<Self>,
+        (bucket, key, id): (&str, &str, &str),
+        part: u32,
+        body: S,
+    ) -> Result<String, ObjError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let route = object_route(bucket, key);
+        let group = self.client.partition_of(&route);
+        let (chunks, size, etag) = self.store_stream(group, body, self.cfg.max_size).await?;
+        let rec = PartRec { etag: etag.clone(), size, chunks, modified_ms: now_ms() };
+        let command = Command::PutPart { upload_id: id.to_string(), part, rec };
+        match self.client.propose::<Objects>(route.as_str(), &command).await? {
+            Ok(Reply::Done) => {
+                self.metrics.bytes_in.inc_by(size);
+                Ok(etag)
+            }
+            Err(Rejection::NoSuchUpload) => Err(ObjError::NoSuchUpload),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Completes upload `id`: the object becomes the listed parts.
+    pub async fn complete_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        id: &str,
+        parts: Vec<(u32, String)>,
+    ) -> Result<ObjectRec, ObjError> {
+        let route = object_route(bucket, key);
+        let command = Command::CompleteUpload { upload_id: id.to_string(), parts, modified_ms: now_ms() };
+        match self.client.propose::<Objects>(route.as_str(), &command).await? {
+            Ok(Reply::Completed(rec)) => Ok(rec),
+            Err(Rejection::NoSuchUpload) => Err(ObjError::NoSuchUpload),
+            Err(Rejection::InvalidPart(n)) => Err(ObjError::InvalidPart(n)),
+            Err(Rejection::InvalidPartOrder) => Err(ObjError::InvalidPartOrder),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Drops upload `id` and its parts; answers whether it existed.
+    pub async fn abort_upload(&self, bucket: &str, key: &str, id: &str) -> Result<bool, ObjError> {
+        let route = object_route(bucket, key);
+        match self
+            .client
+            .propose::<Objects>(route.as_str(), &Command::AbortUpload { upload_id: id.to_string() })
+            .await?
+        {
+            Ok(Reply::Deleted(existed)) => Ok(existed),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Commits an object's record (its chunks are stored).

@@ -95,6 +95,9 @@ fn obj_error(e: ObjError) -> S3Error {
         ObjError::BucketNotEmpty => S3ErrorCode::BucketNotEmpty,
         ObjError::TooLarge(_) => S3ErrorCode::EntityTooLarge,
         ObjError::Body(_) => S3ErrorCode::IncompleteBody,
+        ObjError::NoSuchUpload => S3ErrorCode::NoSuchUpload,
+        ObjError::InvalidPart(_) => S3ErrorCode::InvalidPart,
+        ObjError::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
         ObjError::Cluster(CallError::Starting | CallError::Cluster(_)) | ObjError::Replicas(_) => {
             S3ErrorCode::ServiceUnavailable
         }
@@ -454,6 +457,157 @@ impl S3 for Front {
         }
         .await;
         self.done("CopyObject", started, result)
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let started = Instant::now();
+        let result = async {
+            let user = self.signed(req.credentials.as_ref()).await?;
+            let i = req.input;
+            self.owned_bucket(&i.bucket, &user).await?;
+            let content_type = i.content_type.unwrap_or_else(|| "binary/octet-stream".to_string());
+            let id = self
+                .svc
+                .create_upload(&i.bucket, &i.key, &user, content_type, i.cache_control)
+                .await
+                .map_err(obj_error)?;
+            let output = CreateMultipartUploadOutput {
+                bucket: Some(i.bucket),
+                key: Some(i.key),
+                upload_id: Some(id),
+                ..Default::default()
+            };
+            Ok(S3Response::new(output))
+        }
+        .await;
+        self.done("CreateMultipartUpload", started, result)
+    }
+
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        let started = Instant::now();
+        let result = async {
+            let user = self.signed(req.credentials.as_ref()).await?;
+            let i = req.input;
+            let part = u32::try_from(i.part_number)
+                .ok()
+                .filter(|n| (1..=super::state::MAX_PART).contains(n))
+                .ok_or_else(|| s3_error!(InvalidArgument, "part numbers are 1 to 10000"))?;
+            let upload = self.svc.upload(&i.bucket, &i.key, &i.upload_id).await.map_err(obj_error)?;
+            match upload {
+                Some((rec, _)) if rec.owner == user => {}
+                Some(_) => return Err(access_denied()),
+                None => return Err(obj_error(ObjError::NoSuchUpload)),
+            }
+            let body = match i.body {
+                Some(body) => body,
+                None => StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>()),
+            };
+            let etag = self.svc.upload_part((&i.bucket, &i.key, &i.upload_id), part, body).await.map_err(obj_error)?;
+            Ok(S3Response::new(UploadPartOutput { e_tag: Some(ETag::Strong(etag)), ..Default::default() }))
+        }
+        .await;
+        self.done("UploadPart", started, result)
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let started = Instant::now();
+        let result = async {
+            let user = self.signed(req.credentials.as_ref()).await?;
+            let i = req.input;
+            match self.svc.upload(&i.bucket, &i.key, &i.upload_id).await.map_err(obj_error)? {
+                Some((rec, _)) if rec.owner == user => {}
+                Some(_) => return Err(access_denied()),
+                None => return Err(obj_error(ObjError::NoSuchUpload)),
+            }
+            let listed = i.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
+            let mut parts = Vec::new();
+            for p in listed {
+                let n = p.part_number.and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+                let etag = p.e_tag.map(ETag::into_value).unwrap_or_default();
+                parts.push((n, etag));
+            }
+            let rec = self.svc.complete_upload(&i.bucket, &i.key, &i.upload_id, parts).await.map_err(obj_error)?;
+            let output = CompleteMultipartUploadOutput {
+                bucket: Some(i.bucket.clone()),
+                key: Some(i.key.clone()),
+                e_tag: Some(etag(&rec)),
+                location: Some(format!("/{}/{}", i.bucket, i.key)),
+                ..Default::default()
+            };
+            Ok(S3Response::new(output))
+        }
+        .await;
+        self.done("CompleteMultipartUpload", started, result)
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let started = Instant::now();
+        let result = async {
+            let user = self.signed(req.credentials.as_ref()).await?;
+            let i = req.input;
+            match self.svc.upload(&i.bucket, &i.key, &i.upload_id).await.map_err(obj_error)? {
+                Some((rec, _)) if rec.owner == user => {}
+                Some(_) => return Err(access_denied()),
+                None => return Err(obj_error(ObjError::NoSuchUpload)),
+            }
+            self.svc.abort_upload(&i.bucket, &i.key, &i.upload_id).await.map_err(obj_error)?;
+            Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+        }
+        .await;
+        self.done("AbortMultipartUpload", started, result)
+    }
+
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        let started = Instant::now();
+        let result = async {
+            let user = self.signed(req.credentials.as_ref()).await?;
+            let i = req.input;
+            let Some((rec, parts)) = self.svc.upload(&i.bucket, &i.key, &i.upload_id).await.map_err(obj_error)? else {
+                return Err(obj_error(ObjError::NoSuchUpload));
+            };
+            if rec.owner != user {
+                return Err(access_denied());
+            }
+            let marker = i.part_number_marker.unwrap_or(0).max(0) as u32;
+            let max = i.max_parts.unwrap_or(1000).clamp(1, 1000) as usize;
+            let after: Vec<_> = parts.into_iter().filter(|(n, _)| *n > marker).collect();
+            let truncated = after.len() > max;
+            let page: Vec<Part> = after
+                .into_iter()
+                .take(max)
+                .map(|(n, p)| Part {
+                    part_number: Some(n as i32),
+                    e_tag: Some(ETag::Strong(p.etag)),
+                    size: Some(p.size as i64),
+                    last_modified: Some(timestamp(p.modified_ms)),
+                    ..Default::default()
+                })
+                .collect();
+            let next = if truncated { page.last().and_then(|p| p.part_number) } else { None };
+            let output = ListPartsOutput {
+                bucket: Some(i.bucket),
+                key: Some(i.key),
+                upload_id: Some(i.upload_id),
+                max_parts: Some(max as i32),
+                part_number_marker: i.part_number_marker,
+                next_part_number_marker: next,
+                is_truncated: Some(truncated),
+                parts: Some(page),
+                ..Default::default()
+            };
+            Ok(S3Response::new(output))
+        }
+        .await;
+        self.done("ListParts", started, result)
     }
 
     async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {

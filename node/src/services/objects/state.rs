@@ -70,6 +70,39 @@ pub struct ObjectRec {
     pub modified_ms: u64,
 }
 
+/// A multipart upload in progress (`u/{upload_id}` in the object's partition).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct UploadRec {
+    /// Bucket.
+    pub bucket: String,
+    /// Key.
+    pub key: String,
+    /// User id of the uploader.
+    pub owner: String,
+    /// `Content-Type` for the object.
+    pub content_type: String,
+    /// `Cache-Control` for the object.
+    pub cache_control: Option<String>,
+    /// Unix milliseconds.
+    pub created_ms: u64,
+}
+
+/// One uploaded part (`p/{upload_id}/{part:05}`); its chunks are stored like an object's.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct PartRec {
+    /// Hex MD5 of the part.
+    pub etag: String,
+    /// Bytes.
+    pub size: u64,
+    /// The chunks, in order.
+    pub chunks: Vec<ChunkRef>,
+    /// Unix milliseconds.
+    pub modified_ms: u64,
+}
+
+/// Largest part number (as S3).
+pub const MAX_PART: u32 = 10_000;
+
 /// Object storage's commands.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -103,6 +136,37 @@ pub enum Command {
         /// The record.
         rec: ObjectRec,
     },
+    /// Starts a multipart upload.
+    CreateUpload {
+        /// Upload id (random).
+        upload_id: String,
+        /// Its record.
+        rec: UploadRec,
+    },
+    /// Stores (or replaces) part `part` of an upload.
+    PutPart {
+        /// Upload id.
+        upload_id: String,
+        /// Part number, 1..=[`MAX_PART`].
+        part: u32,
+        /// The part.
+        rec: PartRec,
+    },
+    /// Completes an upload: the object becomes the listed parts, in order, and the upload and
+    /// its parts are gone; answers [`Reply::Completed`].
+    CompleteUpload {
+        /// Upload id.
+        upload_id: String,
+        /// (part number, ETag without quotes), ascending.
+        parts: Vec<(u32, String)>,
+        /// Unix milliseconds.
+        modified_ms: u64,
+    },
+    /// Drops an upload and its parts; answers [`Reply::Deleted`].
+    AbortUpload {
+        /// Upload id.
+        upload_id: String,
+    },
     /// Deletes an object's record; answers [`Reply::Deleted`].
     DeleteObject {
         /// Bucket.
@@ -119,6 +183,8 @@ pub enum Reply {
     Done,
     /// Whether the row existed.
     Deleted(bool),
+    /// The object a completed upload made.
+    Completed(ObjectRec),
 }
 
 /// Why a command changed nothing.
@@ -136,6 +202,15 @@ pub enum Rejection {
     /// The access key id is taken.
     #[error("the access key id is taken")]
     KeyTaken,
+    /// No such upload (completed, aborted, or never started).
+    #[error("no such upload")]
+    NoSuchUpload,
+    /// A listed part is missing or has another ETag.
+    #[error("part {0} was not uploaded with that ETag")]
+    InvalidPart(u32),
+    /// Parts not in ascending order, or none.
+    #[error("the parts are not listed in ascending order")]
+    InvalidPartOrder,
 }
 
 /// Object storage's queries.
@@ -173,6 +248,8 @@ pub enum Query {
     },
     /// Whether this partition holds any object of `bucket`.
     AnyObject(String),
+    /// An upload and its parts.
+    Upload(String),
 }
 
 /// One entry of a listing.
@@ -220,6 +297,8 @@ pub enum Answer {
     Listed(Vec<Listed>),
     /// Whether any.
     Any(bool),
+    /// An upload and its parts by number.
+    Upload(Option<(UploadRec, Vec<(u32, PartRec)>)>),
 }
 
 fn key_row(id: &str) -> Vec<u8> {
@@ -232,6 +311,49 @@ fn user_key_row(user: &str, id: &str) -> Vec<u8> {
 
 fn bucket_row(name: &str) -> Vec<u8> {
     format!("b/{name}").into_bytes()
+}
+
+fn upload_row(id: &str) -> Vec<u8> {
+    format!("u/{id}").into_bytes()
+}
+
+fn part_prefix(id: &str) -> String {
+    format!("p/{id}/")
+}
+
+fn part_row(id: &str, part: u32) -> Vec<u8> {
+    format!("p/{id}/{part:05}").into_bytes()
+}
+
+/// Every part of upload `id`, by number.
+fn parts_of(kv: &dyn KvRead, id: &str) -> Result<Vec<(u32, PartRec)>, StoreError> {
+    let prefix = part_prefix(id);
+    let mut out = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let rows = kv.scan(prefix.as_bytes(), after.as_deref(), 1000)?;
+        let Some((last, _)) = rows.last() else { break };
+        after = Some(last.clone());
+        for (k, v) in &rows {
+            let n = std::str::from_utf8(&k[prefix.len()..]).ok().and_then(|n| n.parse().ok()).unwrap_or(0);
+            out.push((n, PartRec::decode(v)?));
+        }
+    }
+    Ok(out)
+}
+
+/// S3's multipart ETag: hex MD5 of the parts' binary MD5s, `-` and the part count.
+pub fn multipart_etag(part_etags: &[&str]) -> String {
+    use md5::Digest;
+    let mut md5 = md5::Md5::new();
+    for etag in part_etags {
+        let bytes: Vec<u8> = (0..etag.len() / 2)
+            .filter_map(|i| etag.get(2 * i..2 * i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .collect();
+        md5.update(&bytes);
+    }
+    let hex: String = md5.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}-{}", part_etags.len())
 }
 
 fn object_prefix(bucket: &str) -> String {
@@ -299,6 +421,59 @@ impl Service for Objects {
                 kv.put(&object_row(&bucket, &key), rec.encode()?);
                 Ok(Ok(Reply::Done))
             }
+            Command::CreateUpload { upload_id, rec } => {
+                kv.put(&upload_row(&upload_id), rec.encode()?);
+                Ok(Ok(Reply::Done))
+            }
+            Command::PutPart { upload_id, part, rec } => {
+                if kv.get(&upload_row(&upload_id))?.is_none() {
+                    return Ok(Err(Rejection::NoSuchUpload));
+                }
+                kv.put(&part_row(&upload_id, part), rec.encode()?);
+                Ok(Ok(Reply::Done))
+            }
+            Command::CompleteUpload { upload_id, parts, modified_ms } => {
+                let Some(upload) = get::<UploadRec>(kv, &upload_row(&upload_id))? else {
+                    return Ok(Err(Rejection::NoSuchUpload));
+                };
+                if parts.is_empty() || parts.windows(2).any(|w| w[0].0 >= w[1].0) {
+                    return Ok(Err(Rejection::InvalidPartOrder));
+                }
+                let (mut chunks, mut size, mut etags) = (Vec::new(), 0u64, Vec::new());
+                for (n, etag) in &parts {
+                    match get::<PartRec>(kv, &part_row(&upload_id, *n))? {
+                        Some(part) if part.etag == *etag => {
+                            size += part.size;
+                            chunks.extend(part.chunks);
+                            etags.push(etag.as_str());
+                        }
+                        _ => return Ok(Err(Rejection::InvalidPart(*n))),
+                    }
+                }
+                let rec = ObjectRec {
+                    size,
+                    content_type: upload.content_type,
+                    cache_control: upload.cache_control,
+                    etag: multipart_etag(&etags),
+                    chunks,
+                    owner: upload.owner,
+                    modified_ms,
+                };
+                kv.put(&object_row(&upload.bucket, &upload.key), rec.encode()?);
+                for (n, _) in parts_of(kv, &upload_id)? {
+                    kv.delete(&part_row(&upload_id, n));
+                }
+                kv.delete(&upload_row(&upload_id));
+                Ok(Ok(Reply::Completed(rec)))
+            }
+            Command::AbortUpload { upload_id } => {
+                let existed = kv.get(&upload_row(&upload_id))?.is_some();
+                for (n, _) in parts_of(kv, &upload_id)? {
+                    kv.delete(&part_row(&upload_id, n));
+                }
+                kv.delete(&upload_row(&upload_id));
+                Ok(Ok(Reply::Deleted(existed)))
+            }
             Command::DeleteObject { bucket, key } => {
                 let row = object_row(&bucket, &key);
                 let existed = kv.get(&row)?.is_some();
@@ -337,6 +512,10 @@ impl Service for Objects {
             Query::List { bucket, prefix, delimiter, after, limit } => {
                 Answer::Listed(list(kv, &bucket, &prefix, &delimiter, after.as_deref(), limit)?)
             }
+            Query::Upload(id) => Answer::Upload(match get::<UploadRec>(kv, &upload_row(&id))? {
+                Some(rec) => Some((rec, parts_of(kv, &id)?)),
+                None => None,
+            }),
             Query::AnyObject(bucket) => Answer::Any(!kv.scan(object_prefix(&bucket).as_bytes(), None, 1)?.is_empty()),
         })
     }
@@ -445,6 +624,49 @@ mod tests {
         // Another bucket's objects never show.
         let other = Query::List { bucket: "b".into(), prefix: "".into(), delimiter: "".into(), after: None, limit: 10 };
         assert_eq!(all(other), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_completed_upload_is_its_listed_parts_in_order_and_leaves_no_parts() {
+        let mut kv = MemKv::default();
+        let upload = UploadRec {
+            bucket: "b".into(),
+            key: "k".into(),
+            owner: "u1".into(),
+            content_type: "t".into(),
+            cache_control: None,
+            created_ms: 1,
+        };
+        let create = Command::CreateUpload { upload_id: "up".into(), rec: upload };
+        assert_eq!(Objects::apply(&mut kv, create).expect("apply"), Ok(Reply::Done));
+        let chunk = |b: u8| ChunkRef { hash: [b; 32], len: 10 };
+        for (n, etag) in [(1, "00"), (2, "11"), (3, "22")] {
+            let rec = PartRec { etag: etag.into(), size: 10, chunks: vec![chunk(n as u8)], modified_ms: 1 };
+            let put = Command::PutPart { upload_id: "up".into(), part: n, rec };
+            assert_eq!(Objects::apply(&mut kv, put).expect("apply"), Ok(Reply::Done));
+        }
+        let complete = |parts: Vec<(u32, &str)>| Command::CompleteUpload {
+            upload_id: "up".into(),
+            parts: parts.into_iter().map(|(n, e)| (n, e.to_string())).collect(),
+            modified_ms: 2,
+        };
+        assert_eq!(
+            Objects::apply(&mut kv, complete(vec![(1, "00"), (2, "ff")])).expect("apply"),
+            Err(Rejection::InvalidPart(2))
+        );
+        assert_eq!(
+            Objects::apply(&mut kv, complete(vec![(3, "22"), (1, "00")])).expect("apply"),
+            Err(Rejection::InvalidPartOrder)
+        );
+        let Ok(Reply::Completed(rec)) = Objects::apply(&mut kv, complete(vec![(1, "00"), (3, "22")])).expect("apply")
+        else {
+            panic!("not completed")
+        };
+        assert_eq!((rec.size, rec.chunks, rec.etag.ends_with("-2")), (20, vec![chunk(1), chunk(3)], true));
+        assert_eq!(Objects::query(&kv, Query::Upload("up".into())).expect("q"), Answer::Upload(None));
+        assert!(kv.0.keys().all(|k| !k.starts_with(b"p/")), "parts left behind");
+        let get = Query::Object { bucket: "b".into(), key: "k".into() };
+        assert!(matches!(Objects::query(&kv, get).expect("q"), Answer::Object(Some(_))));
     }
 
     #[test]
