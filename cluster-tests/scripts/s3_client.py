@@ -326,13 +326,22 @@ def put(a):
     print(hashlib.sha256(data).hexdigest())
 
 
+def put_many(a):
+    """Creates bucket `bucket` and PUTs `count` objects of `size` random bytes through
+    `endpoint`."""
+    c = client(a["endpoint"], a["key"], a["secret"])
+    c.create_bucket(Bucket=a["bucket"])
+    for i in range(a["count"]):
+        c.put_object(Bucket=a["bucket"], Key=f"obj-{i}", Body=os.urandom(a["size"]))
+
+
 def get(a):
     """GETs `name` through `endpoint`; prints the SHA-256 of the body."""
     c = client(a["endpoint"], a["key"], a["secret"])
     print(hashlib.sha256(body_of(c, a["bucket"], a["name"])).hexdigest())
 
 
-SCENARIOS = {f.__name__: f for f in [round_trips, listing, presigned, access, revoked, multipart, put, get]}
+SCENARIOS = {f.__name__: f for f in [round_trips, listing, presigned, access, revoked, multipart, put, put_many, get]}
 
 if __name__ == "__main__":
     SCENARIOS[sys.argv[1]](json.loads(sys.argv[2]))

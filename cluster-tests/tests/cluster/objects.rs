@@ -223,3 +223,31 @@ async fn a_corrupt_chunk_file_is_never_served_and_is_replaced_from_a_replica() -
     ensure!(std::fs::read(&file)? == good, "the corrupt file was not replaced by a good copy");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_resync_fetches_every_chunk_the_node_missed() -> Result<()> {
+    let Some(py) = boto3_python() else { return Ok(()) };
+    let spec = ClusterSpec::new(3).set("objects", "resync_interval = \"2s\"");
+    let mut c = led(&spec).await?;
+    let ann = user_with_key(&c, 1, "ann").await?;
+    c.kill(3)?;
+    // 100 one-chunk objects while node 3 is down: it holds none of their chunks.
+    let mut args = object_args(&c, &ann, 1, "resync", "");
+    args["count"] = json!(100);
+    args["size"] = json!(4096);
+    scenario(&py, "put_many", &args).await?;
+    let before = chunk_files(&c, 3).len();
+    c.start_node(3)?;
+    c.wait_ready(&[3], Duration::from_secs(60)).await?;
+    // Without a single read of them, node 3 comes to hold every chunk, and says none is missing.
+    wait_for("node 3's resync to fetch every chunk it missed", Duration::from_secs(60), || async {
+        let passes = c.metric(3, "shoal_objects_resync_passes_total").await?;
+        let missing = c.metric(3, "shoal_objects_missing_chunks").await?;
+        let held = chunk_files(&c, 3).len();
+        (passes >= 1.0 && missing == 0.0 && held >= before + 100).then_some(())
+    })
+    .await?;
+    let repaired = c.metric(3, "shoal_objects_chunks_repaired_total").await.unwrap_or(0.0);
+    ensure!(repaired >= 100.0, "node 3 fetched {repaired} chunks, expected the 100 it missed");
+    Ok(())
+}

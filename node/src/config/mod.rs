@@ -401,6 +401,10 @@ pub struct ObjectsSection {
     /// How long a chunk write to a replica may take before it counts as failed.
     #[serde(with = "humantime_serde")]
     pub replica_timeout: Duration,
+    /// How often each node checks that it holds every chunk its partitions reference (and
+    /// fetches the missing ones); a pass also runs right after start.
+    #[serde(with = "humantime_serde")]
+    pub resync_interval: Duration,
 }
 
 impl Default for ObjectsSection {
@@ -410,6 +414,7 @@ impl Default for ObjectsSection {
             max_size: 5 * 1024 * 1024 * 1024,
             public_max_age: 3600,
             replica_timeout: Duration::from_secs(10),
+            resync_interval: Duration::from_secs(300),
         }
     }
 }
@@ -666,6 +671,7 @@ impl Config {
             return Err(invalid("objects.max_size", "must be at least 1"));
         }
         nonzero("objects.replica_timeout", self.objects.replica_timeout)?;
+        nonzero("objects.resync_interval", self.objects.resync_interval)?;
         if let Some(s3) = self.s3.listen
             && (s3 == self.http.listen || s3 == self.peer.listen)
         {

@@ -337,6 +337,7 @@ impl Services {
         let limiter = Arc::clone(&self.ratelimit);
         let urls = Arc::clone(&self.urls);
         let objects = Arc::clone(&self.objects);
+        let resync = Arc::clone(&self.objects);
         vec![
             Task { name: "ratelimit_sweeper", start: Box::new(move || Box::pin(Arc::clone(&limiter).run_sweeper())) },
             Task {
@@ -344,6 +345,7 @@ impl Services {
                 start: Box::new(move || Box::pin(Arc::clone(&urls).run_click_flusher())),
             },
             Task { name: "objects_s3_endpoint", start: Box::new(move || Box::pin(Arc::clone(&objects).run_s3())) },
+            Task { name: "objects_resync", start: Box::new(move || Box::pin(Arc::clone(&resync).run_resync())) },
         ]
     }
 

@@ -1,6 +1,6 @@
 //! Object storage instruments.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Every object storage metric.
 #[derive(Clone)]
@@ -17,8 +17,13 @@ pub struct ObjectMetrics {
     pub chunks_written: IntCounter,
     /// Chunks found corrupt on this node's disk on a read.
     pub corrupt_chunks: IntCounter,
-    /// Chunks this node fetched from another replica and stored after a local miss.
+    /// Chunks this node fetched from another replica and stored after a local miss or corruption.
     pub chunks_repaired: IntCounter,
+    /// Chunks the partitions this node replicates reference but its disk lacks, after the last
+    /// resync pass.
+    pub missing_chunks: IntGauge,
+    /// Completed resync passes.
+    pub resync_passes: IntCounter,
 }
 
 impl ObjectMetrics {
@@ -51,7 +56,18 @@ impl ObjectMetrics {
                 "shoal_objects_chunks_repaired_total",
                 "Chunks this node fetched from another replica after a local miss or corruption, and stored.",
             )?,
+            missing_chunks: IntGauge::new(
+                "shoal_objects_missing_chunks",
+                "Chunks the partitions this node replicates reference but its disk lacks, after the last resync pass \
+                 (each pass fetches missing chunks from the other replicas).",
+            )?,
+            resync_passes: IntCounter::new(
+                "shoal_objects_resync_passes_total",
+                "Completed resync passes over every partition this node replicates.",
+            )?,
         };
+        registry.register(Box::new(m.missing_chunks.clone()))?;
+        registry.register(Box::new(m.resync_passes.clone()))?;
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.seconds.clone()))?;
         registry.register(Box::new(m.bytes_in.clone()))?;

@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use rkyv::{Archive, Deserialize, Serialize};
-use tracing::warn;
+use tracing::{debug, warn};
 
 pub use self::chunks::{ChunkError, ChunkStore};
 pub use self::metrics::ObjectMetrics;
@@ -714,6 +714,58 @@ impl ObjectService {
             },
         };
         answer.encode()
+    }
+
+    /// Makes this node hold every chunk the partitions it replicates reference: a pass soon
+    /// after start, then every `objects.resync_interval`; missing chunks are fetched from the
+    /// other replicas (hash-checked). Runs until the node stops.
+    pub async fn run_resync(self: Arc<Self>) {
+        let mut wait = Duration::from_secs(1);
+        loop {
+            tokio::time::sleep(wait).await;
+            wait = self.cfg.resync_interval;
+            match self.resync_pass().await {
+                Ok(missing) => {
+                    self.metrics.missing_chunks.set(missing as i64);
+                    self.metrics.resync_passes.inc();
+                }
+                Err(e) => {
+                    debug!(error = %e, "resync pass incomplete; retrying soon");
+                    wait = Duration::from_secs(1);
+                }
+            }
+        }
+    }
+
+    /// One resync pass; answers the chunks still missing after it.
+    async fn resync_pass(self: &Arc<Self>) -> Result<u64, ObjError> {
+        let mine: Vec<GroupId> =
+            (1..=self.client.partitions()).filter(|g| self.client.replicas_of(*g).contains(&self.me)).collect();
+        if mine.is_empty() {
+            return Err(ObjError::Replicas("this node's partitions are not known yet".into()));
+        }
+        let mut missing = 0u64;
+        for group in mine {
+            let mut after = None;
+            loop {
+                let query = Query::Chunks { after: after.clone(), limit: 256 };
+                let (hashes, next) =
+                    match self.client.read::<Objects>(Route::Partition(group), &query, Consistency::Local).await? {
+                        Answer::Chunks(hashes, next) => (hashes, next),
+                        other => return Err(unexpected(other)),
+                    };
+                for hash in hashes {
+                    if !self.chunks.has(&hash).await && self.read_chunk(group, hash).await.is_err() {
+                        missing += 1;
+                    }
+                }
+                match next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+        }
+        Ok(missing)
     }
 
     /// Serves the S3 endpoint until the node stops (nothing to do without a listener).

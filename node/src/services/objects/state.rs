@@ -250,6 +250,13 @@ pub enum Query {
     AnyObject(String),
     /// An upload and its parts.
     Upload(String),
+    /// The chunks of up to `limit` objects after the object row `after`, in row order.
+    Chunks {
+        /// Resume after this row key.
+        after: Option<Vec<u8>>,
+        /// Objects at most.
+        limit: u32,
+    },
 }
 
 /// One entry of a listing.
@@ -299,6 +306,8 @@ pub enum Answer {
     Any(bool),
     /// An upload and its parts by number.
     Upload(Option<(UploadRec, Vec<(u32, PartRec)>)>),
+    /// Chunk hashes of a page of objects, and the row to resume after (`None`: the end).
+    Chunks(Vec<[u8; 32]>, Option<Vec<u8>>),
 }
 
 fn key_row(id: &str) -> Vec<u8> {
@@ -516,6 +525,16 @@ impl Service for Objects {
                 Some(rec) => Some((rec, parts_of(kv, &id)?)),
                 None => None,
             }),
+            Query::Chunks { after, limit } => {
+                let rows = kv.scan(b"o/", after.as_deref(), (limit as usize).clamp(1, 1000))?;
+                let next =
+                    (rows.len() == (limit as usize).clamp(1, 1000)).then(|| rows.last().map(|r| r.0.clone())).flatten();
+                let mut hashes = Vec::new();
+                for (_, v) in &rows {
+                    hashes.extend(ObjectRec::decode(v)?.chunks.iter().map(|c| c.hash));
+                }
+                Answer::Chunks(hashes, next)
+            }
             Query::AnyObject(bucket) => Answer::Any(!kv.scan(object_prefix(&bucket).as_bytes(), None, 1)?.is_empty()),
         })
     }
