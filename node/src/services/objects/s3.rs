@@ -44,6 +44,9 @@ pub async fn serve(svc: Arc<ObjectService>, listener: std::net::TcpListener) {
                 continue;
             }
         };
+        // Headers and body go out in separate writes: without this, Nagle's algorithm and the
+        // client's delayed ACK hold small answers for tens of milliseconds.
+        let _ = stream.set_nodelay(true);
         let service = service.clone();
         tokio::spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
