@@ -105,6 +105,8 @@ pub struct Node {
     pub http: SocketAddr,
     /// QUIC address.
     pub peer: SocketAddr,
+    /// S3 endpoint address.
+    pub s3: SocketAddr,
     /// Its config file.
     pub config: PathBuf,
     /// Its log file (appended across restarts).
@@ -200,12 +202,14 @@ impl Cluster {
         for id in 1..=spec.nodes {
             let http: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
             let peer: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+            let s3: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
             nodes.insert(
                 id,
                 Node {
                     id,
                     http,
                     peer,
+                    s3,
                     config: dir.join(format!("node-{id}.toml")),
                     log: dir.join(format!("logs/node-{id}.log")),
                     child: None,
@@ -240,6 +244,7 @@ impl Cluster {
             id,
             http: format!("127.0.0.1:{}", free_port()?).parse()?,
             peer: format!("127.0.0.1:{}", free_port()?).parse()?,
+            s3: format!("127.0.0.1:{}", free_port()?).parse()?,
             config: self.dir.join(format!("node-{id}.toml")),
             log: self.dir.join(format!("logs/node-{id}.log")),
             child: None,
@@ -261,6 +266,7 @@ impl Cluster {
                     id: n.id,
                     http: n.http,
                     peer: n.peer,
+                    s3: n.s3,
                     config: n.config.clone(),
                     log: n.log.clone(),
                     child: None,
@@ -466,6 +472,7 @@ fn write_config(n: &Node, cluster: &[String], settings: &[(&'static str, String)
         .extend([format!("id = {}", n.id), format!("data_dir = \"data/node-{}\"", n.id)]);
     sections.entry("http").or_default().push(format!("listen = \"{}\"", n.http));
     sections.entry("peer").or_default().push(format!("listen = \"{}\"", n.peer));
+    sections.entry("s3").or_default().push(format!("listen = \"{}\"", n.s3));
     sections.entry("tls").or_default().extend([
         "ca_cert = \"certs/ca.pem\"".to_string(),
         format!("cert = \"certs/node-{}.pem\"", n.id),

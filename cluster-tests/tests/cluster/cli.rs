@@ -74,9 +74,10 @@ async fn dev_up_kill_start_status_and_ctrl_c() -> Result<()> {
     }
     let nodes: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dev_dir.join("nodes.json"))?)?;
     let pid2 = nodes[1]["pid"].as_u64().ok_or_else(|| anyhow!("pid of node 2: {nodes}"))?;
-    for key in ["id", "http_addr", "peer_addr", "pid", "log"] {
+    for key in ["id", "http_addr", "peer_addr", "s3_addr", "pid", "log"] {
         assert!(!nodes[0][key].is_null(), "nodes.json lacks {key}");
     }
+    assert_eq!(nodes[1]["s3_addr"], format!("127.0.0.1:{}", base + 12), "the S3 port is the HTTP port + 2");
 
     let out = shoal_cmd(&["dev", "kill", "2", "--dir", &dev])?;
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));

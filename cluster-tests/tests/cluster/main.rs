@@ -14,6 +14,7 @@ mod counters;
 mod crash;
 mod deploy;
 mod k8s;
+mod objects;
 mod observe;
 mod placement;
 mod raft;

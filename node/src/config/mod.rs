@@ -87,6 +87,12 @@ pub struct Config {
     /// Chat.
     #[serde(default)]
     pub chat: ChatSection,
+    /// The S3 endpoint.
+    #[serde(default)]
+    pub s3: S3Section,
+    /// Object storage (behind the S3 endpoint).
+    #[serde(default)]
+    pub objects: ObjectsSection,
     /// Restart policy of the actor supervisor.
     #[serde(default)]
     pub supervisor: SupervisorSection,
@@ -395,6 +401,46 @@ impl Default for ChatSection {
     }
 }
 
+/// `[s3]`: the S3-compatible endpoint, a listener of its own.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Section {
+    /// Address the S3 endpoint binds (none: no S3 endpoint on this node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[objects]`: object storage.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectsSection {
+    /// Bytes per chunk: bodies are cut into chunks of this size, each stored by its BLAKE3 hash.
+    pub chunk_size: usize,
+    /// Largest object a single PUT stores, in bytes.
+    pub max_size: u64,
+    /// `Cache-Control` of objects of public-read buckets stored without one: `max-age` seconds.
+    pub public_max_age: u64,
+    /// How long a chunk write to a replica may take before it counts as failed.
+    #[serde(with = "humantime_serde")]
+    pub replica_timeout: Duration,
+    /// How often each node checks that it holds every chunk its partitions reference (and
+    /// fetches the missing ones); a pass also runs right after start.
+    #[serde(with = "humantime_serde")]
+    pub resync_interval: Duration,
+}
+
+impl Default for ObjectsSection {
+    fn default() -> Self {
+        Self {
+            chunk_size: 1024 * 1024,
+            max_size: 5 * 1024 * 1024 * 1024,
+            public_max_age: 3600,
+            replica_timeout: Duration::from_secs(10),
+            resync_interval: Duration::from_secs(300),
+        }
+    }
+}
+
 /// `[supervisor]`: restarts of failed actors.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -657,6 +703,19 @@ impl Config {
         }
         if self.chat.offline_after < self.chat.heartbeat * 2 {
             return Err(invalid("chat.offline_after", "must be at least twice chat.heartbeat"));
+        }
+        if !(4096..=8 * 1024 * 1024).contains(&self.objects.chunk_size) {
+            return Err(invalid("objects.chunk_size", "must be between 4096 and 8388608"));
+        }
+        if self.objects.max_size == 0 {
+            return Err(invalid("objects.max_size", "must be at least 1"));
+        }
+        nonzero("objects.replica_timeout", self.objects.replica_timeout)?;
+        nonzero("objects.resync_interval", self.objects.resync_interval)?;
+        if let Some(s3) = self.s3.listen
+            && (s3 == self.http.listen || s3 == self.peer.listen)
+        {
+            return Err(invalid("s3.listen", "must differ from http.listen and peer.listen"));
         }
         let s = &self.supervisor;
         nonzero("supervisor.restart_backoff_min", s.restart_backoff_min)?;

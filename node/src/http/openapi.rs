@@ -44,6 +44,7 @@ pub const BEARER: &str = "bearer";
         (name = "urls", description = "The URL shortener and its redirects"),
         (name = "ratelimit", description = "The caller's quota"),
         (name = "chat", description = "One-on-one conversations: send, history, conversation list, read cursors"),
+        (name = "objects", description = "S3 keys for the S3 endpoint (object storage; the S3 API itself is on `s3.listen`)"),
         (name = "testing", description = "Fault injection; 403 unless `testing.fault_injection = true`"),
     )
 )]

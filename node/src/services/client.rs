@@ -118,6 +118,13 @@ impl Client {
         self.router.get()?.leader_of(self.partition_of(key))
     }
 
+    /// The nodes holding a replica of `group`, as this node's layout has it (empty while the
+    /// groups are starting).
+    pub fn replicas_of(&self, group: GroupId) -> Vec<NodeId> {
+        let placement = self.router.get().and_then(|r| r.placement());
+        placement.and_then(|p| p.layout.groups.get(&group).cloned()).unwrap_or_default()
+    }
+
     /// The partitions this node leads now.
     pub fn led_partitions(&self) -> Vec<GroupId> {
         self.router.get().map(|r| r.led_partitions()).unwrap_or_default()

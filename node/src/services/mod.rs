@@ -18,6 +18,7 @@ pub mod api;
 pub mod chat;
 pub mod client;
 pub mod counters;
+pub mod objects;
 pub mod peer;
 pub mod ratelimit;
 pub mod urls;
@@ -160,6 +161,7 @@ static REGISTRY: &[&dyn Entry] = &[
     &Typed::<counters::Counters>(PhantomData),
     &Typed::<urls::Urls>(PhantomData),
     &Typed::<chat::Chat>(PhantomData),
+    &Typed::<objects::Objects>(PhantomData),
 ];
 
 /// The registry as storage's [`Dispatch`].
@@ -203,6 +205,7 @@ pub fn routes() -> utoipa_axum::router::OpenApiRouter<Ctx> {
         .merge(urls::http::routes())
         .merge(ratelimit::http::routes())
         .merge(chat::http::routes())
+        .merge(objects::http::routes())
 }
 
 /// What the wiring place hands every service when it builds them.
@@ -217,6 +220,8 @@ pub struct Platform<'a> {
     pub membership: &'a Arc<Membership>,
     /// The node's metrics registry (each service registers its own instruments).
     pub registry: &'a prometheus::Registry,
+    /// The S3 endpoint's socket, bound by the wiring place (`s3.listen`; `None`: no endpoint).
+    pub s3_listener: Option<std::net::TcpListener>,
 }
 
 /// A service's background task, run and restarted by the supervisor's services actor.
@@ -249,6 +254,8 @@ pub struct Services {
     pub ratelimit: Arc<ratelimit::Limiter>,
     /// Chat.
     pub chat: Arc<chat::ChatService>,
+    /// Object storage and its S3 endpoint.
+    pub objects: Arc<objects::ObjectService>,
     /// Base of the short links this node hands out (`urls.base_url`, else its HTTP address).
     pub short_base: Arc<str>,
 }
@@ -288,6 +295,15 @@ impl Services {
             Arc::clone(p.transport),
             Arc::clone(p.membership),
         );
+        let objects = objects::ObjectService::new(
+            c.objects.clone(),
+            c.node.id,
+            &c.node.data_dir,
+            p.client.clone(),
+            Arc::clone(p.transport),
+            objects::ObjectMetrics::new(p.registry)?,
+            p.s3_listener,
+        );
         let short_base =
             c.urls.base_url.clone().unwrap_or_else(|| format!("http://{}", c.advertised_http_addr())).into();
         Ok(Arc::new(Self {
@@ -297,6 +313,7 @@ impl Services {
             urls,
             ratelimit,
             chat: Arc::new(chat),
+            objects,
             short_base,
         }))
     }
@@ -309,6 +326,7 @@ impl Services {
                 ratelimit::ID => me.ratelimit.on_peer(from, &call.payload),
                 s if s == urls::Urls::ID => me.urls.on_peer(from, &call.payload).await,
                 s if s == chat::Chat::ID => me.chat.on_peer(from, &call.payload),
+                s if s == objects::Objects::ID => me.objects.on_peer(&call.payload).await,
                 other => {
                     let message = format!("no service with id {other} takes peer messages");
                     return Response::Error(RpcError { code: RpcErrorCode::Refused, message });
@@ -327,6 +345,8 @@ impl Services {
         let urls = Arc::clone(&self.urls);
         let chat = Arc::clone(&self.chat);
         let presence = Arc::clone(&self.chat);
+        let objects = Arc::clone(&self.objects);
+        let resync = Arc::clone(&self.objects);
         vec![
             Task { name: "chat_pusher", start: Box::new(move || Box::pin(chat.pusher().run())) },
             Task { name: "chat_presence", start: Box::new(move || Box::pin(Arc::clone(presence.presence()).run())) },
@@ -335,6 +355,8 @@ impl Services {
                 name: "urls_click_flusher",
                 start: Box::new(move || Box::pin(Arc::clone(&urls).run_click_flusher())),
             },
+            Task { name: "objects_s3_endpoint", start: Box::new(move || Box::pin(Arc::clone(&objects).run_s3())) },
+            Task { name: "objects_resync", start: Box::new(move || Box::pin(Arc::clone(&resync).run_resync())) },
         ]
     }
 

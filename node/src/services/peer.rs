@@ -51,6 +51,7 @@ pub fn method_of(service: ServiceId) -> Option<&'static str> {
         super::ratelimit::ID => Some(<super::ratelimit::RateChecks as PeerMessage>::METHOD),
         s if s == super::urls::Urls::ID => Some(<super::urls::UrlDeleted as PeerMessage>::METHOD),
         s if s == super::chat::Chat::ID => Some(<super::chat::delivery::ChatPeer as PeerMessage>::METHOD),
+        s if s == super::objects::Objects::ID => Some(<super::objects::ChunkCall as PeerMessage>::METHOD),
         _ => None,
     }
 }

@@ -53,6 +53,14 @@ pub enum NodeError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The S3 address could not be bound.
+    #[error("cannot bind S3 address {addr}: {source}")]
+    S3Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The database could not be opened.
     #[error(transparent)]
     Storage(#[from] crate::storage::StoreError),
@@ -85,12 +93,17 @@ pub fn build(config: Config, identity: &Identity) -> Result<Deps, NodeError> {
         MembershipMetrics::clone(&metrics.membership),
     );
     let raft = RouterSlot::default();
+    let s3_listener = match config.s3.listen {
+        Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|source| NodeError::S3Bind { addr, source })?),
+        None => None,
+    };
     let services = Services::new(Platform {
         config: &config,
         client: Client::new(raft.clone(), config.raft.partitions),
         transport: &transport,
         membership: &membership,
         registry: &metrics.registry,
+        s3_listener,
     })?;
     transport.set_handler(Arc::new(NodeRpc {
         membership: Arc::clone(&membership),
