@@ -4,6 +4,7 @@
 //! resolved against the directory of the config file, so a cluster directory can be moved whole.
 
 mod overrides;
+mod payments;
 mod ratelimit;
 
 use std::collections::BTreeSet;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::NodeId;
 pub use overrides::apply_override;
+pub use payments::{MIN_IDEMPOTENCY_TTL, PaymentsSection};
 pub use ratelimit::{Algorithm, MAX_LEASE_TTL, OnUnavailable, RateKey, RateLimitSection, RatePolicy, RoutePattern};
 
 /// Why a configuration could not be used.
@@ -87,6 +89,9 @@ pub struct Config {
     /// Chat.
     #[serde(default)]
     pub chat: ChatSection,
+    /// Payments.
+    #[serde(default)]
+    pub payments: PaymentsSection,
     /// Restart policy of the actor supervisor.
     #[serde(default)]
     pub supervisor: SupervisorSection,
@@ -615,6 +620,7 @@ impl Config {
         }
         nonzero("urls.default_retention", u.default_retention)?;
         ratelimit::validate(&self.ratelimit)?;
+        payments::validate(&self.payments)?;
         if !(1..=MAX_CHAT_BODY_BYTES).contains(&self.chat.max_body_bytes) {
             return Err(invalid("chat.max_body_bytes", format!("must be between 1 and {MAX_CHAT_BODY_BYTES}")));
         }

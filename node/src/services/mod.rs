@@ -18,6 +18,7 @@ pub mod api;
 pub mod chat;
 pub mod client;
 pub mod counters;
+pub mod payments;
 pub mod peer;
 pub mod ratelimit;
 pub mod urls;
@@ -160,6 +161,7 @@ static REGISTRY: &[&dyn Entry] = &[
     &Typed::<counters::Counters>(PhantomData),
     &Typed::<urls::Urls>(PhantomData),
     &Typed::<chat::Chat>(PhantomData),
+    &Typed::<payments::Payments>(PhantomData),
 ];
 
 /// The registry as storage's [`Dispatch`].
@@ -203,6 +205,7 @@ pub fn routes() -> utoipa_axum::router::OpenApiRouter<Ctx> {
         .merge(urls::http::routes())
         .merge(ratelimit::http::routes())
         .merge(chat::http::routes())
+        .merge(payments::http::routes())
 }
 
 /// What the wiring place hands every service when it builds them.
@@ -249,6 +252,8 @@ pub struct Services {
     pub ratelimit: Arc<ratelimit::Limiter>,
     /// Chat.
     pub chat: Arc<chat::ChatService>,
+    /// Payments.
+    pub payments: Arc<payments::PaymentsService>,
     /// Base of the short links this node hands out (`urls.base_url`, else its HTTP address).
     pub short_base: Arc<str>,
 }
@@ -282,6 +287,17 @@ impl Services {
             ratelimit::RateLimitMetrics::new(p.registry)?,
         );
         let chat = chat::ChatService::new(c.chat.clone(), chat::ChatMetrics::new(p.registry)?, p.client.clone());
+        let gateway = payments::gateway::StripeGateway::new(
+            &c.payments.gateway_url,
+            &c.payments.gateway_key,
+            c.payments.gateway_timeout,
+        );
+        let payments = payments::PaymentsService::new(
+            c.payments.clone(),
+            payments::PaymentMetrics::new(p.registry)?,
+            p.client.clone(),
+            gateway,
+        );
         let short_base =
             c.urls.base_url.clone().unwrap_or_else(|| format!("http://{}", c.advertised_http_addr())).into();
         Ok(Arc::new(Self {
@@ -291,6 +307,7 @@ impl Services {
             urls,
             ratelimit,
             chat: Arc::new(chat),
+            payments: Arc::new(payments),
             short_base,
         }))
     }
@@ -318,11 +335,16 @@ impl Services {
     pub fn tasks(self: &Arc<Self>) -> Vec<Task> {
         let limiter = Arc::clone(&self.ratelimit);
         let urls = Arc::clone(&self.urls);
+        let payments = Arc::clone(&self.payments);
         vec![
             Task { name: "ratelimit_sweeper", start: Box::new(move || Box::pin(Arc::clone(&limiter).run_sweeper())) },
             Task {
                 name: "urls_click_flusher",
                 start: Box::new(move || Box::pin(Arc::clone(&urls).run_click_flusher())),
+            },
+            Task {
+                name: "payments_reconciler",
+                start: Box::new(move || Box::pin(Arc::clone(&payments).run_reconciler())),
             },
         ]
     }
