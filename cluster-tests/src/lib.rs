@@ -3,4 +3,5 @@
 pub mod api;
 pub mod harness;
 pub mod history;
+pub mod sandbox;
 pub mod skip;

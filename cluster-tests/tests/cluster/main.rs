@@ -14,6 +14,7 @@ mod crash;
 mod deploy;
 mod k8s;
 mod observe;
+mod payments;
 mod placement;
 mod raft;
 mod ratelimit;

@@ -136,6 +136,9 @@ enum DevCommand {
         /// Override a config value on every node, e.g. --set ratelimit.enabled=false (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Do not start the sandbox payment gateway (on base port + 9; DIR/sandbox.json).
+        #[arg(long)]
+        no_sandbox: bool,
     },
     /// SIGKILL one node of the running dev cluster.
     Kill {
@@ -210,8 +213,8 @@ fn dispatch(command: Command) -> Result<(), CliError> {
             runtime()?.block_on(crate::node::run(config)).map_err(|e| CliError::failed(e.to_string()))
         }
         Command::Dev { command } => match command {
-            DevCommand::Up { nodes, dir, base_port, set } => {
-                runtime()?.block_on(dev::up(dev::UpOptions { nodes, dir, base_port, set }))
+            DevCommand::Up { nodes, dir, base_port, set, no_sandbox } => {
+                runtime()?.block_on(dev::up(dev::UpOptions { nodes, dir, base_port, set, sandbox: !no_sandbox }))
             }
             DevCommand::Kill { node, dir } => dev::kill(&dir, node),
             DevCommand::Start { node, dir } => runtime()?.block_on(dev::start(&dir, node)),

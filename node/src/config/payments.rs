@@ -10,6 +10,9 @@ use super::{ConfigError, invalid};
 /// The shortest `payments.idempotency_ttl` (Stripe keeps keys at least 24 h).
 pub const MIN_IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// The default `payments.webhook_secret`, which `shoal dev up` gives its sandbox gateway too.
+pub const DEFAULT_WEBHOOK_SECRET: &str = "whsec_shoal_dev";
+
 /// `[payments]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -52,7 +55,7 @@ impl Default for PaymentsSection {
         Self {
             gateway_url: "http://127.0.0.1:12111".into(),
             gateway_key: crate::sandbox::DEFAULT_API_KEY.into(),
-            webhook_secret: "whsec_shoal_dev".into(),
+            webhook_secret: DEFAULT_WEBHOOK_SECRET.into(),
             webhook_tolerance: Duration::from_secs(300),
             max_amount: 99_999_999,
             currencies: ["usd", "eur", "gbp"].map(String::from).to_vec(),
