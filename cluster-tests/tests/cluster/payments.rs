@@ -4,10 +4,12 @@
 //! (valid, bad signature, replayed, out of order), and refunds (partial, several, over-refund,
 //! concurrent).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, ensure};
-use cluster_tests::harness::{Cluster, ClusterSpec, FORM, plain_client, wait_for_result};
+use cluster_tests::api::leader_of;
+use cluster_tests::harness::{Cluster, ClusterSpec, FORM, plain_client, wait_for, wait_for_result};
 use cluster_tests::sandbox::{Sandbox, WEBHOOK_SECRET, spec_with_gateway};
 use serde_json::{Value, json};
 
@@ -18,6 +20,7 @@ const SETTLE: Duration = Duration::from_secs(40);
 
 #[derive(Debug, Clone)]
 struct User {
+    id: String,
     token: String,
 }
 
@@ -25,7 +28,8 @@ async fn sign_up(c: &Cluster, name: &str) -> Result<User> {
     let r = plain_client()?.post(c.node(1).url("/v1/users")).json(&json!({"name": name})).send().await?;
     ensure!(r.status().as_u16() == 201, "sign-up answered {}", r.status());
     let v: Value = r.json().await?;
-    Ok(User { token: v["token"].as_str().ok_or_else(|| anyhow!("no token in {v}"))?.to_owned() })
+    let field = |k: &str| v[k].as_str().map(str::to_owned).ok_or_else(|| anyhow!("no {k} in {v}"));
+    Ok(User { id: field("id")?, token: field("token")? })
 }
 
 /// What a request answered.
@@ -335,5 +339,90 @@ async fn payments_refunds_partial_several_never_beyond_the_amount_even_concurren
     ensure!(charge.is_some_and(|ch| ch["amount_refunded"] == 1_000 && ch["refunded"] == true), "the sandbox agrees");
     let (_, events) = get(&c, 2, &ann, &format!("/v1/payments/{id}/events")).await?;
     ensure!(events["data"].as_array().map(Vec::len) == Some(2 + 2 * 5), "{events}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_sigkill_of_the_partition_leader_mid_charge_leaves_every_payment_resolved_and_charged_once()
+-> Result<()> {
+    let (mut c, sandbox) = setup(&[], 300, false).await?;
+    let ann = sign_up(&c, "ann").await?;
+    let group = shoal::placement::partition_of(&ann.id, 4);
+    let leader = wait_for("the payer's partition leader", FORM, || leader_of(&c, 1, group)).await?;
+    let survivor = c.nodes.keys().copied().find(|id| *id != leader).ok_or_else(|| anyhow!("one node"))?;
+
+    // Load on the leader, six payments in flight at a time: it records, calls the gateway
+    // (300 ms) and records again. A worker stops at its first failure (the node is gone).
+    let load = (0..6u64).map(|worker| {
+        let (view, ann) = (c.client_view(), ann.clone());
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for n in 0..6u64 {
+                let key = format!("kill-{worker}-{n}");
+                let body = payment(100 + worker * 10 + n, "pm_card_visa");
+                match post(&view, leader, &ann, "/v1/payments", Some(&key), &body).await {
+                    Ok(a) => answers.push(a),
+                    Err(_) => break,
+                }
+            }
+            answers
+        })
+    });
+    let load = futures::future::join_all(load);
+    let kill = async {
+        // Some charged already, and one recorded pending (committed, its gateway call running).
+        wait_for_result("charges done and one in flight", FORM, || async {
+            if sandbox.stats().await?["charges_succeeded"].as_u64() < Some(3) {
+                return Ok(None);
+            }
+            let (_, list) = get(&c, survivor, &ann, "/v1/payments?limit=100").await?;
+            Ok(list["data"].as_array().is_some_and(|d| d.iter().any(|p| p["status"] == "pending")).then_some(()))
+        })
+        .await?;
+        c.kill(leader)
+    };
+    let (answers, killed) = tokio::join!(load, kill);
+    killed?;
+    let acknowledged: BTreeSet<String> = answers
+        .into_iter()
+        .filter_map(Result::ok)
+        .flatten()
+        .filter(|a| a.status == 201)
+        .filter_map(|a| a.body["id"].as_str().map(str::to_owned))
+        .collect();
+
+    // Recovery: a new leader's reconciler resolves whatever the killed node left pending.
+    let payments = wait_for_result("every payment resolved", Duration::from_secs(60), || async {
+        let (status, list) = get(&c, survivor, &ann, "/v1/payments?limit=100").await?;
+        let data = list["data"].as_array().cloned().unwrap_or_default();
+        Ok((status == 200 && data.iter().all(|p| p["status"] != "pending")).then_some(data))
+    })
+    .await?;
+    let succeeded: BTreeSet<String> = payments
+        .iter()
+        .filter(|p| p["status"] == "succeeded")
+        .filter_map(|p| p["id"].as_str().map(str::to_owned))
+        .collect();
+    ensure!(payments.len() == succeeded.len(), "visa payments all succeed: {payments:?}");
+    ensure!(acknowledged.is_subset(&succeeded), "every acknowledged payment is recorded");
+    let charged: Vec<String> = sandbox
+        .succeeded_charges()
+        .await?
+        .iter()
+        .filter_map(|ch| ch["metadata"]["shoal_payment_id"].as_str().map(str::to_owned))
+        .collect();
+    let charged_set: BTreeSet<String> = charged.iter().cloned().collect();
+    ensure!(charged.len() == charged_set.len(), "no payment charged twice: {charged:?}");
+    ensure!(charged_set == succeeded, "charges and succeeded payments match one to one");
+    ensure!(succeeded.len() >= 3, "the load got going: {}", succeeded.len());
+    // Some were caught between the gateway call and the record, and finished by the reconciler.
+    let mut reconciled = 0;
+    for id in &succeeded {
+        let (_, events) = get(&c, survivor, &ann, &format!("/v1/payments/{id}/events")).await?;
+        if events["data"].as_array().is_some_and(|d| d.iter().any(|e| e["source"] == "reconciler")) {
+            reconciled += 1;
+        }
+    }
+    ensure!(reconciled >= 1, "no payment was left for the reconciler: the kill came too late");
     Ok(())
 }
