@@ -11,6 +11,7 @@
 //! shoal-bench shorten --clients 64                      # URL shortens on a local 3-node cluster
 //! shoal-bench redirect --clients 64                     # cached redirects, spread over the nodes
 //! shoal-bench ratelimited --clients 64                  # requests whose limiter key another node owns
+//! shoal-bench payments --clients 64                     # charges through a sandbox gateway (20 ms)
 //! ```
 //!
 //! Closed-loop load: each client issues its next request as soon as the previous one answered.
@@ -23,6 +24,7 @@
 //! HDR histograms (microseconds) and merged at the end, so recording never contends.
 
 mod driver;
+mod payments;
 mod services;
 mod workloads;
 
@@ -60,6 +62,9 @@ enum Workload {
     /// Authenticated requests through the rate limiter, each key owned by another node than
     /// the one asked (`--set ratelimit.enabled=false` for the baseline).
     Ratelimited,
+    /// Payments (`POST /v1/payments`, a fresh key each) through a sandbox gateway process at
+    /// `--gateway-latency-ms`; reports the sandbox's charges and any duplicate.
+    Payments,
 }
 
 #[derive(Parser, Debug)]
@@ -108,6 +113,9 @@ struct Args {
     /// restart: kill the node before the log is filled, so it must catch up on every entry.
     #[arg(long)]
     while_down: bool,
+    /// payments: the sandbox gateway's added latency, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    gateway_latency_ms: u64,
 }
 
 impl Args {
@@ -131,6 +139,7 @@ fn main() -> Result<()> {
             Workload::Shorten => services::shorten(&args).await,
             Workload::Redirect => services::redirect(&args).await,
             Workload::Ratelimited => services::ratelimited(&args).await,
+            Workload::Payments => payments::payments(&args).await,
         }
     })?;
     if args.json {
