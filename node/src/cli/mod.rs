@@ -244,7 +244,7 @@ fn dispatch(command: Command) -> Result<(), CliError> {
             let faults = crate::sandbox::ledger::Faults { latency_ms, ..Default::default() };
             let options = crate::sandbox::Options { api_key, webhook, faults };
             runtime()?
-                .block_on(crate::sandbox::run(listen, options))
+                .block_on(crate::sandbox::run(listen, options, crate::node::shutdown_signal()))
                 .map_err(|e| CliError::failed(format!("the sandbox gateway on {listen} failed: {e}")))
         }
         Command::Probe { url, timeout } => runtime()?.block_on(probe(&url, timeout)),

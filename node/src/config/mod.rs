@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::NodeId;
 pub use overrides::apply_override;
-pub use payments::{DEFAULT_WEBHOOK_SECRET, MIN_IDEMPOTENCY_TTL, PaymentsSection};
+pub use payments::{DEFAULT_GATEWAY_KEY, DEFAULT_WEBHOOK_SECRET, MIN_IDEMPOTENCY_TTL, PaymentsSection};
 pub use ratelimit::{Algorithm, MAX_LEASE_TTL, OnUnavailable, RateKey, RateLimitSection, RatePolicy, RoutePattern};
 
 /// Why a configuration could not be used.

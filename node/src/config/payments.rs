@@ -10,6 +10,9 @@ use super::{ConfigError, invalid};
 /// The shortest `payments.idempotency_ttl` (Stripe keeps keys at least 24 h).
 pub const MIN_IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// The default `payments.gateway_key`: the sandbox gateway's default API key.
+pub const DEFAULT_GATEWAY_KEY: &str = "sk_test_shoal_sandbox";
+
 /// The default `payments.webhook_secret`, which `shoal dev up` gives its sandbox gateway too.
 pub const DEFAULT_WEBHOOK_SECRET: &str = "whsec_shoal_dev";
 
@@ -54,7 +57,7 @@ impl Default for PaymentsSection {
     fn default() -> Self {
         Self {
             gateway_url: "http://127.0.0.1:12111".into(),
-            gateway_key: crate::sandbox::DEFAULT_API_KEY.into(),
+            gateway_key: DEFAULT_GATEWAY_KEY.into(),
             webhook_secret: DEFAULT_WEBHOOK_SECRET.into(),
             webhook_tolerance: Duration::from_secs(300),
             max_amount: 99_999_999,

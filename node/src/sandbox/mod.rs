@@ -33,8 +33,8 @@ use tokio::sync::Semaphore;
 use self::ledger::{Event, Faults, Ledger, Stored};
 use crate::util::{Backoff, lock, webhook_signature};
 
-/// The API key the sandbox takes when none is given.
-pub const DEFAULT_API_KEY: &str = "sk_test_shoal_sandbox";
+/// The API key the sandbox takes when none is given (the nodes' default `payments.gateway_key`).
+pub const DEFAULT_API_KEY: &str = crate::config::DEFAULT_GATEWAY_KEY;
 /// Webhook deliveries in flight at once.
 const MAX_DELIVERIES: usize = 64;
 /// Attempts per webhook delivery.
@@ -225,13 +225,17 @@ pub async fn serve(
 }
 
 /// `shoal gateway-sandbox`: binds `listen`, prints the URL it serves on (one line on stdout, so a
-/// parent that asked for port 0 learns the port) and serves until SIGINT/SIGTERM.
-pub async fn run(listen: SocketAddr, options: Options) -> std::io::Result<()> {
+/// parent that asked for port 0 learns the port) and serves until `shutdown` completes.
+pub async fn run(
+    listen: SocketAddr,
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     println!("sandbox gateway listening on http://{addr}");
     tracing::info!(%addr, webhook = options.webhook.as_ref().map(|w| w.url.as_str()), "sandbox gateway up");
-    serve(listener, options, crate::node::shutdown_signal()).await
+    serve(listener, options, shutdown).await
 }
 
 #[cfg(test)]
