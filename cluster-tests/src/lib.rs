@@ -4,4 +4,5 @@ pub mod api;
 pub mod chat;
 pub mod harness;
 pub mod history;
+pub mod sandbox;
 pub mod skip;

@@ -19,6 +19,7 @@ pub mod node;
 pub mod placement;
 pub mod raft;
 pub mod router;
+pub mod sandbox;
 pub mod services;
 pub mod storage;
 pub mod supervisor;

@@ -43,6 +43,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("transport", 3),
     ("placement", 3),
     ("metrics", 2),
+    ("sandbox", 2),
     ("config", 1),
     ("certs", 1),
     ("util", 0),

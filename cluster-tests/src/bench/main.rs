@@ -13,6 +13,7 @@
 //! shoal-bench ratelimited --clients 64                  # requests whose limiter key another node owns
 //! shoal-bench chat --clients 32                         # 32 pairs of users chatting over WebSockets
 //! shoal-bench chat-idle --clients 10000 --warmup 15s    # idle WebSocket sessions: node CPU and memory
+//! shoal-bench payments --clients 64                     # charges through a sandbox gateway (20 ms)
 //! ```
 //!
 //! Closed-loop load: each client issues its next request as soon as the previous one answered.
@@ -26,6 +27,7 @@
 
 mod chat;
 mod driver;
+mod payments;
 mod services;
 mod workloads;
 
@@ -69,6 +71,9 @@ enum Workload {
     /// `--clients` idle WebSocket sessions pinging every `--heartbeat`: the nodes' CPU and
     /// memory.
     ChatIdle,
+    /// Payments (`POST /v1/payments`, a fresh key each) through a sandbox gateway process at
+    /// `--gateway-latency-ms`; reports the sandbox's charges and any duplicate.
+    Payments,
 }
 
 #[derive(Parser, Debug)]
@@ -120,6 +125,9 @@ struct Args {
     /// chat-idle: how often each session pings.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     heartbeat: Duration,
+    /// payments: the sandbox gateway's added latency, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    gateway_latency_ms: u64,
 }
 
 impl Args {
@@ -145,6 +153,7 @@ fn main() -> Result<()> {
             Workload::Ratelimited => services::ratelimited(&args).await,
             Workload::Chat => chat::chat(&args).await,
             Workload::ChatIdle => chat::chat_idle(&args).await,
+            Workload::Payments => payments::payments(&args).await,
         }
     })?;
     if args.json {

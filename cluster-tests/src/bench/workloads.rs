@@ -72,7 +72,7 @@ pub async fn echo(args: &Args) -> Result<Report> {
     Ok(report)
 }
 
-fn node_binary(args: &Args) -> Result<PathBuf> {
+pub(super) fn node_binary(args: &Args) -> Result<PathBuf> {
     if let Some(p) = &args.shoal_bin {
         return Ok(p.clone());
     }

@@ -16,6 +16,7 @@ mod deploy;
 mod k8s;
 mod objects;
 mod observe;
+mod payments;
 mod placement;
 mod raft;
 mod ratelimit;

@@ -34,6 +34,44 @@ pub struct UpOptions {
     pub base_port: u16,
     /// `--set` overrides for every node.
     pub set: Vec<String>,
+    /// Start the sandbox payment gateway and point the nodes at it.
+    pub sandbox: bool,
+}
+
+/// The sandbox gateway's port: `base + 9`, beside node 1's ports (`base`, `base + 1`) and below
+/// node 2's (`base + 10`).
+pub fn sandbox_port(base: u16) -> Result<u16, CliError> {
+    base.checked_add(9).ok_or_else(|| CliError::Usage { message: format!("--base-port {base} is too high") })
+}
+
+/// Starts `shoal gateway-sandbox` for the dev cluster (webhooks to node 1), logging to
+/// `logs/sandbox.log`, and writes `DIR/sandbox.json`.
+fn spawn_sandbox(dir: &Path, port: u16, node1_http: &str) -> Result<Child, CliError> {
+    let exe = std::env::current_exe().map_err(|e| CliError::failed(format!("cannot find the shoal binary: {e}")))?;
+    let log = dir.join("logs").join("sandbox.log");
+    std::fs::create_dir_all(dir.join("logs")).map_err(|e| CliError::failed(e.to_string()))?;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(|e| CliError::failed(format!("cannot open {}: {e}", log.display())))?;
+    let err = file.try_clone().map_err(|e| CliError::failed(e.to_string()))?;
+    use std::os::unix::process::CommandExt;
+    let child = Command::new(exe)
+        .args(["gateway-sandbox", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--webhook-url", &format!("http://{node1_http}/v1/payments/webhooks/gateway")])
+        .args(["--webhook-secret", crate::config::DEFAULT_WEBHOOK_SECRET])
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| CliError::failed(format!("cannot start the sandbox gateway: {e}")))?;
+    let json = serde_json::json!({ "gateway_url": format!("http://127.0.0.1:{port}") });
+    let path = dir.join("sandbox.json");
+    std::fs::write(&path, format!("{json}\n"))
+        .map_err(|e| CliError::failed(format!("cannot write {}: {e}", path.display())))?;
+    Ok(child)
 }
 
 /// One line of `nodes.json`.
@@ -152,6 +190,10 @@ initial_members = [
             .collect::<String>()
     );
     let mut table: toml::Table = toml::from_str(&text).map_err(|e| CliError::failed(e.to_string()))?;
+    if opts.sandbox {
+        let url = format!("http://127.0.0.1:{}", sandbox_port(opts.base_port)?);
+        config::apply_override(&mut table, &format!("payments.gateway_url={url}"))?;
+    }
     for s in &opts.set {
         config::apply_override(&mut table, s)?;
     }
@@ -222,6 +264,10 @@ pub async fn up(opts: UpOptions) -> Result<(), CliError> {
         let path = dir.join(format!("node-{}.toml", m.id));
         std::fs::write(&path, text).map_err(|e| CliError::failed(format!("cannot write {}: {e}", path.display())))?;
     }
+    let mut sandbox = match (opts.sandbox, members.first()) {
+        (true, Some(first)) => Some(spawn_sandbox(&dir, sandbox_port(opts.base_port)?, &first.http_addr)?),
+        _ => None,
+    };
     let mut children = Vec::new();
     let mut entries = Vec::new();
     for m in &members {
@@ -241,11 +287,16 @@ pub async fn up(opts: UpOptions) -> Result<(), CliError> {
     let ready = wait_ready(&entries, &mut children, Duration::from_secs(60)).await;
     if let Err(e) = ready {
         stop_all(&dir, &mut children).await;
+        stop_sandbox(&mut sandbox);
         return Err(e);
     }
     print_summary(&dir, &entries);
+    if sandbox.is_some() {
+        println!("Sandbox payment gateway: http://127.0.0.1:{} (DIR/sandbox.json)", sandbox_port(opts.base_port)?);
+    }
     let code = supervise(&dir, &entries, &mut children).await;
     stop_all(&dir, &mut children).await;
+    stop_sandbox(&mut sandbox);
     println!("All nodes stopped. Run `shoal dev up` again to restart the same cluster with its data.");
     code
 }
@@ -434,6 +485,14 @@ async fn stop_all(dir: &Path, children: &mut [(u64, Child)]) {
     let _ = write_nodes(dir, &nodes);
 }
 
+/// Stops the sandbox gateway (it keeps nothing worth a graceful stop).
+fn stop_sandbox(sandbox: &mut Option<Child>) {
+    if let Some(child) = sandbox.as_mut() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 /// `shoal dev kill NODE`.
 pub fn kill(dir: &Path, node: u64) -> Result<(), CliError> {
     let mut nodes = read_nodes(dir)?;
@@ -552,11 +611,18 @@ mod tests {
                 MemberAddr { id, peer_addr: format!("127.0.0.1:{p}"), http_addr: format!("127.0.0.1:{h}") }
             })
             .collect();
-        let opts = UpOptions { nodes: 3, dir: "x".into(), base_port: 7000, set: vec!["log.filter=debug".into()] };
+        let opts = UpOptions {
+            nodes: 3,
+            dir: "x".into(),
+            base_port: 7000,
+            set: vec!["log.filter=debug".into()],
+            sandbox: true,
+        };
         let text = node_config(&opts, 2, &members).expect("config");
         let c = Config::from_toml(&text).expect("valid");
         assert_eq!(c.node.id, 2);
         assert_eq!(c.log.filter, "debug");
+        assert_eq!(c.payments.gateway_url, "http://127.0.0.1:7009");
         let bad = UpOptions { set: vec!["membership.down_after_missed=0".into()], ..opts };
         assert!(matches!(node_config(&bad, 1, &members), Err(CliError::Config(_))));
     }

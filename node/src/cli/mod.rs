@@ -1,4 +1,4 @@
-//! The command line: `shoal start | dev | status | certs | config`, as `API.md` specifies.
+//! The command line: `shoal start | dev | status | certs | config | gateway-sandbox`, as `API.md` specifies.
 //!
 //! Exit codes: 0 success, 2 bad usage or config, 1 anything else. Errors are one sentence on
 //! stderr.
@@ -99,6 +99,25 @@ enum Command {
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// A local Stripe-compatible payment gateway for development and tests (in memory; see
+    /// docs/api.md, "Sandbox gateway").
+    GatewaySandbox {
+        /// Address to serve on (port 0: any free port; the URL is printed on stdout).
+        #[arg(long, default_value = "127.0.0.1:12111")]
+        listen: std::net::SocketAddr,
+        /// Latency added to every API answer, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Where to POST signed events, e.g. http://127.0.0.1:7000/v1/payments/webhooks/gateway.
+        #[arg(long, requires = "webhook_secret")]
+        webhook_url: Option<reqwest::Url>,
+        /// The secret events are signed with.
+        #[arg(long, requires = "webhook_url")]
+        webhook_secret: Option<String>,
+        /// The API key callers present as `Authorization: Bearer`.
+        #[arg(long, default_value = crate::sandbox::DEFAULT_API_KEY)]
+        api_key: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -117,6 +136,9 @@ enum DevCommand {
         /// Override a config value on every node, e.g. --set ratelimit.enabled=false (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Do not start the sandbox payment gateway (on base port + 9; DIR/sandbox.json).
+        #[arg(long)]
+        no_sandbox: bool,
     },
     /// SIGKILL one node of the running dev cluster.
     Kill {
@@ -191,8 +213,8 @@ fn dispatch(command: Command) -> Result<(), CliError> {
             runtime()?.block_on(crate::node::run(config)).map_err(|e| CliError::failed(e.to_string()))
         }
         Command::Dev { command } => match command {
-            DevCommand::Up { nodes, dir, base_port, set } => {
-                runtime()?.block_on(dev::up(dev::UpOptions { nodes, dir, base_port, set }))
+            DevCommand::Up { nodes, dir, base_port, set, no_sandbox } => {
+                runtime()?.block_on(dev::up(dev::UpOptions { nodes, dir, base_port, set, sandbox: !no_sandbox }))
             }
             DevCommand::Kill { node, dir } => dev::kill(&dir, node),
             DevCommand::Start { node, dir } => runtime()?.block_on(dev::start(&dir, node)),
@@ -214,6 +236,16 @@ fn dispatch(command: Command) -> Result<(), CliError> {
                 println!("node {id}: kept existing {}", crate::certs::node_files(&dir, *id).0.display());
             }
             Ok(())
+        }
+        Command::GatewaySandbox { listen, latency_ms, webhook_url, webhook_secret, api_key } => {
+            crate::node::init_tracing(&crate::config::LogSection::default());
+            let webhook =
+                webhook_url.zip(webhook_secret).map(|(url, secret)| crate::sandbox::WebhookTarget { url, secret });
+            let faults = crate::sandbox::ledger::Faults { latency_ms, ..Default::default() };
+            let options = crate::sandbox::Options { api_key, webhook, faults };
+            runtime()?
+                .block_on(crate::sandbox::run(listen, options, crate::node::shutdown_signal()))
+                .map_err(|e| CliError::failed(format!("the sandbox gateway on {listen} failed: {e}")))
         }
         Command::Probe { url, timeout } => runtime()?.block_on(probe(&url, timeout)),
         Command::Config { command: ConfigCommand::Check { file } } => {

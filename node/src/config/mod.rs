@@ -4,6 +4,7 @@
 //! resolved against the directory of the config file, so a cluster directory can be moved whole.
 
 mod overrides;
+mod payments;
 mod ratelimit;
 
 use std::collections::BTreeSet;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::NodeId;
 pub use overrides::apply_override;
+pub use payments::{DEFAULT_GATEWAY_KEY, DEFAULT_WEBHOOK_SECRET, MIN_IDEMPOTENCY_TTL, PaymentsSection};
 pub use ratelimit::{Algorithm, MAX_LEASE_TTL, OnUnavailable, RateKey, RateLimitSection, RatePolicy, RoutePattern};
 
 /// Why a configuration could not be used.
@@ -93,6 +95,9 @@ pub struct Config {
     /// Object storage (behind the S3 endpoint).
     #[serde(default)]
     pub objects: ObjectsSection,
+    /// Payments.
+    #[serde(default)]
+    pub payments: PaymentsSection,
     /// Restart policy of the actor supervisor.
     #[serde(default)]
     pub supervisor: SupervisorSection,
@@ -683,6 +688,7 @@ impl Config {
         }
         nonzero("urls.default_retention", u.default_retention)?;
         ratelimit::validate(&self.ratelimit)?;
+        payments::validate(&self.payments)?;
         if !(1..=MAX_CHAT_BODY_BYTES).contains(&self.chat.max_body_bytes) {
             return Err(invalid("chat.max_body_bytes", format!("must be between 1 and {MAX_CHAT_BODY_BYTES}")));
         }

@@ -19,6 +19,7 @@ pub mod chat;
 pub mod client;
 pub mod counters;
 pub mod objects;
+pub mod payments;
 pub mod peer;
 pub mod ratelimit;
 pub mod urls;
@@ -162,6 +163,7 @@ static REGISTRY: &[&dyn Entry] = &[
     &Typed::<urls::Urls>(PhantomData),
     &Typed::<chat::Chat>(PhantomData),
     &Typed::<objects::Objects>(PhantomData),
+    &Typed::<payments::Payments>(PhantomData),
 ];
 
 /// The registry as storage's [`Dispatch`].
@@ -206,6 +208,7 @@ pub fn routes() -> utoipa_axum::router::OpenApiRouter<Ctx> {
         .merge(ratelimit::http::routes())
         .merge(chat::http::routes())
         .merge(objects::http::routes())
+        .merge(payments::http::routes())
 }
 
 /// What the wiring place hands every service when it builds them.
@@ -256,6 +259,8 @@ pub struct Services {
     pub chat: Arc<chat::ChatService>,
     /// Object storage and its S3 endpoint.
     pub objects: Arc<objects::ObjectService>,
+    /// Payments.
+    pub payments: Arc<payments::PaymentsService>,
     /// Base of the short links this node hands out (`urls.base_url`, else its HTTP address).
     pub short_base: Arc<str>,
 }
@@ -304,6 +309,17 @@ impl Services {
             objects::ObjectMetrics::new(p.registry)?,
             p.s3_listener,
         );
+        let gateway = payments::gateway::StripeGateway::new(
+            &c.payments.gateway_url,
+            &c.payments.gateway_key,
+            c.payments.gateway_timeout,
+        );
+        let payments = payments::PaymentsService::new(
+            c.payments.clone(),
+            payments::PaymentMetrics::new(p.registry)?,
+            p.client.clone(),
+            gateway,
+        );
         let short_base =
             c.urls.base_url.clone().unwrap_or_else(|| format!("http://{}", c.advertised_http_addr())).into();
         Ok(Arc::new(Self {
@@ -314,6 +330,7 @@ impl Services {
             ratelimit,
             chat: Arc::new(chat),
             objects,
+            payments: Arc::new(payments),
             short_base,
         }))
     }
@@ -347,6 +364,7 @@ impl Services {
         let presence = Arc::clone(&self.chat);
         let objects = Arc::clone(&self.objects);
         let resync = Arc::clone(&self.objects);
+        let payments = Arc::clone(&self.payments);
         vec![
             Task { name: "chat_pusher", start: Box::new(move || Box::pin(chat.pusher().run())) },
             Task { name: "chat_presence", start: Box::new(move || Box::pin(Arc::clone(presence.presence()).run())) },
@@ -357,6 +375,10 @@ impl Services {
             },
             Task { name: "objects_s3_endpoint", start: Box::new(move || Box::pin(Arc::clone(&objects).run_s3())) },
             Task { name: "objects_resync", start: Box::new(move || Box::pin(Arc::clone(&resync).run_resync())) },
+            Task {
+                name: "payments_reconciler",
+                start: Box::new(move || Box::pin(Arc::clone(&payments).run_reconciler())),
+            },
         ]
     }
 

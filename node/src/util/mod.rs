@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod batcher;
 pub mod fault;
 pub mod task;
+pub mod webhook_signature;
 
 pub use backoff::Backoff;
 pub use fault::{FaultInjector, InjectError, InjectedFault};
