@@ -214,22 +214,28 @@ pub async fn keep_pinging(sockets: Idle, every: Duration, duration: Duration) ->
 
 /// `chat-idle`: `--clients` sessions spread over a local 3-node cluster, each pinging every
 /// `--heartbeat`; reports the nodes' CPU (percent of one core, summed) over `--duration` after
-/// `--warmup`, and their resident memory at the end.
+/// `--warmup`, their resident memory at the end and its growth since before the sessions
+/// connected.
 pub async fn chat_idle(args: &Args) -> Result<Report> {
     let (cluster, endpoints) = target_cluster_with(args, &[]).await?;
     let cluster = cluster.ok_or_else(|| anyhow!("chat-idle measures the processes it starts: drop --endpoints"))?;
     let http = http_client(args)?;
+    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+    let pids: Vec<u32> = ids
+        .iter()
+        .map(|id| cluster.node(*id).pid().ok_or_else(|| anyhow!("node {id} not running")))
+        .collect::<Result<_>>()?;
+    let rss_before: Vec<f64> = pids.iter().map(|p| super::workloads::vm_rss_mb(*p).unwrap_or(0.0)).collect();
     let connected = Instant::now();
     let sockets = idle_sessions(&http, &endpoints, args.clients).await?;
     let connect_s = connected.elapsed().as_secs_f64();
     let every = args.heartbeat;
     let pinging = tokio::spawn(keep_pinging(sockets, every, args.warmup + args.duration));
     tokio::time::sleep(args.warmup).await;
-    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
-    let pids: Vec<u32> = ids
-        .iter()
-        .map(|id| cluster.node(*id).pid().ok_or_else(|| anyhow!("node {id} not running")))
-        .collect::<Result<_>>()?;
+    let mut sessions = Vec::new();
+    for id in &ids {
+        sessions.push(cluster.metric(*id, "shoal_chat_sessions").await);
+    }
     let before: Vec<u64> = pids.iter().map(|p| super::workloads::cpu_ticks(*p).unwrap_or(0)).collect();
     let start = Instant::now();
     pinging.await??;
@@ -237,16 +243,19 @@ pub async fn chat_idle(args: &Args) -> Result<Report> {
     let ticks_per_s = super::workloads::clock_ticks_per_s();
     let mut cpu = 0.0;
     let mut rss = 0.0;
+    let mut growth = 0.0;
     let mut nodes = Vec::new();
-    for ((id, pid), b) in ids.iter().zip(&pids).zip(before) {
+    for (i, ((id, pid), b)) in ids.iter().zip(&pids).zip(before).enumerate() {
         let after = super::workloads::cpu_ticks(*pid).ok_or_else(|| anyhow!("cannot read /proc/{pid}/stat"))?;
         let percent = (after - b) as f64 / ticks_per_s / elapsed * 100.0;
         let mb = super::workloads::vm_rss_mb(*pid).unwrap_or(0.0);
-        let sessions = cluster.metric(*id, "shoal_chat_sessions").await;
         cpu += percent;
         rss += mb;
+        growth += mb - rss_before[i];
         nodes.push(json!({ "id": id, "cpu_percent": (percent * 100.0).round() / 100.0,
-                            "rss_mb": (mb * 10.0).round() / 10.0, "sessions_at_end": sessions }));
+                            "rss_mb": (mb * 10.0).round() / 10.0,
+                            "rss_growth_mb": ((mb - rss_before[i]) * 10.0).round() / 10.0,
+                            "sessions": sessions[i] }));
     }
     Ok(Report {
         workload: "chat-idle".into(),
@@ -264,6 +273,7 @@ pub async fn chat_idle(args: &Args) -> Result<Report> {
             ("nodes".to_string(), json!(nodes)),
             ("total_cpu_percent".to_string(), json!((cpu * 100.0).round() / 100.0)),
             ("total_rss_mb".to_string(), json!((rss * 10.0).round() / 10.0)),
+            ("total_rss_growth_mb".to_string(), json!((growth * 10.0).round() / 10.0)),
         ]),
     })
 }

@@ -435,7 +435,9 @@ impl RaftHost {
 
     /// Commits `commands` as one log entry of `group`, led by this node.
     async fn commit_batch(&self, group: GroupId, commands: Vec<Command>) -> RaftResponse {
-        let Some(g) = self.group(group) else { return unavailable(not_hosted(group)) };
+        // Not hosted here (moved away, or not yet arrived): nothing was proposed, so the
+        // router may safely try the leader it learns of next.
+        let Some(g) = self.group(group) else { return RaftResponse::NotLeader { leader: None } };
         let label = group.to_string();
         let start = std::time::Instant::now();
         let count = commands.len() as u64;
@@ -461,7 +463,7 @@ impl RaftHost {
     /// Answers a query of `group` from local state after a read-index round on its leader
     /// (this node).
     async fn read_linearizable(&self, group: GroupId, service: ServiceId, query: &[u8]) -> RaftResponse {
-        let Some(g) = self.group(group) else { return unavailable(not_hosted(group)) };
+        let Some(g) = self.group(group) else { return RaftResponse::NotLeader { leader: None } };
         match g.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
             Ok(_) => match self.store.query(group, service, query).map_err(|e| e.to_string()) {
                 Ok(handled) => match answer(service, handled) {
