@@ -5,11 +5,10 @@
 //! `chat-idle` instead connects `--clients` sessions that only ping every `chat.heartbeat`
 //! and reports the nodes' CPU and memory.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
-use cluster_tests::chat::ChatSocket;
+use cluster_tests::chat::{ChatSocket, Incoming};
 use hdrhistogram::Histogram;
 use serde_json::json;
 
@@ -173,43 +172,45 @@ pub async fn chat(args: &Args) -> Result<Report> {
     Ok(report)
 }
 
-/// The sessions' users and sockets, kept open by the caller.
-pub type Idle = Vec<ChatSocket>;
+/// Idle sessions, each served by its own task from the moment it connected.
+pub type Idle = Vec<tokio::task::JoinHandle<Result<()>>>;
 
-/// Connects `n` sessions spread over `endpoints` (users signed up through the first node).
-pub async fn idle_sessions(http: &reqwest::Client, endpoints: &[String], n: usize) -> Result<Idle> {
+/// Connects `n` sessions spread over `endpoints` (users signed up through the first node);
+/// each pings every `every` (spread evenly) and reads every frame (so the server's pings get
+/// their pongs) until `stop` turns true, then closes.
+pub async fn idle_sessions(
+    http: &reqwest::Client,
+    endpoints: &[String],
+    n: usize,
+    every: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Idle> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let e = &endpoints[i % endpoints.len()];
         let user = sign_up(http, &endpoints[0], &format!("idle-{i}")).await?;
-        out.push(ChatSocket::connect(addr(e)?, Some(&user.token), false).await?);
-    }
-    Ok(out)
-}
-
-/// Keeps `sockets` alive for `duration`, each pinging every `every` (spread evenly).
-pub async fn keep_pinging(sockets: Idle, every: Duration, duration: Duration) -> Result<()> {
-    let n = sockets.len().max(1);
-    let mut tasks = Vec::new();
-    let shared = Arc::new(Instant::now() + duration);
-    for (i, mut s) in sockets.into_iter().enumerate() {
-        let until = Arc::clone(&shared);
-        let offset = every.mul_f64(i as f64 / n as f64);
-        tasks.push(tokio::spawn(async move {
-            tokio::time::sleep(offset).await;
-            while Instant::now() < *until {
-                s.send_json(&json!({"type": "ping"})).await?;
-                s.frame(Duration::from_secs(30)).await?;
-                tokio::time::sleep(every).await;
+        let mut socket = ChatSocket::connect(addr(e)?, Some(&user.token), false).await?;
+        let offset = every.mul_f64(i as f64 / n.max(1) as f64);
+        let stop = stop.clone();
+        out.push(tokio::spawn(async move {
+            let mut next_ping = tokio::time::Instant::now() + offset;
+            while !*stop.borrow() {
+                let now = tokio::time::Instant::now();
+                if now >= next_ping {
+                    socket.send_json(&json!({"type": "ping"})).await?;
+                    next_ping = now + every;
+                }
+                let wait = next_ping.saturating_duration_since(now).min(Duration::from_millis(500));
+                // A read that times out is just a quiet moment.
+                if let Ok(Incoming::Closed(code)) = socket.next(wait.max(Duration::from_millis(1))).await {
+                    bail!("a session was closed (code {code:?})");
+                }
             }
-            s.close().await;
-            anyhow::Ok(())
+            socket.close().await;
+            Ok(())
         }));
     }
-    for t in tasks {
-        t.await??;
-    }
-    Ok(())
+    Ok(out)
 }
 
 /// `chat-idle`: `--clients` sessions spread over a local 3-node cluster, each pinging every
@@ -227,10 +228,10 @@ pub async fn chat_idle(args: &Args) -> Result<Report> {
         .collect::<Result<_>>()?;
     let rss_before: Vec<f64> = pids.iter().map(|p| super::workloads::vm_rss_mb(*p).unwrap_or(0.0)).collect();
     let connected = Instant::now();
-    let sockets = idle_sessions(&http, &endpoints, args.clients).await?;
-    let connect_s = connected.elapsed().as_secs_f64();
     let every = args.heartbeat;
-    let pinging = tokio::spawn(keep_pinging(sockets, every, args.warmup + args.duration));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let alive = idle_sessions(&http, &endpoints, args.clients, every, stopped).await?;
+    let connect_s = connected.elapsed().as_secs_f64();
     tokio::time::sleep(args.warmup).await;
     let mut sessions = Vec::new();
     for id in &ids {
@@ -238,7 +239,7 @@ pub async fn chat_idle(args: &Args) -> Result<Report> {
     }
     let before: Vec<u64> = pids.iter().map(|p| super::workloads::cpu_ticks(*p).unwrap_or(0)).collect();
     let start = Instant::now();
-    pinging.await??;
+    tokio::time::sleep(args.duration).await;
     let elapsed = start.elapsed().as_secs_f64();
     let ticks_per_s = super::workloads::clock_ticks_per_s();
     let mut cpu = 0.0;
@@ -256,6 +257,11 @@ pub async fn chat_idle(args: &Args) -> Result<Report> {
                             "rss_mb": (mb * 10.0).round() / 10.0,
                             "rss_growth_mb": ((mb - rss_before[i]) * 10.0).round() / 10.0,
                             "sessions": sessions[i] }));
+    }
+    // Every session lived through the run (a closed one fails it).
+    stop.send_replace(true);
+    for session in alive {
+        session.await??;
     }
     Ok(Report {
         workload: "chat-idle".into(),
