@@ -32,6 +32,18 @@ use crate::membership::Membership;
 use crate::storage::records::RecordError;
 use crate::transport::Transport;
 
+/// `query` on every partition at once; fails when any cannot answer (a partial answer would
+/// look like missing conversations).
+pub(crate) async fn scatter(
+    client: &Client,
+    query: &Query,
+    consistency: Consistency,
+) -> Result<Vec<Answer>, ChatError> {
+    let reads = (1..=client.partitions()).map(|group| client.read::<Chat>(Route::Partition(group), query, consistency));
+    let answers = futures::future::join_all(reads).await;
+    Ok(answers.into_iter().collect::<Result<Vec<_>, _>>()?)
+}
+
 /// Users remembered as existing, at most.
 const KNOWN_USERS: u64 = 100_000;
 
@@ -271,13 +283,9 @@ impl ChatService {
     /// Where `user` stands in every conversation: one linearizable read of every partition.
     pub async fn cursors(&self, user: &str) -> Result<Vec<CursorRec>, ChatError> {
         let query = Query::Cursors { user: user.to_string() };
-        let reads = (1..=self.client.partitions()).map(|group| {
-            let query = &query;
-            async move { self.client.read::<Chat>(Route::Partition(group), query, Consistency::Linearizable).await }
-        });
         let mut all = Vec::new();
-        for answer in futures::future::join_all(reads).await {
-            match answer? {
+        for answer in scatter(&self.client, &query, Consistency::Linearizable).await? {
+            match answer {
                 Answer::Cursors(some) => all.extend(some),
                 other => return Err(unexpected(other)),
             }
@@ -335,13 +343,9 @@ impl ChatService {
     pub async fn conversations(&self, user: &str) -> Result<Vec<Summary>, ChatError> {
         let started = Instant::now();
         let query = Query::Conversations { user: user.to_string() };
-        let reads = (1..=self.client.partitions()).map(|group| {
-            let query = &query;
-            async move { self.client.read::<Chat>(Route::Partition(group), query, Consistency::Linearizable).await }
-        });
         let mut all = Vec::new();
-        for answer in futures::future::join_all(reads).await {
-            match answer? {
+        for answer in scatter(&self.client, &query, Consistency::Linearizable).await? {
+            match answer {
                 Answer::Conversations(some) => all.extend(some),
                 other => return Err(unexpected(other)),
             }

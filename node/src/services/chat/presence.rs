@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 use super::delivery::{ChatPeer, ChatPeerReply, Event, Pusher, Sessions};
-use super::state::{Answer, Chat, Query};
+use super::state::{Answer, Query};
 use super::{ChatError, ChatMetrics};
 use crate::NodeId;
-use crate::services::client::{Client, Route};
+use crate::services::client::Client;
 use crate::services::peer;
 use crate::services::{Consistency, urls};
 use crate::transport::Transport;
@@ -169,13 +169,9 @@ impl Presence {
     /// Everyone with a conversation with `user` (each partition's replica here, or its leader).
     async fn contacts(&self, user: &str) -> Result<Vec<String>, ChatError> {
         let query = Query::Contacts { user: user.to_string() };
-        let reads = (1..=self.client.partitions()).map(|group| {
-            let query = &query;
-            async move { self.client.read::<Chat>(Route::Partition(group), query, Consistency::Local).await }
-        });
         let mut all = Vec::new();
-        for answer in futures::future::join_all(reads).await {
-            match answer? {
+        for answer in super::scatter(&self.client, &query, Consistency::Local).await? {
+            match answer {
                 Answer::Contacts(some) => all.extend(some),
                 other => return Err(super::unexpected(other)),
             }
