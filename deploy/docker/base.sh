@@ -9,7 +9,8 @@
 #                               Rust toolchain (the one `rustc` on PATH belongs to) and the
 #                               certificate authorities it added (/usr/local/share/ca-certificates)
 #
-# Images that exist are kept; --force rebuilds them. Needs root (debootstrap), and reaches
+# Images that exist are kept; --force rebuilds them; --debian-only makes only the first (enough
+# for an image from a prebuilt binary, build.sh --binary). Needs root (debootstrap), and reaches
 # only Debian's package mirror (DEBIAN_MIRROR, default http://deb.debian.org/debian).
 set -euo pipefail
 
@@ -18,7 +19,14 @@ RUST_IMAGE=shoal-base/rust:bookworm
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 here="$(cd "$(dirname "$0")" && pwd)"
 force=false
-[[ "${1:-}" == "--force" ]] && force=true
+rust=true
+for arg in "$@"; do
+  case "$arg" in
+    --force) force=true ;;
+    --debian-only) rust=false ;;
+    *) echo "base.sh: unknown option $arg (--force, --debian-only)" >&2; exit 2 ;;
+  esac
+done
 
 exists() { docker image inspect "$1" >/dev/null 2>&1; }
 log() { printf 'base.sh: %s\n' "$*" >&2; }
@@ -54,7 +62,7 @@ CFG
   log "made $DEBIAN_IMAGE"
 fi
 
-if $force || ! exists "$RUST_IMAGE"; then
+if $rust && { $force || ! exists "$RUST_IMAGE"; }; then
   sysroot="$(rustc --print sysroot)"
   log "copying the Rust toolchain at $sysroot ($(rustc --version))"
   mkdir -p "$work/ctx/toolchain/bin"

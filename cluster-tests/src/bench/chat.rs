@@ -24,8 +24,18 @@ struct User {
 }
 
 async fn sign_up(http: &reqwest::Client, endpoint: &str, name: &str) -> Result<User> {
-    let r = http.post(format!("{endpoint}/v1/users")).json(&json!({ "name": name })).send().await?;
-    anyhow::ensure!(r.status().is_success(), "sign-up failed: {}", r.status());
+    // A 503 (no leader for a moment, e.g. while a quiet group wakes) is retried, a few times.
+    let mut attempts = 0;
+    let r = loop {
+        let r = http.post(format!("{endpoint}/v1/users")).json(&json!({ "name": name })).send().await?;
+        attempts += 1;
+        if r.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE || attempts == 5 {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let status = r.status();
+    anyhow::ensure!(status.is_success(), "sign-up failed: {status}: {}", r.text().await.unwrap_or_default());
     let v: serde_json::Value = r.json().await?;
     let field = |k: &str| v[k].as_str().map(str::to_string).ok_or_else(|| anyhow!("no {k} in {v}"));
     Ok(User { id: field("id")?, token: field("token")? })

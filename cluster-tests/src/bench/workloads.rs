@@ -227,7 +227,10 @@ fn settings(args: &Args) -> Result<Vec<(&'static str, String)>> {
 fn start_cluster(args: &Args, extra: &[(&'static str, &str)]) -> Result<Cluster> {
     // The limiter is off unless a workload (or --set) turns it on, as `dev up --set
     // ratelimit.enabled=false` would for a benchmark.
-    let base = vec![("log", "filter = \"warn\"".to_string()), ("ratelimit", "enabled = false".to_string())];
+    // Three nodes share this machine: each gets its share of the cores, as `dev up` gives them.
+    let workers = format!("worker_threads = {}", shoal::config::NodeSection::shared_machine_workers(3));
+    let base =
+        vec![("log", "filter = \"warn\"".to_string()), ("ratelimit", "enabled = false".to_string()), ("node", workers)];
     let mut spec = ClusterSpec { nodes: 3, settings: base };
     for (section, line) in extra {
         spec = spec.set(section, line);

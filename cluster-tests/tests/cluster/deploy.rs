@@ -479,3 +479,29 @@ fn a_command_that_outlives_its_limit_is_killed_and_reported() -> Result<()> {
     assert!(err.to_string().contains("oops"), "{err}");
     Ok(())
 }
+
+/// CI packs a prebuilt binary into the runtime stage (`build.sh --binary`) and so never runs the
+/// Dockerfile's build stage: this checks, without Docker, that the build stage still copies
+/// what `cargo build --locked` reads (the workspace manifest, the lock file and every member)
+/// and that the runtime stage still takes the binary from it where build.sh expects.
+#[test]
+fn the_dockerfile_build_stage_copies_the_whole_workspace() -> Result<()> {
+    let dockerfile = std::fs::read_to_string(repo().join("deploy/docker/Dockerfile"))?;
+    let manifest = std::fs::read_to_string(repo().join("Cargo.toml"))?;
+    let members_line = manifest.lines().find(|l| l.starts_with("members = [")).context("workspace members")?;
+    let members: Vec<&str> = members_line.split('"').skip(1).step_by(2).collect();
+    ensure!(!members.is_empty(), "no members in {members_line}");
+    let copies: Vec<&str> = dockerfile.lines().filter(|l| l.starts_with("COPY ")).collect();
+    ensure!(copies.iter().any(|l| l.contains("Cargo.toml") && l.contains("Cargo.lock")), "{copies:?}");
+    for member in members {
+        ensure!(
+            copies.iter().any(|l| l.split_whitespace().nth(1) == Some(member)),
+            "the Dockerfile does not COPY workspace member {member}: {copies:?}"
+        );
+    }
+    ensure!(
+        copies.contains(&"COPY --from=build /out/shoal /usr/local/bin/shoal"),
+        "build.sh --binary replaces this line of the runtime stage: {copies:?}"
+    );
+    Ok(())
+}

@@ -199,10 +199,16 @@ pub fn main() -> i32 {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))
+    runtime_with(0)
+}
+
+/// A runtime with `workers` threads (0: one per core).
+fn runtime_with(workers: usize) -> Result<tokio::runtime::Runtime, CliError> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    builder.enable_all().build().map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))
 }
 
 fn dispatch(command: Command) -> Result<(), CliError> {
@@ -210,7 +216,9 @@ fn dispatch(command: Command) -> Result<(), CliError> {
         Command::Start { config, set } => {
             let config = Config::load_with_overrides(&config, &set)?;
             crate::node::init_tracing(&config.log);
-            runtime()?.block_on(crate::node::run(config)).map_err(|e| CliError::failed(e.to_string()))
+            runtime_with(config.node.worker_threads)?
+                .block_on(crate::node::run(config))
+                .map_err(|e| CliError::failed(e.to_string()))
         }
         Command::Dev { command } => match command {
             DevCommand::Up { nodes, dir, base_port, set, no_sandbox } => {

@@ -123,6 +123,22 @@ pub struct NodeSection {
     pub id: NodeId,
     /// Directory for this node's durable state; created if missing.
     pub data_dir: PathBuf,
+    /// Threads of the node's async runtime; 0 (the default) means one per core. Nodes sharing
+    /// a machine (`shoal dev up`, the tests) do better with fewer: `dev up` gives each node
+    /// its share of the cores.
+    #[serde(default)]
+    pub worker_threads: usize,
+}
+
+impl NodeSection {
+    /// `worker_threads` for each of `nodes` nodes sharing this machine (`shoal dev up`, local
+    /// benchmarks): an equal share of the cores, at least one. On 2 cores with 3 nodes, one
+    /// thread each halved the thread switches per write and cut the servers' CPU per write by
+    /// about a third (`docs/design.md`, "Where the CPU goes").
+    pub fn shared_machine_workers(nodes: usize) -> usize {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        (cores / nodes.max(1)).max(1)
+    }
 }
 
 /// `[http]`: the client API, health and metrics endpoints.

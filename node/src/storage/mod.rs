@@ -213,7 +213,6 @@ impl Store {
             Arc::clone(&committed),
             Arc::clone(&overlay),
             Arc::clone(&failing),
-            Arc::clone(&dispatch),
         )?;
         Ok(Arc::new(Self {
             db,
@@ -256,6 +255,30 @@ impl Store {
     /// Groups with durable Raft state on this node (they were hosted here before).
     pub fn stored_groups(&self) -> Result<std::collections::BTreeSet<GroupId>, StoreError> {
         Ok(self.wal.groups().into_iter().collect())
+    }
+
+    /// Applies committed `entries` of `group` to the overlay, in memory, right here in the
+    /// caller's task (openraft's state-machine task, one per group, so a group's applies stay in
+    /// order), and answers at once; the log writer writes the rows with a later transaction.
+    /// Overlay first, then the read transaction, as readers do: a flush finishing meanwhile
+    /// cannot hide a row. When the overlay was clean the writer is woken so its idle timer for
+    /// dirty rows starts.
+    pub(crate) fn apply(
+        &self,
+        group: GroupId,
+        entries: Vec<entry::Entry>,
+    ) -> Result<Vec<entry::BatchResult>, StoreError> {
+        let (result, was_clean) = {
+            let mut overlay = self.overlay();
+            let was_clean = overlay.is_empty();
+            let db = self.db.begin_read()?;
+            let result = state_machine::SmView::new(&mut overlay, db, &*self.dispatch).apply(group, entries);
+            (result, was_clean)
+        };
+        if was_clean {
+            self.send(WriteOp::Wake)?;
+        }
+        result
     }
 
     fn overlay(&self) -> std::sync::MutexGuard<'_, state_machine::Overlay> {

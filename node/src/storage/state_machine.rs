@@ -53,16 +53,9 @@ impl StateMachineStore {
         Ok(Self { store, group })
     }
 
-    /// Applies committed `entries`; one result per entry. The log writer applies them, in the
-    /// same group commit as the log writes queued with them.
+    /// Applies committed `entries`; one result per entry (see [`Store::apply`]).
     pub(crate) async fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<Vec<BatchResult>, StoreError> {
-        let (done, rx) = tokio::sync::oneshot::channel();
-        self.store.send(super::writer::WriteOp::Apply { group: self.group, entries, done })?;
-        match rx.await {
-            Ok(Ok(results)) => Ok(results),
-            Ok(Err(e)) => Err(StoreError::Db(e)),
-            Err(_) => Err(StoreError::WriterStopped),
-        }
+        self.store.apply(self.group, entries)
     }
 }
 

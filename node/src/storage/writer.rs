@@ -1,10 +1,10 @@
 //! The log writer: one thread, group commit. Every WAL sync queued when it wakes shares one
 //! write and one `fdatasync` ([`Wal::flush`]); openraft's callbacks fire only after it.
 //!
-//! State-machine applies need no write of their own: the writer applies committed entries to
-//! the [`Overlay`] (in memory, over the database), answers at once, and writes the dirty rows to
-//! redb in a commit without fsync after [`FLUSH_AFTER`] without other work (or when many are
-//! dirty). At most every [`CHECKPOINT_EVERY`], and always before a purge or a group removal,
+//! State-machine applies need no write of their own: each group's state-machine task applies
+//! committed entries to the [`Overlay`] (in memory, over the database; `Store::apply`), and the
+//! writer writes the dirty rows to redb in a commit without fsync after [`FLUSH_AFTER`] without
+//! other work (or when many are dirty). At most every [`CHECKPOINT_EVERY`], and always before a purge or a group removal,
 //! that commit is durable instead: a checkpoint. Each group's applied index is among the rows,
 //! so after a crash a group restarts from its last checkpoint and replays the log from there;
 //! purging only after a checkpoint keeps those entries in the log.
@@ -14,14 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openraft::storage::IOFlushed;
-use redb::{Database, Durability, ReadableDatabase, WriteTransaction};
+use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::oneshot;
 use tracing::error;
 
-use super::entry::{BatchResult, Entry, GroupId, TypeConfig};
-use super::kv::Dispatch;
+use super::entry::{GroupId, TypeConfig};
 use super::metrics::StorageMetrics;
-use super::state_machine::{Overlay, SmView};
+use super::state_machine::Overlay;
 use super::wal::{Op, Wal};
 use super::{StoreError, wal_key};
 use crate::util::lock;
@@ -65,9 +64,9 @@ pub(crate) enum WriteOp {
     /// Drop entries with index ≤ `upto` and record the purge point (`purged`: its encoded log
     /// id), after a checkpoint.
     Purge { group: GroupId, upto: u64, purged: Vec<u8>, done: oneshot::Sender<Result<(), String>> },
-    /// Apply committed entries to the group's state machine (in the overlay); `done` gets one
-    /// result per entry at once.
-    Apply { group: GroupId, entries: Vec<Entry>, done: oneshot::Sender<Result<Vec<BatchResult>, String>> },
+    /// The overlay became dirty (an apply): nothing to do but (re)start the idle timer that
+    /// writes its rows.
+    Wake,
     /// Write every dirty state-machine row to the database (before a snapshot is built or
     /// installed, which work on the database directly).
     Flush { done: oneshot::Sender<Result<(), String>> },
@@ -80,16 +79,14 @@ impl WriteOp {
     /// The group the operation belongs to (`Flush` belongs to none).
     fn group(&self) -> Option<GroupId> {
         match self {
-            WriteOp::Sync { group, .. }
-            | WriteOp::Purge { group, .. }
-            | WriteOp::Apply { group, .. }
-            | WriteOp::DropGroup { group, .. } => Some(*group),
-            WriteOp::Flush { .. } => None,
+            WriteOp::Sync { group, .. } | WriteOp::Purge { group, .. } | WriteOp::DropGroup { group, .. } => {
+                Some(*group)
+            }
+            WriteOp::Flush { .. } | WriteOp::Wake => None,
         }
     }
 
-    /// Completes the operation (applies are answered when applied: they only ever complete
-    /// here with an error).
+    /// Completes the operation.
     fn complete(self, result: Result<(), String>) {
         match self {
             WriteOp::Sync { done: Synced::Log { callback, .. }, .. } => {
@@ -101,9 +98,7 @@ impl WriteOp {
             | WriteOp::Flush { done } => {
                 let _ = done.send(result);
             }
-            WriteOp::Apply { done, .. } => {
-                let _ = done.send(Err(result.err().unwrap_or_else(|| "apply reached the commit path".into())));
-            }
+            WriteOp::Wake => {}
         }
     }
 }
@@ -115,20 +110,10 @@ pub(crate) fn spawn(
     committed: Committed,
     overlay: Arc<Mutex<Overlay>>,
     failing: FailingGroups,
-    dispatch: Arc<dyn Dispatch>,
 ) -> Result<(Sender<WriteOp>, std::thread::JoinHandle<()>), StoreError> {
     let (tx, rx) = std::sync::mpsc::channel();
-    let writer = Writer {
-        db,
-        wal,
-        metrics,
-        committed,
-        overlay,
-        failing,
-        dispatch,
-        last_checkpoint: Instant::now(),
-        undurable: false,
-    };
+    let writer =
+        Writer { db, wal, metrics, committed, overlay, failing, last_checkpoint: Instant::now(), undurable: false };
     let thread = std::thread::Builder::new().name("shoal-log-writer".into()).spawn(move || writer.run(rx))?;
     Ok((tx, thread))
 }
@@ -140,7 +125,6 @@ struct Writer {
     committed: Committed,
     overlay: Arc<Mutex<Overlay>>,
     failing: FailingGroups,
-    dispatch: Arc<dyn Dispatch>,
     last_checkpoint: Instant,
     /// State-machine rows were committed without fsync since the last checkpoint.
     undurable: bool,
@@ -182,14 +166,11 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            batch.retain(|op| !matches!(op, WriteOp::Wake));
             let batch = self.fail_injected(batch);
-            // Applies first, in order, in memory; their callers are answered at once.
-            let (applies, rest): (Vec<WriteOp>, Vec<WriteOp>) =
-                batch.into_iter().partition(|op| matches!(op, WriteOp::Apply { .. }));
-            if !applies.is_empty() {
-                self.apply(applies);
+            if !batch.is_empty() {
+                self.round(batch);
             }
-            self.round(rest);
         }
     }
 
@@ -281,28 +262,6 @@ impl Writer {
             op.complete(Err("injected storage fault".into()));
         }
         rest
-    }
-
-    fn apply(&self, applies: Vec<WriteOp>) {
-        let read = match self.db.begin_read() {
-            Ok(r) => r,
-            Err(e) => {
-                let e = StoreError::from(e).to_string();
-                for op in applies {
-                    if let WriteOp::Apply { done, .. } = op {
-                        let _ = done.send(Err(e.clone()));
-                    }
-                }
-                return;
-            }
-        };
-        let mut overlay = lock(&self.overlay);
-        let mut view = SmView::new(&mut overlay, read, &*self.dispatch);
-        for op in applies {
-            if let WriteOp::Apply { group, entries, done } = op {
-                let _ = done.send(view.apply(group, entries).map_err(|e| e.to_string()));
-            }
-        }
     }
 
     /// Writes the dirty state-machine rows in one redb commit: durable (a checkpoint) when
