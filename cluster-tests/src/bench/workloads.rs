@@ -242,7 +242,7 @@ fn start_cluster(args: &Args, extra: &[(&'static str, &str)]) -> Result<Cluster>
 }
 
 /// Starts a local 3-node cluster with production defaults unless `--endpoints` names one.
-async fn target_cluster(args: &Args) -> Result<(Option<Cluster>, Vec<String>)> {
+pub(super) async fn target_cluster(args: &Args) -> Result<(Option<Cluster>, Vec<String>)> {
     target_cluster_with(args, &[]).await
 }
 
