@@ -341,7 +341,16 @@ def get(a):
     print(hashlib.sha256(body_of(c, a["bucket"], a["name"])).hexdigest())
 
 
-SCENARIOS = {f.__name__: f for f in [round_trips, listing, presigned, access, revoked, multipart, put, put_many, get]}
+def delete(a):
+    """DELETEs `name` through `endpoint`; then it is gone."""
+    c = client(a["endpoint"], a["key"], a["secret"])
+    c.delete_object(Bucket=a["bucket"], Key=a["name"])
+    expect_code(lambda: c.head_object(Bucket=a["bucket"], Key=a["name"]), "404")
+
+
+SCENARIOS = {
+    f.__name__: f for f in [round_trips, listing, presigned, access, revoked, multipart, put, put_many, get, delete]
+}
 
 if __name__ == "__main__":
     SCENARIOS[sys.argv[1]](json.loads(sys.argv[2]))

@@ -1,6 +1,6 @@
 //! The sandbox payment gateway as a real process (`shoal gateway-sandbox`) beside a test
-//! cluster: started on its own free port, killed on drop, with helpers for its charges list,
-//! faults and stats.
+//! cluster: started on its own free port, killed on drop, with helpers for its charges and
+//! refunds lists, faults and stats (the control endpoints take the same API key).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -69,7 +69,7 @@ impl Sandbox {
         let sandbox = Self { url: format!("http://127.0.0.1:{port}"), log, child, client: plain_client()? };
         let probe = format!("{}/_sandbox/faults", sandbox.url);
         wait_for("the sandbox gateway to answer", Duration::from_secs(20), || {
-            let request = sandbox.client.get(&probe).send();
+            let request = sandbox.client.get(&probe).bearer_auth(API_KEY).send();
             async move { request.await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
         })
         .await?;
@@ -102,9 +102,24 @@ impl Sandbox {
         Ok(self.charges().await?.into_iter().filter(|c| c["status"] == "succeeded").collect())
     }
 
+    /// The refunds of one PaymentIntent (first page of `GET /v1/refunds`, newest first).
+    pub async fn refunds_of_intent(&self, payment_intent: &str) -> Result<Vec<Value>> {
+        let url = format!("{}/v1/refunds", self.url);
+        let r = self.client.get(url).query(&[("payment_intent", payment_intent)]).bearer_auth(API_KEY).send().await?;
+        ensure!(r.status().is_success(), "GET /v1/refunds answered {}", r.status());
+        let page: Value = r.json().await?;
+        Ok(page["data"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// A control request without the API key: its status (the control endpoints want the key).
+    pub async fn control_status_without_key(&self, path: &str) -> Result<u16> {
+        Ok(self.client.get(format!("{}{path}", self.url)).send().await?.status().as_u16())
+    }
+
     /// Replaces its faults (`POST /_sandbox/faults`).
     pub async fn set_faults(&self, faults: Value) -> Result<()> {
-        let r = self.client.post(format!("{}/_sandbox/faults", self.url)).json(&faults).send().await?;
+        let r =
+            self.client.post(format!("{}/_sandbox/faults", self.url)).bearer_auth(API_KEY).json(&faults).send().await?;
         if !r.status().is_success() {
             bail!("POST /_sandbox/faults answered {}", r.status());
         }
@@ -113,12 +128,15 @@ impl Sandbox {
 
     /// Its counters (`GET /_sandbox/stats`).
     pub async fn stats(&self) -> Result<Value> {
-        Ok(self.client.get(format!("{}/_sandbox/stats", self.url)).send().await?.json().await?)
+        let r = self.client.get(format!("{}/_sandbox/stats", self.url)).bearer_auth(API_KEY).send().await?;
+        ensure!(r.status().is_success(), "GET /_sandbox/stats answered {}", r.status());
+        Ok(r.json().await?)
     }
 
     /// Sends a stored event again; answers the endpoint's status.
     pub async fn resend(&self, event_id: &str) -> Result<u16> {
-        let r = self.client.post(format!("{}/_sandbox/events/{event_id}/resend", self.url)).send().await?;
+        let url = format!("{}/_sandbox/events/{event_id}/resend", self.url);
+        let r = self.client.post(url).bearer_auth(API_KEY).send().await?;
         let v: Value = r.json().await?;
         v["endpoint_status"].as_u64().map(|s| s as u16).context("no endpoint_status")
     }

@@ -14,6 +14,8 @@
 //! shoal-bench chat --clients 32                         # 32 pairs of users chatting over WebSockets
 //! shoal-bench chat-idle --clients 10000 --warmup 15s    # idle WebSocket sessions: node CPU and memory
 //! shoal-bench payments --clients 64                     # charges through a sandbox gateway (20 ms)
+//! shoal-bench objects-put --clients 32                  # 4 KiB S3 PUTs, beside a dd ceiling
+//! shoal-bench objects-get --size 256MiB --rounds 3      # one large object: PUT and GET MB/s
 //! ```
 //!
 //! Closed-loop load: each client issues its next request as soon as the previous one answered.
@@ -27,6 +29,7 @@
 
 mod chat;
 mod driver;
+mod objects;
 mod payments;
 mod services;
 mod workloads;
@@ -74,6 +77,12 @@ enum Workload {
     /// Payments (`POST /v1/payments`, a fresh key each) through a sandbox gateway process at
     /// `--gateway-latency-ms`; reports the sandbox's charges and any duplicate.
     Payments,
+    /// S3 PUTs of `--size` objects (small: `--clients` closed-loop clients, ops/s and latency;
+    /// over 1 MiB: one object `--rounds` times, MB/s), beside a `dd conv=fdatasync` ceiling.
+    ObjectsPut,
+    /// S3 GETs of `--keys` small objects at random, or of one large object (`--size` over 1 MiB,
+    /// `--rounds` times, PUT and GET MB/s), beside a `dd` ceiling.
+    ObjectsGet,
 }
 
 #[derive(Parser, Debug)]
@@ -113,7 +122,7 @@ struct Args {
     /// `--set raft.batching=false`; repeatable.
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     settings: Vec<String>,
-    /// Kills (failover).
+    /// Kills (failover); PUT and GET rounds of one large object (objects-* with --size over 1 MiB).
     #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Log entries behind the restarted node (restart).
@@ -128,6 +137,9 @@ struct Args {
     /// payments: the sandbox gateway's added latency, in milliseconds.
     #[arg(long, default_value_t = 20)]
     gateway_latency_ms: u64,
+    /// objects-*: bytes per object (`4KiB`, `256MiB`, …).
+    #[arg(long, default_value = "4KiB", value_parser = objects::parse_size)]
+    size: u64,
 }
 
 impl Args {
@@ -154,6 +166,8 @@ fn main() -> Result<()> {
             Workload::Chat => chat::chat(&args).await,
             Workload::ChatIdle => chat::chat_idle(&args).await,
             Workload::Payments => payments::payments(&args).await,
+            Workload::ObjectsPut => objects::objects_put(&args).await,
+            Workload::ObjectsGet => objects::objects_get(&args).await,
         }
     })?;
     if args.json {

@@ -242,7 +242,7 @@ fn start_cluster(args: &Args, extra: &[(&'static str, &str)]) -> Result<Cluster>
 }
 
 /// Starts a local 3-node cluster with production defaults unless `--endpoints` names one.
-async fn target_cluster(args: &Args) -> Result<(Option<Cluster>, Vec<String>)> {
+pub(super) async fn target_cluster(args: &Args) -> Result<(Option<Cluster>, Vec<String>)> {
     target_cluster_with(args, &[]).await
 }
 
@@ -369,7 +369,8 @@ impl ServerWindow {
         (Self { http: http.clone(), endpoints: endpoints.to_vec(), start }, opened)
     }
 
-    /// Adds `server_cpu_us_per_request` (and `commands_per_entry` where known) to `report`.
+    /// Adds `server_cpu_us_per_request` (and `commands_per_request` and `commands_per_entry`
+    /// where known) to `report`.
     pub(super) async fn close(self, report: &mut Report) -> Result<()> {
         let end = scrape_sums(&self.http, &self.endpoints).await?;
         let start = self.start.await??;
@@ -377,6 +378,11 @@ impl ServerWindow {
         if report.requests > 0 {
             let cpu_us = delta("process_cpu_seconds_total") * 1e6 / report.requests as f64;
             report.extra.insert("server_cpu_us_per_request".into(), json!(cpu_us.round()));
+        }
+        let commands = delta("shoal_raft_batch_commands_sum");
+        if report.requests > 0 && commands > 0.0 {
+            let per_request = commands / report.requests as f64;
+            report.extra.insert("commands_per_request".into(), json!((per_request * 100.0).round() / 100.0));
         }
         let entries = delta("shoal_raft_batch_commands_count");
         if entries > 0.0 {

@@ -5,6 +5,7 @@
 //! (`SHOAL_S3_PYTHON`), or any `python3` that imports it; without one the S3 tests skip
 //! (under `CI=true` they fail).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -254,5 +255,105 @@ async fn after_a_restart_resync_fetches_every_chunk_the_node_missed() -> Result<
     let repaired = c.metric(3, "shoal_objects_chunks_repaired_total").await.unwrap_or(0.0);
     let written = c.metric(3, "shoal_objects_chunks_written_total").await.unwrap_or(0.0);
     ensure!(repaired + written >= 100.0, "node 3 got {repaired} + {written} chunks since its restart, not 100");
+    Ok(())
+}
+
+/// The chunk file names on each of nodes 1 to 3.
+fn chunk_names(c: &Cluster) -> Vec<BTreeSet<String>> {
+    (1..=3)
+        .map(|id| {
+            chunk_files(c, id).iter().filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).collect()
+        })
+        .collect()
+}
+
+/// Waits until every node holds exactly `n` chunk files (the writes past a quorum landed);
+/// answers them.
+async fn settled(c: &Cluster, n: usize) -> Result<Vec<BTreeSet<String>>> {
+    wait_for(&format!("every node to hold {n} chunk files"), Duration::from_secs(30), || async {
+        let names = chunk_names(c);
+        names.iter().all(|s| s.len() == n).then_some(names)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collector_deletes_the_chunks_of_overwritten_and_deleted_objects_and_live_ones_read_back() -> Result<()> {
+    let Some(py) = boto3_python() else { return Ok(()) };
+    // Five 64 KiB chunks per object; unreferenced chunks go 2 s after they were stored.
+    let spec = ClusterSpec::new(3)
+        .set("objects", "chunk_size = 65536")
+        .set("objects", "gc_grace = \"2s\"")
+        .set("objects", "gc_interval = \"500ms\"");
+    let c = led(&spec).await?;
+    let ann = user_with_key(&c, 1, "ann").await?;
+    let put = |node: u64, name: &str, create: bool| {
+        let mut args = object_args(&c, &ann, node, "gcbkt", name);
+        args["create"] = json!(create);
+        args["size"] = json!(5 * 65536);
+        args
+    };
+    scenario(&py, "put", &put(1, "a", true)).await?;
+    scenario(&py, "put", &put(2, "b", false)).await?;
+    let old = settled(&c, 10).await?;
+    let kept = scenario(&py, "put", &put(3, "c", false)).await?;
+    let with_c = settled(&c, 15).await?;
+    // Overwrite a, delete b: their ten old chunks are referenced by nothing.
+    let new_a = scenario(&py, "put", &put(1, "a", false)).await?;
+    scenario(&py, "delete", &object_args(&c, &ann, 2, "gcbkt", "b")).await?;
+    wait_for("every node to collect the old chunks of a and b", Duration::from_secs(60), || async {
+        let names = chunk_names(&c);
+        let done = (0..3).all(|i| {
+            let c_kept = with_c[i].difference(&old[i]).all(|n| names[i].contains(n));
+            names[i].is_disjoint(&old[i]) && c_kept && names[i].len() == 10
+        });
+        done.then_some(())
+    })
+    .await?;
+    for id in 1..=3 {
+        let collected = c.metric(id, "shoal_objects_gc_chunks_total").await.unwrap_or(0.0);
+        ensure!(collected >= 10.0, "node {id} counted {collected} collected chunks, not 10");
+        let bytes = c.metric(id, "shoal_objects_gc_bytes_total").await.unwrap_or(0.0);
+        ensure!(bytes >= 10.0 * 65536.0, "node {id} counted {bytes} collected bytes");
+    }
+    // The live objects read back byte-exact through every node.
+    for node in 1..=3 {
+        let read = scenario(&py, "get", &object_args(&c, &ann, node, "gcbkt", "a")).await?;
+        ensure!(read == new_a, "node {node} read a as {read}, {new_a} was written");
+        let read = scenario(&py, "get", &object_args(&c, &ann, node, "gcbkt", "c")).await?;
+        ensure!(read == kept, "node {node} read c as {read}, {kept} was written");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scrub_finds_a_corrupt_chunk_nobody_reads_and_replaces_it_from_a_peer() -> Result<()> {
+    let Some(py) = boto3_python() else { return Ok(()) };
+    let spec = ClusterSpec::new(3).set("objects", "scrub_interval = \"1s\"");
+    let c = led(&spec).await?;
+    let ann = user_with_key(&c, 1, "ann").await?;
+    let mut args = object_args(&c, &ann, 1, "scrub", "one");
+    args["create"] = json!(true);
+    args["size"] = json!(512 * 1024);
+    let written = scenario(&py, "put", &args).await?;
+    let file = wait_for("node 2 to hold the chunk", Duration::from_secs(20), || async {
+        chunk_files(&c, 2).into_iter().next()
+    })
+    .await?;
+    let good = std::fs::read(&file)?;
+    let mut bad = good.clone();
+    bad[1000] ^= 0xFF;
+    std::fs::write(&file, &bad)?;
+    // Nothing reads the object: the scrub alone finds the bad copy and puts a good one back.
+    wait_for("node 2's scrub to replace the corrupt chunk", Duration::from_secs(60), || async {
+        let found = c.metric(2, "shoal_objects_scrub_corrupt_chunks_total").await?;
+        (found >= 1.0 && std::fs::read(&file).ok()? == good).then_some(())
+    })
+    .await?;
+    let gets = c.metric(2, "shoal_objects_requests_total{op=\"GetObject\",outcome=\"ok\"}").await.unwrap_or(0.0);
+    ensure!(gets == 0.0, "node 2 served {gets} GETs: the scrub was to find it without a read");
+    ensure!(c.metric(2, "shoal_objects_scrub_bytes_total").await.unwrap_or(0.0) >= good.len() as f64);
+    let read = scenario(&py, "get", &object_args(&c, &ann, 2, "scrub", "one")).await?;
+    ensure!(read == written, "node 2 served {read}, {written} was written");
     Ok(())
 }

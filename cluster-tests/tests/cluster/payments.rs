@@ -1,8 +1,8 @@
 //! Payments against real nodes and a real sandbox gateway process: idempotency (replay,
 //! mismatch, in use, validation), card data refused and never logged, a timeout after charging
 //! reconciled to one charge, one key retried concurrently across nodes charging once, webhooks
-//! (valid, bad signature, replayed, out of order), and refunds (partial, several, over-refund,
-//! concurrent).
+//! (valid, bad signature, replayed, out of order), refunds (partial, several, over-refund,
+//! concurrent), and a refund the gateway never received failed only once the gateway confirms it.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -339,6 +339,47 @@ async fn payments_refunds_partial_several_never_beyond_the_amount_even_concurren
     ensure!(charge.is_some_and(|ch| ch["amount_refunded"] == 1_000 && ch["refunded"] == true), "the sandbox agrees");
     let (_, events) = get(&c, 2, &ann, &format!("/v1/payments/{id}/events")).await?;
     ensure!(events["data"].as_array().map(Vec::len) == Some(2 + 2 * 5), "{events}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_a_refund_the_gateway_never_made_fails_as_gateway_unreachable_after_bounded_attempts() -> Result<()> {
+    const ATTEMPTS: u64 = 3;
+    let (c, sandbox) = setup(&[("payments", "reconcile_attempts = 3")], 0, false).await?;
+    ensure!(sandbox.control_status_without_key("/_sandbox/stats").await? == 401, "control endpoints want the key");
+    let ann = sign_up(&c, "ann").await?;
+    let a = post(&c, 1, &ann, "/v1/payments", Some("u-pay"), &payment(1_000, "pm_card_visa")).await?;
+    ensure!(a.status == 201, "{a:?}");
+    let id = a.body["id"].as_str().ok_or_else(|| anyhow!("no id"))?.to_owned();
+    let path = format!("/v1/payments/{id}/refunds");
+
+    // Every refund call hangs and answers 504 having done nothing; lookups still answer.
+    sandbox.set_faults(json!({"timeout_before_charge_next": 1_000, "hang_ms": 50})).await?;
+    let r = post(&c, 2, &ann, &path, Some("u-1"), &json!({"amount": 400}).to_string()).await?;
+    ensure!(r.status == 202 && r.body["status"] == "pending", "{r:?}");
+    let refund_id = r.body["id"].as_str().ok_or_else(|| anyhow!("no refund id"))?.to_owned();
+    let refund = wait_for_result("the refund to be resolved", SETTLE, || async {
+        let (_, p) = get(&c, 3, &ann, &format!("/v1/payments/{id}")).await?;
+        let found = p["refunds"].as_array().and_then(|rs| rs.iter().find(|r| r["id"] == refund_id.as_str()).cloned());
+        Ok(found.filter(|r| r["status"] != "pending"))
+    })
+    .await?;
+    ensure!(refund["status"] == "failed" && refund["failure_code"] == "gateway_unreachable", "{refund}");
+    // Bounded: the request's own call and the reconciler's attempts, then the lookup said "none".
+    let stats = sandbox.stats().await?;
+    ensure!(stats["injected_timeouts"] == 1 + ATTEMPTS && stats["refunds"] == 0, "{stats}");
+    let charge = sandbox.charges().await?.into_iter().find(|ch| ch["metadata"]["shoal_payment_id"] == id.as_str());
+    let pi = charge.and_then(|ch| ch["payment_intent"].as_str().map(str::to_owned)).ok_or_else(|| anyhow!("no pi"))?;
+    ensure!(sandbox.refunds_of_intent(&pi).await?.is_empty(), "the gateway refunded nothing");
+
+    // The failed refund's amount is free again: the whole charge can still be refunded, once.
+    sandbox.set_faults(json!({})).await?;
+    let r = post(&c, 1, &ann, &path, Some("u-2"), &json!({}).to_string()).await?;
+    ensure!(r.status == 201 && r.body["amount"] == 1_000, "{r:?}");
+    ensure!(sandbox.refunds_of_intent(&pi).await?.len() == 1);
+    let (_, events) = get(&c, 2, &ann, &format!("/v1/payments/{id}/events")).await?;
+    let failed = events["data"].as_array().and_then(|e| e.iter().find(|e| e["type"] == "refund.failed").cloned());
+    ensure!(failed.is_some_and(|e| e["source"] == "reconciler"), "{events}");
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 //! Every field has a documented default (see `config/shoal.example.toml`). Relative paths are
 //! resolved against the directory of the config file, so a cluster directory can be moved whole.
 
+mod objects;
 mod overrides;
 mod payments;
 mod ratelimit;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::NodeId;
+pub use objects::ObjectsSection;
 pub use overrides::apply_override;
 pub use payments::{DEFAULT_GATEWAY_KEY, DEFAULT_WEBHOOK_SECRET, MIN_IDEMPOTENCY_TTL, PaymentsSection};
 pub use ratelimit::{Algorithm, MAX_LEASE_TTL, OnUnavailable, RateKey, RateLimitSection, RatePolicy, RoutePattern};
@@ -431,37 +433,6 @@ pub struct S3Section {
     pub listen: Option<SocketAddr>,
 }
 
-/// `[objects]`: object storage.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ObjectsSection {
-    /// Bytes per chunk: bodies are cut into chunks of this size, each stored by its BLAKE3 hash.
-    pub chunk_size: usize,
-    /// Largest object a single PUT stores, in bytes.
-    pub max_size: u64,
-    /// `Cache-Control` of objects of public-read buckets stored without one: `max-age` seconds.
-    pub public_max_age: u64,
-    /// How long a chunk write to a replica may take before it counts as failed.
-    #[serde(with = "humantime_serde")]
-    pub replica_timeout: Duration,
-    /// How often each node checks that it holds every chunk its partitions reference (and
-    /// fetches the missing ones); a pass also runs right after start.
-    #[serde(with = "humantime_serde")]
-    pub resync_interval: Duration,
-}
-
-impl Default for ObjectsSection {
-    fn default() -> Self {
-        Self {
-            chunk_size: 1024 * 1024,
-            max_size: 5 * 1024 * 1024 * 1024,
-            public_max_age: 3600,
-            replica_timeout: Duration::from_secs(10),
-            resync_interval: Duration::from_secs(300),
-        }
-    }
-}
-
 /// `[supervisor]`: restarts of failed actors.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -726,14 +697,7 @@ impl Config {
         if self.chat.offline_after < self.chat.heartbeat * 2 {
             return Err(invalid("chat.offline_after", "must be at least twice chat.heartbeat"));
         }
-        if !(4096..=8 * 1024 * 1024).contains(&self.objects.chunk_size) {
-            return Err(invalid("objects.chunk_size", "must be between 4096 and 8388608"));
-        }
-        if self.objects.max_size == 0 {
-            return Err(invalid("objects.max_size", "must be at least 1"));
-        }
-        nonzero("objects.replica_timeout", self.objects.replica_timeout)?;
-        nonzero("objects.resync_interval", self.objects.resync_interval)?;
+        objects::validate(&self.objects)?;
         if let Some(s3) = self.s3.listen
             && (s3 == self.http.listen || s3 == self.peer.listen)
         {

@@ -190,3 +190,17 @@ fn rate_limit_policies_are_validated_and_the_defaults_cover_the_api() {
     assert_eq!(bad_field("ratelimit.lease_ttl=\"2s\""), "ratelimit.lease_ttl");
     assert!(with("ratelimit.lease_ttl=\"0s\"").is_ok(), "0s turns leases off");
 }
+
+#[test]
+fn object_storage_settings_are_validated() {
+    assert_eq!(bad_field("objects.chunk_size=100"), "objects.chunk_size");
+    assert_eq!(bad_field("objects.write_parallelism=0"), "objects.write_parallelism");
+    assert_eq!(bad_field("objects.write_parallelism=65"), "objects.write_parallelism");
+    assert_eq!(with("objects.write_parallelism=8").expect("valid").objects.write_parallelism, 8);
+    assert_eq!(Config::from_toml(GOOD).expect("valid").objects.write_parallelism, 4);
+    assert_eq!(bad_field("objects.gc_grace=\"0s\""), "objects.gc_grace");
+    assert_eq!(bad_field("objects.gc_interval=\"0s\""), "objects.gc_interval");
+    assert_eq!(bad_field("objects.scrub_bytes_per_sec=1000"), "objects.scrub_bytes_per_sec");
+    assert_eq!(bad_field("objects.scrub_interval=\"0s\""), "objects.scrub_interval");
+    assert_eq!(Config::from_toml(GOOD).expect("valid").objects.gc_grace, Duration::from_secs(3600));
+}

@@ -1,5 +1,6 @@
 //! The sandbox's HTTP face: Stripe's endpoints (form-encoded bodies, `Authorization: Bearer`,
-//! `Idempotency-Key`, Stripe's JSON shapes) and the `/_sandbox/…` control endpoints.
+//! `Idempotency-Key`, Stripe's JSON shapes) and the `/_sandbox/…` control endpoints, which take
+//! the same `Authorization: Bearer <api key>` (401 otherwise).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::Sandbox;
 use super::ledger::{
@@ -32,7 +33,7 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
         .route("/v1/payment_intents", post(create_intent))
         .route("/v1/payment_intents/search", get(search_intents))
         .route("/v1/payment_intents/{id}", get(get_intent))
-        .route("/v1/refunds", post(create_refund))
+        .route("/v1/refunds", post(create_refund).get(list_refunds))
         .route("/v1/charges", get(list_charges))
         .route("/v1/events/{id}", get(get_event))
         .route("/_sandbox/faults", get(get_faults).post(set_faults))
@@ -405,6 +406,31 @@ async fn list_charges(State(sb): State<Arc<Sandbox>>, headers: HeaderMap, RawQue
     }
 }
 
+/// `GET /v1/refunds?payment_intent=&charge=&limit=&starting_after=`: Stripe's list, newest
+/// first (how Shoal's reconciler finds a refund by the `shoal_refund_id` in its metadata).
+async fn list_refunds(State(sb): State<Arc<Sandbox>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+    if let Err(e) = sb.before_api(&headers).await {
+        return error(&e);
+    }
+    let q = query_pairs(q.as_deref());
+    let limit = match limit(&q) {
+        Ok(l) => l,
+        Err(e) => return error(&e),
+    };
+    let ledger = lock(&sb.ledger);
+    match ledger.refunds(
+        limit,
+        q.get("starting_after").map(String::as_str),
+        q.get("payment_intent").map(String::as_str),
+        q.get("charge").map(String::as_str),
+    ) {
+        Ok((data, has_more)) => {
+            Json(json!({ "object": "list", "url": "/v1/refunds", "has_more": has_more, "data": data })).into_response()
+        }
+        Err(e) => error(&e),
+    }
+}
+
 async fn get_event(State(sb): State<Arc<Sandbox>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Err(e) = sb.before_api(&headers).await {
         return error(&e);
@@ -415,12 +441,18 @@ async fn get_event(State(sb): State<Arc<Sandbox>>, headers: HeaderMap, Path(id):
     }
 }
 
-async fn get_faults(State(sb): State<Arc<Sandbox>>) -> Json<Faults> {
-    Json(lock(&sb.ledger).faults.clone())
+async fn get_faults(State(sb): State<Arc<Sandbox>>, headers: HeaderMap) -> Response {
+    if let Err(e) = sb.authorize(&headers) {
+        return error(&e);
+    }
+    Json(lock(&sb.ledger).faults.clone()).into_response()
 }
 
 /// Replaces the faults (omitted fields are 0).
-async fn set_faults(State(sb): State<Arc<Sandbox>>, body: Bytes) -> Response {
+async fn set_faults(State(sb): State<Arc<Sandbox>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(e) = sb.authorize(&headers) {
+        return error(&e);
+    }
     match serde_json::from_slice::<Faults>(&body) {
         Ok(faults) => {
             lock(&sb.ledger).faults = faults.clone();
@@ -430,12 +462,18 @@ async fn set_faults(State(sb): State<Arc<Sandbox>>, body: Bytes) -> Response {
     }
 }
 
-async fn stats(State(sb): State<Arc<Sandbox>>) -> Json<Value> {
-    Json(sb.stats.snapshot())
+async fn stats(State(sb): State<Arc<Sandbox>>, headers: HeaderMap) -> Response {
+    if let Err(e) = sb.authorize(&headers) {
+        return error(&e);
+    }
+    Json(sb.stats.snapshot()).into_response()
 }
 
 /// Sends a stored event again, now, and answers what the endpoint said (replay tests).
-async fn resend_event(State(sb): State<Arc<Sandbox>>, Path(id): Path<String>) -> Response {
+async fn resend_event(State(sb): State<Arc<Sandbox>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(e) = sb.authorize(&headers) {
+        return error(&e);
+    }
     let event = match lock(&sb.ledger).event_by_id(&id) {
         Ok(event) => event.clone(),
         Err(e) => return error(&e),

@@ -4,7 +4,8 @@
 //!
 //! - `POST /v1/payment_intents` (`confirm=true`), `POST /v1/refunds`,
 //!   `GET /v1/payment_intents/{id}`, `GET /v1/payment_intents/search?query=metadata['K']:'V'`,
-//!   `GET /v1/charges` (Stripe's list shape, newest first), `GET /v1/events/{id}`; form-encoded
+//!   `GET /v1/charges` and `GET /v1/refunds` (Stripe's list shape, newest first, filtered by
+//!   `payment_intent`), `GET /v1/events/{id}`; form-encoded
 //!   bodies, `Authorization: Bearer <api key>`, `Idempotency-Key` honoured as Stripe does
 //!   (same key and parameters: the stored answer again with `Idempotent-Replayed: true`; other
 //!   parameters: 400 `idempotency_error`; while the first runs: 409 `idempotency_key_in_use`).
@@ -13,6 +14,7 @@
 //! - Signed webhooks (`Stripe-Signature`, [`crate::util::webhook_signature`]) to one endpoint.
 //! - Faults from flags or `POST /_sandbox/faults` ([`ledger::Faults`]): latency, 500s, timeouts
 //!   before and after charging, dropped webhooks; `GET /_sandbox/stats` counts what happened.
+//!   The control endpoints take the same API key as the rest (401 without it).
 //!
 //! Everything is in memory: a restart forgets every charge.
 

@@ -52,8 +52,14 @@ impl Running {
     }
 
     async fn set_faults(&self, faults: &Faults) {
-        let response =
-            self.client.post(format!("{}/_sandbox/faults", self.base)).json(faults).send().await.expect("send");
+        let response = self
+            .client
+            .post(format!("{}/_sandbox/faults", self.base))
+            .bearer_auth(KEY)
+            .json(faults)
+            .send()
+            .await
+            .expect("send");
         assert_eq!(response.status(), 200);
     }
 
@@ -196,6 +202,35 @@ async fn refunds_are_partial_several_and_capped_at_the_charge() {
     let (_, list) = sb.get(&format!("/v1/charges?payment_intent={pi}")).await;
     assert_eq!(list["data"][0]["amount_refunded"], 1_000);
     assert_eq!(list["data"][0]["refunded"], true);
+    // Stripe's refund list, filtered by PaymentIntent, newest first.
+    let (status, list) = sb.get(&format!("/v1/refunds?payment_intent={pi}&limit=1")).await;
+    assert_eq!((status, list["object"].as_str(), list["has_more"].as_bool()), (200, Some("list"), Some(true)));
+    assert_eq!(list["data"][0]["amount"], 600);
+    assert_eq!(sb.get("/v1/refunds?payment_intent=pi_none").await.1["data"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn control_endpoints_answer_401_without_the_api_key() {
+    let sb = Running::start(None, Faults::default()).await;
+    let faults = format!("{}/_sandbox/faults", sb.base);
+    let stats = format!("{}/_sandbox/stats", sb.base);
+    let resend = format!("{}/_sandbox/events/evt_nope/resend", sb.base);
+    for (what, request) in [
+        ("GET faults", sb.client.get(&faults)),
+        ("POST faults", sb.client.post(&faults).json(&Faults { fail_next: 5, ..Faults::default() })),
+        ("GET stats", sb.client.get(&stats)),
+        ("POST resend", sb.client.post(&resend)),
+        ("POST faults, wrong key", sb.client.post(&faults).bearer_auth("sk_wrong").json(&Faults::default())),
+    ] {
+        let response = request.send().await.expect("send");
+        assert_eq!(response.status(), 401, "{what}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "api_key_invalid", "{what}");
+    }
+    // Nothing was changed by the refused POST: a charge goes through.
+    assert_eq!(sb.post("/v1/payment_intents", None, &visa(5)).await.0, 200);
+    let (status, stats) = sb.get("/_sandbox/stats").await;
+    assert_eq!((status, stats["injected_errors"].as_u64()), (200, Some(0)));
 }
 
 /// A webhook endpoint that hands every delivery to the test.
@@ -248,7 +283,9 @@ async fn webhooks_are_signed_can_be_dropped_and_resent() {
     assert_eq!(stats["webhooks_dropped"], 1);
 
     let id = event["id"].as_str().expect("id");
-    let resent = sb.client.post(format!("{}/_sandbox/events/{id}/resend", sb.base)).send().await.expect("send");
+    let resend = format!("{}/_sandbox/events/{id}/resend", sb.base);
+    assert_eq!(sb.client.post(&resend).send().await.expect("send").status(), 401, "control needs the key");
+    let resent = sb.client.post(&resend).bearer_auth(KEY).send().await.expect("send");
     assert_eq!(resent.status(), 200);
     let (_, again) = next_delivery(&mut rx).await;
     assert_eq!(again, event, "the same event, signed anew");

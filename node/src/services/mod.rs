@@ -364,6 +364,8 @@ impl Services {
         let presence = Arc::clone(&self.chat);
         let objects = Arc::clone(&self.objects);
         let resync = Arc::clone(&self.objects);
+        let gc = Arc::clone(&self.objects);
+        let scrub = Arc::clone(&self.objects);
         let payments = Arc::clone(&self.payments);
         vec![
             Task { name: "chat_pusher", start: Box::new(move || Box::pin(chat.pusher().run())) },
@@ -375,6 +377,8 @@ impl Services {
             },
             Task { name: "objects_s3_endpoint", start: Box::new(move || Box::pin(Arc::clone(&objects).run_s3())) },
             Task { name: "objects_resync", start: Box::new(move || Box::pin(Arc::clone(&resync).run_resync())) },
+            Task { name: "objects_gc", start: Box::new(move || Box::pin(Arc::clone(&gc).run_gc())) },
+            Task { name: "objects_scrub", start: Box::new(move || Box::pin(Arc::clone(&scrub).run_scrub())) },
             Task {
                 name: "payments_reconciler",
                 start: Box::new(move || Box::pin(Arc::clone(&payments).run_reconciler())),

@@ -15,7 +15,7 @@ pub struct ObjectMetrics {
     pub bytes_out: IntCounter,
     /// Chunks written to this node's disk (fsynced).
     pub chunks_written: IntCounter,
-    /// Chunks found corrupt on this node's disk on a read.
+    /// Chunks found corrupt on this node's disk, on a read or by the scrub.
     pub corrupt_chunks: IntCounter,
     /// Chunks this node fetched from another replica and stored after a local miss or corruption.
     pub chunks_repaired: IntCounter,
@@ -24,6 +24,20 @@ pub struct ObjectMetrics {
     pub missing_chunks: IntGauge,
     /// Completed resync passes.
     pub resync_passes: IntCounter,
+    /// Unreferenced chunk files the collector deleted.
+    pub gc_chunks: IntCounter,
+    /// Their bytes.
+    pub gc_bytes: IntCounter,
+    /// Completed collector passes.
+    pub gc_passes: IntCounter,
+    /// Chunk files the scrub re-hashed.
+    pub scrub_chunks: IntCounter,
+    /// Their bytes.
+    pub scrub_bytes: IntCounter,
+    /// Completed scrub passes.
+    pub scrub_passes: IntCounter,
+    /// Corrupt chunk files the scrub found (also counted in `corrupt_chunks`).
+    pub scrub_corrupt: IntCounter,
 }
 
 impl ObjectMetrics {
@@ -50,7 +64,7 @@ impl ObjectMetrics {
             )?,
             corrupt_chunks: IntCounter::new(
                 "shoal_objects_corrupt_chunks_total",
-                "Chunks found on this node's disk whose bytes no longer match their BLAKE3 name.",
+                "Chunks found on this node's disk (on a read or by the scrub) whose bytes no longer match their BLAKE3 name.",
             )?,
             chunks_repaired: IntCounter::new(
                 "shoal_objects_chunks_repaired_total",
@@ -65,7 +79,42 @@ impl ObjectMetrics {
                 "shoal_objects_resync_passes_total",
                 "Completed resync passes over every partition this node replicates.",
             )?,
+            gc_chunks: IntCounter::new(
+                "shoal_objects_gc_chunks_total",
+                "Chunk files no object or upload in progress references, deleted by the collector after objects.gc_grace.",
+            )?,
+            gc_bytes: IntCounter::new(
+                "shoal_objects_gc_bytes_total",
+                "Bytes of the chunk files the collector deleted.",
+            )?,
+            gc_passes: IntCounter::new(
+                "shoal_objects_gc_passes_total",
+                "Completed collector passes over this node's chunk files.",
+            )?,
+            scrub_chunks: IntCounter::new(
+                "shoal_objects_scrub_chunks_total",
+                "Chunk files the scrub re-hashed against their BLAKE3 name.",
+            )?,
+            scrub_bytes: IntCounter::new(
+                "shoal_objects_scrub_bytes_total",
+                "Bytes the scrub re-hashed (paced to objects.scrub_bytes_per_sec).",
+            )?,
+            scrub_passes: IntCounter::new(
+                "shoal_objects_scrub_passes_total",
+                "Completed scrub passes over every chunk file of this node.",
+            )?,
+            scrub_corrupt: IntCounter::new(
+                "shoal_objects_scrub_corrupt_chunks_total",
+                "Corrupt chunk files the scrub found (also in shoal_objects_corrupt_chunks_total).",
+            )?,
         };
+        registry.register(Box::new(m.scrub_chunks.clone()))?;
+        registry.register(Box::new(m.scrub_bytes.clone()))?;
+        registry.register(Box::new(m.scrub_passes.clone()))?;
+        registry.register(Box::new(m.scrub_corrupt.clone()))?;
+        registry.register(Box::new(m.gc_chunks.clone()))?;
+        registry.register(Box::new(m.gc_bytes.clone()))?;
+        registry.register(Box::new(m.gc_passes.clone()))?;
         registry.register(Box::new(m.missing_chunks.clone()))?;
         registry.register(Box::new(m.resync_passes.clone()))?;
         registry.register(Box::new(m.requests.clone()))?;

@@ -1,4 +1,4 @@
-//! Object storage behind an S3-compatible endpoint (first slice).
+//! Object storage behind an S3-compatible endpoint.
 //!
 //! Buckets live in the partition of their name, objects in the partition of `{bucket}/{key}`
 //! ([`state`]). A PUT cuts the body into `objects.chunk_size` chunks as it streams in; each
@@ -7,75 +7,41 @@
 //! Only after the last chunk does the object's record (size, type, ETag, chunk list, owner,
 //! time) commit through the partition's Raft group: a reader sees the old object or the new
 //! one, never a part. A GET streams chunk by chunk, each read locally first, then from the
-//! other replicas, and checked against its hash.
+//! other replicas, and checked against its hash ([`replicate`]). Repair runs in the
+//! background on every node: resync fetches missing chunks ([`repair`]), the scrub re-hashes
+//! stored ones ([`scrub`]), the collector deletes unreferenced ones ([`gc`]).
 //!
 //! The S3 protocol (XML, SigV4 with header and pre-signed query auth) is the `s3s` crate
 //! ([`s3`]); S3 keys are per user (`/v1/users/me/s3-keys`, [`http`]).
 
 pub mod chunks;
+mod gc;
 pub mod http;
 pub mod metrics;
+mod repair;
+mod replicate;
 pub mod s3;
+mod scrub;
 pub mod state;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures::{Stream, StreamExt};
-use rkyv::{Archive, Deserialize, Serialize};
-use tracing::{debug, warn};
+use bytes::Bytes;
+use futures::Stream;
+use tracing::warn;
 
 pub use self::chunks::{ChunkError, ChunkStore};
 pub use self::metrics::ObjectMetrics;
-use self::state::{
-    Answer, BucketRec, ChunkRef, Command, KeyRec, Listed, ObjectRec, PartRec, Query, Rejection, Reply, UploadRec,
-};
+pub use self::replicate::{ChunkAnswer, ChunkCall};
+use self::state::{Answer, BucketRec, Command, KeyRec, Listed, ObjectRec, PartRec, Query, Rejection, Reply, UploadRec};
 pub use self::state::{LIST_PER_PARTITION, Objects};
+use super::Consistency;
 use super::client::{CallError, Client, Route};
-use super::peer::{self, PeerMessage};
-use super::{Consistency, Payload, Service};
 use crate::NodeId;
 use crate::config::ObjectsSection;
-use crate::raft::GroupId;
 use crate::storage::records::RecordError;
 use crate::transport::Transport;
-
-/// A chunk message between the object services of two nodes.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub enum ChunkCall {
-    /// Store this chunk durably (answer once fsynced).
-    Put {
-        /// BLAKE3 of `data`.
-        hash: [u8; 32],
-        /// The bytes.
-        data: Vec<u8>,
-    },
-    /// Send the chunk `hash` if stored here and whole.
-    Get {
-        /// BLAKE3 of the bytes.
-        hash: [u8; 32],
-    },
-}
-
-/// A chunk message's answer.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub enum ChunkAnswer {
-    /// Stored and fsynced.
-    Stored,
-    /// The bytes asked for.
-    Data(Vec<u8>),
-    /// Not here (or corrupt here).
-    Missing,
-    /// The store failed.
-    Failed(String),
-}
-
-impl PeerMessage for ChunkCall {
-    const SERVICE: super::ServiceId = Objects::ID;
-    const METHOD: &'static str = "objects_chunk";
-    type Reply = ChunkAnswer;
-}
 
 /// Why an object operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +122,13 @@ pub struct ObjectService {
     metrics: ObjectMetrics,
     /// The S3 endpoint's socket (bound by the wiring place; `None`: no endpoint).
     listener: Option<std::net::TcpListener>,
+    /// Chunk writes to other nodes in flight from this node, over all uploads: bulk transfers
+    /// share the peer connections with heartbeats and Raft, which must not starve.
+    sends: tokio::sync::Semaphore,
 }
+
+/// Chunk writes to other nodes in flight from one node at most (see `ObjectService::sends`).
+pub const MAX_CHUNK_SENDS: usize = 16;
 
 impl std::fmt::Debug for ObjectService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -176,7 +148,8 @@ impl ObjectService {
         listener: Option<std::net::TcpListener>,
     ) -> Arc<Self> {
         let chunks = Arc::new(ChunkStore::new(data_dir));
-        Arc::new(Self { cfg, me, client, transport, chunks, metrics, listener })
+        let sends = tokio::sync::Semaphore::new(MAX_CHUNK_SENDS);
+        Arc::new(Self { cfg, me, client, transport, chunks, metrics, listener, sends })
     }
 
     /// The configuration.
@@ -346,48 +319,6 @@ impl ObjectService {
         self.commit(bucket, key, rec).await
     }
 
-    /// Stores a body's chunks on a write quorum of `group`'s replicas as it streams in (one
-    /// chunk held at a time); answers the chunk list, the size and the hex MD5.
-    async fn store_stream<S, E>(
-        self: &Arc<Self>,
-        group: GroupId,
-        mut body: S,
-        max_size: u64,
-    ) -> Result<(Vec<ChunkRef>, u64, String), ObjError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
-        use md5::Digest;
-        let chunk_size = self.cfg.chunk_size;
-        let mut md5 = md5::Md5::new();
-        let mut buf = BytesMut::with_capacity(chunk_size);
-        let mut chunks = Vec::new();
-        let mut size = 0u64;
-        loop {
-            let next = body.next().await.transpose().map_err(|e| ObjError::Body(e.to_string()))?;
-            let done = next.is_none();
-            if let Some(bytes) = next {
-                size += bytes.len() as u64;
-                if size > max_size {
-                    return Err(ObjError::TooLarge(max_size));
-                }
-                md5.update(&bytes);
-                buf.extend_from_slice(&bytes);
-            }
-            while buf.len() >= chunk_size || (done && !buf.is_empty()) {
-                let n = buf.len().min(chunk_size);
-                let data = buf.split_to(n).freeze();
-                let hash = *blake3::hash(&data).as_bytes();
-                self.store_chunk(group, hash, data).await?;
-                chunks.push(ChunkRef { hash, len: n as u32 });
-            }
-            if done {
-                return Ok((chunks, size, hex(&md5.finalize())));
-            }
-        }
-    }
-
     // ---- multipart uploads ----
 
     /// Starts a multipart upload of `key` in `bucket`; answers its id.
@@ -515,11 +446,11 @@ impl ObjectService {
         let rec = self.object(src.0, src.1).await?.ok_or(ObjError::NoSuchKey)?;
         let from = self.client.partition_of(&object_route(src.0, src.1));
         let to = self.client.partition_of(&object_route(dst.0, dst.1));
-        if from != to {
-            for c in &rec.chunks {
-                let data = self.read_chunk(from, c.hash).await?;
-                self.store_chunk(to, c.hash, data).await?;
-            }
+        // Stored again even within one partition: a replica that already holds a chunk renews
+        // it, so the collector cannot take it should the source be deleted meanwhile.
+        for c in &rec.chunks {
+            let data = self.read_chunk(from, c.hash).await?;
+            self.store_chunk(to, c.hash, data).await?;
         }
         let rec = ObjectRec {
             content_type: content_type.unwrap_or(rec.content_type),
@@ -530,8 +461,8 @@ impl ObjectService {
         self.commit(dst.0, dst.1, rec).await
     }
 
-    /// Deletes object `key` of `bucket`; answers whether it existed. (Its chunks stay until a
-    /// collector exists: see "Object storage" in `docs/design.md`.)
+    /// Deletes object `key` of `bucket`; answers whether it existed. (Its chunks stay until the
+    /// collector finds them unreferenced: [`gc`].)
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, ObjError> {
         let route = object_route(bucket, key);
         let command = Command::DeleteObject { bucket: bucket.to_string(), key: key.to_string() };
@@ -613,159 +544,6 @@ impl ObjectService {
             }
         });
         futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-    }
-
-    // ---- chunks ----
-
-    /// Writes a chunk to every replica of `group` and returns once a write quorum has fsynced
-    /// it (the other writes go on in the background).
-    async fn store_chunk(self: &Arc<Self>, group: GroupId, hash: [u8; 32], data: Bytes) -> Result<(), ObjError> {
-        let replicas = self.client.replicas_of(group);
-        if replicas.is_empty() {
-            return Err(ObjError::Replicas(format!("partition {group} has no known replicas yet")));
-        }
-        let quorum = replicas.len() / 2 + 1;
-        let mut writes = futures::stream::FuturesUnordered::new();
-        for node in replicas.iter().copied() {
-            let me = Arc::clone(self);
-            let data = data.clone();
-            writes.push(tokio::spawn(async move { me.put_on(node, hash, data).await.map_err(|e| (node, e)) }));
-        }
-        let (mut ok, mut failed) = (0, Vec::new());
-        while let Some(done) = writes.next().await {
-            match done {
-                Ok(Ok(())) => ok += 1,
-                Ok(Err((node, e))) => failed.push(format!("node {node}: {e}")),
-                Err(e) => failed.push(e.to_string()),
-            }
-            if ok >= quorum {
-                return Ok(());
-            }
-            if failed.len() > replicas.len() - quorum {
-                break;
-            }
-        }
-        Err(ObjError::Replicas(format!(
-            "chunk {} reached {ok} of the {quorum} replicas it needs: {}",
-            chunks::hex(&hash),
-            failed.join("; ")
-        )))
-    }
-
-    /// Stores a chunk on `node` (this node: directly).
-    async fn put_on(&self, node: NodeId, hash: [u8; 32], data: Bytes) -> Result<(), String> {
-        if node == self.me {
-            self.chunks.put(hash, data).await.map_err(|e| e.to_string())?;
-            self.metrics.chunks_written.inc();
-            return Ok(());
-        }
-        let call = ChunkCall::Put { hash, data: data.to_vec() };
-        match peer::call(&self.transport, node, &call, self.cfg.replica_timeout).await {
-            Ok(ChunkAnswer::Stored) => Ok(()),
-            Ok(other) => Err(format!("answered {other:?}")),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    /// Chunk `hash` of partition `group`: from this node when whole here, else from the other
-    /// replicas (checked against the hash; a replica of `group` keeps the good copy).
-    async fn read_chunk(&self, group: GroupId, hash: [u8; 32]) -> Result<Bytes, ObjError> {
-        match self.chunks.get(hash).await {
-            Ok(data) => return Ok(data),
-            Err(ChunkError::Corrupt(name)) => {
-                self.metrics.corrupt_chunks.inc();
-                warn!(chunk = name, "corrupt chunk found on read; fetching it from a replica");
-            }
-            Err(_) => {}
-        }
-        let replicas = self.client.replicas_of(group);
-        for node in replicas.iter().copied().filter(|n| *n != self.me) {
-            let answer = peer::call(&self.transport, node, &ChunkCall::Get { hash }, self.cfg.replica_timeout).await;
-            if let Ok(ChunkAnswer::Data(data)) = answer
-                && blake3::hash(&data).as_bytes() == &hash
-            {
-                let data = Bytes::from(data);
-                if replicas.contains(&self.me) && self.chunks.put(hash, data.clone()).await.is_ok() {
-                    self.metrics.chunks_repaired.inc();
-                }
-                return Ok(data);
-            }
-        }
-        Err(ObjError::Replicas(format!("chunk {} could not be read from any replica", chunks::hex(&hash))))
-    }
-
-    /// Serves another node's chunk message.
-    pub async fn on_peer(&self, payload: &[u8]) -> Result<Vec<u8>, RecordError> {
-        let answer = match ChunkCall::decode(payload)? {
-            ChunkCall::Put { hash, data } => match self.chunks.put(hash, Bytes::from(data)).await {
-                Ok(()) => {
-                    self.metrics.chunks_written.inc();
-                    ChunkAnswer::Stored
-                }
-                Err(e) => ChunkAnswer::Failed(e.to_string()),
-            },
-            ChunkCall::Get { hash } => match self.chunks.get(hash).await {
-                Ok(data) => ChunkAnswer::Data(data.to_vec()),
-                Err(ChunkError::Corrupt(_)) => {
-                    self.metrics.corrupt_chunks.inc();
-                    ChunkAnswer::Missing
-                }
-                Err(_) => ChunkAnswer::Missing,
-            },
-        };
-        answer.encode()
-    }
-
-    /// Makes this node hold every chunk the partitions it replicates reference: a pass soon
-    /// after start, then every `objects.resync_interval`; missing chunks are fetched from the
-    /// other replicas (hash-checked). Runs until the node stops.
-    pub async fn run_resync(self: Arc<Self>) {
-        let mut wait = Duration::from_secs(1);
-        loop {
-            tokio::time::sleep(wait).await;
-            wait = self.cfg.resync_interval;
-            match self.resync_pass().await {
-                Ok(missing) => {
-                    self.metrics.missing_chunks.set(missing as i64);
-                    self.metrics.resync_passes.inc();
-                }
-                Err(e) => {
-                    debug!(error = %e, "resync pass incomplete; retrying soon");
-                    wait = Duration::from_secs(1);
-                }
-            }
-        }
-    }
-
-    /// One resync pass; answers the chunks still missing after it.
-    async fn resync_pass(self: &Arc<Self>) -> Result<u64, ObjError> {
-        let mine: Vec<GroupId> =
-            (1..=self.client.partitions()).filter(|g| self.client.replicas_of(*g).contains(&self.me)).collect();
-        if mine.is_empty() {
-            return Err(ObjError::Replicas("this node's partitions are not known yet".into()));
-        }
-        let mut missing = 0u64;
-        for group in mine {
-            let mut after = None;
-            loop {
-                let query = Query::Chunks { after: after.clone(), limit: 256 };
-                let (hashes, next) =
-                    match self.client.read::<Objects>(Route::Partition(group), &query, Consistency::Local).await? {
-                        Answer::Chunks(hashes, next) => (hashes, next),
-                        other => return Err(unexpected(other)),
-                    };
-                for hash in hashes {
-                    if !self.chunks.has(&hash).await && self.read_chunk(group, hash).await.is_err() {
-                        missing += 1;
-                    }
-                }
-                match next {
-                    Some(n) => after = Some(n),
-                    None => break,
-                }
-            }
-        }
-        Ok(missing)
     }
 
     /// Serves the S3 endpoint until the node stops (nothing to do without a listener).

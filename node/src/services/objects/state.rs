@@ -257,6 +257,14 @@ pub enum Query {
         /// Objects at most.
         limit: u32,
     },
+    /// The chunks of up to `limit` parts of multipart uploads in progress after the part row
+    /// `after`, in row order (answered as [`Answer::Chunks`]).
+    PartChunks {
+        /// Resume after this row key.
+        after: Option<Vec<u8>>,
+        /// Parts at most.
+        limit: u32,
+    },
 }
 
 /// One entry of a listing.
@@ -526,18 +534,33 @@ impl Service for Objects {
                 None => None,
             }),
             Query::Chunks { after, limit } => {
-                let rows = kv.scan(b"o/", after.as_deref(), (limit as usize).clamp(1, 1000))?;
-                let next =
-                    (rows.len() == (limit as usize).clamp(1, 1000)).then(|| rows.last().map(|r| r.0.clone())).flatten();
-                let mut hashes = Vec::new();
-                for (_, v) in &rows {
-                    hashes.extend(ObjectRec::decode(v)?.chunks.iter().map(|c| c.hash));
-                }
-                Answer::Chunks(hashes, next)
+                chunk_page(kv, b"o/", after, limit, |v| Ok(ObjectRec::decode(v)?.chunks))?
+            }
+            Query::PartChunks { after, limit } => {
+                chunk_page(kv, b"p/", after, limit, |v| Ok(PartRec::decode(v)?.chunks))?
             }
             Query::AnyObject(bucket) => Answer::Any(!kv.scan(object_prefix(&bucket).as_bytes(), None, 1)?.is_empty()),
         })
     }
+}
+
+/// The chunk hashes of up to `limit` rows under `prefix` after `after`, each row's chunks read
+/// by `chunks_of`, and the row to resume after (`None`: the end).
+fn chunk_page(
+    kv: &dyn KvRead,
+    prefix: &[u8],
+    after: Option<Vec<u8>>,
+    limit: u32,
+    chunks_of: impl Fn(&[u8]) -> Result<Vec<ChunkRef>, StoreError>,
+) -> Result<Answer, StoreError> {
+    let limit = (limit as usize).clamp(1, 1000);
+    let rows = kv.scan(prefix, after.as_deref(), limit)?;
+    let next = (rows.len() == limit).then(|| rows.last().map(|r| r.0.clone())).flatten();
+    let mut hashes = Vec::new();
+    for (_, v) in &rows {
+        hashes.extend(chunks_of(v)?.iter().map(|c| c.hash));
+    }
+    Ok(Answer::Chunks(hashes, next))
 }
 
 /// One partition's page of a listing (see [`Query::List`]).
@@ -669,6 +692,12 @@ mod tests {
             parts: parts.into_iter().map(|(n, e)| (n, e.to_string())).collect(),
             modified_ms: 2,
         };
+        // Parts in progress reference their chunks, page by page.
+        let first = Objects::query(&kv, Query::PartChunks { after: None, limit: 2 }).expect("q");
+        let Answer::Chunks(hashes, Some(next)) = first else { panic!("no next page: {first:?}") };
+        assert_eq!(hashes, vec![[1; 32], [2; 32]]);
+        let rest = Objects::query(&kv, Query::PartChunks { after: Some(next), limit: 2 }).expect("q");
+        assert_eq!(rest, Answer::Chunks(vec![[3; 32]], None));
         assert_eq!(
             Objects::apply(&mut kv, complete(vec![(1, "00"), (2, "ff")])).expect("apply"),
             Err(Rejection::InvalidPart(2))
@@ -682,6 +711,10 @@ mod tests {
             panic!("not completed")
         };
         assert_eq!((rec.size, rec.chunks, rec.etag.ends_with("-2")), (20, vec![chunk(1), chunk(3)], true));
+        // The object now references the chunks of the parts it took; no part row is left.
+        let page = |q| Objects::query(&kv, q).expect("q");
+        assert_eq!(page(Query::PartChunks { after: None, limit: 10 }), Answer::Chunks(vec![], None));
+        assert_eq!(page(Query::Chunks { after: None, limit: 10 }), Answer::Chunks(vec![[1; 32], [3; 32]], None));
         assert_eq!(Objects::query(&kv, Query::Upload("up".into())).expect("q"), Answer::Upload(None));
         assert!(kv.0.keys().all(|k| !k.starts_with(b"p/")), "parts left behind");
         let get = Query::Object { bucket: "b".into(), key: "k".into() };

@@ -1,7 +1,8 @@
 //! The gateway seam ([`Gateway`]) and its one real adapter, [`StripeGateway`]: Stripe's
 //! PaymentIntents (`confirm=true`) and Refunds over HTTP, form-encoded, `Authorization: Bearer`,
 //! with `Idempotency-Key` set to Shoal's own payment or refund id so no retry of ours can charge
-//! twice. `shoal gateway-sandbox` speaks the same subset.
+//! twice. `shoal gateway-sandbox` speaks the same subset. Lookups never move money: a payment
+//! by Stripe's search on our metadata, a refund by Stripe's refund list of its PaymentIntent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +49,17 @@ pub trait Gateway: Send + Sync {
     ) -> BoxFuture<'a, Result<Outcome, GatewayError>>;
     /// Asks the gateway for a payment by Shoal's id, without charging anything.
     fn lookup<'a>(&'a self, payment: &'a PaymentRec) -> BoxFuture<'a, Result<Lookup, GatewayError>>;
+    /// Asks the gateway for a refund of `payment` by Shoal's refund id, without refunding
+    /// anything.
+    fn lookup_refund<'a>(
+        &'a self,
+        payment: &'a PaymentRec,
+        refund: &'a RefundRec,
+    ) -> BoxFuture<'a, Result<Lookup, GatewayError>>;
 }
+
+/// Pages of a payment's refund list read at most when looking for one refund (100 each).
+const MAX_REFUND_PAGES: usize = 20;
 
 /// The Stripe-compatible HTTP adapter.
 pub struct StripeGateway {
@@ -223,18 +234,120 @@ impl Gateway for StripeGateway {
 
     fn lookup<'a>(&'a self, p: &'a PaymentRec) -> BoxFuture<'a, Result<Lookup, GatewayError>> {
         Box::pin(async move {
-            let query = format!("metadata['{META_PAYMENT_ID}']:'{}'", p.id);
-            let query: String = url::form_urlencoded::byte_serialize(query.as_bytes()).collect();
-            let answer = self.get(&format!("/v1/payment_intents/search?query={query}")).await?;
-            if answer.status != 200 {
-                return Err(GatewayError::Unknown(format!("search answered {}", answer.status)));
-            }
-            match answer.body["data"].as_array().and_then(|d| d.first()) {
+            match self.find_intent(p).await? {
                 None => Ok(Lookup::NotFound),
-                Some(intent) => intent_outcome(intent)
+                Some(intent) => intent_outcome(&intent)
                     .map(Lookup::Found)
                     .ok_or_else(|| GatewayError::Unknown("not final yet".into())),
             }
         })
+    }
+
+    fn lookup_refund<'a>(&'a self, p: &'a PaymentRec, r: &'a RefundRec) -> BoxFuture<'a, Result<Lookup, GatewayError>> {
+        Box::pin(async move {
+            // Stripe cannot search refunds; its refund list filters by PaymentIntent, and every
+            // refund of ours carries our id in its metadata.
+            let intent = match &p.gateway_ref {
+                Some(intent) => intent.clone(),
+                None => match self.find_intent(p).await? {
+                    Some(intent) => intent["id"].as_str().unwrap_or_default().to_owned(),
+                    // No PaymentIntent: nothing was charged, so nothing was refunded.
+                    None => return Ok(Lookup::NotFound),
+                },
+            };
+            let intent: String = url::form_urlencoded::byte_serialize(intent.as_bytes()).collect();
+            let mut after: Option<String> = None;
+            for _ in 0..MAX_REFUND_PAGES {
+                let mut path = format!("/v1/refunds?payment_intent={intent}&limit=100");
+                if let Some(a) = &after {
+                    path.push_str("&starting_after=");
+                    path.extend(url::form_urlencoded::byte_serialize(a.as_bytes()));
+                }
+                let answer = self.get(&path).await?;
+                if answer.status != 200 {
+                    return Err(GatewayError::Unknown(format!("refund list answered {}", answer.status)));
+                }
+                match find_refund(&answer.body, &r.id)? {
+                    RefundPage::Found(outcome) => return Ok(Lookup::Found(outcome)),
+                    RefundPage::Absent => return Ok(Lookup::NotFound),
+                    RefundPage::More(last) => after = Some(last),
+                }
+            }
+            Err(GatewayError::Unknown("the refund list is longer than the lookup reads".into()))
+        })
+    }
+}
+
+impl StripeGateway {
+    /// The PaymentIntent carrying Shoal's payment id in its metadata (Stripe's search API).
+    async fn find_intent(&self, p: &PaymentRec) -> Result<Option<Value>, GatewayError> {
+        let query = format!("metadata['{META_PAYMENT_ID}']:'{}'", p.id);
+        let query: String = url::form_urlencoded::byte_serialize(query.as_bytes()).collect();
+        let answer = self.get(&format!("/v1/payment_intents/search?query={query}")).await?;
+        if answer.status != 200 {
+            return Err(GatewayError::Unknown(format!("search answered {}", answer.status)));
+        }
+        Ok(answer.body["data"].as_array().and_then(|d| d.first()).cloned())
+    }
+}
+
+/// What one page of a refund list says about the refund with Shoal id `refund_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundPage {
+    /// It is on the page, with this outcome.
+    Found(Outcome),
+    /// It is not on this page, and no page follows: the gateway has no such refund.
+    Absent,
+    /// Not on this page; the next starts after this refund id.
+    More(String),
+}
+
+/// Reads one page of Stripe's refund list (`{"data": [...], "has_more": …}`) for our refund.
+pub fn find_refund(page: &Value, refund_id: &str) -> Result<RefundPage, GatewayError> {
+    let Some(data) = page["data"].as_array() else {
+        return Err(GatewayError::Unknown("the refund list has no data".into()));
+    };
+    if let Some(refund) = data.iter().find(|r| r["metadata"][META_REFUND_ID] == refund_id) {
+        return match refund["status"].as_str() {
+            Some("succeeded") => {
+                Ok(RefundPage::Found(Outcome::Succeeded { gateway_ref: refund["id"].as_str().map(str::to_owned) }))
+            }
+            Some("failed" | "canceled") => Ok(RefundPage::Found(Outcome::Failed {
+                code: "refund_failed".into(),
+                message: "The gateway could not refund.".into(),
+                gateway_ref: refund["id"].as_str().map(str::to_owned),
+            })),
+            // `pending`, `requires_action`: not final yet.
+            _ => Err(GatewayError::Unknown("the refund is not final yet".into())),
+        };
+    }
+    match (page["has_more"].as_bool(), data.last().and_then(|r| r["id"].as_str())) {
+        (Some(false), _) => Ok(RefundPage::Absent),
+        (Some(true), Some(last)) => Ok(RefundPage::More(last.to_owned())),
+        _ => Err(GatewayError::Unknown("the refund list cannot be paged".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refund_is_found_by_our_id_or_confirmed_absent_only_on_the_last_page() {
+        let refund = |id: &str, ours: &str, status: &str| serde_json::json!({"id": id, "status": status, "metadata": {"shoal_refund_id": ours}});
+        let page = |data: Vec<Value>, more: bool| serde_json::json!({"object": "list", "data": data, "has_more": more});
+        let last = page(vec![refund("re_g1", "re_a", "succeeded"), refund("re_g2", "re_b", "failed")], false);
+        assert_eq!(
+            find_refund(&last, "re_a"),
+            Ok(RefundPage::Found(Outcome::Succeeded { gateway_ref: Some("re_g1".into()) }))
+        );
+        assert!(matches!(find_refund(&last, "re_b"), Ok(RefundPage::Found(Outcome::Failed { .. }))));
+        assert_eq!(find_refund(&last, "re_c"), Ok(RefundPage::Absent));
+        let first = page(vec![refund("re_g3", "re_d", "succeeded")], true);
+        assert_eq!(find_refund(&first, "re_c"), Ok(RefundPage::More("re_g3".into())));
+        let pending = page(vec![refund("re_g4", "re_e", "pending")], false);
+        assert!(find_refund(&pending, "re_e").is_err(), "not final: unknown, never absent");
+        assert!(find_refund(&serde_json::json!({"error": {}}), "re_a").is_err());
+        assert!(find_refund(&page(vec![], true), "re_a").is_err(), "more, but no cursor");
     }
 }

@@ -97,6 +97,18 @@ pub struct Answered {
     pub replayed: bool,
 }
 
+/// What recording an outcome found.
+// Moved out at once: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Recorded {
+    /// Recorded now: the records as they now are.
+    Now(PaymentRec, Option<RefundRec>),
+    /// Resolved before (by another reporter): the records as they are.
+    Before(PaymentRec, Option<RefundRec>),
+    /// The webhook event was applied before.
+    Replayed,
+}
+
 /// What a verified webhook did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WebhookOutcome {
@@ -183,8 +195,7 @@ impl PaymentsService {
         result
     }
 
-    /// Records `outcome` for a pending payment (or refund); answers the resolved records, or
-    /// `None` when it was resolved before.
+    /// Records `outcome` for a pending payment (or refund).
     async fn resolve(
         &self,
         owner: &str,
@@ -193,7 +204,7 @@ impl PaymentsService {
         outcome: Outcome,
         source: Source,
         event: Option<(String, u64)>,
-    ) -> Result<Option<(PaymentRec, Option<RefundRec>)>, PayError> {
+    ) -> Result<Recorded, PayError> {
         let command = Command::Resolve {
             payment_id: payment_id.to_owned(),
             refund_id: refund_id.map(str::to_owned),
@@ -208,11 +219,26 @@ impl PaymentsService {
                     Some(r) => self.metrics.refunds.with_label_values(&[r.status.as_str()]).inc(),
                     None => self.metrics.payments.with_label_values(&[payment.status.as_str()]).inc(),
                 }
-                Ok(Some((payment, refund)))
+                Ok(Recorded::Now(payment, refund))
             }
-            Ok(Reply::Unchanged) => Ok(None),
+            Ok(Reply::Settled { payment, refund }) => Ok(Recorded::Before(payment, refund)),
+            Ok(Reply::Unchanged) => Ok(Recorded::Replayed),
             Err(r) => Err(r.into()),
             Ok(other) => Err(unexpected(other)),
+        }
+    }
+
+    /// Whether this node's replica already shows the payment (or refund) resolved. Resolution
+    /// is final, so a replica behind the leader can only err towards "not yet", which costs a
+    /// proposal that finds it resolved; never a lost outcome.
+    async fn settled_here(&self, owner: &str, payment_id: &str, refund_id: Option<&str>) -> bool {
+        let query = Query::Get { id: payment_id.to_owned() };
+        match self.client.read::<Payments>(owner, &query, Consistency::Local).await {
+            Ok(Answer::Payment(Some((p, refunds)))) => match refund_id {
+                None => p.status != PayStatus::Pending,
+                Some(id) => refunds.iter().any(|r| r.id == id && r.status != state::RefundStatus::Pending),
+            },
+            _ => false,
         }
     }
 
@@ -242,9 +268,10 @@ impl PaymentsService {
             }
         };
         match self.resolve(owner, &payment.id, None, outcome, Source::Api, None).await {
-            Ok(Some((p, _))) => Ok(fresh(&p)),
-            // A webhook or the reconciler recorded it first: answer what was recorded.
-            Ok(None) => Ok(fresh(&self.get(owner, &payment.id).await?.0)),
+            // Recorded now, or a webhook or the reconciler recorded it first: answer what was
+            // recorded.
+            Ok(Recorded::Now(p, _) | Recorded::Before(p, _)) => Ok(fresh(&p)),
+            Ok(Recorded::Replayed) => Ok(fresh(&self.get(owner, &payment.id).await?.0)),
             Err(e) => {
                 tracing::warn!(payment = %payment.id, error = %e, "outcome not recorded; the reconciler will");
                 Ok(fresh(&payment))
@@ -283,7 +310,7 @@ impl PaymentsService {
             }
         };
         match self.resolve(owner, payment_id, Some(&refund.id), outcome, Source::Api, None).await {
-            Ok(Some((_, Some(r)))) => Ok(fresh_refund(&r)),
+            Ok(Recorded::Now(_, Some(r)) | Recorded::Before(_, Some(r))) => Ok(fresh_refund(&r)),
             Ok(_) => {
                 let (_, refunds) = self.get(owner, payment_id).await?;
                 let r = refunds.into_iter().find(|r| r.id == refund.id).unwrap_or(refund);
@@ -353,8 +380,12 @@ impl PaymentsService {
         match kind {
             "payment_intent.succeeded" | "payment_intent.payment_failed" => {
                 let Some(result) = gateway::intent_outcome(object) else { return Ok(WebhookOutcome::Ignored) };
+                if self.settled_here(owner, payment_id, None).await {
+                    return Ok(WebhookOutcome::Unchanged);
+                }
                 let event = Some((event_id.to_owned(), remember_until));
-                if self.resolve(owner, payment_id, None, result, Source::Webhook, event).await?.is_some() {
+                if let Recorded::Now(..) = self.resolve(owner, payment_id, None, result, Source::Webhook, event).await?
+                {
                     outcome = WebhookOutcome::Applied;
                 }
             }
@@ -373,9 +404,13 @@ impl PaymentsService {
                         },
                         _ => continue,
                     };
+                    if self.settled_here(owner, payment_id, Some(refund_id)).await {
+                        continue;
+                    }
                     let event = Some((format!("{event_id}/{refund_id}"), remember_until));
-                    if self.resolve(owner, payment_id, Some(refund_id), result, Source::Webhook, event).await?.is_some()
-                    {
+                    let recorded =
+                        self.resolve(owner, payment_id, Some(refund_id), result, Source::Webhook, event).await?;
+                    if let Recorded::Now(..) = recorded {
                         outcome = WebhookOutcome::Applied;
                     }
                 }

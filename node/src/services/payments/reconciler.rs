@@ -2,9 +2,9 @@
 //! at the gateway. It asks the gateway again by Shoal's own id (the same create or refund with
 //! the same `Idempotency-Key`, which replays the gateway's stored answer or performs the call
 //! once), with exponential backoff and jitter. After `payments.reconcile_attempts` attempts
-//! without an answer it searches the gateway for the payment by id: `failed` with
-//! `gateway_unreachable` only when the gateway confirms it has no such payment; while the gateway
-//! cannot confirm anything, the payment stays pending and is retried at the longest delay.
+//! without an answer it looks the payment (or refund) up at the gateway by our id: `failed` with
+//! `gateway_unreachable` only when the gateway confirms it has no such payment (refund); while
+//! the gateway cannot confirm anything, it stays pending and is retried at the longest delay.
 //!
 //! Retry counts live in memory: a new leader starts counting again (a crash between "pending"
 //! and "recorded" is found on the new leader's first scan).
@@ -81,15 +81,24 @@ impl PaymentsService {
         };
         let outcome = match result {
             Ok(outcome) => outcome,
-            Err(_) if lookup && item.refund.is_none() => match self.timed("lookup", self.gateway.lookup(p)).await {
-                Ok(Lookup::Found(outcome)) => outcome,
-                Ok(Lookup::NotFound) => Outcome::Failed {
-                    code: "gateway_unreachable".into(),
-                    message: "The gateway could not be reached and confirms nothing was charged.".into(),
-                    gateway_ref: None,
-                },
-                Err(_) => return false,
-            },
+            Err(_) if lookup => {
+                let found = match &item.refund {
+                    Some(r) => self.timed("lookup_refund", self.gateway.lookup_refund(p, r)).await,
+                    None => self.timed("lookup", self.gateway.lookup(p)).await,
+                };
+                match found {
+                    Ok(Lookup::Found(outcome)) => outcome,
+                    Ok(Lookup::NotFound) => Outcome::Failed {
+                        code: "gateway_unreachable".into(),
+                        message: match item.refund {
+                            Some(_) => "The gateway could not be reached and confirms nothing was refunded.".into(),
+                            None => "The gateway could not be reached and confirms nothing was charged.".into(),
+                        },
+                        gateway_ref: None,
+                    },
+                    Err(_) => return false,
+                }
+            }
             Err(_) => return false,
         };
         let refund_id = item.refund.as_ref().map(|r| r.id.as_str());

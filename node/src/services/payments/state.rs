@@ -283,7 +283,7 @@ pub enum Command {
         reason: Option<String>,
     },
     /// Applies a gateway outcome to a pending payment (or refund, when `refund_id` is set);
-    /// a resolved one is left as it is ([`Reply::Unchanged`]). `event` marks a webhook event
+    /// a resolved one is left as it is ([`Reply::Settled`]). `event` marks a webhook event
     /// as applied, so its replay changes nothing.
     Resolve {
         /// The payment.
@@ -322,7 +322,15 @@ pub enum Reply {
         /// The refund, when one was resolved.
         refund: Option<RefundRec>,
     },
-    /// Already resolved, or the webhook event was applied before: nothing changed.
+    /// Already resolved before this command: nothing changed; the records as they are (so the
+    /// caller needs no read to answer).
+    Settled {
+        /// The payment.
+        payment: PaymentRec,
+        /// The refund, when the command named one.
+        refund: Option<RefundRec>,
+    },
+    /// The webhook event was applied before: nothing changed.
     Unchanged,
 }
 
@@ -701,7 +709,7 @@ fn resolve(
     let reply = match refund_id {
         None => {
             if payment.status != PayStatus::Pending {
-                Reply::Unchanged
+                Reply::Settled { payment, refund: None }
             } else {
                 let (status, kind, gateway_ref) = match outcome {
                     Outcome::Succeeded { gateway_ref } => (PayStatus::Succeeded, "payment.succeeded", gateway_ref),
@@ -728,7 +736,7 @@ fn resolve(
             let key = refund_key(&payment_id, &refund_id);
             let Some(mut refund) = get::<RefundRec>(kv, &key)? else { return Ok(Err(Rejection::NoPayment)) };
             if refund.status != RefundStatus::Pending {
-                Reply::Unchanged
+                Reply::Settled { payment, refund: Some(refund) }
             } else {
                 payment.refund_reserved = payment.refund_reserved.saturating_sub(refund.amount);
                 let kind = match outcome {

@@ -123,10 +123,12 @@ fn an_outcome_applies_once_whoever_reports_it_first() {
     let first = resolve(&mut kv, "pay_1", None, succeeded(), Some("evt_1"), 2_000);
     assert!(matches!(first, Reply::Resolved { .. }));
     // The reconciler, a replayed event and a contradicting late event all change nothing.
-    assert_eq!(resolve(&mut kv, "pay_1", None, succeeded(), None, 3_000), Reply::Unchanged);
+    let settled = resolve(&mut kv, "pay_1", None, succeeded(), None, 3_000);
+    assert!(matches!(settled, Reply::Settled { payment: p, refund: None } if p.status == PayStatus::Succeeded));
     assert_eq!(resolve(&mut kv, "pay_1", None, succeeded(), Some("evt_1"), 3_000), Reply::Unchanged);
     let failed = Outcome::Failed { code: "card_declined".into(), message: "no".into(), gateway_ref: None };
-    assert_eq!(resolve(&mut kv, "pay_1", None, failed, Some("evt_2"), 3_000), Reply::Unchanged);
+    assert!(matches!(resolve(&mut kv, "pay_1", None, failed, Some("evt_2"), 3_000), Reply::Settled { .. }));
+    assert_eq!(resolve(&mut kv, "pay_1", None, succeeded(), Some("evt_2"), 3_000), Reply::Unchanged);
     let (p, _) = payment(&kv, "pay_1");
     assert_eq!((p.status, p.events), (PayStatus::Succeeded, 2));
     match Payments::query(&kv, Query::Events { id: "pay_1".into() }).expect("events") {
@@ -185,7 +187,8 @@ fn refunds_reserve_their_amount_so_concurrent_ones_never_exceed_the_charge() {
     let failed = Outcome::Failed { code: "refund_failed".into(), message: "no".into(), gateway_ref: None };
     resolve(&mut kv, "pay_1", Some("re_3"), failed, None, 4_000);
     resolve(&mut kv, "pay_1", Some("re_1"), succeeded(), None, 4_000);
-    assert_eq!(resolve(&mut kv, "pay_1", Some("re_1"), succeeded(), None, 4_500), Reply::Unchanged);
+    let settled = resolve(&mut kv, "pay_1", Some("re_1"), succeeded(), None, 4_500);
+    assert!(matches!(settled, Reply::Settled { refund: Some(r), .. } if r.status == RefundStatus::Succeeded));
     let (p, refunds) = payment(&kv, "pay_1");
     assert_eq!((p.amount_refunded, p.refund_reserved, refunds.len()), (600, 0, 2));
     assert_eq!(refund(&mut kv, "r4", "re_4", Some(401), 5_000), Err(Rejection::RefundExceeds { available: 400 }));
