@@ -207,19 +207,7 @@ async fn a_corrupt_chunk_file_is_never_served_and_is_replaced_from_a_replica() -
     let Some(py) = boto3_python() else { return Ok(()) };
     let c = led(&ClusterSpec::new(3)).await?;
     let ann = user_with_key(&c, 1, "ann").await?;
-    let mut args = object_args(&c, &ann, 1, "scrub", "one");
-    args["create"] = json!(true);
-    args["size"] = json!(512 * 1024);
-    let written = scenario(&py, "put", &args).await?;
-    // The one chunk reaches node 2 (a write quorum answered; the third write may still run).
-    let file = wait_for("node 2 to hold the chunk", Duration::from_secs(20), || async {
-        chunk_files(&c, 2).into_iter().next()
-    })
-    .await?;
-    let good = std::fs::read(&file)?;
-    let mut bad = good.clone();
-    bad[1000] ^= 0xFF;
-    std::fs::write(&file, &bad)?;
+    let (written, file, good) = put_one_chunk_and_corrupt_it_on_node_2(&c, &py, &ann).await?;
     let read = scenario(&py, "get", &object_args(&c, &ann, 2, "scrub", "one")).await?;
     ensure!(read == written, "node 2 served {read}, {written} was written");
     let corrupt = c.metric(2, "shoal_objects_corrupt_chunks_total").await.unwrap_or(0.0);
@@ -332,18 +320,7 @@ async fn the_scrub_finds_a_corrupt_chunk_nobody_reads_and_replaces_it_from_a_pee
     let spec = ClusterSpec::new(3).set("objects", "scrub_interval = \"1s\"");
     let c = led(&spec).await?;
     let ann = user_with_key(&c, 1, "ann").await?;
-    let mut args = object_args(&c, &ann, 1, "scrub", "one");
-    args["create"] = json!(true);
-    args["size"] = json!(512 * 1024);
-    let written = scenario(&py, "put", &args).await?;
-    let file = wait_for("node 2 to hold the chunk", Duration::from_secs(20), || async {
-        chunk_files(&c, 2).into_iter().next()
-    })
-    .await?;
-    let good = std::fs::read(&file)?;
-    let mut bad = good.clone();
-    bad[1000] ^= 0xFF;
-    std::fs::write(&file, &bad)?;
+    let (written, file, good) = put_one_chunk_and_corrupt_it_on_node_2(&c, &py, &ann).await?;
     // Nothing reads the object: the scrub alone finds the bad copy and puts a good one back.
     wait_for("node 2's scrub to replace the corrupt chunk", Duration::from_secs(60), || async {
         let found = c.metric(2, "shoal_objects_scrub_corrupt_chunks_total").await?;
@@ -356,4 +333,27 @@ async fn the_scrub_finds_a_corrupt_chunk_nobody_reads_and_replaces_it_from_a_pee
     let read = scenario(&py, "get", &object_args(&c, &ann, 2, "scrub", "one")).await?;
     ensure!(read == written, "node 2 served {read}, {written} was written");
     Ok(())
+}
+
+/// Writes one 512 KiB object (one chunk) as `ann` through node 1, waits for node 2 to hold its
+/// chunk (a write quorum answered; the third write may still run) and flips a byte of node 2's
+/// copy. Answers what was written, the chunk file and its good bytes.
+async fn put_one_chunk_and_corrupt_it_on_node_2(
+    c: &Cluster,
+    py: &PathBuf,
+    ann: &KeyedUser,
+) -> Result<(String, PathBuf, Vec<u8>)> {
+    let mut args = object_args(c, ann, 1, "scrub", "one");
+    args["create"] = json!(true);
+    args["size"] = json!(512 * 1024);
+    let written = scenario(py, "put", &args).await?;
+    let file = wait_for("node 2 to hold the chunk", Duration::from_secs(20), || async {
+        chunk_files(c, 2).into_iter().next()
+    })
+    .await?;
+    let good = std::fs::read(&file)?;
+    let mut bad = good.clone();
+    bad[1000] ^= 0xFF;
+    std::fs::write(&file, &bad)?;
+    Ok((written, file, good))
 }
